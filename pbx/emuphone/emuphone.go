@@ -1,0 +1,172 @@
+// Package emuphone is the table of scripted phones shared by the PBX
+// emulators (ARI and event socket), so that the same number behaves the same
+// whichever PBX kind is emulated. The table is the one fixed in
+// API-CONTRACT.md ("The emulator's phones") plus the lab endpoints of the
+// Asterisk recordings (PJSIP/1001 … 1007), so recordings can be replayed.
+package emuphone
+
+import (
+	"strings"
+	"time"
+)
+
+// Outcome is what the far end does with the call.
+type Outcome int
+
+const (
+	// Answer: rings for Ring, answers, stays until hung up.
+	Answer Outcome = iota
+	// AnswerThenHangup: rings for Ring, answers, hangs up (BYE) after Hold.
+	AnswerThenHangup
+	// Busy: 486 at once (cause 17), never rings.
+	Busy
+	// NoAnswer: rings until the originate timeout (cause 19).
+	NoAnswer
+	// Reject: 603 decline (cause 21) at once.
+	Reject
+	// Unallocated: 404 (cause 1) at once.
+	Unallocated
+	// Congestion: 503 (cause 34) at once.
+	Congestion
+	// Unreachable: the endpoint cannot be allocated at all (ARI 500
+	// "Allocation failed"; an unregistered PJSIP endpoint or one where
+	// nothing listens).
+	Unreachable
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Answer:
+		return "answer"
+	case AnswerThenHangup:
+		return "answer-then-hangup"
+	case Busy:
+		return "busy"
+	case NoAnswer:
+		return "no-answer"
+	case Reject:
+		return "reject"
+	case Unallocated:
+		return "unallocated"
+	case Congestion:
+		return "congestion"
+	case Unreachable:
+		return "unreachable"
+	}
+	return "unknown"
+}
+
+// Phone is the scripted behaviour of one dialed number.
+type Phone struct {
+	Outcome Outcome
+	// Ring is how long it rings before answering (Answer, AnswerThenHangup).
+	Ring time.Duration
+	// Hold is how long an AnswerThenHangup phone stays up after answering.
+	Hold time.Duration
+	// Cause is the Q.850 cause the far end ends the call with (busy 17,
+	// reject 21, unallocated 1, congestion 34, far-end BYE 16).
+	Cause int
+	// SIPStatus is the SIP response the far end sends (486, 603, 404, 503),
+	// for emulators that report it; 0 for answered calls.
+	SIPStatus int
+}
+
+// Timing holds the tunable delays.
+type Timing struct {
+	// Ring is how long ordinary phones ring before answering (contract:
+	// about 300 ms, configurable). The lab endpoints of the recordings ring
+	// 500 ms as the real phones did.
+	Ring time.Duration
+	// Hold is how long the "0200" phone stays up (contract: 2 s).
+	Hold time.Duration
+	// SlowRing is how long "@trunk-slow" rings (recording n: 3 s).
+	SlowRing time.Duration
+}
+
+// DefaultTiming is the contract's timing.
+var DefaultTiming = Timing{Ring: 300 * time.Millisecond, Hold: 2 * time.Second, SlowRing: 3 * time.Second}
+
+func (t Timing) withDefaults() Timing {
+	if t.Ring <= 0 {
+		t.Ring = DefaultTiming.Ring
+	}
+	if t.Hold <= 0 {
+		t.Hold = DefaultTiming.Hold
+	}
+	if t.SlowRing <= 0 {
+		t.SlowRing = DefaultTiming.SlowRing
+	}
+	return t
+}
+
+// labRing is how long the recordings' lab phones rang before answering.
+const labRing = 500 * time.Millisecond
+
+// ForEndpoint gives the phone behind a dial string such as "PJSIP/1001",
+// "PJSIP/+12025550486@trunk", "sofia/gateway/pbx/+12025550480" or a bare
+// number. The lab endpoints of the Asterisk recordings are matched exactly;
+// everything else by the last four digits of the number part (contract).
+func ForEndpoint(endpoint string, t Timing) Phone {
+	t = t.withDefaults()
+	resource := endpoint
+	if i := strings.LastIndex(resource, "/"); i >= 0 {
+		resource = resource[i+1:]
+	}
+	host := ""
+	if i := strings.Index(resource, "@"); i >= 0 {
+		resource, host = resource[:i], resource[i+1:]
+	}
+	if strings.HasPrefix(endpoint, "PJSIP/") && host == "" {
+		switch resource {
+		case "1001", "1004":
+			return Phone{Outcome: Answer, Ring: labRing, Cause: 16}
+		case "1002":
+			return Phone{Outcome: Busy, Cause: 17, SIPStatus: 486}
+		case "1003":
+			return Phone{Outcome: NoAnswer, Cause: 19}
+		case "1005":
+			return Phone{Outcome: Reject, Cause: 21, SIPStatus: 603}
+		case "1006", "1007":
+			return Phone{Outcome: Unreachable}
+		}
+	}
+	ring := t.Ring
+	if host == "trunk-slow" {
+		ring = t.SlowRing
+	}
+	return ForNumber(resource, ring, t.Hold)
+}
+
+// ForNumber applies the contract's last-four-digits table.
+func ForNumber(number string, ring, hold time.Duration) Phone {
+	digits := onlyDigits(number)
+	last4 := digits
+	if len(last4) > 4 {
+		last4 = last4[len(last4)-4:]
+	}
+	switch last4 {
+	case "0486":
+		return Phone{Outcome: Busy, Cause: 17, SIPStatus: 486}
+	case "0480":
+		return Phone{Outcome: NoAnswer, Cause: 19}
+	case "0603":
+		return Phone{Outcome: Reject, Cause: 21, SIPStatus: 603}
+	case "0404":
+		return Phone{Outcome: Unallocated, Cause: 1, SIPStatus: 404}
+	case "0503":
+		return Phone{Outcome: Congestion, Cause: 34, SIPStatus: 503}
+	case "0200":
+		return Phone{Outcome: AnswerThenHangup, Ring: ring, Hold: hold, Cause: 16}
+	}
+	return Phone{Outcome: Answer, Ring: ring, Cause: 16}
+}
+
+func onlyDigits(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
