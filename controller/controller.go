@@ -1,0 +1,227 @@
+// Package controller is convoice's behaviour: the directory, conversations,
+// messages, conferences, legs and invitations, and the reaction to PBX
+// events. It speaks to storage and to pbx drivers; it knows no HTTP and
+// writes no SQL. Every state change is stored (with its event in the
+// conversation's log) in one transaction, and announced only after commit.
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/storage"
+)
+
+// Config is the controller's behaviour knobs.
+type Config struct {
+	Region         string         // default region for numbers without "+"
+	Extensions     *regexp.Regexp // internal extensions (nil: none)
+	CallerIDName   string         // what called phones display
+	CallerIDNumber string
+	RingTimeout    time.Duration // originate timeout; default 30 s
+	// RingGrace is how long past RingTimeout we wait for the PBX to end a
+	// ringing leg before we end it ourselves (the PBX went silent).
+	RingGrace time.Duration // default 15 s
+	// ResyncYoungLeg: legs younger than this are left alone by resync, their
+	// originate may still be on its way to the PBX.
+	ResyncYoungLeg time.Duration // default 5 s
+	Logger         *slog.Logger
+}
+
+// Node is one PBX the controller can place conferences on.
+type Node struct {
+	Name   string
+	Weight int
+	Driver pbx.Driver
+}
+
+// Controller is convoice's behaviour.
+type Controller struct {
+	cfg     Config
+	store   *storage.Store
+	hub     *Hub
+	log     *slog.Logger
+	numbers Numbers
+	nodes   []*Node
+	byName  map[string]*Node
+	metrics *Metrics
+
+	draining atomic.Bool
+	inflight sync.WaitGroup
+
+	resyncMu   sync.Mutex
+	resyncWant map[string]bool // nodes with a resync requested while one ran
+	resyncBusy map[string]bool
+}
+
+// New wires a controller. The store's commits are published on hub.
+func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Metrics) *Controller {
+	if cfg.RingTimeout <= 0 {
+		cfg.RingTimeout = 30 * time.Second
+	}
+	if cfg.RingGrace <= 0 {
+		cfg.RingGrace = 15 * time.Second
+	}
+	if cfg.ResyncYoungLeg <= 0 {
+		cfg.ResyncYoungLeg = 5 * time.Second
+	}
+	if cfg.CallerIDName == "" {
+		cfg.CallerIDName = "convoice"
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	c := &Controller{
+		cfg: cfg, store: store, hub: hub, log: lg, metrics: metrics,
+		numbers:    Numbers{Region: cfg.Region, Extensions: cfg.Extensions},
+		nodes:      nodes,
+		byName:     map[string]*Node{},
+		resyncWant: map[string]bool{},
+		resyncBusy: map[string]bool{},
+	}
+	for _, n := range nodes {
+		if n.Weight <= 0 {
+			n.Weight = 1
+		}
+		c.byName[n.Name] = n
+	}
+	store.OnCommit(hub.Publish)
+	return c
+}
+
+// Store gives the store (for the API's readiness check).
+func (c *Controller) Store() *storage.Store { return c.store }
+
+// Hub gives the event hub (for the API's event streams).
+func (c *Controller) Hub() *Hub { return c.hub }
+
+// Numbers gives the number normaliser.
+func (c *Controller) Numbers() Numbers { return c.numbers }
+
+// Run drives every PBX node until ctx is done: the drivers' event loops, and
+// the watchdog that ends legs the PBX forgot.
+func (c *Controller) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		n := n
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := pbx.HandlerFunc(func(e pbx.Event) { c.HandlePBXEvent(context.WithoutCancel(ctx), n.Name, e) })
+			if err := n.Driver.Run(ctx, h); err != nil && !errors.Is(err, context.Canceled) {
+				c.log.Error("pbx driver stopped", "node", n.Name, "err", err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.watchdog(ctx)
+	}()
+	wg.Wait()
+	return ctx.Err()
+}
+
+// Drain stops taking new dial requests and waits (up to ctx) for the ones in
+// flight to finish. Calls stay up: the PBX keeps them, and the next start
+// resyncs.
+func (c *Controller) Drain(ctx context.Context) {
+	c.draining.Store(true)
+	done := make(chan struct{})
+	go func() { c.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// NodeStatus is one PBX node's health.
+type NodeStatus struct {
+	Name   string     `json:"name"`
+	Kind   string     `json:"kind"`
+	Status pbx.Status `json:"status"`
+}
+
+// PBXStatus reports every node.
+func (c *Controller) PBXStatus() []NodeStatus {
+	out := make([]NodeStatus, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		out = append(out, NodeStatus{Name: n.Name, Kind: n.Driver.Kind(), Status: n.Driver.Status()})
+	}
+	return out
+}
+
+// Ready reports whether at least one PBX node can take calls.
+func (c *Controller) Ready() bool {
+	for _, n := range c.nodes {
+		if n.Driver.Status().Ready {
+			return true
+		}
+	}
+	return false
+}
+
+// placeConference picks a healthy node for a new conference: the one with
+// the fewest live legs per unit of weight.
+func (c *Controller) placeConference(ctx context.Context) (*Node, error) {
+	var ready []*Node
+	for _, n := range c.nodes {
+		if n.Driver.Status().Ready {
+			ready = append(ready, n)
+		}
+	}
+	if len(ready) == 0 {
+		return nil, unavailable("the PBX is not reachable right now; no call was placed, try again shortly")
+	}
+	if len(ready) == 1 {
+		return ready[0], nil
+	}
+	load, err := c.store.CountLiveLegs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(ready, func(i, j int) bool {
+		return float64(load[ready[i].Name])/float64(ready[i].Weight) < float64(load[ready[j].Name])/float64(ready[j].Weight)
+	})
+	return ready[0], nil
+}
+
+// nodeOf returns the node a conference lives on.
+func (c *Controller) nodeOf(conf *storage.Conference) (*Node, error) {
+	if n, ok := c.byName[conf.Node]; ok {
+		return n, nil
+	}
+	if len(c.nodes) == 1 && conf.Node == "" {
+		return c.nodes[0], nil
+	}
+	return nil, unavailable("the PBX node %q of this conference is not configured", conf.Node)
+}
+
+// appendEvent stores an event with its JSON payload in tx.
+func appendEvent(ctx context.Context, tx *storage.Store, convID, typ string, payload any) error {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	_, err = tx.AppendEvent(ctx, convID, typ, string(b))
+	return err
+}
+
+// pbxCtx bounds one PBX request made on behalf of a request; detached from
+// the HTTP request so a client hanging up mid-dial cannot leave a leg half
+// placed.
+func pbxCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}

@@ -1,0 +1,41 @@
+package controller
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the controller's Prometheus series, all under "convoice_".
+type Metrics struct {
+	DialOuts     *prometheus.CounterVec // by node, result
+	LegEnds      *prometheus.CounterVec // by state
+	PBXEvents    *prometheus.CounterVec // by node, type
+	Resyncs      *prometheus.CounterVec // by node, result
+	ResyncFixes  *prometheus.CounterVec // by node, what
+	Conferences  prometheus.Counter
+	WatchdogEnds prometheus.Counter
+}
+
+// NewMetrics makes the series and registers them on reg (nil: not
+// registered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		DialOuts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "dial_outs_total",
+			Help: "Originate requests sent to a PBX, by node and result."}, []string{"node", "result"}),
+		LegEnds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "leg_ends_total",
+			Help: "Legs that reached an end state, by state."}, []string{"state"}),
+		PBXEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "pbx_events_total",
+			Help: "PBX events handled, by node and type."}, []string{"node", "type"}),
+		Resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "pbx_resyncs_total",
+			Help: "Reconciliations of the store with a PBX, by node and result."}, []string{"node", "result"}),
+		ResyncFixes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "pbx_resync_fixes_total",
+			Help: "Differences a resync repaired, by node and kind."}, []string{"node", "what"}),
+		Conferences: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "convoice", Name: "conferences_started_total",
+			Help: "Conferences started."}),
+		WatchdogEnds: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "convoice", Name: "watchdog_leg_ends_total",
+			Help: "Legs ended by convoice because the PBX said nothing past the ring timeout."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.DialOuts, m.LegEnds, m.PBXEvents, m.Resyncs, m.ResyncFixes, m.Conferences, m.WatchdogEnds)
+	}
+	return m
+}

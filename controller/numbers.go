@@ -1,0 +1,82 @@
+package controller
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// maxNumberInput bounds what we even try to parse: the longest E.164 number
+// is 15 digits; with "+", spaces and punctuation 32 is generous.
+const maxNumberInput = 32
+
+// Numbers normalises what people type into E.164 (or a configured internal
+// extension). Everything that reaches a dial string passes through here.
+type Numbers struct {
+	Region     string         // default region for numbers without "+", e.g. "US"
+	Extensions *regexp.Regexp // internal extensions, e.g. ^[0-9]{3,5}$; nil: none
+}
+
+// Normalize returns the E.164 form of input, or the extension itself when
+// it matches the extension pattern. field names the request field for the
+// error.
+func (n Numbers) Normalize(field, input string) (string, error) {
+	s := strings.Trim(input, " \t") // a newline or other control character is refused below
+	if s == "" {
+		return "", invalid(field, "%s: a phone number is required", field)
+	}
+	if len(s) > maxNumberInput {
+		return "", invalid(field, "%s: too long to be a phone number (at most %d characters)", field, maxNumberInput)
+	}
+	// Only ASCII digits and the punctuation people write numbers with. This
+	// refuses letters (vanity numbers are not dialed), Unicode digits that
+	// the parser would silently fold into ASCII ones, and every character
+	// that means something in a dial string (& @ / , ; | ! etc.).
+	for i, r := range s {
+		switch {
+		case r >= '0' && r <= '9':
+		case r == '+' && i == 0:
+		case r == ' ' || r == '-' || r == '.' || r == '(' || r == ')':
+		default:
+			return "", invalid(field, "%s: %q is not allowed in a phone number (digits, a leading +, spaces, dots, dashes and parentheses only)", field, r)
+		}
+	}
+	if n.Extensions != nil && !strings.HasPrefix(s, "+") && n.Extensions.MatchString(s) {
+		return s, nil
+	}
+	region := n.Region
+	if region == "" {
+		region = "US"
+	}
+	num, err := phonenumbers.Parse(s, region)
+	if err != nil {
+		return "", invalid(field, "%s: %q is not a phone number: %v", field, input, err)
+	}
+	if !phonenumbers.IsValidNumber(num) {
+		return "", invalid(field, "%s: %q is not a valid phone number for its country (region %s assumed without +)", field, input, region)
+	}
+	return phonenumbers.Format(num, phonenumbers.E164), nil
+}
+
+// Labels a published number may have.
+var numberLabels = map[string]bool{"work": true, "mobile": true, "home": true, "other": true}
+
+// checkLabel validates a published number's label.
+func checkLabel(field, label string) (string, error) {
+	l := strings.ToLower(strings.TrimSpace(label))
+	if !numberLabels[l] {
+		return "", invalid(field, "%s: label %q is not one of work, mobile, home, other", field, label)
+	}
+	return l, nil
+}
+
+// describeNumber is for log lines and audit: the number's country and type.
+func describeNumber(e164 string) string {
+	num, err := phonenumbers.Parse(e164, "")
+	if err != nil {
+		return "extension"
+	}
+	return fmt.Sprintf("%s/%d", phonenumbers.GetRegionCodeForNumber(num), phonenumbers.GetNumberType(num))
+}

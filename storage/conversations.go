@@ -1,0 +1,154 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// CreateConversation inserts a conversation and its participants.
+func (s *Store) CreateConversation(ctx context.Context, c *Conversation, parts []Participant) error {
+	if err := s.q(ctx).Create(c).Error; err != nil {
+		return notFound(err)
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return notFound(s.q(ctx).Create(&parts).Error)
+}
+
+// GetConversation loads one conversation.
+func (s *Store) GetConversation(ctx context.Context, id string) (*Conversation, error) {
+	var c Conversation
+	if err := s.q(ctx).First(&c, "id = ?", id).Error; err != nil {
+		return nil, notFound(err)
+	}
+	return &c, nil
+}
+
+// ConversationsOf lists the conversations a user is (or was) in, newest first.
+func (s *Store) ConversationsOf(ctx context.Context, userID string, includeLeft bool) ([]Conversation, error) {
+	var cs []Conversation
+	q := s.q(ctx).Joins("JOIN participants p ON p.conversation_id = conversations.id").
+		Where("p.user_id = ?", userID)
+	if !includeLeft {
+		q = q.Where("p.left_at IS NULL")
+	}
+	err := q.Order("conversations.created_at DESC, conversations.id").Find(&cs).Error
+	return cs, err
+}
+
+// Participants lists a conversation's participants, present and past, by
+// join time.
+func (s *Store) Participants(ctx context.Context, convID string) ([]Participant, error) {
+	var ps []Participant
+	err := s.q(ctx).Where("conversation_id = ?", convID).Order("joined_at, user_id").Find(&ps).Error
+	return ps, err
+}
+
+// GetParticipant loads one membership (left or not).
+func (s *Store) GetParticipant(ctx context.Context, convID, userID string) (*Participant, error) {
+	var p Participant
+	if err := s.q(ctx).First(&p, "conversation_id = ? AND user_id = ?", convID, userID).Error; err != nil {
+		return nil, notFound(err)
+	}
+	return &p, nil
+}
+
+// UpsertParticipant adds a user to a conversation, or brings back one who
+// left (keeping their role).
+func (s *Store) UpsertParticipant(ctx context.Context, p *Participant) error {
+	return s.q(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "conversation_id"}, {Name: "user_id"}},
+		DoUpdates: clause.Assignments(map[string]any{"left_at": nil, "joined_at": p.JoinedAt}),
+	}).Create(p).Error
+}
+
+// MarkParticipantLeft records that a user left.
+func (s *Store) MarkParticipantLeft(ctx context.Context, convID, userID string, at time.Time) error {
+	return s.q(ctx).Model(&Participant{}).Where("conversation_id = ? AND user_id = ? AND left_at IS NULL", convID, userID).
+		Update("left_at", at).Error
+}
+
+// SetPresenter sets or clears (nil) the presenter of a sharing session.
+func (s *Store) SetPresenter(ctx context.Context, convID string, userID *string) error {
+	return s.q(ctx).Model(&Conversation{}).Where("id = ?", convID).Update("presenter_id", userID).Error
+}
+
+// EndConversation marks a conversation ended.
+func (s *Store) EndConversation(ctx context.Context, convID string, at time.Time) error {
+	return s.q(ctx).Model(&Conversation{}).Where("id = ? AND ended_at IS NULL", convID).Update("ended_at", at).Error
+}
+
+// CreateMessage inserts a message.
+func (s *Store) CreateMessage(ctx context.Context, m *Message) error {
+	return notFound(s.q(ctx).Create(m).Error)
+}
+
+// Messages returns up to limit messages of a conversation with id > after,
+// oldest first, and whether there are more.
+func (s *Store) Messages(ctx context.Context, convID string, after int64, limit int) ([]Message, bool, error) {
+	var ms []Message
+	err := s.q(ctx).Where("conversation_id = ? AND id > ?", convID, after).Order("id").Limit(limit + 1).Find(&ms).Error
+	if err != nil {
+		return nil, false, err
+	}
+	more := len(ms) > limit
+	if more {
+		ms = ms[:limit]
+	}
+	return ms, more, nil
+}
+
+// AppendEvent adds an event to a conversation's log with the next seq. In a
+// transaction it is published after commit; on the root store it runs in a
+// transaction of its own.
+func (s *Store) AppendEvent(ctx context.Context, convID, typ, data string) (Event, error) {
+	if s.pending == nil {
+		var ev Event
+		err := s.InTx(ctx, func(tx *Store) error {
+			var err error
+			ev, err = tx.AppendEvent(ctx, convID, typ, data)
+			return err
+		})
+		return ev, err
+	}
+	// Bump the counter first: on PostgreSQL the UPDATE takes the row lock,
+	// so concurrent appenders on any replica queue here and seqs stay
+	// gap-free and in commit order per conversation.
+	res := s.q(ctx).Model(&Conversation{}).Where("id = ?", convID).
+		Update("event_seq", gorm.Expr("event_seq + 1"))
+	if res.Error != nil {
+		return Event{}, res.Error
+	}
+	if res.RowsAffected == 0 {
+		return Event{}, fmt.Errorf("append event: conversation %s: %w", convID, ErrNotFound)
+	}
+	var seq int64
+	if err := s.q(ctx).Model(&Conversation{}).Select("event_seq").Where("id = ?", convID).Scan(&seq).Error; err != nil {
+		return Event{}, err
+	}
+	ev := Event{ConversationID: convID, Seq: seq, Type: typ, Data: data, CreatedAt: time.Now().UTC()}
+	if err := s.q(ctx).Create(&ev).Error; err != nil {
+		return Event{}, err
+	}
+	*s.pending = append(*s.pending, ev)
+	return ev, nil
+}
+
+// EventsAfter returns up to limit events of a conversation with seq > after.
+func (s *Store) EventsAfter(ctx context.Context, convID string, after int64, limit int) ([]Event, error) {
+	var es []Event
+	err := s.q(ctx).Where("conversation_id = ? AND seq > ?", convID, after).Order("seq").Limit(limit).Find(&es).Error
+	return es, err
+}
+
+// LastEventSeq is the seq of a conversation's newest event.
+func (s *Store) LastEventSeq(ctx context.Context, convID string) (int64, error) {
+	var seq int64
+	err := s.q(ctx).Model(&Conversation{}).Select("event_seq").Where("id = ?", convID).Scan(&seq).Error
+	return seq, err
+}

@@ -1,0 +1,185 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/convoice/convoice/storage"
+)
+
+// testDSN is a new SQLite file, or CONVOICE_TEST_POSTGRES (a DSN to a
+// throw-away database) when set, so the same tests run on both engines.
+func openTest(t *testing.T) *storage.Store {
+	t.Helper()
+	dsn := filepath.Join(t.TempDir(), "t.db")
+	if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
+		dsn = pg
+	}
+	s, err := storage.Open(context.Background(), dsn, storage.Options{})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestOpen_RunsVersionedMigrationsOnceAndRecordsThem(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "m.db")
+	s, err := storage.Open(ctx, path, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.SchemaVersion(ctx)
+	if err != nil || v < 1 {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+	s.Close()
+	s2, err := storage.Open(ctx, path, storage.Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s2.Close()
+	var n int64
+	s2.DB().Table("schema_migrations").Count(&n)
+	if int(n) != v {
+		t.Fatalf("migrations recorded %d times for version %d", n, v)
+	}
+	var mode string
+	s2.DB().Raw("PRAGMA journal_mode").Scan(&mode)
+	if mode != "wal" {
+		t.Fatalf("journal_mode %q, want wal", mode)
+	}
+	var fk int
+	s2.DB().Raw("PRAGMA foreign_keys").Scan(&fk)
+	if fk != 1 {
+		t.Fatalf("foreign_keys off")
+	}
+}
+
+func seedConversation(t *testing.T, s *storage.Store) (*storage.User, *storage.Conversation) {
+	t.Helper()
+	ctx := context.Background()
+	u := &storage.User{ID: fmt.Sprint("u-", time.Now().UnixNano()), DisplayName: "A", Email: fmt.Sprint(time.Now().UnixNano(), "@x.com"), Role: storage.RoleUser}
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	c := &storage.Conversation{ID: fmt.Sprint("c-", time.Now().UnixNano()), Kind: storage.KindIM, CreatorID: u.ID}
+	if err := s.CreateConversation(ctx, c, []storage.Participant{{ConversationID: c.ID, UserID: u.ID, Role: storage.RoleOrganizer}}); err != nil {
+		t.Fatal(err)
+	}
+	return u, c
+}
+
+func TestAppendEvent_ConcurrentWritersGetGapFreeSeqsAndNoLockErrors(t *testing.T) {
+	s := openTest(t)
+	_, c := seedConversation(t, s)
+	ctx := context.Background()
+	var published []storage.Event
+	var mu sync.Mutex
+	s.OnCommit(func(evs []storage.Event) { mu.Lock(); published = append(published, evs...); mu.Unlock() })
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			err := s.InTx(ctx, func(tx *storage.Store) error {
+				if _, err := tx.AppendEvent(ctx, c.ID, "t", fmt.Sprintf(`{"i":%d}`, i)); err != nil {
+					return err
+				}
+				_, err := tx.AppendEvent(ctx, c.ID, "t", fmt.Sprintf(`{"i":%d}`, i))
+				return err
+			})
+			if err != nil {
+				errs <- err
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent append failed: %v", err)
+	}
+	evs, err := s.EventsAfter(ctx, c.ID, 0, 1000)
+	if err != nil || len(evs) != 400 {
+		t.Fatalf("%d events, %v", len(evs), err)
+	}
+	for i, ev := range evs {
+		if ev.Seq != int64(i+1) {
+			t.Fatalf("seq %d at %d", ev.Seq, i)
+		}
+	}
+	// Published after commit, in seq order.
+	for i, ev := range published {
+		if ev.Seq != int64(i+1) {
+			t.Fatalf("published seq %d at %d", ev.Seq, i)
+		}
+	}
+}
+
+func TestRolledBackTransactionPublishesNothing(t *testing.T) {
+	s := openTest(t)
+	_, c := seedConversation(t, s)
+	ctx := context.Background()
+	called := false
+	s.OnCommit(func([]storage.Event) { called = true })
+	boom := errors.New("boom")
+	err := s.InTx(ctx, func(tx *storage.Store) error {
+		if _, err := tx.AppendEvent(ctx, c.ID, "t", "{}"); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) || called {
+		t.Fatalf("err %v, published %v", err, called)
+	}
+	if seq, _ := s.LastEventSeq(ctx, c.ID); seq != 0 {
+		t.Fatalf("seq moved to %d by a rolled-back transaction", seq)
+	}
+}
+
+func TestAtMostOneActiveConferencePerConversation(t *testing.T) {
+	s := openTest(t)
+	u, c := seedConversation(t, s)
+	ctx := context.Background()
+	first := &storage.Conference{ID: "cf1-" + c.ID, ConversationID: c.ID, State: storage.ConferenceActive, CreatedBy: u.ID}
+	if err := s.CreateConference(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	second := &storage.Conference{ID: "cf2-" + c.ID, ConversationID: c.ID, State: storage.ConferenceActive, CreatedBy: u.ID}
+	if err := s.CreateConference(ctx, second); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("second active conference: %v, want ErrConflict", err)
+	}
+	if ok, err := s.EndConference(ctx, first.ID, "done", time.Now()); !ok || err != nil {
+		t.Fatalf("end: %v %v", ok, err)
+	}
+	if err := s.CreateConference(ctx, second); err != nil {
+		t.Fatalf("a new conference after the first ended: %v", err)
+	}
+}
+
+func TestIdempotencyRecordIsFirstWriterWins(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	r := &storage.IdempotencyRecord{Scope: "u", Key: "k", RequestHash: "h", Body: ""}
+	if err := s.PutIdempotency(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutIdempotency(ctx, &storage.IdempotencyRecord{Scope: "u", Key: "k", RequestHash: "h2"}); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("second put: %v", err)
+	}
+	if err := s.FinishIdempotency(ctx, "u", "k", 201, `{"ok":true}`); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetIdempotency(ctx, "u", "k")
+	if err != nil || got.Status != 201 || got.RequestHash != "h" {
+		t.Fatalf("got %+v %v", got, err)
+	}
+}
