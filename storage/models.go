@@ -93,8 +93,8 @@ type Message struct {
 	ConversationID string `gorm:"size:36;not null;index:ix_message_conv,priority:1"`
 	UserID         *string
 	GuestID        *string
-	AuthorName     string `gorm:"size:200;not null"`
-	Text           string `gorm:"not null"`
+	AuthorName     string    `gorm:"size:200;not null"`
+	Text           string    `gorm:"not null"`
 	CreatedAt      time.Time `gorm:"index:ix_message_conv,priority:2"`
 }
 
