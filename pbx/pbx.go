@@ -136,16 +136,16 @@ type Snapshot struct {
 
 // Status is a driver's health as the supervisor sees it.
 type Status struct {
-	Ready bool
+	Ready bool `json:"ready"`
 	// Detail says why not ready ("connecting", "auth rejected", "no answer to
 	// ping for 5s", …) or what is connected.
-	Detail string
+	Detail string `json:"detail"`
 	// Since is when Ready last changed.
-	Since time.Time
+	Since time.Time `json:"since"`
 	// Reconnects counts event-connection re-establishments since start.
-	Reconnects int64
+	Reconnects int64 `json:"reconnects"`
 	// LostEvents counts events dropped or undecodable since start.
-	LostEvents int64
+	LostEvents int64 `json:"lost_events"`
 }
 
 // Driver is one PBX node. All methods are safe for concurrent use and honour

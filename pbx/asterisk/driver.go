@@ -1,0 +1,437 @@
+package asterisk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/CyCoreSystems/ari/v5"
+
+	"github.com/convoice/convoice/pbx"
+)
+
+// Driver is a pbx.Driver for one Asterisk node over ARI.
+type Driver struct {
+	cfg  Config
+	log  *slog.Logger
+	rest *restClient
+
+	running atomic.Bool
+	handler atomic.Pointer[pbx.Handler]
+	shards  []*shard
+	// queueWait: see defaultQueueWait (tests shorten it).
+	queueWait time.Duration
+	lostCh    chan struct{} // coalesced "something was lost": resync, then EventLost
+
+	statusMu sync.Mutex
+	ready    bool
+	detail   string
+	since    time.Time
+
+	reconnects atomic.Int64
+	lost       atomic.Int64
+	stats      counters
+
+	mu    sync.Mutex
+	legs  map[string]*leg  // by leg (channel) id; ended legs stay a while as tombstones
+	confs map[string]*conf // by conference (bridge) id
+	// startupTime is Asterisk's status.startup_time from GET /asterisk/info
+	// at the last connect ("" when unknown); a change means a restart.
+	startupTime string
+}
+
+// leg is what the driver remembers of one channel of ours. Its flags are
+// changed by the leg's shard worker (events and resync fixes), by Dial and
+// by Hangup, always under Driver.mu.
+type leg struct {
+	id      string
+	conf    string
+	dialing bool // our POST /channels/{id} has not answered yet
+	placed  bool // the PBX accepted the originate (or an event proved the channel exists)
+	// emitted state, so duplicates are harmless
+	ringing   bool
+	connected bool
+	ended     bool
+	cancelled bool // we asked for the hangup
+	muted     bool
+	endedAt   time.Time
+	bridgedAt time.Time // last successful addChannel (or found bridged)
+}
+
+type conf struct {
+	id      string
+	ended   bool // EndConference ran: a late answer is hung up, not joined
+	endedAt time.Time
+}
+
+type counters struct {
+	eventsReceived atomic.Int64
+	pingMisses     atomic.Int64
+	halfOpen       atomic.Int64
+	dials          atomic.Int64
+	dialsRefused   atomic.Int64
+	bridgeFixes    atomic.Int64
+	restarts       atomic.Int64
+}
+
+// Stats are the driver's counters, for the lead's metrics.
+type Stats struct {
+	Reconnects     int64 // event link re-established
+	LostEvents     int64 // dropped (queue full) or undecodable frames
+	EventsReceived int64 // websocket frames received
+	PingMisses     int64 // ping rounds without an answer
+	HalfOpen       int64 // links closed because pings went unanswered
+	Dials          int64 // originates accepted (200)
+	DialsRefused   int64 // originates refused by the PBX
+	BridgeFixes    int64 // answered legs the driver put into their bridge during a resync
+	PBXRestarts    int64 // restarts detected
+}
+
+// New checks cfg, applies defaults and returns a driver; call Run to connect.
+func New(cfg Config) (*Driver, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	d := &Driver{
+		cfg:       cfg,
+		log:       cfg.Logger.With("pbx", "asterisk", "ari", cfg.URL, "app", cfg.App),
+		rest:      newRESTClient(cfg.URL, cfg.User, cfg.Password, cfg.RequestTimeout),
+		lostCh:    make(chan struct{}, 1),
+		shards:    newShards(),
+		queueWait: defaultQueueWait,
+		detail:    "not started",
+		since:     time.Now(),
+		legs:      map[string]*leg{},
+		confs:     map[string]*conf{},
+	}
+	return d, nil
+}
+
+var _ pbx.Driver = (*Driver)(nil)
+
+// Kind is "asterisk".
+func (d *Driver) Kind() string { return "asterisk" }
+
+// Status reports readiness: Ready only while the event websocket is up, the
+// resync after connecting is done, and pings are answered.
+func (d *Driver) Status() pbx.Status {
+	d.statusMu.Lock()
+	s := pbx.Status{Ready: d.ready, Detail: d.detail, Since: d.since}
+	d.statusMu.Unlock()
+	s.Reconnects = d.reconnects.Load()
+	s.LostEvents = d.lost.Load()
+	return s
+}
+
+// Stats returns the counters.
+func (d *Driver) Stats() Stats {
+	return Stats{
+		Reconnects:     d.reconnects.Load(),
+		LostEvents:     d.lost.Load(),
+		EventsReceived: d.stats.eventsReceived.Load(),
+		PingMisses:     d.stats.pingMisses.Load(),
+		HalfOpen:       d.stats.halfOpen.Load(),
+		Dials:          d.stats.dials.Load(),
+		DialsRefused:   d.stats.dialsRefused.Load(),
+		BridgeFixes:    d.stats.bridgeFixes.Load(),
+		PBXRestarts:    d.stats.restarts.Load(),
+	}
+}
+
+func (d *Driver) setStatus(ready bool, detail string) {
+	d.statusMu.Lock()
+	defer d.statusMu.Unlock()
+	if d.ready != ready {
+		d.since = time.Now()
+	}
+	d.ready, d.detail = ready, detail
+}
+
+func (d *Driver) isReady() (bool, string) {
+	d.statusMu.Lock()
+	defer d.statusMu.Unlock()
+	return d.ready, d.detail
+}
+
+// emit hands one event to the handler (it may block: that is the handler's
+// back-pressure on the calling worker).
+func (d *Driver) emit(e pbx.Event) {
+	if e.At.IsZero() {
+		e.At = time.Now()
+	}
+	if h := d.handler.Load(); h != nil {
+		(*h).HandleEvent(e)
+	}
+}
+
+// CreateConference makes sure the mixing bridge named by conferenceID
+// exists: POST /bridges/{id}?type=mixing&name=…; 409 "already exists" is
+// success.
+func (d *Driver) CreateConference(ctx context.Context, conferenceID string) error {
+	if !validID(conferenceID) {
+		return fmt.Errorf("asterisk: create conference: %w: invalid conference id %q", pbx.ErrRefused, conferenceID)
+	}
+	q := url.Values{"type": {"mixing"}, "name": {d.bridgeName(conferenceID)}}
+	var b ari.BridgeData
+	err := d.rest.do(ctx, http.MethodPost, "/bridges/"+pathEsc(conferenceID), q, nil, &b)
+	if err != nil && statusOf(err) != http.StatusConflict {
+		return classify("create conference "+conferenceID, err, statusMap{})
+	}
+	d.mu.Lock()
+	d.confs[conferenceID] = &conf{id: conferenceID}
+	d.mu.Unlock()
+	return nil
+}
+
+// bridgeName marks our bridges, so Snapshot finds an empty conference of
+// ours after a restart of convoice.
+func (d *Driver) bridgeName(conferenceID string) string {
+	return d.cfg.App + ":" + conferenceID
+}
+
+// Dial originates a call into the app with our leg id as the channel id and
+// the conference id as the Stasis argument (so a resync knows where the leg
+// belongs). It refuses at once with pbx.ErrUnavailable while the event link
+// is not ready: Asterisk would accept the originate, ring the phone, and
+// hang it up as soon as it answers because the app is not active (m).
+func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
+	what := "dial " + req.LegID
+	if !validID(req.LegID) {
+		return fmt.Errorf("asterisk: %s: %w: invalid leg id", what, pbx.ErrRefused)
+	}
+	if !validID(req.ConferenceID) {
+		return fmt.Errorf("asterisk: %s: %w: invalid conference id %q", what, pbx.ErrRefused, req.ConferenceID)
+	}
+	if ok, detail := d.isReady(); !ok {
+		return fmt.Errorf("asterisk: %s: %w: event link not ready (%s)", what, pbx.ErrUnavailable, detail)
+	}
+	endpoint, err := d.cfg.Routes.DialString(req.Number)
+	if err != nil {
+		return fmt.Errorf("asterisk: %s: %w: %w", what, pbx.ErrRefused, err)
+	}
+	ring := req.RingTimeout
+	if ring <= 0 {
+		ring = d.cfg.RingTimeout
+	}
+	secs := int(math.Ceil(ring.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	o := ari.OriginateRequest{
+		Endpoint: endpoint,
+		App:      d.cfg.App,
+		AppArgs:  req.ConferenceID,
+		CallerID: callerID(req.CallerIDName, req.CallerIDNumber),
+		Timeout:  secs,
+	}
+
+	// Register the leg before the request: its StasisStart may beat the
+	// 200 (the ids are ours, so it is matched either way).
+	d.mu.Lock()
+	l, existed := d.legs[req.LegID]
+	if !existed || l.ended {
+		l = &leg{id: req.LegID}
+		d.legs[req.LegID] = l
+		existed = false
+	}
+	if l.conf == "" || !existed {
+		l.conf = req.ConferenceID
+	}
+	l.dialing = true
+	d.mu.Unlock()
+
+	log := d.log.With("leg", req.LegID, "conference", req.ConferenceID)
+	var ch ari.ChannelData
+	// The parameters go as a JSON body (ari.OriginateRequest), which
+	// Asterisk treats like the query string (recording l).
+	err = d.rest.do(ctx, http.MethodPost, "/channels/"+pathEsc(req.LegID), nil, o, &ch)
+
+	d.mu.Lock()
+	l.dialing = false
+	st := statusOf(err)
+	switch {
+	case err == nil:
+		l.placed = true
+	case st == http.StatusConflict:
+		// Someone (an earlier attempt) already placed this id: the
+		// channel exists, its events are ours.
+		l.placed = true
+	case st != 0 && !existed && !l.placed && !l.ringing && !l.connected && !l.ended:
+		// A definite refusal: no channel exists under this id.
+		if d.legs[req.LegID] == l {
+			delete(d.legs, req.LegID)
+		}
+	}
+	d.mu.Unlock()
+
+	if err != nil {
+		err = classify(what, err, statusMap{conflict: pbx.ErrExists})
+		switch {
+		case errors.Is(err, pbx.ErrExists):
+			log.Info("originate: leg id already exists")
+		case errors.Is(err, pbx.ErrUnavailable):
+			log.Warn("originate failed: PBX unavailable", "err", err)
+		default:
+			d.stats.dialsRefused.Add(1)
+			log.Warn("originate refused", "endpoint", endpoint, "err", err)
+		}
+		return err
+	}
+	d.stats.dials.Add(1)
+	log.Info("originated", "endpoint", endpoint, "timeout_s", secs)
+	return nil
+}
+
+// callerID builds `"Name" <number>` without characters that would break it.
+func callerID(name, number string) string {
+	clean := strings.Map(func(r rune) rune {
+		switch {
+		case r < ' ' || r == 0x7f, r == '"', r == '\\', r == '<', r == '>':
+			return -1
+		}
+		return r
+	}, name)
+	clean = strings.TrimSpace(clean)
+	num := strings.Map(func(r rune) rune {
+		if r == '+' || r == '*' || r == '#' || (r >= '0' && r <= '9') {
+			return r
+		}
+		return -1
+	}, number)
+	switch {
+	case clean != "" && num != "":
+		return strconv.Quote(clean) + " <" + num + ">"
+	case num != "":
+		return "<" + num + ">"
+	case clean != "":
+		return strconv.Quote(clean)
+	}
+	return ""
+}
+
+// Hangup ends one leg, ringing or connected: DELETE /channels/{id}.
+// pbx.ErrNotFound when the PBX does not know it.
+func (d *Driver) Hangup(ctx context.Context, legID string) error {
+	if !validID(legID) {
+		return fmt.Errorf("asterisk: hangup: %w: invalid leg id", pbx.ErrNotFound)
+	}
+	d.mu.Lock()
+	if l := d.legs[legID]; l != nil && !l.ended {
+		l.cancelled = true
+	}
+	d.mu.Unlock()
+	err := d.rest.do(ctx, http.MethodDelete, "/channels/"+pathEsc(legID), nil, nil, nil)
+	if err != nil {
+		return classify("hangup "+legID, err, statusMap{notFound: pbx.ErrNotFound})
+	}
+	d.log.Info("hangup requested", "leg", legID)
+	return nil
+}
+
+// SetMute mutes or unmutes what the leg says into the conference:
+// POST / DELETE /channels/{id}/mute?direction=in. A leg not in Stasis yet
+// (still ringing) gives pbx.ErrNotReady (409 for mute, as recorded in k).
+func (d *Driver) SetMute(ctx context.Context, conferenceID, legID string, muted bool) error {
+	if !validID(legID) {
+		return fmt.Errorf("asterisk: mute: %w: invalid leg id", pbx.ErrNotFound)
+	}
+	method := http.MethodPost
+	what := "mute " + legID
+	if !muted {
+		method, what = http.MethodDelete, "unmute "+legID
+	}
+	err := d.rest.do(ctx, method, "/channels/"+pathEsc(legID)+"/mute", url.Values{"direction": {"in"}}, nil, nil)
+	if err != nil {
+		return classify(what, err, statusMap{notFound: pbx.ErrNotFound, conflict: pbx.ErrNotReady, unprocessable: pbx.ErrNotReady})
+	}
+	d.mu.Lock()
+	if l := d.legs[legID]; l != nil {
+		l.muted = muted
+	}
+	d.mu.Unlock()
+	d.log.Info(what, "conference", conferenceID)
+	return nil
+}
+
+// EndConference hangs up every channel in the bridge and every leg dialed
+// for it that has not ended (ringing ones are not in the bridge yet), then
+// deletes the bridge. The 204 of the DELETE is the end: BridgeDestroyed does
+// not always come (k). An unknown conference is not an error.
+func (d *Driver) EndConference(ctx context.Context, conferenceID string) error {
+	if !validID(conferenceID) {
+		return nil
+	}
+	what := "end conference " + conferenceID
+	d.mu.Lock()
+	c := d.confs[conferenceID]
+	if c == nil {
+		c = &conf{id: conferenceID}
+		d.confs[conferenceID] = c
+	}
+	c.ended, c.endedAt = true, time.Now()
+	ids := map[string]bool{}
+	for _, l := range d.legs {
+		if l.conf == conferenceID && !l.ended {
+			ids[l.id] = true
+		}
+	}
+	d.mu.Unlock()
+
+	var b ari.BridgeData
+	err := d.rest.do(ctx, http.MethodGet, "/bridges/"+pathEsc(conferenceID), nil, nil, &b)
+	bridgeGone := false
+	switch {
+	case err == nil:
+		for _, id := range b.ChannelIDs {
+			ids[id] = true
+		}
+	case statusOf(err) == http.StatusNotFound:
+		bridgeGone = true
+	default:
+		return classify(what, err, statusMap{})
+	}
+	var errs []error
+	for id := range ids {
+		if err := d.Hangup(ctx, id); err != nil && !errors.Is(err, pbx.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	if !bridgeGone {
+		err := d.rest.do(ctx, http.MethodDelete, "/bridges/"+pathEsc(conferenceID), nil, nil, nil)
+		if err != nil && statusOf(err) != http.StatusNotFound {
+			errs = append(errs, classify(what, err, statusMap{}))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	d.log.Info("conference ended", "conference", conferenceID, "legs_hung_up", len(ids))
+	return nil
+}
+
+// forgetOld drops tombstones of ended legs and conferences.
+func (d *Driver) forgetOld(olderThan time.Duration) {
+	cut := time.Now().Add(-olderThan)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id, l := range d.legs {
+		if l.ended && l.endedAt.Before(cut) {
+			delete(d.legs, id)
+		}
+	}
+	for id, c := range d.confs {
+		if c.ended && c.endedAt.Before(cut) {
+			delete(d.confs, id)
+		}
+	}
+}

@@ -1,0 +1,430 @@
+package asterisk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/CyCoreSystems/ari/v5"
+
+	"github.com/convoice/convoice/pbx"
+)
+
+const (
+	// numShards worker goroutines; a channel always goes to the same one.
+	// A worker makes REST calls (addChannel, TALK_DETECT) for its legs, so
+	// more workers than cores keep a burst of answers moving.
+	numShards = 16
+	// shardQueue frames may wait per worker (a frame is a small byte slice).
+	shardQueue = 4096
+	// defaultQueueWait is how long the websocket reader waits for room in
+	// a full queue before it counts the frame lost. Waiting is
+	// back-pressure (the PBX's socket fills and it slows down); losing is
+	// the last resort, and even then a resync repairs the state.
+	defaultQueueWait = 2 * time.Second
+)
+
+// task is one unit of work for a shard: a websocket frame for a channel, or
+// a resync fix for a leg. done, when set, is closed after it ran.
+type task struct {
+	chanID string
+	raw    []byte
+	fn     func()
+	done   chan struct{}
+}
+
+type shard struct {
+	q chan task
+}
+
+func (d *Driver) shardFor(chanID string) *shard {
+	h := fnv.New32a()
+	h.Write([]byte(chanID))
+	return d.shards[h.Sum32()%uint32(len(d.shards))]
+}
+
+func newShards() []*shard {
+	shards := make([]*shard, numShards)
+	for i := range shards {
+		shards[i] = &shard{q: make(chan task, shardQueue)}
+	}
+	return shards
+}
+
+// runShards starts one worker per shard; they stop when ctx is done (the
+// queues stay, for a later Run).
+func (d *Driver) runShards(ctx context.Context) {
+	for _, s := range d.shards {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case t := <-s.q:
+					d.runTask(ctx, t)
+				}
+			}
+		}()
+	}
+}
+
+func (d *Driver) runTask(ctx context.Context, t task) {
+	defer func() {
+		if t.done != nil {
+			close(t.done)
+		}
+	}()
+	if t.fn != nil {
+		t.fn()
+		return
+	}
+	ev, err := ari.DecodeEvent(t.raw)
+	if err != nil {
+		d.log.Warn("undecodable ARI event", "channel", t.chanID, "err", err)
+		d.noteLost()
+		return
+	}
+	d.handleEvent(ctx, t.chanID, ev)
+}
+
+// noteLost counts a lost event and asks for a resync + pbx.EventLost.
+func (d *Driver) noteLost() {
+	d.lost.Add(1)
+	d.requestResync()
+}
+
+// requestResync asks the link loop for a resync (coalesced); when events
+// were lost since the last one, pbx.EventLost follows it.
+func (d *Driver) requestResync() {
+	select {
+	case d.lostCh <- struct{}{}:
+	default: // one pending already covers this one
+	}
+}
+
+// head is the cheap first look at a frame: its type and whose it is.
+type head struct {
+	Type    string `json:"type"`
+	Channel *struct {
+		ID string `json:"id"`
+	} `json:"channel"`
+	Peer *struct {
+		ID string `json:"id"`
+	} `json:"peer"`
+}
+
+// dispatch is called by the websocket reader for every frame. It never
+// blocks: a full shard queue counts the frame lost. It returns false when
+// the frame says this connection no longer gets our events
+// (ApplicationReplaced).
+func (d *Driver) dispatch(raw []byte) bool {
+	d.stats.eventsReceived.Add(1)
+	var h head
+	if err := json.Unmarshal(raw, &h); err != nil || h.Type == "" {
+		d.log.Warn("undecodable ARI frame", "err", err, "bytes", len(raw))
+		d.noteLost()
+		return true
+	}
+	var chanID string
+	switch h.Type {
+	case "StasisStart", "StasisEnd", "ChannelStateChange", "ChannelDestroyed",
+		"ChannelTalkingStarted", "ChannelTalkingFinished":
+		if h.Channel != nil {
+			chanID = h.Channel.ID
+		}
+	case "Dial":
+		// The originated channel is the peer (no caller) in our Dial
+		// events.
+		if h.Peer != nil {
+			chanID = h.Peer.ID
+		}
+	case "ApplicationReplaced":
+		return false
+	default:
+		// ChannelVarset, ChannelHangupRequest (its cause is a soft flag,
+		// not Q.850), bridge enter/leave, BridgeDestroyed (not
+		// guaranteed; the DELETE's 204 is the end), …
+		return true
+	}
+	if chanID == "" {
+		return true
+	}
+	q := d.shardFor(chanID).q
+	select {
+	case q <- task{chanID: chanID, raw: raw}:
+		return true
+	default:
+	}
+	t := time.NewTimer(d.queueWait)
+	defer t.Stop()
+	select {
+	case q <- task{chanID: chanID, raw: raw}:
+	case <-t.C:
+		d.log.Warn("event queue full: event dropped, will resync", "type", h.Type, "channel", chanID)
+		d.noteLost()
+	}
+	return true
+}
+
+// enqueueWait runs fn on the shard of chanID after what is queued there,
+// waiting for room (resync fixes are not dropped) and for fn to finish.
+func (d *Driver) enqueueWait(ctx context.Context, chanID string, fn func()) error {
+	t := task{chanID: chanID, fn: fn, done: make(chan struct{})}
+	select {
+	case d.shardFor(chanID).q <- t:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func eventTime(ev ari.Event) time.Time {
+	var ts ari.DateTime
+	switch e := ev.(type) {
+	case *ari.StasisStart:
+		ts = e.Timestamp
+	case *ari.StasisEnd:
+		ts = e.Timestamp
+	case *ari.ChannelStateChange:
+		ts = e.Timestamp
+	case *ari.Dial:
+		ts = e.Timestamp
+	case *ari.ChannelDestroyed:
+		ts = e.Timestamp
+	case *ari.ChannelTalkingStarted:
+		ts = e.Timestamp
+	case *ari.ChannelTalkingFinished:
+		ts = e.Timestamp
+	}
+	if t := time.Time(ts); !t.IsZero() {
+		return t
+	}
+	return time.Now()
+}
+
+// legFor returns the leg for a channel id, creating an entry for a channel
+// of our app we did not dial in this process (a leg of an earlier run).
+// Called with d.mu held.
+func (d *Driver) legFor(id string) *leg {
+	l := d.legs[id]
+	if l == nil {
+		l = &leg{id: id, placed: true}
+		d.legs[id] = l
+	}
+	return l
+}
+
+// handleEvent runs on the channel's shard worker.
+func (d *Driver) handleEvent(ctx context.Context, chanID string, ev ari.Event) {
+	at := eventTime(ev)
+	switch e := ev.(type) {
+	case *ari.ChannelStateChange:
+		// "Ringing" is 180; "Ring" would be an inbound channel's own
+		// state and never comes for our originated legs.
+		if e.Channel.State == "Ringing" {
+			d.markRinging(chanID, at)
+		}
+	case *ari.Dial:
+		// RINGING is 180, PROGRESS is 183 early media: both are ringing
+		// (early media is never answered).
+		if e.Dialstatus == "RINGING" || e.Dialstatus == "PROGRESS" {
+			d.markRinging(chanID, at)
+		}
+	case *ari.StasisStart:
+		confID := ""
+		if len(e.Args) > 0 {
+			confID = e.Args[0]
+		}
+		d.answered(ctx, chanID, confID, at, nil)
+	case *ari.StasisEnd:
+		// Nothing to report: ChannelDestroyed follows with the cause.
+	case *ari.ChannelDestroyed:
+		d.mu.Lock()
+		l := d.legFor(chanID)
+		if l.ended {
+			d.mu.Unlock()
+			return
+		}
+		l.ended, l.endedAt = true, time.Now()
+		l.placed = true
+		cancelled, confID := l.cancelled, l.conf
+		d.mu.Unlock()
+		reason := ""
+		if cancelled {
+			reason = "hung up by convoice"
+		}
+		d.log.Info("leg ended", "leg", chanID, "cause", e.Cause, "cause_txt", e.CauseTxt, "cancelled", cancelled)
+		d.emit(pbx.Event{Type: pbx.EventEnded, LegID: chanID, ConferenceID: confID,
+			Cause: e.Cause, CauseText: e.CauseTxt, Reason: reason, At: at})
+	case *ari.ChannelTalkingStarted:
+		d.talking(chanID, pbx.EventTalkingStarted, at)
+	case *ari.ChannelTalkingFinished:
+		d.talking(chanID, pbx.EventTalkingFinished, at)
+	}
+}
+
+func (d *Driver) markRinging(chanID string, at time.Time) {
+	d.mu.Lock()
+	l := d.legFor(chanID)
+	if l.ringing || l.connected || l.ended {
+		d.mu.Unlock()
+		return
+	}
+	l.ringing, l.placed = true, true
+	confID := l.conf
+	d.mu.Unlock()
+	d.emit(pbx.Event{Type: pbx.EventRinging, LegID: chanID, ConferenceID: confID, At: at})
+}
+
+func (d *Driver) talking(chanID string, typ pbx.EventType, at time.Time) {
+	d.mu.Lock()
+	l := d.legFor(chanID)
+	if l.ended {
+		d.mu.Unlock()
+		return
+	}
+	confID := l.conf
+	d.mu.Unlock()
+	d.emit(pbx.Event{Type: typ, LegID: chanID, ConferenceID: confID, At: at})
+}
+
+// fix describes a resync finding for answered(): the leg is in Stasis and
+// was either in no bridge (inBridge false: add it) or already bridged
+// without our having reported it. readAt is when the PBX state was read, so
+// a fix that an event overtook is skipped.
+type fix struct {
+	reason   string
+	readAt   time.Time
+	inBridge bool
+}
+
+// answered puts an answered leg (in Stasis) into its conference and reports
+// it connected, once. It runs on the leg's shard, for a StasisStart (f nil)
+// or for a resync finding (f set).
+func (d *Driver) answered(ctx context.Context, chanID, argConf string, at time.Time, f *fix) {
+	d.mu.Lock()
+	l := d.legFor(chanID)
+	l.placed = true
+	if l.conf == "" {
+		l.conf = argConf
+	}
+	confID := l.conf
+	skip := l.ended || l.cancelled ||
+		(f == nil && l.connected) || // a duplicate StasisStart
+		(f != nil && l.bridgedAt.After(f.readAt)) // handled since the read
+	var c *conf
+	if confID != "" {
+		c = d.confs[confID]
+	}
+	confEnded := c != nil && c.ended
+	d.mu.Unlock()
+	log := d.log.With("leg", chanID, "conference", confID)
+	if skip {
+		return
+	}
+	if confID == "" || confEnded {
+		// Nowhere to put it: a channel in our app without our argument,
+		// or a late answer after EndConference. Do not leave it in
+		// silence.
+		log.Warn("answered leg has no live conference: hanging it up")
+		d.hangupQuietly(ctx, chanID)
+		return
+	}
+	if f == nil || !f.inBridge {
+		if d.cfg.TalkDetect {
+			// Before addChannel, as recorded (h). Failure is not
+			// fatal: without func_talkdetect Asterisk answers 204 and
+			// stays silent; a leg that is gone answers 404.
+			q := url.Values{"variable": {"TALK_DETECT(set)"}, "value": {""}}
+			if err := d.rest.do(ctx, http.MethodPost, "/channels/"+pathEsc(chanID)+"/variable", q, nil, nil); err != nil {
+				log.Warn("TALK_DETECT(set) failed", "err", err)
+			}
+		}
+		if err := d.addToBridge(ctx, chanID, confID, log); err != nil {
+			return
+		}
+		if f != nil {
+			d.stats.bridgeFixes.Add(1)
+		}
+	}
+	d.mu.Lock()
+	l.bridgedAt = time.Now()
+	emit := !l.connected && !l.ended
+	l.connected = true
+	d.mu.Unlock()
+	if !emit {
+		return
+	}
+	reason := ""
+	if f != nil {
+		reason = f.reason
+		log.Info("leg connected (resync)", "reason", reason)
+	} else {
+		log.Info("leg connected")
+	}
+	d.emit(pbx.Event{Type: pbx.EventConnected, LegID: chanID, ConferenceID: confID, At: at, Reason: reason})
+}
+
+// addToBridge runs POST /bridges/{conf}/addChannel?channel={leg}, with a
+// few retries for transient failures. A missing bridge is created again
+// unless the conference was ended on purpose (then the leg is hung up).
+func (d *Driver) addToBridge(ctx context.Context, chanID, confID string, log interface {
+	Warn(string, ...any)
+	Error(string, ...any)
+}) error {
+	q := url.Values{"channel": {chanID}}
+	path := "/bridges/" + pathEsc(confID) + "/addChannel"
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			}
+		}
+		err = d.rest.do(ctx, http.MethodPost, path, q, nil, nil)
+		switch st := statusOf(err); {
+		case err == nil:
+			return nil
+		case st == http.StatusNotFound: // Bridge not found
+			d.mu.Lock()
+			c := d.confs[confID]
+			ended := c != nil && c.ended
+			d.mu.Unlock()
+			if ended {
+				log.Warn("conference was ended while the leg answered: hanging it up")
+				d.hangupQuietly(ctx, chanID)
+				return err
+			}
+			log.Warn("conference bridge missing: creating it again")
+			if cerr := d.CreateConference(ctx, confID); cerr != nil {
+				err = cerr
+			}
+			continue
+		case st == http.StatusBadRequest, st == http.StatusUnprocessableEntity:
+			// "Channel not found" / "not in Stasis": it is gone or
+			// leaving; ChannelDestroyed will tell.
+			log.Warn("could not add leg to its conference", "err", err)
+			return err
+		}
+	}
+	log.Error("could not add answered leg to its conference; will retry on resync", "err", err)
+	d.requestResync()
+	return err
+}
+
+func (d *Driver) hangupQuietly(ctx context.Context, chanID string) {
+	if err := d.Hangup(ctx, chanID); err != nil && !errors.Is(err, pbx.ErrNotFound) {
+		d.log.Warn("hangup failed", "leg", chanID, "err", err)
+	}
+}

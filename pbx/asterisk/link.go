@@ -1,0 +1,405 @@
+package asterisk
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/websocket"
+
+	"github.com/convoice/convoice/pbx"
+)
+
+var errReplaced = errors.New("ARI application replaced by another websocket (another convoice with the same app name?)")
+
+// Run connects, keeps the event websocket up and delivers events to h until
+// ctx is done; it then returns nil. It never blocks start-up on Asterisk:
+// while Asterisk is down Run keeps retrying (backoff capped at MaxBackoff)
+// and Status says why it is not ready. Handler calls come from several
+// goroutines (one per shard, plus link events); the events of one leg are
+// always delivered in order from one goroutine.
+func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
+	if h == nil {
+		return errors.New("asterisk: Run needs a handler")
+	}
+	if !d.running.CompareAndSwap(false, true) {
+		return errors.New("asterisk: Run is already running")
+	}
+	defer d.running.Store(false)
+	d.handler.Store(&h)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.runShards(ctx)
+	go d.resyncLoop(ctx)
+	go d.gcLoop(ctx)
+
+	d.setStatus(false, "connecting")
+	backoff := time.Duration(0)
+	connects := 0
+	lastFailure := ""
+	for ctx.Err() == nil {
+		up, err := d.session(ctx, connects)
+		if up {
+			connects++
+			backoff = 0
+			lastFailure = ""
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil && !up {
+			// Warn once per kind of failure, not every few seconds
+			// while Asterisk is down.
+			if msg := describe(err); msg != lastFailure {
+				d.log.Warn("ARI connection attempt failed; retrying", "err", msg)
+				lastFailure = msg
+			} else {
+				d.log.Debug("ARI connection attempt failed; retrying", "err", msg)
+			}
+		}
+		backoff = nextBackoff(backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+	}
+	d.setStatus(false, "stopped")
+	return nil
+}
+
+func nextBackoff(prev time.Duration) time.Duration {
+	next := prev * 2
+	if next < 250*time.Millisecond {
+		next = 250 * time.Millisecond
+	}
+	if next > MaxBackoff {
+		next = MaxBackoff
+	}
+	// ±20 % jitter so that many drivers do not reconnect in step.
+	j := time.Duration(rand.Int64N(int64(next)/5*2+1)) - next/5
+	return next + j
+}
+
+// session is one life of the event connection: preflight, websocket,
+// resync, link up, supervision, link down. up says whether it got to link
+// up (the backoff restarts then).
+func (d *Driver) session(ctx context.Context, connects int) (up bool, err error) {
+	startup, err := d.preflight(ctx)
+	if err != nil {
+		d.setStatus(false, describe(err))
+		return false, err
+	}
+	ws, lc, err := d.dialWS(ctx)
+	if err != nil {
+		d.setStatus(false, "websocket: "+describe(err))
+		return false, err
+	}
+	defer lc.Close()
+
+	readerDone := make(chan error, 1)
+	go func() {
+		for {
+			var msg []byte
+			if err := websocket.Message.Receive(ws, &msg); err != nil {
+				readerDone <- err
+				return
+			}
+			if !d.dispatch(msg) {
+				readerDone <- errReplaced
+				return
+			}
+		}
+	}()
+
+	// Resync before saying we are up, so that the controller's own
+	// Snapshot on EventLinkUp sees answered legs already in their bridge
+	// and a restart is reported first.
+	rctx, cancel := context.WithTimeout(ctx, 4*d.cfg.RequestTimeout)
+	err = d.resync(rctx, true, startup)
+	cancel()
+	if err != nil {
+		d.setStatus(false, "resync after connect failed: "+describe(err))
+		return false, fmt.Errorf("resync after connect: %w", err)
+	}
+	select {
+	case err := <-readerDone:
+		d.setStatus(false, "websocket closed during resync: "+describe(err))
+		return false, err
+	default:
+	}
+
+	reason := "connected"
+	if connects > 0 {
+		d.reconnects.Add(1)
+		reason = "reconnected"
+	}
+	d.setStatus(true, "connected to "+d.cfg.URL)
+	d.log.Info("ARI event link up", "reason", reason)
+	d.emit(pbx.Event{Type: pbx.EventLinkUp, Reason: reason})
+
+	why := d.supervise(ctx, ws, lc, readerDone)
+	lc.Close()
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	d.setStatus(false, "link down: "+why)
+	d.log.Warn("ARI event link down", "reason", why)
+	d.emit(pbx.Event{Type: pbx.EventLinkDown, Reason: why})
+	return true, nil
+}
+
+// preflight asks GET /asterisk/info before the websocket upgrade: the
+// upgrade's failure says only "bad status", this says 401, 503 "Asterisk
+// not booted" or connection refused. It returns status.startup_time, the
+// restart detector ("" when the PBX does not give it).
+func (d *Driver) preflight(ctx context.Context) (string, error) {
+	var info struct {
+		Status struct {
+			StartupTime string `json:"startup_time"`
+		} `json:"status"`
+	}
+	err := d.rest.do(ctx, http.MethodGet, "/asterisk/info", nil, nil, &info)
+	if err != nil {
+		if answered(err) {
+			return "", nil // not offered: the websocket attempt decides
+		}
+		return "", err
+	}
+	return info.Status.StartupTime, nil
+}
+
+// answered reports whether a REST call got an answer from a booted
+// Asterisk, even an error one: a 404 or 501 still proves the HTTP side
+// lives; no answer, 401/403 and 502/503/504 do not.
+func answered(err error) bool {
+	if err == nil {
+		return true
+	}
+	var ae *APIError
+	return errors.As(err, &ae) && !ae.unavailable()
+}
+
+// describe turns an error into a Status detail.
+func describe(err error) string {
+	if err == nil {
+		return ""
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		switch {
+		case ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden:
+			return fmt.Sprintf("ARI credentials rejected (HTTP %d)", ae.Status)
+		case ae.Status != 0:
+			if ae.Message != "" {
+				return fmt.Sprintf("HTTP %d: %s", ae.Status, ae.Message)
+			}
+			return fmt.Sprintf("HTTP %d", ae.Status)
+		}
+		return ae.Err.Error()
+	}
+	return err.Error()
+}
+
+// liveConn wraps the websocket's TCP connection and notes when bytes last
+// arrived: a pong or any event proves the peer is alive. x/net/websocket
+// answers the server's pings itself but swallows the pongs to ours, so
+// this is where they become visible.
+type liveConn struct {
+	net.Conn
+	origin   time.Time
+	lastRead atomic.Int64 // ns since origin (monotonic)
+	closed   atomic.Bool
+}
+
+func (c *liveConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.lastRead.Store(int64(time.Since(c.origin)))
+	}
+	return n, err
+}
+
+func (c *liveConn) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+// readSince reports whether bytes arrived at or after t.
+func (c *liveConn) readSince(t time.Duration) bool { return time.Duration(c.lastRead.Load()) >= t }
+
+func (c *liveConn) now() time.Duration { return time.Since(c.origin) }
+
+// wsURL is the events URL with the credentials in api_key: never log it.
+func (d *Driver) wsURL() string {
+	u := d.cfg.URL
+	switch {
+	case strings.HasPrefix(u, "https://"):
+		u = "wss://" + strings.TrimPrefix(u, "https://")
+	default:
+		u = "ws://" + strings.TrimPrefix(u, "http://")
+	}
+	q := url.Values{"app": {d.cfg.App}, "api_key": {d.cfg.User + ":" + d.cfg.Password}}
+	return u + "/events?" + q.Encode()
+}
+
+// dialWS opens the events websocket with a bounded handshake. The TCP
+// connection is dialed here (not by websocket.DialConfig) so that liveConn
+// sees every byte read.
+func (d *Driver) dialWS(ctx context.Context) (*websocket.Conn, *liveConn, error) {
+	cfg, err := websocket.NewConfig(d.wsURL(), d.cfg.URL)
+	if err != nil {
+		return nil, nil, errors.New("bad websocket URL")
+	}
+	host := cfg.Location.Host
+	if cfg.Location.Port() == "" {
+		if cfg.Location.Scheme == "wss" {
+			host = net.JoinHostPort(cfg.Location.Hostname(), "443")
+		} else {
+			host = net.JoinHostPort(cfg.Location.Hostname(), "80")
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+	defer cancel()
+	nd := &net.Dialer{KeepAlive: 15 * time.Second}
+	var raw net.Conn
+	if cfg.Location.Scheme == "wss" {
+		td := &tls.Dialer{NetDialer: nd, Config: &tls.Config{ServerName: cfg.Location.Hostname(), MinVersion: tls.VersionTLS12}}
+		raw, err = td.DialContext(dctx, "tcp", host)
+	} else {
+		raw, err = nd.DialContext(dctx, "tcp", host)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	lc := &liveConn{Conn: raw, origin: time.Now()}
+	_ = raw.SetDeadline(time.Now().Add(d.cfg.RequestTimeout))
+	ws, err := websocket.NewClient(cfg, lc)
+	if err != nil {
+		lc.Close()
+		if errors.Is(err, websocket.ErrBadStatus) {
+			return nil, nil, errors.New("upgrade refused by the server")
+		}
+		return nil, nil, fmt.Errorf("handshake: %w", err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	// We never send data frames: every frame we write is a ping.
+	ws.PayloadType = websocket.PingFrame
+	return ws, lc, nil
+}
+
+// supervise pings until the connection ends, ctx is done, or two rounds in
+// a row go unanswered. It returns why the link ended.
+func (d *Driver) supervise(ctx context.Context, ws *websocket.Conn, lc *liveConn, readerDone <-chan error) string {
+	interval := d.cfg.PingInterval
+	restTimeout := min(interval, d.cfg.RequestTimeout)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+
+	type round struct {
+		sent   time.Duration
+		restOK atomic.Bool
+	}
+	var pending *round
+	misses := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return "stopped"
+		case err := <-readerDone:
+			if errors.Is(err, errReplaced) {
+				return errReplaced.Error()
+			}
+			return "websocket closed: " + describe(err)
+		case <-tick.C:
+		}
+		if pending != nil {
+			wsOK := lc.readSince(pending.sent)
+			if wsOK && pending.restOK.Load() {
+				if misses > 0 {
+					d.setStatus(true, "connected to "+d.cfg.URL)
+					d.log.Info("ARI answers pings again")
+				}
+				misses = 0
+			} else {
+				misses++
+				d.stats.pingMisses.Add(1)
+				what := "REST ping"
+				if !wsOK {
+					what = "websocket ping"
+				}
+				why := fmt.Sprintf("no answer to %s for %s", what, time.Duration(misses)*interval)
+				if misses >= 2 {
+					d.stats.halfOpen.Add(1)
+					return why + " (half-open connection)"
+				}
+				d.setStatus(false, why)
+				d.log.Warn("ARI ping unanswered", "what", what)
+			}
+		}
+		r := &round{sent: lc.now()}
+		pending = r
+		_ = lc.SetWriteDeadline(time.Now().Add(interval))
+		if _, err := ws.Write([]byte("convoice")); err != nil {
+			return "websocket ping write failed: " + err.Error()
+		}
+		go func() {
+			err := d.rest.doTimeout(ctx, restTimeout, http.MethodGet, "/asterisk/ping", nil, nil, nil)
+			r.restOK.Store(answered(err))
+		}()
+	}
+}
+
+// resyncLoop runs a resync when events were lost (queue overflow,
+// undecodable frame) or a leg could not be bridged, then reports
+// pbx.EventLost so the controller resyncs too.
+func (d *Driver) resyncLoop(ctx context.Context) {
+	var reported int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.lostCh:
+		}
+		// Let a burst settle so one resync covers it.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if ok, _ := d.isReady(); ok {
+			rctx, cancel := context.WithTimeout(ctx, 4*d.cfg.RequestTimeout)
+			if err := d.resync(rctx, false, ""); err != nil {
+				d.log.Warn("resync after lost events failed", "err", err)
+			}
+			cancel()
+		}
+		if n := d.lost.Load(); n > reported {
+			d.emit(pbx.Event{Type: pbx.EventLost,
+				Reason: fmt.Sprintf("%d ARI event(s) dropped or undecodable", n-reported)})
+			reported = n
+		}
+	}
+}
+
+func (d *Driver) gcLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.forgetOld(10 * time.Minute)
+		}
+	}
+}
