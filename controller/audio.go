@@ -25,6 +25,10 @@ type dialTarget struct {
 	guestID      *string
 	invitationID *string
 	number       string
+	// source says where the number came from, for the dial policy and the
+	// audit: "published" (the user's own published number), "new_number"
+	// (typed in Join Conference), "redirect", or "guest" (a join link).
+	source string
 }
 
 // resolveNumber turns a request's "published" label or "number" into a
@@ -53,6 +57,15 @@ func (c *Controller) resolveNumber(u *storage.User, published, number string, fi
 		}
 		return "", invalid(field, "%s: you have no published number; give a number", field)
 	}
+}
+
+// numberSource names where a dialed number came from: typed (as kind) or
+// one of the user's published numbers.
+func numberSource(typed, kind string) string {
+	if strings.TrimSpace(typed) != "" {
+		return kind
+	}
+	return "published"
 }
 
 func labelsOf(u *storage.User) string {
@@ -86,7 +99,7 @@ func (c *Controller) JoinAudio(ctx context.Context, a Actor, convID string, req 
 		return JoinResult{}, err
 	}
 	uid := a.UserID
-	return c.dial(ctx, conv, a, dialTarget{userID: &uid, number: number}, nil)
+	return c.dial(ctx, conv, a, dialTarget{userID: &uid, number: number, source: numberSource(req.Number, "new_number")}, nil)
 }
 
 // dial records a new leg (starting the conference when there is none) and
@@ -100,6 +113,10 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 	c.inflight.Add(1)
 	defer c.inflight.Done()
 
+	if err := c.checkDial(ctx, DialCheck{Actor: a, ConversationID: conv.ID, UserID: t.userID, GuestID: t.guestID,
+		Number: t.number, Source: t.source}); err != nil {
+		return JoinResult{}, err
+	}
 	// Fail fast, before anything is written, when no PBX can take a call.
 	if !c.Ready() {
 		return JoinResult{}, unavailable("the PBX is not reachable right now; no call was placed, try again shortly")
@@ -488,7 +505,7 @@ func (c *Controller) answerInvitation(ctx context.Context, a Actor, invID, state
 	uid := a.UserID
 	legID := NewID()
 	var answered storage.Invitation
-	res, err := c.dial(ctx, conv, a, dialTarget{legID: legID, userID: &uid, invitationID: &inv.ID, number: dialNumber},
+	res, err := c.dial(ctx, conv, a, dialTarget{legID: legID, userID: &uid, invitationID: &inv.ID, number: dialNumber, source: numberSource(number, "redirect")},
 		func(tx *storage.Store, conf *storage.Conference) error {
 			cur, err := tx.GetInvitation(ctx, inv.ID)
 			if err != nil {

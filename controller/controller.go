@@ -33,7 +33,9 @@ type Config struct {
 	// ResyncYoungLeg: legs younger than this are left alone by resync, their
 	// originate may still be on its way to the PBX.
 	ResyncYoungLeg time.Duration // default 5 s
-	Logger         *slog.Logger
+	// Policy is the dial policy: what may be dialed, by whom, how often.
+	Policy PolicyConfig
+	Logger *slog.Logger
 }
 
 // Node is one PBX the controller can place conferences on.

@@ -196,18 +196,18 @@ func requireUser(a Actor) error {
 }
 
 // Me returns the caller with numbers and contacts.
-func (c *Controller) Me(ctx context.Context, a Actor) (UserView, error) {
+func (c *Controller) Me(ctx context.Context, a Actor) (MeView, error) {
 	if err := requireUser(a); err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
 	u, err := c.store.GetUser(ctx, a.UserID)
 	if err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
-	v := userView(u)
+	v := MeView{UserView: userView(u)}
 	cs, err := c.store.Contacts(ctx, a.UserID)
 	if err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
 	v.Contacts = make([]ContactView, 0, len(cs))
 	for _, cu := range cs {
@@ -217,44 +217,44 @@ func (c *Controller) Me(ctx context.Context, a Actor) (UserView, error) {
 }
 
 // SetNumbers replaces the caller's published numbers.
-func (c *Controller) SetNumbers(ctx context.Context, a Actor, in []NumberInput) (UserView, error) {
+func (c *Controller) SetNumbers(ctx context.Context, a Actor, in []NumberInput) (MeView, error) {
 	if err := requireUser(a); err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
 	nums, err := c.normalizeNumbers(in)
 	if err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
 	if err := c.store.InTx(ctx, func(tx *storage.Store) error {
 		return tx.ReplaceNumbers(ctx, a.UserID, nums)
 	}); err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
 	return c.Me(ctx, a)
 }
 
 // SetContacts replaces the caller's contact list.
-func (c *Controller) SetContacts(ctx context.Context, a Actor, ids []string) (UserView, error) {
+func (c *Controller) SetContacts(ctx context.Context, a Actor, ids []string) (MeView, error) {
 	if err := requireUser(a); err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
 	uniq := dedupe(ids)
 	for i, id := range uniq {
 		if id == a.UserID {
-			return UserView{}, invalid("user_ids", "user_ids[%d]: you cannot be your own contact", i)
+			return MeView{}, invalid("user_ids", "user_ids[%d]: you cannot be your own contact", i)
 		}
 	}
 	us, err := c.store.GetUsers(ctx, uniq)
 	if err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
 	if len(us) != len(uniq) {
-		return UserView{}, invalid("user_ids", "user_ids: %s", missingIDs(uniq, us))
+		return MeView{}, invalid("user_ids", "user_ids: %s", missingIDs(uniq, us))
 	}
 	if err := c.store.InTx(ctx, func(tx *storage.Store) error {
 		return tx.ReplaceContacts(ctx, a.UserID, uniq)
 	}); err != nil {
-		return UserView{}, err
+		return MeView{}, err
 	}
 	return c.Me(ctx, a)
 }

@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"regexp"
 )
 
 // Kind classifies an Error; the API maps each kind to one HTTP status.
@@ -42,12 +43,17 @@ func invalid(field, format string, args ...any) *Error {
 	return &Error{Kind: KindInvalid, Code: "invalid_" + fieldCode(field), Message: fmt.Sprintf(format, args...), Field: field}
 }
 
+// fieldCode makes a stable machine code from a field name: list indexes
+// are dropped ("numbers[2].number" → "numbers.number"); the field itself,
+// indexes included, goes in Error.Field.
 func fieldCode(field string) string {
 	if field == "" {
 		return "request"
 	}
-	return field
+	return indexRe.ReplaceAllString(field, "")
 }
+
+var indexRe = regexp.MustCompile(`\[[0-9]+\]`)
 
 // ErrNotFoundConversation is the one answer for a conversation that does
 // not exist and one the caller is not in: the same code and words, so ids

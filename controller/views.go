@@ -27,13 +27,18 @@ type ContactView struct {
 
 // UserView is a user with their numbers (and contacts for /me).
 type UserView struct {
-	ID          string        `json:"id"`
-	DisplayName string        `json:"display_name"`
-	Email       string        `json:"email"`
-	Role        string        `json:"role"`
-	Numbers     []NumberView  `json:"numbers"`
-	Contacts    []ContactView `json:"contacts,omitempty"`
-	CreatedAt   time.Time     `json:"created_at"`
+	ID          string       `json:"id"`
+	DisplayName string       `json:"display_name"`
+	Email       string       `json:"email"`
+	Role        string       `json:"role"`
+	Numbers     []NumberView `json:"numbers"`
+	CreatedAt   time.Time    `json:"created_at"`
+}
+
+// MeView is the caller: a user with their contact list.
+type MeView struct {
+	UserView
+	Contacts []ContactView `json:"contacts"`
 }
 
 func userView(u *storage.User) UserView {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"gorm.io/gorm"
@@ -17,19 +18,18 @@ type migration struct {
 	up      func(tx *gorm.DB) error
 }
 
-var migrations = []migration{
-	{1, "directory, conversations, messages, event log, audio", func(tx *gorm.DB) error {
-		if err := tx.Migrator().CreateTable(
-			&User{}, &PublishedNumber{}, &Contact{}, &APIToken{},
-			&Conversation{}, &Participant{}, &Message{}, &Event{},
-			&Conference{}, &Leg{}, &Invitation{}, &IdempotencyRecord{},
-		); err != nil {
-			return err
+// migrations are registered by the migrate_NNN_*.go files, one step each,
+// and applied in version order.
+var migrations []migration
+
+func register(m migration) {
+	for _, o := range migrations {
+		if o.version == m.version {
+			panic(fmt.Sprintf("migration %d registered twice (%s, %s)", m.version, o.name, m.name))
 		}
-		// At most one active conference per conversation, enforced by the
-		// database so two replicas (or two requests) cannot both start one.
-		return tx.Exec(`CREATE UNIQUE INDEX ux_conference_active ON conferences (conversation_id) WHERE state = 'active'`).Error
-	}},
+	}
+	migrations = append(migrations, m)
+	sort.Slice(migrations, func(i, j int) bool { return migrations[i].version < migrations[j].version })
 }
 
 // migrate applies the missing steps in order, each in its own transaction,

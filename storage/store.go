@@ -68,6 +68,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		SkipDefaultTransaction: true,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
+		PrepareStmt:            true,
 	}
 	s := &Store{log: lg, writeMu: &sync.Mutex{}}
 	var err error

@@ -1,0 +1,383 @@
+// Package apitest starts a whole convoice for tests: a real SQLite file, the
+// ARI emulator on a loopback port, the real Asterisk driver talking to it
+// over HTTP and websocket, the controller, and the HTTP API on a real
+// listener. Tests then speak plain HTTP to it, as any client would.
+package apitest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/convoice/convoice/api"
+	"github.com/convoice/convoice/controller"
+	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/ariemu"
+	"github.com/convoice/convoice/pbx/asterisk"
+	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/storage"
+)
+
+// AdminToken is the admin bearer token of every test environment.
+const AdminToken = "test-admin-token-0123456789abcdef"
+
+// Options tune an Env.
+type Options struct {
+	// DB is the database (default: a new SQLite file in t.TempDir()).
+	DB string
+	// Emu is an already running emulator to use (default: a new one).
+	Emu *ariemu.Server
+	// RingTimeout for originates (default 30 s).
+	RingTimeout time.Duration
+	// Timing of the emulated phones (default: 50 ms rings, fast tests).
+	Timing emuphone.Timing
+	// Logs receives every log line (default: discarded).
+	Logs io.Writer
+	// NoPBX starts convoice with no PBX node at all.
+	NoPBX bool
+	// ExternalARI is the ARI URL of an emulator running elsewhere (another
+	// process); with it no emulator is started here.
+	ExternalARI string
+	// Routes are the dial routes (default pbx.DefaultRoutes).
+	Routes string
+	// Extensions is the internal-extension pattern (default none).
+	Extensions *regexp.Regexp
+}
+
+// Env is one running convoice.
+type Env struct {
+	t      testing.TB
+	opts   Options
+	URL    string
+	Emu    *ariemu.Server
+	Store  *storage.Store
+	Ctl    *controller.Controller
+	Driver pbx.Driver
+
+	listener net.Listener
+	srv      *http.Server
+	cancel   context.CancelFunc
+	runDone  chan struct{}
+	ownsEmu  bool
+	stopOnce sync.Once
+
+	// validator checks every request Do sends, and its answer, against
+	// api/openapi.yaml, so every API test also proves the description.
+	validator *Validator
+}
+
+// Start brings a convoice up and registers its shutdown with t.Cleanup.
+func Start(t testing.TB, opts Options) *Env {
+	t.Helper()
+	if opts.DB == "" {
+		opts.DB = filepath.Join(t.TempDir(), "convoice.db")
+	}
+	if opts.Timing.Ring == 0 {
+		opts.Timing = emuphone.Timing{Ring: 50 * time.Millisecond, Hold: 500 * time.Millisecond, SlowRing: time.Second}
+	}
+	e := &Env{t: t, opts: opts, validator: NewValidator(t)}
+	if !opts.NoPBX && opts.ExternalARI == "" {
+		if opts.Emu != nil {
+			e.Emu = opts.Emu
+		} else {
+			e.Emu = ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: opts.Timing, Logger: e.logger("ari-emulator")})
+			if err := e.Emu.Start("127.0.0.1:0"); err != nil {
+				t.Fatalf("start emulator: %v", err)
+			}
+			e.ownsEmu = true
+		}
+	}
+	e.start()
+	t.Cleanup(func() {
+		e.Stop()
+		if e.ownsEmu {
+			e.Emu.Close()
+		}
+	})
+	return e
+}
+
+func (e *Env) logger(component string) *slog.Logger {
+	if e.opts.Logs == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(e.opts.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("component", component)
+}
+
+func (e *Env) start() {
+	t := e.t
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	store, err := storage.Open(ctx, e.opts.DB, storage.Options{Logger: e.logger("storage")})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	e.Store = store
+	var nodes []*controller.Node
+	ariURL := e.opts.ExternalARI
+	if e.Emu != nil {
+		ariURL = e.Emu.URL()
+	}
+	if ariURL != "" {
+		routes, err := pbx.ParseRoutes(e.opts.Routes)
+		if err != nil {
+			t.Fatalf("routes: %v", err)
+		}
+		d, err := asterisk.New(asterisk.Config{URL: ariURL, User: "convoice", Password: "emu-secret", App: "convoice",
+			Routes: routes, RingTimeout: e.opts.RingTimeout, TalkDetect: true, Logger: e.logger("asterisk")})
+		if err != nil {
+			t.Fatalf("asterisk driver: %v", err)
+		}
+		e.Driver = d
+		nodes = append(nodes, &controller.Node{Name: "emulator", Weight: 1, Driver: d})
+	}
+	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout, Logger: e.logger("controller")},
+		store, controller.NewHub(), nodes, controller.NewMetrics(prometheus.NewRegistry()))
+	srv := api.New(api.Config{AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
+		Gatherer: prometheus.NewRegistry(), Logger: e.logger("api")}, e.Ctl)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	e.listener = ln
+	e.URL = "http://" + ln.Addr().String()
+	e.srv = &http.Server{Handler: srv}
+	go e.srv.Serve(ln)
+	e.runDone = make(chan struct{})
+	go func() { _ = e.Ctl.Run(ctx); close(e.runDone) }()
+	if e.Driver != nil {
+		e.WaitFor("PBX ready", 10*time.Second, func() bool { return e.Ctl.Ready() })
+	}
+}
+
+// Stop shuts convoice down (the emulator, if any, keeps its calls).
+func (e *Env) Stop() {
+	e.stopOnce.Do(func() {
+		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+		defer c()
+		e.srv.Shutdown(sctx)
+		e.cancel()
+		<-e.runDone
+		e.Store.Close()
+	})
+}
+
+// Restart stops convoice and starts it again on the same database and
+// emulator (a new URL).
+func (e *Env) Restart() {
+	e.Stop()
+	e.stopOnce = sync.Once{}
+	e.start()
+}
+
+// WaitFor polls cond until it holds or fails the test after d.
+func (e *Env) WaitFor(what string, d time.Duration, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Response is an HTTP answer with its body read.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into v (failing the test on error).
+func (r Response) JSON(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %q: %v", r.Body, err)
+	}
+}
+
+// Map decodes the body as a JSON object.
+func (r Response) Map(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	r.JSON(t, &m)
+	return m
+}
+
+// ErrorCode returns error.code of an error body.
+func (r Response) ErrorCode() string {
+	var eb struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	_ = json.Unmarshal(r.Body, &eb)
+	return eb.Error.Code
+}
+
+// Do sends a request; body is JSON-encoded unless it is a string or []byte.
+func (e *Env) Do(method, path, token string, body any, headers ...string) Response {
+	e.t.Helper()
+	var raw []byte
+	switch b := body.(type) {
+	case nil:
+	case string:
+		raw = []byte(b)
+	case []byte:
+		raw = b
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatalf("encode: %v", err)
+		}
+		raw = j
+	}
+	req, err := http.NewRequest(method, e.URL+path, bytes.NewReader(raw))
+	if err != nil {
+		e.t.Fatalf("request: %v", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	e.validator.Check(e.t, req, raw, resp.StatusCode, resp.Header, b)
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// Must is Do that fails the test unless the status is want.
+func (e *Env) Must(want int, method, path, token string, body any, headers ...string) Response {
+	e.t.Helper()
+	r := e.Do(method, path, token, body, headers...)
+	if r.Status != want {
+		e.t.Fatalf("%s %s: status %d, want %d; body %s", method, path, r.Status, want, r.Body)
+	}
+	return r
+}
+
+// User is a test user.
+type User struct {
+	ID, Token, Name string
+}
+
+// AddUser creates a user through the admin API and issues a token.
+func (e *Env) AddUser(name string, numbers ...controller.NumberInput) User {
+	e.t.Helper()
+	email := strings.ToLower(strings.ReplaceAll(name, " ", ".")) + fmt.Sprintf(".%d@example.com", time.Now().UnixNano())
+	r := e.Must(201, "POST", "/api/v1/users", AdminToken, map[string]any{"display_name": name, "email": email, "numbers": numbers})
+	var u struct{ ID string }
+	r.JSON(e.t, &u)
+	tr := e.Must(201, "POST", "/api/v1/users/"+u.ID+"/tokens", AdminToken, nil)
+	var tok struct{ Token string }
+	tr.JSON(e.t, &tok)
+	return User{ID: u.ID, Token: tok.Token, Name: name}
+}
+
+// Event is one SSE event.
+type Event struct {
+	ID, Type string
+	Data     map[string]any
+}
+
+// Stream is an open event stream.
+type Stream struct {
+	Events chan Event
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Close ends the stream.
+func (s *Stream) Close() { s.cancel(); <-s.done }
+
+// Subscribe opens a conversation's event stream from lastID ("" = start).
+func (e *Env) Subscribe(convID, token, lastID string) *Stream {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.URL+"/api/v1/conversations/"+convID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		e.t.Fatalf("subscribe: %v", err)
+	}
+	if resp.StatusCode != 200 {
+		cancel()
+		e.t.Fatalf("subscribe: status %d", resp.StatusCode)
+	}
+	s := &Stream{Events: make(chan Event, 10000), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		defer resp.Body.Close()
+		defer close(s.Events)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		var ev Event
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.Type != "" {
+					s.Events <- ev
+				}
+				ev = Event{}
+			case strings.HasPrefix(line, "id: "):
+				ev.ID = line[4:]
+			case strings.HasPrefix(line, "event: "):
+				ev.Type = line[7:]
+			case strings.HasPrefix(line, "data: "):
+				var env struct {
+					Data map[string]any `json:"data"`
+				}
+				_ = json.Unmarshal([]byte(line[6:]), &env)
+				ev.Data = env.Data
+			}
+		}
+	}()
+	return s
+}
+
+// Next waits for the next event matching match (nil: any), failing after d.
+func (s *Stream) Next(t testing.TB, d time.Duration, match func(Event) bool) Event {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, ok := <-s.Events:
+			if !ok {
+				t.Fatalf("event stream closed")
+			}
+			if match == nil || match(ev) {
+				return ev
+			}
+		case <-timer.C:
+			t.Fatalf("no matching event within %s", d)
+		}
+	}
+}

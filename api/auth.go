@@ -1,0 +1,134 @@
+package api
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/convoice/convoice/controller"
+)
+
+// sessionCookie holds a user's API token for the web UI. HttpOnly so page
+// scripts (and anything injected into them) cannot read it; SameSite=Lax
+// plus the CSRF header below for state-changing requests.
+const sessionCookie = "convoice_session"
+
+// csrfHeader must carry csrfToken(session) on every state-changing request
+// authenticated by the cookie. Bearer-token clients are unaffected: a
+// cross-site page can make the browser send a cookie, never a header.
+const csrfHeader = "X-CSRF-Token"
+
+// csrfToken derives the CSRF token from the session token: only someone who
+// knows the session (the page, through GET /session) can compute it, and
+// nothing needs storing.
+func csrfToken(session string) string {
+	h := sha256.Sum256([]byte("convoice-csrf\x00" + session))
+	return hex.EncodeToString(h[:16])
+}
+
+type actorKey struct{}
+
+func actorOf(c echo.Context) controller.Actor {
+	a, _ := c.Get("actor").(controller.Actor)
+	return a
+}
+
+// authenticate resolves the bearer token or the session cookie.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		token, fromCookie := bearer(r), false
+		if token == "" {
+			if ck, err := r.Cookie(sessionCookie); err == nil && ck.Value != "" {
+				token, fromCookie = ck.Value, true
+			}
+		}
+		a, err := s.ctl.Authenticate(r.Context(), token, s.cfg.AdminTokenHash)
+		if err != nil {
+			if ce, ok := controller.AsError(err); ok && ce.Kind == controller.KindUnauthorized {
+				s.log.Info("authentication failed", "route", c.Path(), "remote", c.RealIP(), "reason", ce.Message)
+			}
+			return err
+		}
+		if fromCookie && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			got := r.Header.Get(csrfHeader)
+			if subtle.ConstantTimeCompare([]byte(got), []byte(csrfToken(token))) != 1 {
+				return &controller.Error{Kind: controller.KindForbidden, Code: "csrf",
+					Message: "missing or wrong " + csrfHeader + " header (needed with cookie sign-in)"}
+			}
+		}
+		c.Set("actor", a)
+		c.Set("token", token)
+		return next(c)
+	}
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+type sessionRequest struct {
+	Token string `json:"token"`
+}
+
+type sessionAnswer struct {
+	User      *controller.MeView `json:"user,omitempty"`
+	Admin     bool               `json:"admin"`
+	CSRFToken string             `json:"csrf_token"`
+}
+
+// createSession signs the web UI in: it checks the token and sets it as an
+// HttpOnly cookie.
+func (s *Server) createSession(c echo.Context) error {
+	var req sessionRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	tok := strings.TrimSpace(req.Token)
+	if tok == "" {
+		return &controller.Error{Kind: controller.KindInvalid, Code: "invalid_token", Field: "token", Message: "token: paste your convoice token"}
+	}
+	a, err := s.ctl.Authenticate(c.Request().Context(), tok, s.cfg.AdminTokenHash)
+	if err != nil {
+		s.log.Info("sign-in failed", "remote", c.RealIP())
+		return err
+	}
+	c.SetCookie(&http.Cookie{
+		Name: sessionCookie, Value: tok, Path: "/", HttpOnly: true,
+		Secure: c.Scheme() == "https", SameSite: http.SameSiteLaxMode,
+		Expires: time.Now().Add(30 * 24 * time.Hour),
+	})
+	return s.sessionAnswer(c, a, tok, http.StatusCreated)
+}
+
+func (s *Server) sessionAnswer(c echo.Context, a controller.Actor, tok string, status int) error {
+	ans := sessionAnswer{Admin: a.Admin, CSRFToken: csrfToken(tok)}
+	if a.UserID != "" {
+		me, err := s.ctl.Me(c.Request().Context(), a)
+		if err != nil {
+			return err
+		}
+		ans.User = &me
+	}
+	return writeJSON(c, status, ans)
+}
+
+func (s *Server) getSession(c echo.Context) error {
+	tok, _ := c.Get("token").(string)
+	return s.sessionAnswer(c, actorOf(c), tok, http.StatusOK)
+}
+
+func (s *Server) deleteSession(c echo.Context) error {
+	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1,
+		Secure: c.Scheme() == "https", SameSite: http.SameSiteLaxMode})
+	return c.NoContent(http.StatusNoContent)
+}

@@ -1,0 +1,373 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convoice/convoice/api/apitest"
+	"github.com/convoice/convoice/controller"
+	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/ariemu"
+	"github.com/convoice/convoice/pbx/asterisk"
+	"github.com/convoice/convoice/pbx/emuphone"
+)
+
+// The benchmarks of the whole path. Run them with
+//
+//	go test -run '^$' -bench . -benchtime 1x ./api/
+//
+// BenchmarkDialOut joins U users into C conversations (U×C legs) through
+// HTTP → controller → SQLite → ARI → emulator events → SQLite → SSE, with
+// 100 requests in flight, and in the same run places the same legs with the
+// Asterisk driver alone against a fresh emulator (originate + StasisStart +
+// addChannel: the same ARI operations, without convoice around them).
+// BenchmarkHeapPerLeg holds 10,000 connected legs and reports convoice's
+// heap per leg, with the emulator in another process so that its memory is
+// not counted.
+
+const benchConcurrency = 100
+
+// TestMain lets this test binary run as the ARI emulator process of the
+// heap benchmark (re-executed with CONVOICE_BENCH_EMULATOR=addr).
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("CONVOICE_BENCH_EMULATOR"); addr != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { io.Copy(io.Discard, os.Stdin); cancel() }() // parent gone → stop
+		if err := ariemu.Serve(ctx, addr, ariemu.Config{User: "convoice", Password: "emu-secret",
+			Timing: emuphone.Timing{Ring: 20 * time.Millisecond}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+type benchWorld struct {
+	env   *apitest.Env
+	users []apitest.User
+	convs []string
+}
+
+// newBenchWorld makes u users who are all in c conversations.
+func newBenchWorld(b *testing.B, env *apitest.Env, u, c int) *benchWorld {
+	w := &benchWorld{env: env}
+	ctx := context.Background()
+	admin := controller.Actor{Admin: true, Name: "bench"}
+	for i := 0; i < u; i++ {
+		uv, err := env.Ctl.CreateUser(ctx, admin, controller.NewUser{DisplayName: fmt.Sprint("U", i),
+			Email: fmt.Sprintf("u%d@bench.example.com", i),
+			Numbers: []controller.NumberInput{{Label: "work", Number: fmt.Sprintf("+1202555%04d", 1000+i)}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tok, err := env.Ctl.IssueToken(ctx, admin, uv.ID, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.users = append(w.users, apitest.User{ID: uv.ID, Token: tok.Token})
+	}
+	var ids []string
+	for _, us := range w.users[1:] {
+		ids = append(ids, us.ID)
+	}
+	for i := 0; i < c; i++ {
+		cv, err := env.Ctl.CreateConversation(ctx, controller.Actor{UserID: w.users[0].ID}, controller.NewConversation{
+			Kind: "im", Subject: fmt.Sprint("bench ", i), Participants: ids})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.convs = append(w.convs, cv.ID)
+	}
+	return w
+}
+
+type joinResult struct {
+	leg     string
+	started time.Time
+}
+
+// joinAll posts every (user, conversation) join with benchConcurrency in
+// flight and returns the leg ids with their request start times.
+func (w *benchWorld) joinAll(b *testing.B) []joinResult {
+	type job struct {
+		u    apitest.User
+		conv string
+	}
+	jobs := make(chan job)
+	var mu sync.Mutex
+	var out []joinResult
+	var failed atomic.Int64
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchConcurrency, MaxConnsPerHost: benchConcurrency}}
+	var wg sync.WaitGroup
+	for i := 0; i < benchConcurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				start := time.Now()
+				req, _ := http.NewRequest("POST", w.env.URL+"/api/v1/conversations/"+j.conv+"/audio", strings.NewReader(`{"published":"work"}`))
+				req.Header.Set("Authorization", "Bearer "+j.u.Token)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				var jr struct {
+					Leg struct{ ID string } `json:"leg"`
+				}
+				err = json.NewDecoder(resp.Body).Decode(&jr)
+				resp.Body.Close()
+				if resp.StatusCode != 201 || err != nil {
+					failed.Add(1)
+					continue
+				}
+				mu.Lock()
+				out = append(out, joinResult{leg: jr.Leg.ID, started: start})
+				mu.Unlock()
+			}
+		}()
+	}
+	// Interleave conversations so that conferences grow side by side.
+	for _, u := range w.users {
+		for _, c := range w.convs {
+			jobs <- job{u, c}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d join requests failed", n)
+	}
+	return out
+}
+
+// sseCounter follows a conversation's stream and counts connected legs.
+func sseCounter(b *testing.B, url, token string, connected *atomic.Int64) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		b.Fatalf("subscribe: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		isLeg := false
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "event: leg.updated":
+				isLeg = true
+			case strings.HasPrefix(line, "data: ") && isLeg:
+				if strings.Contains(line, `"state":"connected"`) {
+					connected.Add(1)
+				}
+				isLeg = false
+			case strings.HasPrefix(line, "event: "):
+				isLeg = false
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[int(float64(len(ds)-1)*p)]
+}
+
+func BenchmarkDialOut(b *testing.B) {
+	const users, convs = 50, 20 // 1,000 legs, 20 conferences of 50
+	for i := 0; i < b.N; i++ {
+		var originated sync.Map
+		emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond},
+			OnOriginate: func(id string, at time.Time) { originated.Store(id, at) }})
+		if err := emu.Start("127.0.0.1:0"); err != nil {
+			b.Fatal(err)
+		}
+		env := apitest.Start(b, apitest.Options{Emu: emu})
+		w := newBenchWorld(b, env, users, convs)
+		var connected atomic.Int64
+		var stops []func()
+		for _, c := range w.convs {
+			stops = append(stops, sseCounter(b, env.URL+"/api/v1/conversations/"+c+"/events", w.users[0].Token, &connected))
+		}
+		runtime.GC()
+		start := time.Now()
+		results := w.joinAll(b)
+		requestsDone := time.Since(start)
+		total := int64(users * convs)
+		deadline := time.Now().Add(2 * time.Minute)
+		for connected.Load() < total {
+			if time.Now().After(deadline) {
+				b.Fatalf("only %d of %d legs reached connected on the streams", connected.Load(), total)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		whole := time.Since(start)
+		var lat []time.Duration
+		for _, r := range results {
+			if at, ok := originated.Load(r.leg); ok {
+				lat = append(lat, at.(time.Time).Sub(r.started))
+			}
+		}
+		for _, s := range stops {
+			s()
+		}
+		env.Stop()
+		emu.Close()
+
+		direct := directARI(b, int(total))
+		wholeRate := float64(total) / whole.Seconds()
+		b.ReportMetric(wholeRate, "dialouts/s")
+		b.ReportMetric(float64(total)/requestsDone.Seconds(), "requests/s")
+		b.ReportMetric(direct, "direct-ari-legs/s")
+		b.ReportMetric(direct/wholeRate, "direct/whole")
+		b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50-req→originate-ms")
+		b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-req→originate-ms")
+	}
+}
+
+// directARI places n legs with the Asterisk driver alone (no HTTP, no
+// controller, no database) and returns legs connected per second.
+func directARI(b *testing.B, n int) float64 {
+	emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond}})
+	if err := emu.Start("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	defer emu.Close()
+	routes, _ := pbx.ParseRoutes(pbx.DefaultRoutes)
+	d, err := asterisk.New(asterisk.Config{URL: emu.URL(), User: "convoice", Password: "emu-secret", Routes: routes, TalkDetect: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var connected atomic.Int64
+	go d.Run(ctx, pbx.HandlerFunc(func(e pbx.Event) {
+		if e.Type == pbx.EventConnected {
+			connected.Add(1)
+		}
+	}))
+	for !d.Status().Ready {
+		time.Sleep(5 * time.Millisecond)
+	}
+	confs := 20
+	for i := 0; i < confs; i++ {
+		if err := d.CreateConference(ctx, fmt.Sprintf("00000000-0000-4000-8000-%012d", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < benchConcurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				err := d.Dial(ctx, pbx.DialRequest{LegID: fmt.Sprintf("10000000-0000-4000-8000-%012d", j),
+					ConferenceID: fmt.Sprintf("00000000-0000-4000-8000-%012d", j%confs), Number: fmt.Sprintf("+1202555%04d", 1000+j%9000)})
+				if err != nil {
+					b.Errorf("dial: %v", err)
+				}
+			}
+		}()
+	}
+	for j := 0; j < n; j++ {
+		jobs <- j
+	}
+	close(jobs)
+	wg.Wait()
+	for connected.Load() < int64(n) {
+		if time.Since(start) > 2*time.Minute {
+			b.Fatalf("direct: %d of %d connected", connected.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+func BenchmarkHeapPerLeg(b *testing.B) {
+	const users, convs = 100, 100 // 10,000 connected legs
+	for i := 0; i < b.N; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "CONVOICE_BENCH_EMULATOR="+addr)
+		stdin, _ := cmd.StdinPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		emuURL := "http://" + addr + "/ari"
+		for j := 0; ; j++ {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				break
+			}
+			if j > 500 {
+				b.Fatal("emulator process did not start")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		env := apitest.Start(b, apitest.Options{NoPBX: true, ExternalARI: emuURL})
+		w := newBenchWorld(b, env, users, convs)
+		before := heapInUse()
+		w.joinAll(b)
+		total := users * convs
+		env.WaitFor("all legs connected", 3*time.Minute, func() bool {
+			n, _ := env.Store.CountLiveLegs(context.Background())
+			legs, _ := env.Store.AllLiveLegs(context.Background(), "")
+			connected := 0
+			for _, l := range legs {
+				if l.State == "connected" {
+					connected++
+				}
+			}
+			return n["emulator"] == total && connected == total
+		})
+		after := heapInUse()
+		perLeg := float64(int64(after)-int64(before)) / float64(total) / 1024
+		b.ReportMetric(perLeg, "heap-KiB/leg")
+		b.ReportMetric(float64(total), "live-legs")
+		env.Stop()
+		stdin.Close()
+		cmd.Wait()
+	}
+}

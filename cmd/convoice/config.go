@@ -1,0 +1,179 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/convoice/convoice/pbx"
+)
+
+// config is everything convoice is told at start. Values come from the
+// CONVOICE_* environment (API-CONTRACT.md), and flags mirror the
+// non-secret ones. Secrets (admin token, ARI/ESL passwords) come only from
+// the environment or a file named by *_FILE, never from flags, which any
+// user of the machine can read in `ps`.
+type config struct {
+	Listen      string
+	DB          string
+	AdminToken  string
+	PublicURL   string
+	Region      string
+	PBX         string // emulator | asterisk | freeswitch
+	ARIURL      string
+	ARIUser     string
+	ARIPassword string
+	ARIApp      string
+	DialRoutes  string
+	ESLAddr     string
+	ESLPassword string
+	PBXNodes    string
+	Extensions  string
+	CallerName  string
+	CallerNum   string
+	RingTimeout time.Duration
+	LogFormat   string
+	LogLevel    string
+	NoSeed      bool
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// secret reads NAME, or the file named by NAME_FILE (trailing newline
+// trimmed).
+func secret(name string) (string, error) {
+	if v := os.Getenv(name); v != "" {
+		return v, nil
+	}
+	if f := os.Getenv(name + "_FILE"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return "", nil
+}
+
+// loadConfig reads the environment, then flags in fs over it.
+func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
+	var c config
+	fs.StringVar(&c.Listen, "listen", env("CONVOICE_LISTEN", "127.0.0.1:8080"), "HTTP listen address (CONVOICE_LISTEN)")
+	fs.StringVar(&c.DB, "db", env("CONVOICE_DB", "convoice.db"), "SQLite file or postgres:// DSN (CONVOICE_DB)")
+	fs.StringVar(&c.PublicURL, "public-url", env("CONVOICE_PUBLIC_URL", ""), "base URL for join links (CONVOICE_PUBLIC_URL; default http://<listen>)")
+	fs.StringVar(&c.Region, "region", env("CONVOICE_REGION", "US"), "default region for numbers without + (CONVOICE_REGION)")
+	fs.StringVar(&c.PBX, "pbx", env("CONVOICE_PBX", "emulator"), "emulator, asterisk or freeswitch (CONVOICE_PBX)")
+	fs.StringVar(&c.ARIURL, "ari-url", env("CONVOICE_ARI_URL", "http://127.0.0.1:8088/ari"), "Asterisk ARI base URL (CONVOICE_ARI_URL)")
+	fs.StringVar(&c.ARIUser, "ari-user", env("CONVOICE_ARI_USER", ""), "ARI user (CONVOICE_ARI_USER)")
+	fs.StringVar(&c.ARIApp, "ari-app", env("CONVOICE_ARI_APP", "convoice"), "Stasis application (CONVOICE_ARI_APP)")
+	fs.StringVar(&c.DialRoutes, "dial-routes", env("CONVOICE_DIAL_ROUTES", pbx.DefaultRoutes), "pattern=template;… (CONVOICE_DIAL_ROUTES)")
+	fs.StringVar(&c.ESLAddr, "esl-addr", env("CONVOICE_ESL_ADDR", "127.0.0.1:8021"), "FreeSWITCH event socket (CONVOICE_ESL_ADDR)")
+	fs.StringVar(&c.PBXNodes, "pbx-nodes", env("CONVOICE_PBX_NODES", ""), "several PBX nodes (CONVOICE_PBX_NODES); passwords in it are better given by env")
+	fs.StringVar(&c.Extensions, "extensions", env("CONVOICE_EXTENSIONS", ""), "regexp of internal extensions, e.g. ^[0-9]{4}$ (CONVOICE_EXTENSIONS)")
+	fs.StringVar(&c.CallerName, "caller-id-name", env("CONVOICE_CALLER_ID_NAME", "convoice"), "caller id name shown to called phones (CONVOICE_CALLER_ID_NAME)")
+	fs.StringVar(&c.CallerNum, "caller-id-number", env("CONVOICE_CALLER_ID_NUMBER", ""), "caller id number (CONVOICE_CALLER_ID_NUMBER)")
+	ring := env("CONVOICE_RING_TIMEOUT", "30s")
+	fs.StringVar(&ring, "ring-timeout", ring, "how long a phone rings before giving up (CONVOICE_RING_TIMEOUT)")
+	fs.StringVar(&c.LogFormat, "log-format", env("CONVOICE_LOG_FORMAT", "text"), "json or text (CONVOICE_LOG_FORMAT)")
+	fs.StringVar(&c.LogLevel, "log-level", env("CONVOICE_LOG_LEVEL", "info"), "debug, info, warn, error (CONVOICE_LOG_LEVEL)")
+	noSeed, _ := strconv.ParseBool(env("CONVOICE_NO_SEED", "false"))
+	fs.BoolVar(&c.NoSeed, "no-seed", noSeed, "do not seed the demo directory on an empty database with the emulator (CONVOICE_NO_SEED)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	var err error
+	if c.RingTimeout, err = time.ParseDuration(ring); err != nil || c.RingTimeout < time.Second {
+		return c, fmt.Errorf("ring timeout %q: want a duration of at least 1s", ring)
+	}
+	if c.AdminToken, err = secret("CONVOICE_ADMIN_TOKEN"); err != nil {
+		return c, err
+	}
+	if c.ARIPassword, err = secret("CONVOICE_ARI_PASSWORD"); err != nil {
+		return c, err
+	}
+	if c.ESLPassword, err = secret("CONVOICE_ESL_PASSWORD"); err != nil {
+		return c, err
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + c.Listen
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	switch c.PBX {
+	case "emulator", "asterisk", "freeswitch":
+	default:
+		return c, fmt.Errorf("CONVOICE_PBX %q: want emulator, asterisk or freeswitch", c.PBX)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return c, errors.New("--log-format: want json or text")
+	}
+	if _, err := pbx.ParseRoutes(c.DialRoutes); err != nil {
+		return c, fmt.Errorf("CONVOICE_DIAL_ROUTES: %w", err)
+	}
+	if c.Extensions != "" {
+		if _, err := regexp.Compile(c.Extensions); err != nil {
+			return c, fmt.Errorf("CONVOICE_EXTENSIONS: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// nodeSpec is one entry of CONVOICE_PBX_NODES.
+type nodeSpec struct {
+	Name, Kind, Address, User, Password string
+	Weight                              int
+}
+
+// parseNodes reads "name,kind,address,user,password,weight;…". An empty
+// password field is looked up in CONVOICE_PBX_NODE_<NAME>_PASSWORD(_FILE).
+func parseNodes(spec string) ([]nodeSpec, error) {
+	var out []nodeSpec
+	seen := map[string]bool{}
+	for i, entry := range strings.Split(spec, ";") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		f := strings.Split(entry, ",")
+		if len(f) != 6 {
+			return nil, fmt.Errorf("CONVOICE_PBX_NODES entry %d: want name,kind,address,user,password,weight", i+1)
+		}
+		n := nodeSpec{Name: strings.TrimSpace(f[0]), Kind: strings.TrimSpace(f[1]), Address: strings.TrimSpace(f[2]),
+			User: strings.TrimSpace(f[3]), Password: f[4], Weight: 1}
+		if n.Name == "" || seen[n.Name] {
+			return nil, fmt.Errorf("CONVOICE_PBX_NODES entry %d: empty or repeated name", i+1)
+		}
+		seen[n.Name] = true
+		if n.Kind != "asterisk" && n.Kind != "freeswitch" && n.Kind != "emulator" {
+			return nil, fmt.Errorf("CONVOICE_PBX_NODES %s: kind %q: want asterisk or freeswitch", n.Name, n.Kind)
+		}
+		if w := strings.TrimSpace(f[5]); w != "" {
+			v, err := strconv.Atoi(w)
+			if err != nil || v <= 0 {
+				return nil, fmt.Errorf("CONVOICE_PBX_NODES %s: weight %q: want a positive whole number", n.Name, w)
+			}
+			n.Weight = v
+		}
+		if n.Password == "" {
+			p, err := secret("CONVOICE_PBX_NODE_" + strings.ToUpper(n.Name) + "_PASSWORD")
+			if err != nil {
+				return nil, err
+			}
+			n.Password = p
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("CONVOICE_PBX_NODES: no nodes")
+	}
+	return out, nil
+}
