@@ -29,14 +29,14 @@ func (c *Controller) Authenticate(ctx context.Context, token, adminHash string) 
 	if adminHash != "" && subtle.ConstantTimeCompare([]byte(h), []byte(adminHash)) == 1 {
 		return Actor{Admin: true, Name: "admin"}, nil
 	}
-	u, _, err := c.store.UserByTokenHash(ctx, h)
+	p, err := c.store.PrincipalByTokenHash(ctx, h)
 	if errors.Is(err, storage.ErrNotFound) {
 		return Actor{}, &Error{Kind: KindUnauthorized, Code: "unauthorized", Message: "the token is unknown or revoked"}
 	}
 	if err != nil {
 		return Actor{}, err
 	}
-	return Actor{UserID: u.ID, Admin: u.Role == storage.RoleAdmin, Name: u.DisplayName}, nil
+	return Actor{UserID: p.UserID, Admin: p.Role == storage.RoleAdmin, Name: p.DisplayName}, nil
 }
 
 // NumberInput is a published number as given by a client.

@@ -6,17 +6,11 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // ActiveConference returns the conversation's active conference.
 func (s *Store) ActiveConference(ctx context.Context, convID string) (*Conference, error) {
-	var c Conference
-	err := s.q(ctx).Where("conversation_id = ? AND state = ?", convID, ConferenceActive).First(&c).Error
-	if err != nil {
-		return nil, notFound(err)
-	}
-	return &c, nil
+	return s.conference(ctx, `conversation_id = ? AND state = 'active'`, convID)
 }
 
 // LatestConference returns the conversation's newest conference, active or not.
@@ -31,11 +25,7 @@ func (s *Store) LatestConference(ctx context.Context, convID string) (*Conferenc
 
 // GetConference loads one conference.
 func (s *Store) GetConference(ctx context.Context, id string) (*Conference, error) {
-	var c Conference
-	if err := s.q(ctx).First(&c, "id = ?", id).Error; err != nil {
-		return nil, notFound(err)
-	}
-	return &c, nil
+	return s.conference(ctx, `id = ?`, id)
 }
 
 // CreateConference inserts a conference; ErrConflict when the conversation
@@ -60,36 +50,35 @@ func (s *Store) ActiveConferences(ctx context.Context) ([]Conference, error) {
 
 // CreateLeg inserts a leg.
 func (s *Store) CreateLeg(ctx context.Context, l *Leg) error {
-	return notFound(s.q(ctx).Create(l).Error)
+	_, err := s.execRaw(ctx, `INSERT INTO legs (`+legColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		l.ID, l.ConferenceID, l.ConversationID, nstr(l.UserID), nstr(l.GuestID), nstr(l.InvitationID), l.Node, l.Number,
+		l.State, l.Cause, l.CauseText, l.EndReason, l.Muted, l.Talking, l.HangupRequested, l.CreatedAt.UTC(),
+		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt.UTC())
+	return notFound(s.translate(err))
 }
 
 // GetLeg loads one leg.
 func (s *Store) GetLeg(ctx context.Context, id string) (*Leg, error) {
-	var l Leg
-	if err := s.q(ctx).First(&l, "id = ?", id).Error; err != nil {
-		return nil, notFound(err)
-	}
-	return &l, nil
+	return s.leg(ctx, `id = ?`, id)
 }
 
 // GetLegForUpdate loads a leg and, on PostgreSQL, locks its row for the
 // rest of the transaction (SQLite transactions are already exclusive).
 func (s *Store) GetLegForUpdate(ctx context.Context, id string) (*Leg, error) {
-	var l Leg
-	q := s.q(ctx)
 	if s.dialect == "postgres" {
-		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		return s.leg(ctx, `id = ? FOR UPDATE`, id)
 	}
-	if err := q.First(&l, "id = ?", id).Error; err != nil {
-		return nil, notFound(err)
-	}
-	return &l, nil
+	return s.leg(ctx, `id = ?`, id)
 }
 
 // SaveLeg writes every field of a leg.
 func (s *Store) SaveLeg(ctx context.Context, l *Leg) error {
 	l.UpdatedAt = time.Now().UTC()
-	return s.q(ctx).Save(l).Error
+	_, err := s.execRaw(ctx, `UPDATE legs SET state = ?, cause = ?, cause_text = ?, end_reason = ?, muted = ?, talking = ?,
+ hangup_requested = ?, ringing_at = ?, connected_at = ?, ended_at = ?, updated_at = ?, invitation_id = ? WHERE id = ?`,
+		l.State, l.Cause, l.CauseText, l.EndReason, l.Muted, l.Talking, l.HangupRequested,
+		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt, nstr(l.InvitationID), l.ID)
+	return err
 }
 
 // Legs lists a conference's legs by creation.
@@ -101,10 +90,7 @@ func (s *Store) Legs(ctx context.Context, confID string) ([]Leg, error) {
 
 // LiveLegs lists the legs of a conference that still hold a phone.
 func (s *Store) LiveLegs(ctx context.Context, confID string) ([]Leg, error) {
-	var ls []Leg
-	err := s.q(ctx).Where("conference_id = ? AND state IN ?", confID, []string{LegDialing, LegRinging, LegConnected}).
-		Order("created_at, id").Find(&ls).Error
-	return ls, err
+	return s.legs(ctx, `conference_id = ? AND state IN ('dialing', 'ringing', 'connected') ORDER BY created_at, id`, confID)
 }
 
 // AllLiveLegs lists every live leg on a node ("" = all nodes).
@@ -120,13 +106,7 @@ func (s *Store) AllLiveLegs(ctx context.Context, node string) ([]Leg, error) {
 
 // LiveLegOfUser returns the user's live leg in a conference.
 func (s *Store) LiveLegOfUser(ctx context.Context, confID, userID string) (*Leg, error) {
-	var l Leg
-	err := s.q(ctx).Where("conference_id = ? AND user_id = ? AND state IN ?", confID, userID,
-		[]string{LegDialing, LegRinging, LegConnected}).First(&l).Error
-	if err != nil {
-		return nil, notFound(err)
-	}
-	return &l, nil
+	return s.leg(ctx, `conference_id = ? AND user_id = ? AND state IN ('dialing', 'ringing', 'connected') LIMIT 1`, confID, userID)
 }
 
 // CountLiveLegs counts live legs per node (placement).
@@ -147,22 +127,23 @@ func (s *Store) CountLiveLegs(ctx context.Context) (map[string]int, error) {
 
 // CreateInvitation inserts an invitation.
 func (s *Store) CreateInvitation(ctx context.Context, inv *Invitation) error {
-	return notFound(s.q(ctx).Create(inv).Error)
+	_, err := s.execRaw(ctx, `INSERT INTO invitations (`+invitationColumns+`) VALUES (?,?,?,?,?,?,?,?,?)`,
+		inv.ID, inv.ConferenceID, inv.ConversationID, inv.UserID, inv.InvitedBy, inv.State, nstr(inv.LegID),
+		inv.CreatedAt.UTC(), inv.UpdatedAt.UTC())
+	return notFound(s.translate(err))
 }
 
 // GetInvitation loads one invitation.
 func (s *Store) GetInvitation(ctx context.Context, id string) (*Invitation, error) {
-	var inv Invitation
-	if err := s.q(ctx).First(&inv, "id = ?", id).Error; err != nil {
-		return nil, notFound(err)
-	}
-	return &inv, nil
+	return s.invitation(ctx, `id = ?`, id)
 }
 
 // SaveInvitation writes every field of an invitation.
 func (s *Store) SaveInvitation(ctx context.Context, inv *Invitation) error {
 	inv.UpdatedAt = time.Now().UTC()
-	return s.q(ctx).Save(inv).Error
+	_, err := s.execRaw(ctx, `UPDATE invitations SET state = ?, leg_id = ?, updated_at = ? WHERE id = ?`,
+		inv.State, nstr(inv.LegID), inv.UpdatedAt, inv.ID)
+	return err
 }
 
 // Invitations lists a conference's invitations by creation.
@@ -174,12 +155,7 @@ func (s *Store) Invitations(ctx context.Context, confID string) ([]Invitation, e
 
 // PendingInvitation returns the user's pending invitation in a conference.
 func (s *Store) PendingInvitation(ctx context.Context, confID, userID string) (*Invitation, error) {
-	var inv Invitation
-	err := s.q(ctx).Where("conference_id = ? AND user_id = ? AND state = ?", confID, userID, InvitationPending).First(&inv).Error
-	if err != nil {
-		return nil, notFound(err)
-	}
-	return &inv, nil
+	return s.invitation(ctx, `conference_id = ? AND user_id = ? AND state = 'pending' LIMIT 1`, confID, userID)
 }
 
 // PendingInvitationsOf lists a user's pending invitations, newest first.

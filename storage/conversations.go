@@ -2,10 +2,10 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
-	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
 
@@ -22,10 +22,17 @@ func (s *Store) CreateConversation(ctx context.Context, c *Conversation, parts [
 
 // GetConversation loads one conversation.
 func (s *Store) GetConversation(ctx context.Context, id string) (*Conversation, error) {
-	var c Conversation
-	if err := s.q(ctx).First(&c, "id = ?", id).Error; err != nil {
-		return nil, notFound(err)
+	row, err := s.queryRowRaw(ctx, `SELECT id, kind, subject, creator_id, presenter_id, event_seq, created_at, ended_at FROM conversations WHERE id = ?`, id)
+	if err != nil {
+		return nil, err
 	}
+	var c Conversation
+	var pres sql.NullString
+	var ended sql.NullTime
+	if err := row.Scan(&c.ID, &c.Kind, &c.Subject, &c.CreatorID, &pres, &c.EventSeq, &c.CreatedAt, &ended); err != nil {
+		return nil, rowErr(err)
+	}
+	c.PresenterID, c.EndedAt, c.CreatedAt = pstr(pres), ptime(ended), c.CreatedAt.UTC()
 	return &c, nil
 }
 
@@ -51,10 +58,16 @@ func (s *Store) Participants(ctx context.Context, convID string) ([]Participant,
 
 // GetParticipant loads one membership (left or not).
 func (s *Store) GetParticipant(ctx context.Context, convID, userID string) (*Participant, error) {
-	var p Participant
-	if err := s.q(ctx).First(&p, "conversation_id = ? AND user_id = ?", convID, userID).Error; err != nil {
-		return nil, notFound(err)
+	row, err := s.queryRowRaw(ctx, `SELECT conversation_id, user_id, role, joined_at, left_at FROM participants WHERE conversation_id = ? AND user_id = ?`, convID, userID)
+	if err != nil {
+		return nil, err
 	}
+	var p Participant
+	var left sql.NullTime
+	if err := row.Scan(&p.ConversationID, &p.UserID, &p.Role, &p.JoinedAt, &left); err != nil {
+		return nil, rowErr(err)
+	}
+	p.LeftAt, p.JoinedAt = ptime(left), p.JoinedAt.UTC()
 	return &p, nil
 }
 
@@ -119,20 +132,20 @@ func (s *Store) AppendEvent(ctx context.Context, convID, typ, data string) (Even
 	// Bump the counter first: on PostgreSQL the UPDATE takes the row lock,
 	// so concurrent appenders on any replica queue here and seqs stay
 	// gap-free and in commit order per conversation.
-	res := s.q(ctx).Model(&Conversation{}).Where("id = ?", convID).
-		Update("event_seq", gorm.Expr("event_seq + 1"))
-	if res.Error != nil {
-		return Event{}, res.Error
-	}
-	if res.RowsAffected == 0 {
-		return Event{}, fmt.Errorf("append event: conversation %s: %w", convID, ErrNotFound)
+	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq`, convID)
+	if err != nil {
+		return Event{}, err
 	}
 	var seq int64
-	if err := s.q(ctx).Model(&Conversation{}).Select("event_seq").Where("id = ?", convID).Scan(&seq).Error; err != nil {
+	if err := row.Scan(&seq); err != nil {
+		if rowErr(err) == ErrNotFound {
+			return Event{}, fmt.Errorf("append event: conversation %s: %w", convID, ErrNotFound)
+		}
 		return Event{}, err
 	}
 	ev := Event{ConversationID: convID, Seq: seq, Type: typ, Data: data, CreatedAt: time.Now().UTC()}
-	if err := s.q(ctx).Create(&ev).Error; err != nil {
+	if _, err := s.execRaw(ctx, `INSERT INTO events (conversation_id, seq, type, data, created_at) VALUES (?,?,?,?,?)`,
+		ev.ConversationID, ev.Seq, ev.Type, ev.Data, ev.CreatedAt); err != nil {
 		return Event{}, err
 	}
 	*s.pending = append(*s.pending, ev)

@@ -14,13 +14,28 @@ func (s *Store) CreateUser(ctx context.Context, u *User) error {
 
 // GetUser loads a user with numbers ordered as published.
 func (s *Store) GetUser(ctx context.Context, id string) (*User, error) {
-	var u User
-	err := s.q(ctx).Preload("Numbers", func(db *gorm.DB) *gorm.DB { return db.Order("position, id") }).
-		First(&u, "id = ?", id).Error
+	row, err := s.queryRowRaw(ctx, `SELECT id, display_name, email, role, created_at FROM users WHERE id = ?`, id)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, err
 	}
-	return &u, nil
+	var u User
+	if err := row.Scan(&u.ID, &u.DisplayName, &u.Email, &u.Role, &u.CreatedAt); err != nil {
+		return nil, rowErr(err)
+	}
+	u.CreatedAt = u.CreatedAt.UTC()
+	rows, err := s.queryRaw(ctx, `SELECT id, user_id, label, number, is_default, position FROM published_numbers WHERE user_id = ? ORDER BY position, id`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n PublishedNumber
+		if err := rows.Scan(&n.ID, &n.UserID, &n.Label, &n.Number, &n.IsDefault, &n.Position); err != nil {
+			return nil, err
+		}
+		u.Numbers = append(u.Numbers, n)
+	}
+	return &u, rows.Err()
 }
 
 // GetUsers loads several users (numbers not loaded), in no particular order.
@@ -98,6 +113,26 @@ func (s *Store) IsContact(ctx context.Context, userID, contactID string) (bool, 
 // CreateToken stores a token (hash only).
 func (s *Store) CreateToken(ctx context.Context, t *APIToken) error {
 	return notFound(s.q(ctx).Create(t).Error)
+}
+
+// Principal is who a live token belongs to: enough to authorise a request
+// without loading the whole user.
+type Principal struct {
+	UserID, Role, DisplayName string
+}
+
+// PrincipalByTokenHash finds the user of a live token in one query.
+func (s *Store) PrincipalByTokenHash(ctx context.Context, hash string) (Principal, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT u.id, u.role, u.display_name FROM api_tokens t JOIN users u ON u.id = t.user_id
+ WHERE t.hash = ? AND t.revoked_at IS NULL`, hash)
+	if err != nil {
+		return Principal{}, err
+	}
+	var p Principal
+	if err := row.Scan(&p.UserID, &p.Role, &p.DisplayName); err != nil {
+		return Principal{}, rowErr(err)
+	}
+	return p, nil
 }
 
 // UserByTokenHash finds the live token with that hash and its user.

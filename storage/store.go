@@ -5,6 +5,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,9 @@ type Store struct {
 	// pending collects the events appended in this transaction (nil on the
 	// root store, where AppendEvent commits at once).
 	pending *[]Event
+
+	// stmts are the prepared statements of the hot path (raw.go).
+	stmts *stmtCache
 }
 
 // Options for Open.
@@ -68,7 +72,6 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		SkipDefaultTransaction: true,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
-		PrepareStmt:            true,
 	}
 	s := &Store{log: lg, writeMu: &sync.Mutex{}}
 	var err error
@@ -97,6 +100,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sqlDB.SetMaxIdleConns(8)
 		sqlDB.SetConnMaxLifetime(0)
 	}
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return nil, err
+	}
+	s.stmts = &stmtCache{db: sqlDB, stmts: map[string]*sql.Stmt{}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

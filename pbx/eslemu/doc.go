@@ -1,0 +1,31 @@
+// Package eslemu is an in-process FreeSWITCH emulator that speaks the real
+// event-socket protocol (mod_event_socket, inbound mode) on a TCP listener,
+// so the FreeSWITCH driver, the controller scenarios and demos run without
+// a FreeSWITCH on the machine.
+//
+// What it follows, in this order:
+//
+//   - The traffic recorded from a real FreeSWITCH 1.10.12 in
+//     testdata/freeswitch/*.json (copied from the lab fixtures): replies,
+//     event names and order per call, header names and order, causes,
+//     member ids, resync query formats. The conformance test replays every
+//     recording against the emulator.
+//   - The mod_event_socket documentation ("mod_event_socket", FreeSWITCH
+//     Explained: developer.signalwire.com/freeswitch/FreeSWITCH-Explained/Modules/mod_event_socket_1048924,
+//     section 3 "Command Documentation": auth, api, bgapi + Job-UUID,
+//     event plain|json, filter / filter delete, myevents, noevents, exit)
+//     and its source, src/mod/event_handlers/mod_event_socket/mod_event_socket.c
+//     (listener_run, parse_command, api_exec, event_handler, send_disconnect)
+//     for what the recordings do not show.
+//
+// Calls are the scripted phones of package emuphone (shared with the ARI
+// emulator): the dial string's last four digits decide busy, no answer,
+// reject, unallocated, congestion, answer-then-hangup or answer. Where
+// FreeSWITCH names a cause differently from the contract's table the
+// recording wins: a 503 is NORMAL_TEMPORARY_FAILURE (41), not congestion.
+//
+// Not emulated: XML event format (sent as plain), the log/linger/sendmsg
+// family beyond their error replies, outbound sockets, floor-change events,
+// MODULE_UNLOAD and presence events, SDP and RTP details of the variables
+// (events carry a subset of the variable_* headers, in FreeSWITCH's order).
+package eslemu

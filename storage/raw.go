@@ -1,0 +1,256 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The queries on the dial path (every join, every PBX event) run as
+// prepared statements on database/sql directly: gorm's reflection and
+// statement building cost three times what SQLite itself does for a
+// primary-key read, and that cost is paid inside the single-writer section
+// where it delays every other request. Everything else stays on gorm.
+
+// sqlConn is what both *sql.DB and *sql.Tx offer.
+type sqlConn interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// stmtCache holds statements prepared on the pool, reused inside
+// transactions through Tx.StmtContext (which reuses the connection's
+// prepared statement when it has one).
+type stmtCache struct {
+	db    *sql.DB
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+}
+
+func (c *stmtCache) get(ctx context.Context, query string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := c.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	c.stmts[query] = st
+	return st, nil
+}
+
+// rebind turns ? placeholders into PostgreSQL's $n.
+func rebind(dialect, q string) string {
+	if dialect != "postgres" {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// sqlTx returns the transaction this store runs in, or nil on the root.
+func (s *Store) sqlTx() *sql.Tx {
+	if s.pending == nil {
+		return nil
+	}
+	tx, _ := s.db.Statement.ConnPool.(*sql.Tx)
+	return tx
+}
+
+// stmt returns a prepared statement for query, bound to this store's
+// transaction when there is one.
+func (s *Store) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	st, err := s.stmts.get(ctx, rebind(s.dialect, query))
+	if err != nil {
+		return nil, fmt.Errorf("prepare %q: %w", query, err)
+	}
+	if tx := s.sqlTx(); tx != nil {
+		return tx.StmtContext(ctx, st), nil
+	}
+	return st, nil
+}
+
+func (s *Store) execRaw(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (s *Store) queryRowRaw(ctx context.Context, query string, args ...any) (*sql.Row, error) {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryRowContext(ctx, args...), nil
+}
+
+func (s *Store) queryRaw(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func rowErr(err error) error {
+	if err == sql.ErrNoRows {
+		return ErrNotFound
+	}
+	return err
+}
+
+// Nullable helpers.
+
+func nstr(p *string) sql.NullString {
+	if p == nil {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: *p, Valid: true}
+}
+
+func pstr(n sql.NullString) *string {
+	if !n.Valid {
+		return nil
+	}
+	s := n.String
+	return &s
+}
+
+func ntime(p *time.Time) sql.NullTime {
+	if p == nil {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: p.UTC(), Valid: true}
+}
+
+func ptime(n sql.NullTime) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := n.Time.UTC()
+	return &t
+}
+
+// Legs.
+
+const legColumns = `id, conference_id, conversation_id, user_id, guest_id, invitation_id, node, number, state, cause,
+ cause_text, end_reason, muted, talking, hangup_requested, created_at, ringing_at, connected_at, ended_at, updated_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanLeg(r scanner) (*Leg, error) {
+	var l Leg
+	var uid, gid, iid sql.NullString
+	var ring, conn, end sql.NullTime
+	err := r.Scan(&l.ID, &l.ConferenceID, &l.ConversationID, &uid, &gid, &iid, &l.Node, &l.Number, &l.State, &l.Cause,
+		&l.CauseText, &l.EndReason, &l.Muted, &l.Talking, &l.HangupRequested, &l.CreatedAt, &ring, &conn, &end, &l.UpdatedAt)
+	if err != nil {
+		return nil, rowErr(err)
+	}
+	l.UserID, l.GuestID, l.InvitationID = pstr(uid), pstr(gid), pstr(iid)
+	l.RingingAt, l.ConnectedAt, l.EndedAt = ptime(ring), ptime(conn), ptime(end)
+	l.CreatedAt, l.UpdatedAt = l.CreatedAt.UTC(), l.UpdatedAt.UTC()
+	return &l, nil
+}
+
+func (s *Store) legs(ctx context.Context, where string, args ...any) ([]Leg, error) {
+	rows, err := s.queryRaw(ctx, `SELECT `+legColumns+` FROM legs WHERE `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Leg
+	for rows.Next() {
+		l, err := scanLeg(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *l)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) leg(ctx context.Context, suffix string, args ...any) (*Leg, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT `+legColumns+` FROM legs WHERE `+suffix, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanLeg(row)
+}
+
+// Conferences.
+
+const conferenceColumns = `id, conversation_id, state, node, created_by, created_at, ended_at, end_reason`
+
+func scanConference(r scanner) (*Conference, error) {
+	var c Conference
+	var ended sql.NullTime
+	if err := r.Scan(&c.ID, &c.ConversationID, &c.State, &c.Node, &c.CreatedBy, &c.CreatedAt, &ended, &c.EndReason); err != nil {
+		return nil, rowErr(err)
+	}
+	c.EndedAt = ptime(ended)
+	c.CreatedAt = c.CreatedAt.UTC()
+	return &c, nil
+}
+
+func (s *Store) conference(ctx context.Context, suffix string, args ...any) (*Conference, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT `+conferenceColumns+` FROM conferences WHERE `+suffix, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanConference(row)
+}
+
+// Invitations.
+
+const invitationColumns = `id, conference_id, conversation_id, user_id, invited_by, state, leg_id, created_at, updated_at`
+
+func scanInvitation(r scanner) (*Invitation, error) {
+	var i Invitation
+	var leg sql.NullString
+	if err := r.Scan(&i.ID, &i.ConferenceID, &i.ConversationID, &i.UserID, &i.InvitedBy, &i.State, &leg, &i.CreatedAt, &i.UpdatedAt); err != nil {
+		return nil, rowErr(err)
+	}
+	i.LegID = pstr(leg)
+	i.CreatedAt, i.UpdatedAt = i.CreatedAt.UTC(), i.UpdatedAt.UTC()
+	return &i, nil
+}
+
+func (s *Store) invitation(ctx context.Context, suffix string, args ...any) (*Invitation, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT `+invitationColumns+` FROM invitations WHERE `+suffix, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanInvitation(row)
+}
+
+// translate maps a driver error (unique violation, …) onto gorm's
+// portable errors, as gorm does for its own statements.
+func (s *Store) translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if t, ok := s.db.Dialector.(interface{ Translate(error) error }); ok {
+		return t.Translate(err)
+	}
+	return err
+}
