@@ -70,7 +70,7 @@ func newBenchWorld(b *testing.B, env *apitest.Env, u, c int) *benchWorld {
 	admin := controller.Actor{Admin: true, Name: "bench"}
 	for i := 0; i < u; i++ {
 		uv, err := env.Ctl.CreateUser(ctx, admin, controller.NewUser{DisplayName: fmt.Sprint("U", i),
-			Email: fmt.Sprintf("u%d@bench.example.com", i),
+			Email:   fmt.Sprintf("u%d@bench.example.com", i),
 			Numbers: []controller.NumberInput{{Label: "work", Number: fmt.Sprintf("+1202555%04d", 1000+i)}}})
 		if err != nil {
 			b.Fatal(err)

@@ -29,6 +29,8 @@ import (
 	"github.com/convoice/convoice/pbx/ariemu"
 	"github.com/convoice/convoice/pbx/asterisk"
 	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/pbx/eslemu"
+	"github.com/convoice/convoice/pbx/freeswitch"
 	"github.com/convoice/convoice/storage"
 )
 
@@ -49,6 +51,10 @@ type Options struct {
 	Logs io.Writer
 	// NoPBX starts convoice with no PBX node at all.
 	NoPBX bool
+	// PBX is the emulated PBX kind: "asterisk" (default: the ARI emulator
+	// and the Asterisk driver) or "freeswitch" (the event-socket emulator
+	// and the FreeSWITCH driver).
+	PBX string
 	// ExternalARI is the ARI URL of an emulator running elsewhere (another
 	// process); with it no emulator is started here.
 	ExternalARI string
@@ -63,7 +69,8 @@ type Env struct {
 	t      testing.TB
 	opts   Options
 	URL    string
-	Emu    *ariemu.Server
+	Emu    *ariemu.Server // the ARI emulator (PBX "asterisk")
+	ESL    *eslemu.Server // the event-socket emulator (PBX "freeswitch")
 	Store  *storage.Store
 	Ctl    *controller.Controller
 	Driver pbx.Driver
@@ -74,6 +81,8 @@ type Env struct {
 	runDone  chan struct{}
 	ownsEmu  bool
 	stopOnce sync.Once
+
+	eslMark int // ESL commands before this index were "reset"
 
 	// validator checks every request Do sends, and its answer, against
 	// api/openapi.yaml, so every API test also proves the description.
@@ -90,7 +99,13 @@ func Start(t testing.TB, opts Options) *Env {
 		opts.Timing = emuphone.Timing{Ring: 50 * time.Millisecond, Hold: 500 * time.Millisecond, SlowRing: time.Second}
 	}
 	e := &Env{t: t, opts: opts, validator: NewValidator(t)}
-	if !opts.NoPBX && opts.ExternalARI == "" {
+	if opts.PBX == "freeswitch" && !opts.NoPBX {
+		e.ESL = eslemu.New(eslemu.Config{Timing: opts.Timing, Logger: e.logger("esl-emulator")})
+		if err := e.ESL.Start("127.0.0.1:0"); err != nil {
+			t.Fatalf("start event-socket emulator: %v", err)
+		}
+		e.ownsEmu = true
+	} else if !opts.NoPBX && opts.ExternalARI == "" {
 		if opts.Emu != nil {
 			e.Emu = opts.Emu
 		} else {
@@ -104,8 +119,11 @@ func Start(t testing.TB, opts Options) *Env {
 	e.start()
 	t.Cleanup(func() {
 		e.Stop()
-		if e.ownsEmu {
+		if e.ownsEmu && e.Emu != nil {
 			e.Emu.Close()
+		}
+		if e.ESL != nil {
+			e.ESL.Close()
 		}
 	})
 	return e
@@ -128,6 +146,23 @@ func (e *Env) start() {
 	}
 	e.Store = store
 	var nodes []*controller.Node
+	if e.ESL != nil {
+		spec := e.opts.Routes
+		if spec == "" {
+			spec = ".*=sofia/gateway/pbx/{e164}"
+		}
+		routes, err := pbx.ParseRoutes(spec)
+		if err != nil {
+			t.Fatalf("routes: %v", err)
+		}
+		d, err := freeswitch.New(freeswitch.Config{Addr: e.ESL.Addr(), Password: "ClueCon", Routes: routes,
+			RingTimeout: e.opts.RingTimeout, Logger: e.logger("freeswitch")})
+		if err != nil {
+			t.Fatalf("freeswitch driver: %v", err)
+		}
+		e.Driver = d
+		nodes = append(nodes, &controller.Node{Name: "emulator", Weight: 1, Driver: d})
+	}
 	ariURL := e.opts.ExternalARI
 	if e.Emu != nil {
 		ariURL = e.Emu.URL()
@@ -380,4 +415,104 @@ func (s *Stream) Next(t testing.TB, d time.Duration, match func(Event) bool) Eve
 			t.Fatalf("no matching event within %s", d)
 		}
 	}
+}
+
+// Kind is the emulated PBX kind of this environment.
+func (e *Env) Kind() string {
+	if e.ESL != nil {
+		return "freeswitch"
+	}
+	return "asterisk"
+}
+
+// PBXCalls counts the calls the emulated PBX holds now.
+func (e *Env) PBXCalls() int {
+	if e.ESL != nil {
+		return len(e.ESL.Channels())
+	}
+	return len(e.Emu.Channels())
+}
+
+// PBXRooms lists, per mixing room (bridge or conference) on the emulated
+// PBX, how many calls are in it.
+func (e *Env) PBXRooms() []int {
+	var out []int
+	if e.ESL != nil {
+		for _, c := range e.ESL.Conferences() {
+			out = append(out, len(c.Members))
+		}
+		return out
+	}
+	for _, b := range e.Emu.Bridges() {
+		out = append(out, len(b.ChannelIDs))
+	}
+	return out
+}
+
+// PBXMuted reports whether the emulated PBX has leg muted (what it says
+// into the conference).
+func (e *Env) PBXMuted(legID string) bool {
+	if e.ESL != nil {
+		for _, c := range e.ESL.Channels() {
+			if c.UUID == legID {
+				return c.Muted
+			}
+		}
+		return false
+	}
+	for _, ch := range e.Emu.Channels() {
+		if ch.ID == legID {
+			return ch.MutedIn
+		}
+	}
+	return false
+}
+
+// PBXResetRequests forgets what the emulated PBX was asked so far.
+func (e *Env) PBXResetRequests() {
+	if e.ESL != nil {
+		e.eslMark = len(e.ESL.Commands())
+		return
+	}
+	e.Emu.ResetRequests()
+}
+
+// PBXOriginates counts originate requests since PBXResetRequests.
+func (e *Env) PBXOriginates() int {
+	n := 0
+	if e.ESL != nil {
+		for _, c := range e.ESL.Commands()[e.eslMark:] {
+			if strings.Contains(c, "originate") {
+				n++
+			}
+		}
+		return n
+	}
+	for _, req := range e.Emu.Requests() {
+		if req.Method == "POST" && strings.HasPrefix(req.Path, "/ari/channels") &&
+			strings.Count(strings.TrimPrefix(req.Path, "/ari/channels"), "/") <= 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// PBXWrites counts requests that could place or change a call since
+// PBXResetRequests (everything but reads and pings).
+func (e *Env) PBXWrites() int {
+	n := 0
+	if e.ESL != nil {
+		for _, c := range e.ESL.Commands()[e.eslMark:] {
+			if strings.Contains(c, "originate") || strings.Contains(c, "uuid_") || strings.Contains(c, "conference") && !strings.Contains(c, "list") {
+				n++
+			}
+		}
+		return n
+	}
+	for _, req := range e.Emu.Requests() {
+		if req.Method != "GET" {
+			n++
+		}
+	}
+	return n
 }

@@ -116,6 +116,11 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return c, errors.New("--log-format: want json or text")
 	}
+	if os.Getenv("CONVOICE_DIAL_ROUTES") == "" && !flagSet(fs, "dial-routes") && c.PBX == "freeswitch" {
+		// The contract's default routes are Asterisk dial strings; a
+		// FreeSWITCH sends everything through its gateway to the PBX.
+		c.DialRoutes = freeswitchDefaultRoutes
+	}
 	if _, err := pbx.ParseRoutes(c.DialRoutes); err != nil {
 		return c, fmt.Errorf("CONVOICE_DIAL_ROUTES: %w", err)
 	}
@@ -176,4 +181,19 @@ func parseNodes(spec string) ([]nodeSpec, error) {
 		return nil, errors.New("CONVOICE_PBX_NODES: no nodes")
 	}
 	return out, nil
+}
+
+// freeswitchDefaultRoutes is the default CONVOICE_DIAL_ROUTES with
+// CONVOICE_PBX=freeswitch: everything through the "pbx" gateway of
+// freeswitch-conf/.
+const freeswitchDefaultRoutes = `.*=sofia/gateway/pbx/{e164}`
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
 }
