@@ -1,0 +1,1500 @@
+// convoice web UI: plain JS, no framework, no build step, nothing from
+// another host. Served as /static/app.js under a CSP of default-src 'self'
+// (so no inline scripts or styles anywhere).
+//
+// The session token lives only in the HttpOnly cookie the server sets; the
+// page keeps the CSRF token in memory and sends it on every POST/PUT/DELETE.
+// The open conversation follows GET …/events (Server-Sent Events) from the
+// conversation's last_event_id; EventSource reconnects with Last-Event-ID and
+// the server replays what was missed.
+(function () {
+  'use strict';
+
+  // ---------------------------------------------------------------- constants
+
+  const EVENT_TYPES = ['conversation.created', 'participant.joined', 'participant.left', 'presenter.changed',
+    'message.created', 'audio.started', 'audio.ended', 'leg.updated', 'invitation.updated'];
+  const LIVE_LEG = new Set(['dialing', 'ringing', 'connected']);
+  const LEG_RANK = { dialing: 1, ringing: 2, connected: 3 }; // anything else (an end state) ranks 4
+  const INVITES_POLL_MS = 3000;
+  const CONVS_POLL_MS = 5000;
+  const LONG_OUTAGE_MS = 4000; // after a longer outage, reload state besides the replay
+  const MAX_ACTIVITY = 60;
+  const MESSAGE_PAGE = 200;
+  const MAX_MESSAGE_PAGES = 25;
+
+  // Words people see for each audio presence (the seed's and the issue's).
+  const PRESENCE_TEXT = {
+    none: 'Not in audio', invited: 'Invited', dialing: 'Dialing', ringing: 'Ringing', connected: 'Connected',
+    muted: 'Muted', talking: 'Talking', declined: 'Declined', busy: 'Busy', no_answer: 'No answer',
+    rejected: 'Call rejected', failed: 'Call failed', cancelled: 'Call cancelled', left: 'Left',
+    inv_cancelled: 'Invitation cancelled', inv_expired: 'Invitation expired',
+  };
+
+  // ---------------------------------------------------------------- state
+
+  const S = {
+    csrf: null, // CSRF token: memory only
+    me: null, // the user view, with numbers and contacts
+    admin: false,
+    convs: new Map(), // id → conversation view (list)
+    invites: new Map(), // id → my pending invitation (polled)
+    answered: new Set(), // invitation ids answered here or seen non-pending
+    cur: null, // the open conversation (see openConversation)
+    timers: [],
+    joinLinks: null, // null: not probed; true/false: the join-link API exists
+    gen: 0,
+  };
+
+  // ---------------------------------------------------------------- helpers
+
+  const $ = (id) => document.getElementById(id);
+
+  // h builds an element: h('button', {class: 'btn', text: 'OK', onclick: f, 'data-testid': 'x'}, child…)
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'text') el.textContent = v;
+      else if (k === 'class') el.className = v;
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k === 'checked' || k === 'disabled' || k === 'value' || k === 'hidden' || k === 'selected') el[k] = v;
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const kid of kids.flat()) {
+      if (kid === null || kid === undefined || kid === false) continue;
+      el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    }
+    return el;
+  }
+
+  // replaceKeepFocus swaps a container's children and gives focus back to
+  // the element with the same data-testid, so live updates never steal the
+  // keyboard user's place.
+  function replaceKeepFocus(container, nodes) {
+    const a = document.activeElement;
+    const key = a && container.contains(a) ? a.getAttribute('data-testid') : null;
+    container.replaceChildren(...nodes);
+    if (key) {
+      const el = container.querySelector('[data-testid="' + CSS.escape(key) + '"]');
+      if (el) el.focus();
+    }
+  }
+
+  function fmtNumber(n) {
+    if (!n) return '';
+    const m = /^\+1(\d{3})(\d{3})(\d{4})$/.exec(n);
+    if (m) return '+1 ' + m[1] + ' ' + m[2] + ' ' + m[3];
+    return n;
+  }
+  const cap = (s) => (s ? s.charAt(0).toUpperCase() + s.slice(1) : s);
+  const enc = encodeURIComponent;
+  const time = (iso) => {
+    const d = new Date(iso);
+    return isNaN(d) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  };
+  const tsOf = (iso) => {
+    const t = Date.parse(iso || '');
+    return isNaN(t) ? 0 : t;
+  };
+
+  // uuid4 works outside secure contexts too (crypto.randomUUID does not).
+  function uuid4() {
+    const b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const x = Array.from(b, (v) => v.toString(16).padStart(2, '0')).join('');
+    return x.slice(0, 8) + '-' + x.slice(8, 12) + '-' + x.slice(12, 16) + '-' + x.slice(16, 20) + '-' + x.slice(20);
+  }
+
+  function announce(msg) {
+    const el = $('announcer');
+    el.textContent = '';
+    // A new text node after a tick is read out even when the text repeats.
+    setTimeout(() => { el.textContent = msg; }, 30);
+  }
+
+  function setError(el, msg) {
+    el.textContent = msg || '';
+  }
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, code, message, field) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.field = field || '';
+    }
+  }
+
+  async function api(method, path, body, headers) {
+    const opt = { method, headers: Object.assign({ Accept: 'application/json' }, headers || {}),
+      credentials: 'same-origin', cache: 'no-store' };
+    if (body !== undefined) {
+      opt.headers['Content-Type'] = 'application/json';
+      opt.body = JSON.stringify(body);
+    }
+    if (method !== 'GET' && method !== 'HEAD' && S.csrf) opt.headers['X-CSRF-Token'] = S.csrf;
+    let res;
+    try {
+      res = await fetch('/api/v1' + path, opt);
+    } catch (e) {
+      throw new ApiError(0, 'network', 'convoice cannot be reached right now; check the connection and try again.');
+    }
+    const text = await res.text().catch(() => '');
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = null; }
+    }
+    if (!res.ok) {
+      const er = (data && data.error) || {};
+      const err = new ApiError(res.status, er.code || 'http_' + res.status, er.message || ('The server answered ' + res.status + '.'), er.field);
+      if (res.status === 401 && path !== '/session' && S.me) signedOut('Your session has ended. Sign in again.');
+      throw err;
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------- sign-in
+
+  // takeHashToken reads a sign-in link's #token=… and takes it out of the
+  // address bar (and so out of the history) before anything else.
+  function takeHashToken() {
+    const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+    if (!m) return '';
+    history.replaceState(history.state, '', location.pathname + location.search);
+    try { return decodeURIComponent(m[1]); } catch (e) { return ''; }
+  }
+
+  async function signInWithLink(tok) {
+    if (S.me) signedOut(''); // a link for someone else replaces this session
+    try {
+      await signIn(tok);
+    } catch (e) {
+      showSignIn(e.message);
+    }
+  }
+
+  async function boot() {
+    bindStatic();
+    const tok = takeHashToken();
+    if (tok) {
+      await signInWithLink(tok);
+      return;
+    }
+    try {
+      const s = await api('GET', '/session');
+      startSession(s);
+    } catch (e) {
+      showSignIn(e.status === 401 ? '' : e.message);
+    }
+  }
+
+  async function signIn(token) {
+    const s = await api('POST', '/session', { token: token.trim() });
+    startSession(s);
+  }
+
+  function showSignIn(msg) {
+    $('boot').hidden = true;
+    $('app-view').hidden = true;
+    $('whoami').hidden = true;
+    $('signout').hidden = true;
+    $('signin-view').hidden = false;
+    setError($('signin-error'), msg || '');
+    $('token-input').value = '';
+    $('token-input').focus();
+  }
+
+  function startSession(s) {
+    S.csrf = s.csrf_token;
+    S.admin = !!s.admin;
+    S.me = s.user || null;
+    $('boot').hidden = true;
+    $('signin-view').hidden = true;
+    $('signout').hidden = false;
+    if (!S.me) {
+      $('whoami').hidden = false;
+      $('whoami').textContent = 'Signed in with the admin token';
+      showSignIn('The admin token has no conversations. Sign in with a person\'s token to use the conversation window.');
+      $('signout').hidden = false;
+      return;
+    }
+    $('whoami').hidden = false;
+    $('whoami').textContent = S.me.display_name;
+    $('app-view').hidden = false;
+    loadConversations();
+    pollInvites();
+    // Polls pause while the tab is hidden and run at once when it shows again.
+    S.timers.push(setInterval(() => { if (!document.hidden) pollInvites(); }, INVITES_POLL_MS));
+    S.timers.push(setInterval(() => { if (!document.hidden) loadConversations(); }, CONVS_POLL_MS));
+    route();
+  }
+
+  function signedOut(msg) {
+    for (const t of S.timers) clearInterval(t);
+    S.timers = [];
+    closeConversation();
+    S.csrf = null;
+    S.me = null;
+    S.convs.clear();
+    S.invites.clear();
+    S.answered.clear();
+    $('conv-list').replaceChildren();
+    if (location.pathname !== '/') history.replaceState(null, '', '/');
+    showSignIn(msg);
+  }
+
+  async function signOut() {
+    try { await api('DELETE', '/session'); } catch (e) { /* signed out locally anyway */ }
+    signedOut('You are signed out.');
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  function route() {
+    const m = /^\/ui\/c\/([^/]+)$/.exec(location.pathname);
+    if (m) {
+      const id = decodeURIComponent(m[1]);
+      if (!S.cur || S.cur.id !== id) openConversation(id);
+    } else {
+      closeConversation();
+      showList();
+    }
+  }
+
+  function go(path) {
+    if (location.pathname !== path) history.pushState(null, '', path);
+    route();
+  }
+
+  function showList() {
+    document.body.classList.remove('has-conv');
+    $('conv-pane').hidden = true;
+    $('empty-pane').hidden = false;
+    renderList();
+  }
+
+  // ---------------------------------------------------------------- conversation list
+
+  async function loadConversations() {
+    if (!S.me) return;
+    try {
+      const r = await api('GET', '/conversations');
+      S.convs = new Map(r.conversations.map((c) => [c.id, c]));
+      // The open one is kept live by its event stream.
+      if (S.cur && S.cur.conv && S.convs.has(S.cur.id)) S.convs.set(S.cur.id, S.cur.conv);
+      renderList();
+    } catch (e) { /* shown again on the next poll */ }
+  }
+
+  function convName(c) {
+    if (c.subject) return c.subject;
+    const others = (c.participants || []).filter((p) => !p.left_at && (!S.me || p.user_id !== S.me.id)).map((p) => p.display_name);
+    return others.length ? 'With ' + others.join(', ') : 'Conversation';
+  }
+
+  function pendingInviteFor(convId) {
+    for (const inv of S.invites.values()) {
+      if (inv.conversation_id === convId && !S.answered.has(inv.id)) return inv;
+    }
+    return null;
+  }
+
+  function renderList() {
+    const list = Array.from(S.convs.values()).sort((a, b) => tsOf(b.created_at) - tsOf(a.created_at));
+    const items = list.map((c) => {
+      const invited = pendingInviteFor(c.id);
+      const current = S.cur && S.cur.id === c.id;
+      const parts = (c.participants || []).filter((p) => !p.left_at).length;
+      return h('li', {},
+        h('a', { href: '/ui/c/' + enc(c.id), class: 'conv-link', 'data-testid': 'conv-' + c.id,
+          'aria-current': current ? 'page' : null,
+          onclick: (ev) => { ev.preventDefault(); go('/ui/c/' + enc(c.id)); } },
+        h('span', { class: 'conv-name', text: convName(c) }),
+        h('span', { class: 'conv-meta' },
+          h('span', { text: (c.kind === 'sharing' ? 'Desktop sharing' : 'IM') + ' · ' + parts + (parts === 1 ? ' person' : ' people') }),
+          c.audio ? h('span', { class: 'badge badge-audio', 'data-testid': 'conv-audio-' + c.id, text: 'Audio on' }) : null,
+          invited ? h('span', { class: 'badge badge-invite', 'data-testid': 'conv-invite-' + c.id, text: 'Audio invitation' }) : null)));
+    });
+    replaceKeepFocus($('conv-list'), items);
+    $('conv-list-empty').hidden = list.length > 0;
+  }
+
+  // ---------------------------------------------------------------- invitations (poll)
+
+  async function pollInvites() {
+    if (!S.me) return;
+    let r;
+    try {
+      r = await api('GET', '/invitations');
+    } catch (e) {
+      return;
+    }
+    const next = new Map();
+    let unknownConv = false;
+    for (const inv of r.invitations || []) {
+      if (S.answered.has(inv.id)) continue;
+      next.set(inv.id, inv);
+      if (!S.invites.has(inv.id) && !(S.cur && S.cur.id === inv.conversation_id)) {
+        const c = S.convs.get(inv.conversation_id);
+        announce('You are invited to the audio conference' + (c ? ' of ' + convName(c) : '') + '.');
+      }
+      if (!S.convs.has(inv.conversation_id)) unknownConv = true;
+    }
+    S.invites = next;
+    if (unknownConv) loadConversations();
+    renderList();
+    if (S.cur) renderBanner();
+  }
+
+  // ---------------------------------------------------------------- conversation window
+
+  function closeConversation() {
+    const cur = S.cur;
+    if (!cur) return;
+    cur.closed = true;
+    if (cur.es) cur.es.close();
+    if (cur.retryTimer) clearTimeout(cur.retryTimer);
+    S.cur = null;
+    closeMenus();
+    $('conv-pane').hidden = true;
+  }
+
+  async function openConversation(id) {
+    closeConversation();
+    const cur = {
+      id, conv: null, audio: null, msgs: new Map(), lastSeq: 0, es: null, closed: false,
+      downSince: null, retryTimer: null, retryDelay: 1000, lastDialLegId: null, dialing: false,
+      bannerFor: null, gen: ++S.gen,
+    };
+    S.cur = cur;
+    document.body.classList.add('has-conv');
+    $('empty-pane').hidden = true;
+    $('conv-pane').hidden = false;
+    $('conv-title').textContent = 'Loading…';
+    $('conv-kind').textContent = '';
+    $('messages').replaceChildren();
+    $('activity').replaceChildren();
+    $('participants').replaceChildren();
+    $('invitation-banner').hidden = true;
+    $('invitation-banner').replaceChildren();
+    $('new-number-box').hidden = true;
+    setError($('phone-error'), '');
+    setError($('composer-error'), '');
+    setError($('moderation-error'), '');
+    $('end-audio-confirm').hidden = true;
+    setStream('connecting');
+    renderList();
+    try {
+      await loadState(cur);
+    } catch (e) {
+      if (S.cur !== cur) return;
+      $('conv-title').textContent = e.status === 404 ? 'Conversation not found' : 'Could not open the conversation';
+      setError($('composer-error'), e.message);
+      setStream('off');
+      return;
+    }
+    if (S.cur !== cur) return;
+    cur.lastSeq = Number(cur.conv.last_event_id) || 0;
+    await loadMessages(cur);
+    if (S.cur !== cur) return;
+    renderConversation();
+    $('conv-title').focus();
+    connect(cur);
+    detectJoinLinks();
+  }
+
+  // loadState reads the conversation and its (latest) audio conference.
+  async function loadState(cur) {
+    const conv = await api('GET', '/conversations/' + enc(cur.id));
+    let audio = null;
+    try {
+      audio = await api('GET', '/conversations/' + enc(cur.id) + '/audio?last=true');
+    } catch (e) {
+      if (e.status !== 404) throw e;
+    }
+    if (S.cur !== cur) return;
+    cur.conv = conv;
+    cur.audio = audio;
+    S.convs.set(conv.id, conv);
+  }
+
+  async function loadMessages(cur) {
+    let cursor = '';
+    for (let i = 0; i < MAX_MESSAGE_PAGES; i++) {
+      let page;
+      try {
+        page = await api('GET', '/conversations/' + enc(cur.id) + '/messages?limit=' + MESSAGE_PAGE + (cursor ? '&cursor=' + enc(cursor) : ''));
+      } catch (e) {
+        setError($('composer-error'), 'Could not load the messages: ' + e.message);
+        return;
+      }
+      if (S.cur !== cur) return;
+      for (const m of page.messages) addMessage(cur, m, false);
+      if (!page.next_cursor) return;
+      cursor = page.next_cursor;
+    }
+  }
+
+  // refresh re-reads state after a long outage (the replay also catches up;
+  // this covers whatever the log could not, e.g. a trimmed log).
+  async function refresh(cur) {
+    try {
+      await loadState(cur);
+      if (S.cur !== cur) return;
+      renderConversation();
+      renderList();
+    } catch (e) {
+      if (e.status === 404) lostAccess(cur);
+    }
+  }
+
+  function lostAccess(cur) {
+    if (S.cur !== cur) return;
+    if (cur.es) cur.es.close();
+    cur.es = null;
+    setStream('off');
+    setError($('composer-error'), 'You are no longer in this conversation.');
+    S.convs.delete(cur.id);
+    renderList();
+  }
+
+  // ---------------------------------------------------------------- event stream
+
+  function setStream(state) {
+    const el = $('stream-status');
+    el.dataset.state = state;
+    el.textContent = { connecting: 'Connecting…', live: 'Live', down: 'Reconnecting…', off: 'Offline' }[state];
+  }
+
+  function connect(cur) {
+    if (cur.closed) return;
+    const es = new EventSource('/api/v1/conversations/' + enc(cur.id) + '/events?last_event_id=' + cur.lastSeq);
+    cur.es = es;
+    es.onopen = () => {
+      if (S.cur !== cur || cur.es !== es) return;
+      const downFor = cur.downSince ? Date.now() - cur.downSince : 0;
+      const wasDown = !!cur.downSince;
+      cur.downSince = null;
+      cur.retryDelay = 1000;
+      setStream('live');
+      if (wasDown) {
+        logActivity(cur, 'Back online.');
+        if (downFor > LONG_OUTAGE_MS) refresh(cur);
+      }
+    };
+    es.onerror = () => {
+      if (S.cur !== cur || cur.es !== es) return;
+      if (!cur.downSince) cur.downSince = Date.now(); // the status region says "Reconnecting…"
+      setStream('down');
+      if (es.readyState === EventSource.CLOSED) {
+        // The browser gave up (an HTTP error, not a network one): find out
+        // why, then start again from the last event seen.
+        es.close();
+        cur.es = null;
+        scheduleReconnect(cur);
+      }
+    };
+    for (const t of EVENT_TYPES) es.addEventListener(t, (m) => onStreamEvent(cur, m));
+  }
+
+  function scheduleReconnect(cur) {
+    if (cur.retryTimer) clearTimeout(cur.retryTimer);
+    const delay = cur.retryDelay;
+    cur.retryDelay = Math.min(cur.retryDelay * 2, 15000);
+    cur.retryTimer = setTimeout(async () => {
+      cur.retryTimer = null;
+      if (S.cur !== cur) return;
+      try {
+        await api('GET', '/conversations/' + enc(cur.id));
+      } catch (e) {
+        if (e.status === 404) return lostAccess(cur);
+        if (e.status === 401) return; // signedOut ran
+        return scheduleReconnect(cur);
+      }
+      connect(cur);
+    }, delay);
+  }
+
+  function onStreamEvent(cur, m) {
+    if (S.cur !== cur) return;
+    const seq = Number(m.lastEventId) || 0;
+    if (seq && seq <= cur.lastSeq) return; // already applied (replay overlap)
+    let ev;
+    try { ev = JSON.parse(m.data); } catch (e) { return; }
+    if (seq) cur.lastSeq = seq;
+    applyEvent(cur, ev);
+    if (S.convs.has(cur.id) && cur.conv) S.convs.set(cur.id, cur.conv); // the list shows the same, live
+    renderConversation();
+    renderList();
+  }
+
+  function nameOf(cur, userId) {
+    if (!userId) return 'Someone';
+    if (S.me && userId === S.me.id) return 'You';
+    const p = cur.conv && cur.conv.participants.find((x) => x.user_id === userId);
+    if (p) return p.display_name;
+    const c = S.me && (S.me.contacts || []).find((x) => x.id === userId);
+    return c ? c.display_name : 'Someone';
+  }
+
+  function legName(cur, leg) {
+    if (leg.user_id) return nameOf(cur, leg.user_id);
+    return 'Guest ' + fmtNumber(leg.number);
+  }
+
+  function ensureAudio(cur, confId) {
+    if (!cur.audio || cur.audio.id !== confId) {
+      cur.audio = { id: confId, conversation_id: cur.id, state: 'active', legs: [], invitations: [] };
+    }
+    return cur.audio;
+  }
+
+  function applyEvent(cur, ev) {
+    cur.eventAt = ev.at; // activity lines carry the event's own time (replays too)
+    try {
+      applyEventData(cur, ev);
+    } finally {
+      cur.eventAt = null;
+    }
+  }
+
+  function applyEventData(cur, ev) {
+    const d = ev.data || {};
+    const conv = cur.conv;
+    switch (ev.type) {
+      case 'conversation.created':
+        Object.assign(conv, d, { last_event_id: conv.last_event_id });
+        break;
+      case 'participant.joined': {
+        const i = conv.participants.findIndex((p) => p.user_id === d.user_id);
+        if (i >= 0) conv.participants[i] = d; else conv.participants.push(d);
+        logActivity(cur, nameOf(cur, d.user_id) + (d.user_id === S.me.id ? ' joined' : ' joined the conversation') + '.');
+        break;
+      }
+      case 'participant.left': {
+        const i = conv.participants.findIndex((p) => p.user_id === d.user_id);
+        if (i >= 0) conv.participants[i] = d; else conv.participants.push(d);
+        logActivity(cur, nameOf(cur, d.user_id) + ' left the conversation.');
+        if (d.user_id === S.me.id) lostAccess(cur);
+        break;
+      }
+      case 'presenter.changed':
+        conv.presenter_id = d.presenter_id || null;
+        logActivity(cur, d.presenter_id ? nameOf(cur, d.presenter_id) + (d.presenter_id === S.me.id ? ' are presenting.' : ' is presenting.') : 'Nobody is presenting.');
+        break;
+      case 'message.created':
+        addMessage(cur, d, true);
+        break;
+      case 'audio.started': {
+        if (cur.audio && cur.audio.id === d.id) {
+          Object.assign(cur.audio, { state: d.state, created_by: d.created_by, created_at: d.created_at });
+        } else {
+          cur.audio = Object.assign({}, d, { legs: [], invitations: [] });
+        }
+        conv.audio = { id: d.id, state: d.state };
+        logActivity(cur, nameOf(cur, d.created_by) + ' started the audio conference.');
+        break;
+      }
+      case 'audio.ended':
+        if (cur.audio && cur.audio.id === d.id) {
+          Object.assign(cur.audio, { state: d.state, ended_at: d.ended_at, end_reason: d.end_reason });
+        } else {
+          cur.audio = Object.assign({}, d, { legs: [], invitations: [] });
+        }
+        conv.audio = null;
+        logActivity(cur, endedText(d.end_reason));
+        break;
+      case 'leg.updated': {
+        const audio = ensureAudio(cur, d.conference_id);
+        const i = audio.legs.findIndex((l) => l.id === d.id);
+        const old = i >= 0 ? audio.legs[i] : null;
+        if (i >= 0) audio.legs[i] = d; else audio.legs.push(d);
+        logLegChange(cur, old, d);
+        break;
+      }
+      case 'invitation.updated': {
+        const audio = ensureAudio(cur, d.conference_id);
+        const i = audio.invitations.findIndex((x) => x.id === d.id);
+        const old = i >= 0 ? audio.invitations[i] : null;
+        if (i >= 0) audio.invitations[i] = d; else audio.invitations.push(d);
+        if (d.user_id === S.me.id) {
+          if (d.state === 'pending') S.invites.set(d.id, d);
+          else { S.invites.delete(d.id); S.answered.add(d.id); }
+        }
+        if (!old || old.state !== d.state) logInvitation(cur, d);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  function logLegChange(cur, old, l) {
+    const who = legName(cur, l);
+    if (!old || old.state !== l.state) {
+      const words = {
+        dialing: 'calling ' + fmtNumber(l.number), ringing: 'phone is ringing', connected: 'connected to the audio',
+        ended: 'left the audio', busy: 'line is busy', no_answer: 'did not answer', rejected: 'rejected the call',
+        failed: 'call failed' + (l.cause_text ? ' (' + l.cause_text + ')' : ''), cancelled: 'call was cancelled',
+      }[l.state] || l.state;
+      const verbIsName = ['connected', 'ended', 'no_answer', 'rejected'].includes(l.state);
+      const possessive = who === 'You' ? 'Your' : who + '’s';
+      if (l.state === 'dialing') logActivity(cur, 'convoice is calling ' + (who === 'You' ? 'you' : who) + ' at ' + fmtNumber(l.number) + '.');
+      else logActivity(cur, (verbIsName ? who + ' ' : possessive + ' ') + words + '.');
+    } else if (old.muted !== l.muted) {
+      logActivity(cur, who + (l.muted ? (who === 'You' ? ' are muted.' : ' is muted.') : (who === 'You' ? ' are unmuted.' : ' is unmuted.')));
+    }
+  }
+
+  function logInvitation(cur, inv) {
+    const who = nameOf(cur, inv.user_id);
+    const you = inv.user_id === S.me.id;
+    const text = {
+      pending: you ? nameOf(cur, inv.invited_by) + ' invited you to the audio.' : who + ' is invited to the audio.',
+      accepted: who + ' accepted the invitation.',
+      declined: who + ' declined the invitation' + (you ? '; you stay in the conversation.' : '.'),
+      redirected: who + ' redirected the call to another number.',
+      cancelled: (you ? 'Your' : who + '’s') + ' invitation was cancelled.',
+      expired: (you ? 'Your' : who + '’s') + ' invitation expired.',
+    }[inv.state];
+    if (text) logActivity(cur, text);
+  }
+
+  // endedText words a conference's end: "ended by Alice" reads "Audio ended
+  // by Alice."; other reasons go in brackets.
+  function endedText(reason) {
+    if (!reason) return 'Audio ended.';
+    if (/^ended /.test(reason)) return 'Audio ' + reason + '.';
+    return 'Audio ended (' + reason + ').';
+  }
+
+  function logActivity(cur, text) {
+    if (S.cur !== cur) return;
+    const list = $('activity');
+    const at = cur.eventAt || new Date().toISOString();
+    list.append(h('li', {}, h('time', { datetime: at, text: time(at) }), ' ', text));
+    while (list.children.length > MAX_ACTIVITY) list.firstElementChild.remove();
+    list.scrollTop = list.scrollHeight;
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  function addMessage(cur, m, live) {
+    if (cur.msgs.has(m.id)) return;
+    cur.msgs.set(m.id, m);
+    const list = $('messages');
+    const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+    const mine = m.user_id && S.me && m.user_id === S.me.id;
+    const li = h('li', { class: 'message' + (mine ? ' mine' : ''), 'data-testid': 'message', 'data-id': m.id },
+      h('div', { class: 'message-head' },
+        h('span', { class: 'author', text: m.author_name || 'Guest' }),
+        h('time', { datetime: m.created_at, text: time(m.created_at) })),
+      h('p', { class: 'message-text', text: m.text }));
+    // Keep id order (ids are increasing numbers) even if a late page arrives.
+    const n = Number(m.id);
+    let before = null;
+    for (let el = list.lastElementChild; el; el = el.previousElementSibling) {
+      if (Number(el.dataset.id) < n) break;
+      before = el;
+    }
+    list.insertBefore(li, before);
+    if (nearBottom || mine || !live) list.scrollTop = list.scrollHeight;
+  }
+
+  async function sendMessage() {
+    const cur = S.cur;
+    const input = $('message-input');
+    const text = input.value;
+    if (!cur || !text.trim() || cur.sending) return;
+    setError($('composer-error'), '');
+    // Clear at once so typing can go on; the text comes back if sending fails.
+    cur.sending = true;
+    input.value = '';
+    try {
+      const m = await api('POST', '/conversations/' + enc(cur.id) + '/messages', { text });
+      if (S.cur === cur) addMessage(cur, m, true);
+    } catch (e) {
+      setError($('composer-error'), e.message);
+      if (S.cur === cur && !input.value) input.value = text;
+    } finally {
+      cur.sending = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- audio presence
+
+  function isModerator(cur) {
+    return S.admin || (cur.conv && S.me && cur.conv.creator_id === S.me.id);
+  }
+
+  function newest(list, key) {
+    let best = null;
+    for (const x of list) if (!best || tsOf(x[key]) >= tsOf(best[key])) best = x;
+    return best;
+  }
+
+  // presence works out one person's place in the audio from the legs and
+  // invitations of the (latest) conference.
+  function presence(audio, userId) {
+    if (!audio) return { key: 'none', leg: null };
+    const legs = audio.legs.filter((l) => l.user_id === userId);
+    const live = newest(legs.filter((l) => LIVE_LEG.has(l.state)), 'created_at');
+    if (live) {
+      let key = live.state;
+      if (key === 'connected') key = live.muted ? 'muted' : live.talking ? 'talking' : 'connected';
+      return { key, leg: live };
+    }
+    const inv = newest(audio.invitations.filter((i) => i.user_id === userId), 'updated_at');
+    const last = newest(legs, 'created_at');
+    if (inv && inv.state === 'pending' && audio.state === 'active') return { key: 'invited', leg: null, inv };
+    if (inv && inv.state === 'declined' && (!last || tsOf(inv.updated_at) >= tsOf(last.created_at))) return { key: 'declined', leg: null, inv };
+    if (last) return { key: last.state === 'ended' ? 'left' : last.state, leg: last };
+    if (inv && inv.state === 'cancelled') return { key: 'inv_cancelled', leg: null, inv };
+    if (inv && inv.state === 'expired') return { key: 'inv_expired', leg: null, inv };
+    return { key: 'none', leg: null };
+  }
+
+  function myLiveLeg(cur) {
+    if (!cur.audio || !S.me) return null;
+    return newest(cur.audio.legs.filter((l) => l.user_id === S.me.id && LIVE_LEG.has(l.state)), 'created_at');
+  }
+
+  // ---------------------------------------------------------------- render
+
+  function renderConversation() {
+    const cur = S.cur;
+    if (!cur || !cur.conv) return;
+    const conv = cur.conv;
+    $('conv-title').textContent = convName(conv);
+    $('conv-kind').textContent = conv.kind === 'sharing' ? 'Desktop sharing' : 'IM';
+    document.title = convName(conv) + ' · convoice';
+    renderConference(cur);
+    renderParticipants(cur);
+    renderMyCall(cur);
+    renderBanner();
+    renderMenus(cur);
+    renderPresenter(cur);
+  }
+
+  function renderConference(cur) {
+    const el = $('conference-state');
+    const a = cur.audio;
+    let text;
+    let state;
+    if (!a) {
+      state = 'none';
+      text = 'No audio yet. Click Phone, then Join Conference Now Using, and convoice calls you and invites everyone.';
+    } else if (a.state === 'active') {
+      state = 'active';
+      const live = a.legs.filter((l) => LIVE_LEG.has(l.state));
+      const connected = live.filter((l) => l.state === 'connected').length;
+      const calling = live.length - connected;
+      const invited = a.invitations.filter((i) => i.state === 'pending').length;
+      const bits = [connected + ' connected'];
+      if (calling) bits.push(calling + ' being called');
+      if (invited) bits.push(invited + ' invited');
+      text = 'Audio conference in progress: ' + bits.join(', ') + '.';
+    } else {
+      state = 'ended';
+      text = endedText(a.end_reason) + ' Click Phone to start it again.';
+    }
+    el.dataset.state = state;
+    el.textContent = text;
+    const mod = isModerator(cur) && a && a.state === 'active';
+    $('end-audio-wrap').hidden = !mod;
+    if (!mod) $('end-audio-confirm').hidden = true;
+  }
+
+  function renderParticipants(cur) {
+    const conv = cur.conv;
+    const audio = cur.audio;
+    const mod = isModerator(cur);
+    const rows = [];
+    const people = conv.participants.filter((p) => !p.left_at);
+    people.sort((a, b) => (a.role === 'organizer' ? -1 : 0) - (b.role === 'organizer' ? -1 : 0) || a.display_name.localeCompare(b.display_name));
+    for (const p of people) {
+      const pr = presence(audio, p.user_id);
+      const me = p.user_id === S.me.id;
+      rows.push(personRow(cur, {
+        key: p.user_id, name: p.display_name + (me ? ' (you)' : ''), spoken: me ? 'yourself' : p.display_name,
+        organizer: p.role === 'organizer', presenting: conv.presenter_id === p.user_id, pr,
+        canControl: mod || me,
+      }));
+    }
+    // Guests (join links) have legs but are not participants.
+    if (audio) {
+      for (const l of audio.legs.filter((x) => x.guest_id)) {
+        const pr = { key: LIVE_LEG.has(l.state) ? (l.state === 'connected' ? (l.muted ? 'muted' : l.talking ? 'talking' : 'connected') : l.state) : (l.state === 'ended' ? 'left' : l.state), leg: l };
+        rows.push(personRow(cur, { key: 'guest-' + l.id, name: 'Guest', spoken: 'the guest at ' + fmtNumber(l.number), pr, canControl: mod }));
+      }
+    }
+    replaceKeepFocus($('participants'), rows);
+  }
+
+  function personRow(cur, o) {
+    const { pr } = o;
+    const leg = pr.leg;
+    const showStatus = cur.audio || pr.key !== 'none';
+    const detail = [];
+    if (leg && (LIVE_LEG.has(leg.state) || pr.key !== 'none')) detail.push(fmtNumber(leg.number));
+    if (leg && !LIVE_LEG.has(leg.state) && leg.end_reason) detail.push(leg.end_reason);
+    if (leg && ['failed', 'rejected'].includes(leg.state) && leg.cause_text) detail.push(leg.cause_text);
+    const controls = [];
+    if (leg && LIVE_LEG.has(leg.state) && o.canControl) {
+      if (leg.state === 'connected') {
+        controls.push(h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'mute-' + o.key,
+          'aria-label': (leg.muted ? 'Unmute ' : 'Mute ') + o.spoken,
+          text: leg.muted ? 'Unmute' : 'Mute', onclick: () => legAction(leg, leg.muted ? 'unmute' : 'mute') }));
+      }
+      controls.push(h('button', { type: 'button', class: 'btn btn-small btn-danger', 'data-testid': 'hangup-' + o.key,
+        'aria-label': 'Hang up ' + o.spoken, text: 'Hang up', onclick: () => legAction(leg, 'hangup') }));
+    }
+    return h('li', { class: 'person', 'data-testid': 'participant-' + o.key },
+      h('span', { class: 'avatar', 'aria-hidden': 'true', text: initials(o.name) }),
+      h('span', { class: 'person-main' },
+        h('span', { class: 'person-name' }, h('span', { text: o.name }),
+          o.organizer ? h('span', { class: 'tag', text: 'organiser' }) : null,
+          o.presenting ? h('span', { class: 'tag tag-present', 'data-testid': 'presenting-' + o.key, text: 'presenting' }) : null),
+        h('span', { class: 'person-line' },
+          showStatus ? h('span', { class: 'person-status' },
+            h('span', { class: 'status status-' + pr.key, 'data-testid': 'audio-status-' + o.key, 'data-state': pr.key, text: PRESENCE_TEXT[pr.key] || pr.key }),
+            detail.map((d) => h('span', { class: 'muted small detail', text: d }))) : null,
+          controls.length ? h('span', { class: 'person-actions' }, controls) : null)));
+  }
+
+  function initials(name) {
+    return name.replace(/\(.*\)/, '').trim().split(/\s+/).slice(0, 2).map((w) => w.charAt(0).toUpperCase()).join('') || '?';
+  }
+
+  function renderMyCall(cur) {
+    const box = $('my-call');
+    const live = myLiveLeg(cur);
+    let leg = live;
+    if (!leg && cur.lastDialLegId && cur.audio) leg = cur.audio.legs.find((l) => l.id === cur.lastDialLegId) || null;
+    // A call that simply ended with the audio needs no line of its own.
+    if (leg && !live && leg.state === 'ended' && cur.audio.state !== 'active') leg = null;
+    if (!leg) {
+      box.hidden = true;
+      box.dataset.state = 'none';
+      return;
+    }
+    const num = fmtNumber(leg.number);
+    const text = {
+      dialing: 'convoice is calling you at ' + num + '…',
+      ringing: 'Your phone is ringing (' + num + '). Answer it to join the conference.',
+      connected: leg.muted ? 'You are in the conference at ' + num + ', muted.' : 'You are in the conference at ' + num + '.',
+      ended: 'Your call to ' + num + ' has ended.',
+      busy: num + ' is busy. Try another number.',
+      no_answer: num + ' did not answer.',
+      rejected: 'The call to ' + num + ' was rejected.',
+      failed: 'The call to ' + num + ' failed' + (leg.cause_text ? ' (' + leg.cause_text + ')' : '') + '.',
+      cancelled: 'The call to ' + num + ' was cancelled.',
+    }[leg.state] || leg.state;
+    box.hidden = false;
+    box.dataset.state = leg.state;
+    box.classList.toggle('my-call-bad', ['busy', 'no_answer', 'rejected', 'failed'].includes(leg.state));
+    $('my-call-text').textContent = text;
+    $('my-call-hangup').hidden = !live;
+    $('my-call-hangup').onclick = live ? () => legAction(live, 'hangup') : null;
+  }
+
+  function renderPresenter(cur) {
+    const conv = cur.conv;
+    const btn = $('presenter-btn');
+    const line = $('presenter-line');
+    if (conv.kind !== 'sharing') {
+      btn.hidden = true;
+      line.hidden = true;
+      return;
+    }
+    const mine = conv.presenter_id === S.me.id;
+    btn.hidden = false;
+    btn.textContent = mine ? 'Stop presenting' : 'Start presenting';
+    line.hidden = false;
+    line.textContent = mine ? 'You are presenting.' : conv.presenter_id ? 'Presenter: ' + nameOf(cur, conv.presenter_id) + '.' : 'Nobody is presenting.';
+  }
+
+  // ---------------------------------------------------------------- invitation banner
+
+  function bannerInvitation(cur) {
+    const known = new Set();
+    if (cur.audio) {
+      for (const inv of cur.audio.invitations) {
+        if (inv.user_id !== S.me.id) continue;
+        known.add(inv.id);
+        if (inv.state === 'pending' && cur.audio.state === 'active' && !S.answered.has(inv.id)) return inv;
+      }
+    }
+    for (const inv of S.invites.values()) {
+      if (inv.conversation_id === cur.id && !known.has(inv.id) && !S.answered.has(inv.id)) return inv;
+    }
+    return null;
+  }
+
+  function renderBanner() {
+    const cur = S.cur;
+    if (!cur || !cur.conv) return;
+    const banner = $('invitation-banner');
+    const inv = bannerInvitation(cur);
+    if (!inv) {
+      if (cur.bannerFor) {
+        const hadFocus = banner.contains(document.activeElement);
+        banner.hidden = true;
+        banner.replaceChildren();
+        cur.bannerFor = null;
+        if (hadFocus) $('phone-btn').focus();
+      }
+      return;
+    }
+    if (cur.bannerFor === inv.id) return; // keep what the person is typing
+    cur.bannerFor = inv.id;
+    banner.dataset.invitationId = inv.id;
+    const numbers = S.me.numbers || [];
+    const def = numbers.find((n) => n.default) || numbers[0];
+    const select = h('select', { id: 'accept-number', 'data-testid': 'accept-number' },
+      numbers.map((n) => h('option', { value: n.label, selected: n === def, text: cap(n.label) + ' ' + fmtNumber(n.number) })));
+    const err = h('p', { class: 'error', role: 'alert', 'data-testid': 'invitation-error' });
+    const redirectInput = h('input', { id: 'redirect-number', type: 'tel', inputmode: 'tel', autocomplete: 'tel',
+      'data-testid': 'redirect-number', placeholder: '+1 202 555 0123' });
+    const redirectForm = h('form', { class: 'redirect-form', novalidate: true, hidden: true, 'data-testid': 'redirect-form',
+      onsubmit: (ev) => { ev.preventDefault(); answerInvitation(inv, 'redirect', { number: redirectInput.value }, err, redirectInput); } },
+    h('label', { for: 'redirect-number', text: 'Phone Number' }),
+    h('div', { class: 'row' }, redirectInput,
+      h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'redirect-call', text: 'Call this number' })));
+    const inviter = nameOf(cur, inv.invited_by);
+    banner.replaceChildren(
+      h('p', { class: 'banner-text' }, h('strong', { text: inviter === 'You' ? 'Audio invitation.' : inviter + ' invited you to the audio conference.' }),
+        ' Accept and convoice calls you; Decline and nothing rings (you stay in the conversation); Redirect to have another number called.'),
+      h('div', { class: 'row banner-actions' },
+        numbers.length ? h('label', { for: 'accept-number', class: 'inline-label', text: 'Call me at' }) : null,
+        numbers.length ? select : null,
+        numbers.length ? h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'invite-accept', text: 'Accept',
+          onclick: () => {
+            const chosen = numbers.find((n) => n.label === select.value);
+            answerInvitation(inv, 'accept', chosen && !chosen.default ? { published: chosen.label } : {}, err);
+          } }) : h('span', { class: 'small muted', text: 'You have no published number: use Redirect.' }),
+        h('button', { type: 'button', class: 'btn', 'data-testid': 'invite-decline', text: 'Decline',
+          onclick: () => answerInvitation(inv, 'decline', undefined, err) }),
+        h('button', { type: 'button', class: 'btn', 'data-testid': 'invite-redirect', 'aria-expanded': 'false', text: 'Redirect…',
+          onclick: (ev) => {
+            redirectForm.hidden = !redirectForm.hidden;
+            ev.currentTarget.setAttribute('aria-expanded', String(!redirectForm.hidden));
+            if (!redirectForm.hidden) redirectInput.focus();
+          } })),
+      redirectForm, err);
+    banner.hidden = false;
+    announce(inviter === 'You' ? 'You have an audio invitation.' : inviter + ' invited you to the audio conference.');
+  }
+
+  async function answerInvitation(inv, action, body, errEl, field) {
+    const cur = S.cur;
+    if (!cur || cur.answering) return;
+    cur.answering = true;
+    setError(errEl, '');
+    if (field) field.removeAttribute('aria-invalid');
+    const buttons = $('invitation-banner').querySelectorAll('button');
+    buttons.forEach((b) => { b.disabled = true; });
+    const headers = action === 'decline' ? undefined : { 'Idempotency-Key': uuid4() };
+    try {
+      const r = await api('POST', '/invitations/' + enc(inv.id) + '/' + action, body === undefined ? {} : body, headers);
+      S.answered.add(inv.id);
+      S.invites.delete(inv.id);
+      if (S.cur === cur) {
+        mergeInvitation(cur, r.invitation);
+        if (r.leg) {
+          cur.lastDialLegId = r.leg.id;
+          mergeLeg(cur, r.leg);
+        }
+        renderConversation();
+      }
+      renderList();
+    } catch (e) {
+      setError(errEl, e.message);
+      if (field && e.field === 'number') {
+        field.setAttribute('aria-invalid', 'true');
+        field.focus();
+      }
+      if (e.code === 'invitation_not_pending' || e.code === 'audio_ended' || e.status === 404) {
+        S.answered.add(inv.id);
+        S.invites.delete(inv.id);
+      }
+    } finally {
+      cur.answering = false;
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  }
+
+  // Answers to our own requests only fill in what events have not yet
+  // brought: an event is never older than a request's answer for the same
+  // thing, except when the stream is down.
+  function mergeLeg(cur, leg) {
+    const audio = ensureAudio(cur, leg.conference_id);
+    const i = audio.legs.findIndex((l) => l.id === leg.id);
+    if (i < 0) audio.legs.push(leg);
+    else if ((LEG_RANK[leg.state] || 4) > (LEG_RANK[audio.legs[i].state] || 4)) audio.legs[i] = leg;
+  }
+
+  function mergeInvitation(cur, inv) {
+    if (!inv) return;
+    const audio = ensureAudio(cur, inv.conference_id);
+    const i = audio.invitations.findIndex((x) => x.id === inv.id);
+    if (i < 0) audio.invitations.push(inv);
+    else if (audio.invitations[i].state === 'pending' && inv.state !== 'pending') audio.invitations[i] = inv;
+  }
+
+  // ---------------------------------------------------------------- phone: join, leg actions
+
+  async function dial(body, field) {
+    const cur = S.cur;
+    if (!cur || cur.dialing) return; // one request at a time: a double click never rings twice
+    cur.dialing = true;
+    const key = uuid4(); // Idempotency-Key: a retry of this same click is answered, never re-dialed
+    setError($('phone-error'), '');
+    $('new-number').removeAttribute('aria-invalid');
+    try {
+      const r = await api('POST', '/conversations/' + enc(cur.id) + '/audio', body, { 'Idempotency-Key': key });
+      if (S.cur !== cur) return;
+      cur.lastDialLegId = r.leg.id;
+      // Events may have overtaken this answer (a busy line ends the leg and
+      // the conference at once): fill in only what is not known yet.
+      ensureAudio(cur, r.conference.id);
+      mergeLeg(cur, r.leg);
+      if (r.invitation) {
+        mergeInvitation(cur, r.invitation);
+        S.answered.add(r.invitation.id);
+        S.invites.delete(r.invitation.id);
+      }
+      $('new-number-box').hidden = true;
+      $('new-number').value = '';
+      renderConversation();
+      $('phone-btn').focus();
+    } catch (e) {
+      if (S.cur !== cur) return;
+      setError($('phone-error'), e.message);
+      if (field && (e.field === 'number' || e.code === 'invalid_number')) {
+        field.setAttribute('aria-invalid', 'true');
+        field.focus();
+      }
+    } finally {
+      cur.dialing = false;
+    }
+  }
+
+  async function legAction(leg, action) {
+    const cur = S.cur;
+    if (!cur) return;
+    setError($('moderation-error'), '');
+    try {
+      if (action === 'hangup') {
+        await api('DELETE', '/legs/' + enc(leg.id));
+      } else {
+        const l = await api('POST', '/legs/' + enc(leg.id) + '/' + action);
+        if (S.cur === cur && l) {
+          // mute/unmute: take the answer if no event has moved the leg since
+          const audio = cur.audio;
+          const i = audio ? audio.legs.findIndex((x) => x.id === l.id) : -1;
+          if (i >= 0 && audio.legs[i].state === l.state) audio.legs[i] = l;
+          renderConversation();
+        }
+      }
+    } catch (e) {
+      setError($('moderation-error'), e.message);
+    }
+  }
+
+  async function endAudio() {
+    const cur = S.cur;
+    if (!cur) return;
+    setError($('moderation-error'), '');
+    $('end-audio-confirm').hidden = true;
+    try {
+      await api('DELETE', '/conversations/' + enc(cur.id) + '/audio');
+      announce('Audio ended for everyone.');
+    } catch (e) {
+      setError($('moderation-error'), e.message);
+    }
+  }
+
+  async function togglePresenting() {
+    const cur = S.cur;
+    if (!cur) return;
+    const mine = cur.conv.presenter_id === S.me.id;
+    setError($('moderation-error'), '');
+    try {
+      const v = await api(mine ? 'DELETE' : 'PUT', '/conversations/' + enc(cur.id) + '/presenter');
+      if (S.cur === cur && v) {
+        cur.conv.presenter_id = v.presenter_id;
+        renderConversation();
+      }
+    } catch (e) {
+      setError($('moderation-error'), e.message);
+    }
+  }
+
+  // ---------------------------------------------------------------- menus
+
+  function renderMenus(cur) {
+    const live = myLiveLeg(cur);
+    const join = $('join-using');
+    join.disabled = !!live;
+    join.title = live ? 'You are already on the call' : '';
+    $('hangup-me-item').hidden = !live;
+    const sub = $('join-menu');
+    const items = (S.me.numbers || []).map((n) => h('button', { type: 'button', role: 'menuitem', class: 'menu-item',
+      'data-testid': 'join-using-' + n.label, onclick: () => { closeMenus(); dial({ published: n.label }); } },
+    h('span', { class: 'menu-label', text: cap(n.label) }), ' ', h('span', { class: 'menu-number', text: fmtNumber(n.number) })));
+    items.push(h('button', { type: 'button', role: 'menuitem', class: 'menu-item', 'data-testid': 'join-new-number',
+      text: 'New Number…', onclick: () => { closeMenus(); openNewNumber(); } }));
+    if (sub.childElementCount !== items.length || sub.dataset.numbers !== JSON.stringify(S.me.numbers)) {
+      sub.replaceChildren(...items);
+      sub.dataset.numbers = JSON.stringify(S.me.numbers);
+    }
+    const audioOn = cur.audio && cur.audio.state === 'active';
+    const inviteItem = $('invite-someone-item');
+    inviteItem.disabled = !audioOn;
+    inviteItem.title = audioOn ? '' : 'Start the audio first (Phone → Join Conference Now Using)';
+    $('invite-email-item').hidden = S.joinLinks !== true;
+  }
+
+  function openNewNumber() {
+    $('new-number-box').hidden = false;
+    $('new-number').focus();
+  }
+
+  function menuItems(menu) {
+    return Array.from(menu.querySelectorAll(':scope > [role="menuitem"], :scope > .submenu:not([hidden]) > [role="menuitem"]'))
+      .filter((b) => !b.hidden && !b.disabled);
+  }
+
+  function openMenu(btn, menu, focusLast) {
+    closeMenus();
+    menu.hidden = false;
+    btn.setAttribute('aria-expanded', 'true');
+    const items = menuItems(menu);
+    if (items.length) (focusLast ? items[items.length - 1] : items[0]).focus();
+  }
+
+  function closeMenus(returnFocusTo) {
+    for (const [btnId, menuId] of [['phone-btn', 'phone-menu'], ['invite-btn', 'invite-menu']]) {
+      $(menuId).hidden = true;
+      $(btnId).setAttribute('aria-expanded', 'false');
+    }
+    $('join-menu').hidden = true;
+    $('join-using').setAttribute('aria-expanded', 'false');
+    if (returnFocusTo) returnFocusTo.focus();
+  }
+
+  function setupMenu(btn, menu) {
+    btn.addEventListener('click', () => {
+      if (menu.hidden) openMenu(btn, menu); else closeMenus();
+    });
+    btn.addEventListener('keydown', (ev) => {
+      if (ev.key === 'ArrowDown') { ev.preventDefault(); openMenu(btn, menu); }
+      if (ev.key === 'ArrowUp') { ev.preventDefault(); openMenu(btn, menu, true); }
+    });
+    menu.addEventListener('keydown', (ev) => {
+      const items = menuItems(menu);
+      const i = items.indexOf(document.activeElement);
+      if (ev.key === 'ArrowDown') { ev.preventDefault(); items[(i + 1) % items.length].focus(); }
+      else if (ev.key === 'ArrowUp') { ev.preventDefault(); items[(i - 1 + items.length) % items.length].focus(); }
+      else if (ev.key === 'Home') { ev.preventDefault(); items[0].focus(); }
+      else if (ev.key === 'End') { ev.preventDefault(); items[items.length - 1].focus(); }
+      else if (ev.key === 'Escape') {
+        ev.preventDefault();
+        const sub = $('join-menu');
+        if (!sub.hidden && sub.contains(document.activeElement)) { toggleJoinMenu(false); $('join-using').focus(); }
+        else closeMenus(btn);
+      } else if (ev.key === 'Tab') closeMenus();
+    });
+  }
+
+  function toggleJoinMenu(open, focusFirst) {
+    const sub = $('join-menu');
+    sub.hidden = !open;
+    $('join-using').setAttribute('aria-expanded', String(open));
+    if (open && focusFirst) {
+      const first = sub.querySelector('[role="menuitem"]');
+      if (first) first.focus();
+    }
+  }
+
+  // ---------------------------------------------------------------- dialogs: new conversation, invite someone
+
+  async function refreshMe() {
+    try {
+      const me = await api('GET', '/me');
+      S.me = me;
+    } catch (e) { /* keep what we have */ }
+  }
+
+  function pickList(ul, prefix, contacts, filter, disabledWhy, chosen) {
+    const q = filter.trim().toLowerCase();
+    const shown = contacts.filter((c) => !q || c.display_name.toLowerCase().includes(q) || (c.email || '').toLowerCase().includes(q));
+    const items = shown.map((c) => {
+      const why = disabledWhy ? disabledWhy(c) : '';
+      const id = ul.id + '-' + c.id;
+      return h('li', {},
+        h('input', { type: 'checkbox', id, value: c.id, 'data-testid': prefix + c.id, disabled: !!why, checked: !why && chosen.has(c.id),
+          onchange: (ev) => { if (ev.target.checked) chosen.add(c.id); else chosen.delete(c.id); } }),
+        h('label', { for: id }, h('span', { class: 'pick-name', text: c.display_name }),
+          h('span', { class: 'muted small pick-detail', text: why || c.email || '' })));
+    });
+    if (!contacts.length) items.push(h('li', { class: 'muted small', text: 'Your contact list is empty.' }));
+    else if (!shown.length) items.push(h('li', { class: 'muted small', text: 'Nobody matches “' + filter + '”.' }));
+    replaceKeepFocus(ul, items);
+  }
+
+  let newConvChosen = new Set();
+  async function openNewConversation() {
+    const dlg = $('new-conv-dialog');
+    newConvChosen = new Set();
+    $('new-conv-subject').value = '';
+    $('new-conv-search').value = '';
+    setError($('new-conv-error'), '');
+    const draw = () => pickList($('new-conv-contacts'), 'new-pick-', S.me.contacts || [], $('new-conv-search').value, null, newConvChosen);
+    draw();
+    $('new-conv-search').oninput = draw;
+    dlg.showModal();
+    $('new-conv-subject').focus();
+    await refreshMe();
+    if (dlg.open) draw();
+  }
+
+  async function createConversation(ev) {
+    ev.preventDefault();
+    const kind = document.querySelector('input[name="kind"]:checked').value;
+    const body = { kind, subject: $('new-conv-subject').value.trim(), participants: Array.from(newConvChosen) };
+    setError($('new-conv-error'), '');
+    const ok = $('new-conv-ok');
+    ok.disabled = true;
+    try {
+      const c = await api('POST', '/conversations', body);
+      S.convs.set(c.id, c);
+      $('new-conv-dialog').close();
+      go('/ui/c/' + enc(c.id));
+    } catch (e) {
+      setError($('new-conv-error'), e.message);
+    } finally {
+      ok.disabled = false;
+    }
+  }
+
+  let inviteChosen = new Set();
+  async function openInviteSomeone() {
+    const cur = S.cur;
+    if (!cur || !cur.audio || cur.audio.state !== 'active') return;
+    const dlg = $('invite-dialog');
+    inviteChosen = new Set();
+    $('invite-search').value = '';
+    setError($('invite-error'), '');
+    const why = (c) => {
+      const pr = presence(S.cur && S.cur.audio, c.id);
+      if (['dialing', 'ringing', 'connected', 'muted', 'talking'].includes(pr.key)) return 'already in the audio';
+      if (pr.key === 'invited') return 'already invited';
+      return '';
+    };
+    const draw = () => pickList($('invite-contacts'), 'invite-pick-', S.me.contacts || [], $('invite-search').value, why, inviteChosen);
+    draw();
+    $('invite-search').oninput = draw;
+    dlg.showModal();
+    $('invite-search').focus();
+    await refreshMe();
+    if (dlg.open) draw();
+  }
+
+  async function inviteSomeone(ev) {
+    ev.preventDefault();
+    const cur = S.cur;
+    if (!cur) return;
+    if (!inviteChosen.size) {
+      setError($('invite-error'), 'Choose at least one person to invite.');
+      return;
+    }
+    const ok = $('invite-ok');
+    ok.disabled = true;
+    setError($('invite-error'), '');
+    try {
+      const r = await api('POST', '/conversations/' + enc(cur.id) + '/audio/invitations', { user_ids: Array.from(inviteChosen) });
+      if (S.cur === cur) {
+        for (const inv of r.invitations || []) mergeInvitation(cur, inv);
+        renderConversation();
+      }
+      $('invite-dialog').close();
+      announce('Invitations sent.');
+      $('invite-btn').focus();
+    } catch (e) {
+      setError($('invite-error'), e.message);
+    } finally {
+      ok.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- HOOK: Meet Now → Invite → Invite Using Email
+  //
+  // Join links are issue 5 and may not exist on this server yet, so the
+  // "Invite Using Email…" item stays hidden unless the server serves
+  // POST /api/v1/conversations/{id}/join-links. We read that from the
+  // OpenAPI document: the project's OpenAPI test keeps it exactly equal to
+  // the routes (every route described, every described operation routed).
+  // Probing the route itself cannot tell (a wrong method answers 404 like a
+  // missing route here) and a POST could create a link. When issue 5 lands,
+  // nothing here needs to change; openInviteEmail() below does the rest.
+  async function detectJoinLinks() {
+    if (S.joinLinks !== null) return;
+    try {
+      const res = await fetch('/api/openapi.yaml', { credentials: 'same-origin', cache: 'no-store' });
+      if (!res.ok) return;
+      const doc = await res.text();
+      const m = /^ {2}\/api\/v1\/conversations\/\{[^}]+\}\/join-links:[^\n]*\n((?: {3,}[^\n]*\n|\s*\n)*)/m.exec(doc);
+      S.joinLinks = !!m && /^ {4}post:/m.test(m[1]);
+    } catch (e) {
+      return; // offline: ask again with the next conversation
+    }
+    if (S.cur && S.cur.conv) renderMenus(S.cur);
+  }
+
+  async function openInviteEmail() {
+    const cur = S.cur;
+    if (!cur || S.joinLinks !== true) return;
+    const dlg = $('email-dialog');
+    setError($('email-error'), '');
+    $('join-link-url').value = '';
+    $('join-link-expiry').textContent = 'Making a link…';
+    dlg.showModal();
+    try {
+      const r = await api('POST', '/conversations/' + enc(cur.id) + '/join-links', {});
+      $('join-link-url').value = r.url;
+      $('join-link-expiry').textContent = r.expires_at ? 'Works until ' + new Date(r.expires_at).toLocaleString() + '.' : '';
+      const subject = 'Join the audio conference' + (cur.conv.subject ? ': ' + cur.conv.subject : '');
+      const body = 'Open this link, give your name and a phone number, and convoice will call you:\n\n' + r.url + '\n';
+      $('join-link-mailto').href = r.mailto || ('mailto:?subject=' + enc(subject) + '&body=' + enc(body));
+      $('join-link-url').select();
+    } catch (e) {
+      $('join-link-expiry').textContent = '';
+      setError($('email-error'), e.message);
+    }
+  }
+
+  async function copyJoinLink() {
+    const input = $('join-link-url');
+    try {
+      await navigator.clipboard.writeText(input.value);
+    } catch (e) {
+      input.select();
+      document.execCommand('copy');
+    }
+    announce('Link copied.');
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function bindStatic() {
+    $('signin-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const tok = $('token-input').value;
+      if (!tok.trim()) {
+        setError($('signin-error'), 'Paste your convoice token.');
+        return;
+      }
+      setError($('signin-error'), '');
+      try {
+        await signIn(tok);
+      } catch (e) {
+        setError($('signin-error'), e.message);
+      }
+    });
+    $('signout').addEventListener('click', signOut);
+    $('new-conv-btn').addEventListener('click', openNewConversation);
+    $('new-conv-form').addEventListener('submit', createConversation);
+    $('new-conv-cancel').addEventListener('click', () => $('new-conv-dialog').close());
+    $('invite-form').addEventListener('submit', inviteSomeone);
+    $('invite-cancel').addEventListener('click', () => $('invite-dialog').close());
+    $('email-form').addEventListener('submit', () => $('email-dialog').close());
+    $('join-link-copy').addEventListener('click', copyJoinLink);
+    $('back-btn').addEventListener('click', () => go('/'));
+
+    setupMenu($('phone-btn'), $('phone-menu'));
+    setupMenu($('invite-btn'), $('invite-menu'));
+    // Enter and Space reach here as the button's own click (detail 0: from
+    // the keyboard, so focus moves into the submenu); ArrowRight opens too.
+    $('join-using').addEventListener('click', (ev) => {
+      const open = $('join-menu').hidden;
+      toggleJoinMenu(open, ev.detail === 0);
+    });
+    $('join-using').addEventListener('keydown', (ev) => {
+      if (ev.key === 'ArrowRight') { ev.preventDefault(); toggleJoinMenu(true, true); }
+    });
+    $('join-menu').addEventListener('keydown', (ev) => {
+      if (ev.key === 'ArrowLeft') { ev.preventDefault(); ev.stopPropagation(); toggleJoinMenu(false); $('join-using').focus(); }
+    });
+    $('hangup-me-item').addEventListener('click', () => {
+      closeMenus($('phone-btn'));
+      const live = S.cur && myLiveLeg(S.cur);
+      if (live) legAction(live, 'hangup');
+    });
+    $('invite-someone-item').addEventListener('click', () => { closeMenus(); openInviteSomeone(); });
+    $('invite-email-item').addEventListener('click', () => { closeMenus(); openInviteEmail(); });
+    document.addEventListener('click', (ev) => {
+      if (!ev.target.closest('.menu-wrap')) closeMenus();
+    });
+
+    $('new-number-box').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const v = $('new-number').value;
+      if (!v.trim()) {
+        setError($('phone-error'), 'Type the phone number convoice should call.');
+        $('new-number').setAttribute('aria-invalid', 'true');
+        return;
+      }
+      dial({ number: v }, $('new-number'));
+    });
+    $('new-number').addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape') { $('new-number-box').hidden = true; $('phone-btn').focus(); }
+    });
+    $('new-number-cancel').addEventListener('click', () => {
+      $('new-number-box').hidden = true;
+      setError($('phone-error'), '');
+      $('phone-btn').focus();
+    });
+
+    $('end-audio-btn').addEventListener('click', () => {
+      $('end-audio-confirm').hidden = false;
+      $('end-audio-no').focus();
+    });
+    $('end-audio-no').addEventListener('click', () => {
+      $('end-audio-confirm').hidden = true;
+      $('end-audio-btn').focus();
+    });
+    $('end-audio-yes').addEventListener('click', endAudio);
+    $('presenter-btn').addEventListener('click', togglePresenting);
+
+    $('composer').addEventListener('submit', (ev) => { ev.preventDefault(); sendMessage(); });
+    $('message-input').addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        sendMessage();
+      }
+    });
+
+    window.addEventListener('popstate', () => { if (S.me) route(); });
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden && S.me) {
+        pollInvites();
+        loadConversations();
+      }
+    });
+    // A sign-in link opened in a tab that already shows convoice.
+    window.addEventListener('hashchange', () => {
+      const tok = takeHashToken();
+      if (tok) signInWithLink(tok);
+    });
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+  else boot();
+}());
