@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -32,9 +33,12 @@ import (
 //
 // BenchmarkDialOut joins U users into C conversations (U×C legs) through
 // HTTP → controller → SQLite → ARI → emulator events → SQLite → SSE, with
-// 100 requests in flight, and in the same run places the same legs with the
-// Asterisk driver alone against a fresh emulator (originate + StasisStart +
-// addChannel: the same ARI operations, without convoice around them).
+// 100 requests in flight (throughput, until every leg's "connected" has
+// arrived on the SSE streams); then the same joins arriving at a steady 250
+// per second, timing request → originate at the emulator (latency); and in
+// the same run places the same legs with the Asterisk driver alone against
+// a fresh emulator (originate + StasisStart + addChannel: the same ARI
+// operations, without convoice around them).
 // BenchmarkHeapPerLeg holds 10,000 connected legs and reports convoice's
 // heap per leg, with the emulator in another process so that its memory is
 // not counted.
@@ -104,6 +108,13 @@ type joinResult struct {
 // joinAll posts every (user, conversation) join with benchConcurrency in
 // flight and returns the leg ids with their request start times.
 func (w *benchWorld) joinAll(b *testing.B) []joinResult {
+	return w.join(b, 0)
+}
+
+// join posts every (user, conversation) join, at most benchConcurrency in
+// flight; with rate > 0 requests start at that many per second (an open
+// loop, as real clicks arrive) instead of as fast as answers come back.
+func (w *benchWorld) join(b *testing.B, rate float64) []joinResult {
 	type job struct {
 		u    apitest.User
 		conv string
@@ -144,8 +155,16 @@ func (w *benchWorld) joinAll(b *testing.B) []joinResult {
 		}()
 	}
 	// Interleave conversations so that conferences grow side by side.
+	var tick *time.Ticker
+	if rate > 0 {
+		tick = time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer tick.Stop()
+	}
 	for _, u := range w.users {
 		for _, c := range w.convs {
+			if tick != nil {
+				<-tick.C
+			}
 			jobs <- job{u, c}
 		}
 	}
@@ -202,14 +221,8 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 func BenchmarkDialOut(b *testing.B) {
 	const users, convs = 50, 20 // 1,000 legs, 20 conferences of 50
 	for i := 0; i < b.N; i++ {
-		var originated sync.Map
-		emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond},
-			OnOriginate: func(id string, at time.Time) { originated.Store(id, at) }})
-		if err := emu.Start("127.0.0.1:0"); err != nil {
-			b.Fatal(err)
-		}
-		env := apitest.Start(b, apitest.Options{Emu: emu})
-		w := newBenchWorld(b, env, users, convs)
+		// Throughput: 100 requests in flight, as fast as answers come.
+		env, _, w := benchEnv(b, users, convs)
 		var connected atomic.Int64
 		var stops []func()
 		for _, c := range w.convs {
@@ -217,28 +230,28 @@ func BenchmarkDialOut(b *testing.B) {
 		}
 		runtime.GC()
 		start := time.Now()
-		results := w.joinAll(b)
+		w.joinAll(b)
 		requestsDone := time.Since(start)
 		total := int64(users * convs)
-		deadline := time.Now().Add(2 * time.Minute)
-		for connected.Load() < total {
-			if time.Now().After(deadline) {
-				b.Fatalf("only %d of %d legs reached connected on the streams", connected.Load(), total)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitConnected(b, &connected, total)
 		whole := time.Since(start)
+		for _, s := range stops {
+			s()
+		}
+		env.Stop()
+
+		// Latency: the same joins arriving at a steady 250 per second
+		// (at most 100 in flight), timed from the request to the
+		// originate reaching the PBX.
+		env, originated, w := benchEnv(b, users, convs)
+		results := w.join(b, 250)
 		var lat []time.Duration
 		for _, r := range results {
 			if at, ok := originated.Load(r.leg); ok {
 				lat = append(lat, at.(time.Time).Sub(r.started))
 			}
 		}
-		for _, s := range stops {
-			s()
-		}
 		env.Stop()
-		emu.Close()
 
 		direct := directARI(b, int(total))
 		wholeRate := float64(total) / whole.Seconds()
@@ -251,6 +264,29 @@ func BenchmarkDialOut(b *testing.B) {
 	}
 }
 
+// benchEnv starts convoice on a fresh emulator whose originates are timed.
+func benchEnv(b *testing.B, users, convs int) (*apitest.Env, *sync.Map, *benchWorld) {
+	originated := &sync.Map{}
+	emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond},
+		OnOriginate: func(id string, at time.Time) { originated.Store(id, at) }})
+	if err := emu.Start("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { emu.Close() })
+	env := apitest.Start(b, apitest.Options{Emu: emu})
+	return env, originated, newBenchWorld(b, env, users, convs)
+}
+
+func waitConnected(b *testing.B, connected *atomic.Int64, total int64) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for connected.Load() < total {
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d legs reached connected on the streams", connected.Load(), total)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // directARI places n legs with the Asterisk driver alone (no HTTP, no
 // controller, no database) and returns legs connected per second.
 func directARI(b *testing.B, n int) float64 {
@@ -260,7 +296,8 @@ func directARI(b *testing.B, n int) float64 {
 	}
 	defer emu.Close()
 	routes, _ := pbx.ParseRoutes(pbx.DefaultRoutes)
-	d, err := asterisk.New(asterisk.Config{URL: emu.URL(), User: "convoice", Password: "emu-secret", Routes: routes, TalkDetect: true})
+	d, err := asterisk.New(asterisk.Config{URL: emu.URL(), User: "convoice", Password: "emu-secret", Routes: routes, TalkDetect: true,
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
+	ErrClosed   = errors.New("storage closed")
 )
 
 // Store is the database. Its methods run on the root connection; InTx gives
@@ -33,11 +34,14 @@ type Store struct {
 	dialect string // "sqlite" or "postgres"
 	log     *slog.Logger
 
-	// writeMu serialises write transactions on SQLite. SQLite has one writer
-	// at a time anyway; queueing here (instead of in SQLite's busy handler)
-	// means concurrent requests never see "database is locked", and readers
-	// in WAL mode are not blocked by it.
-	writeMu *sync.Mutex
+	// writes feeds the SQLite writer goroutine (nil on PostgreSQL, where
+	// transactions run concurrently). With one writer, concurrent requests
+	// never see "database is locked", and readers in WAL mode are not
+	// blocked by it.
+	writes chan *writeReq
+	stopW  chan struct{}
+	// closeOnce guards stopW (a pointer: transaction stores copy Store).
+	closeOnce *sync.Once
 
 	// afterCommit is called with the events appended by a transaction once
 	// it has committed (the event hub publishes them). Durable before
@@ -73,7 +77,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
 	}
-	s := &Store{log: lg, writeMu: &sync.Mutex{}}
+	s := &Store{log: lg}
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"
@@ -105,6 +109,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.stmts = &stmtCache{db: sqlDB, stmts: map[string]*sql.Stmt{}}
+	if s.dialect == "sqlite" {
+		s.writes = make(chan *writeReq, 1024)
+		s.stopW = make(chan struct{})
+		s.closeOnce = &sync.Once{}
+		go s.runWriter(s.stopW)
+	}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -145,6 +155,9 @@ func (s *Store) Dialect() string { return s.dialect }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	if s.stopW != nil {
+		s.closeOnce.Do(func() { close(s.stopW) })
+	}
 	sqlDB, err := s.db.DB()
 	if err != nil {
 		return err
@@ -170,13 +183,40 @@ func (s *Store) DB() *gorm.DB { return s.db }
 
 // InTx runs fn in one write transaction. Events appended inside are handed
 // to the OnCommit function after the commit succeeds, in order.
+//
+// On SQLite the transactions of concurrent callers are grouped: one writer
+// goroutine takes every request waiting, runs each in a SAVEPOINT of one
+// transaction and commits once (group commit). SQLite has a single writer
+// anyway; queueing requests in a mutex instead meant one lock hand-off,
+// BEGIN and COMMIT per request, and a request that lost its core while
+// holding the lock stalled all the others. A request whose fn fails is
+// rolled back to its savepoint alone. fn must not call InTx on the root
+// store (it would wait for the writer that is running it).
 func (s *Store) InTx(ctx context.Context, fn func(tx *Store) error) error {
 	if s.pending != nil { // already in a transaction: join it
 		return fn(s)
 	}
-	if s.dialect == "sqlite" {
-		s.writeMu.Lock()
-		defer s.writeMu.Unlock()
+	if s.writes != nil {
+		r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+		select {
+		case s.writes <- r:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stopW:
+			return ErrClosed
+		}
+		select {
+		case err := <-r.done:
+			return err
+		case <-s.stopW:
+			// Closing: the writer finishes the batch it is in.
+			select {
+			case err := <-r.done:
+				return err
+			case <-time.After(5 * time.Second):
+				return ErrClosed
+			}
+		}
 	}
 	var events []Event
 	err := s.db.WithContext(ctx).Transaction(func(gtx *gorm.DB) error {
@@ -192,6 +232,102 @@ func (s *Store) InTx(ctx context.Context, fn func(tx *Store) error) error {
 		s.afterCommit(events)
 	}
 	return nil
+}
+
+// writeReq is one InTx call waiting for the SQLite writer.
+type writeReq struct {
+	ctx    context.Context
+	fn     func(tx *Store) error
+	events []Event
+	err    error
+	done   chan error
+}
+
+// maxBatch bounds how many transactions share one commit, so that one
+// batch cannot hold the writer for long.
+const maxBatch = 64
+
+// runWriter is the SQLite writer: it runs waiting transactions in batches
+// until stop is closed.
+func (s *Store) runWriter(stop <-chan struct{}) {
+	for {
+		var first *writeReq
+		select {
+		case first = <-s.writes:
+		case <-stop:
+			return
+		}
+		batch := []*writeReq{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.writes:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		s.runBatch(batch)
+	}
+}
+
+func (s *Store) runBatch(batch []*writeReq) {
+	single := len(batch) == 1
+	err := s.db.Transaction(func(gtx *gorm.DB) error {
+		sqlTx, _ := gtx.Statement.ConnPool.(*sql.Tx)
+		for _, r := range batch {
+			// Statements run without the caller's cancellation: SQLite
+			// answers an interrupted write by rolling back the whole
+			// transaction, which would take the batch's others with it.
+			ctx := context.WithoutCancel(r.ctx)
+			if r.ctx.Err() != nil {
+				r.err = r.ctx.Err()
+				continue
+			}
+			if !single && sqlTx != nil {
+				if _, err := sqlTx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
+					return err
+				}
+			}
+			tx := *s
+			tx.db = gtx.WithContext(ctx)
+			tx.pending = &r.events
+			r.err = runSafely(r.fn, &tx)
+			if single {
+				return r.err
+			}
+			if r.err != nil {
+				r.events = nil
+				if _, err := sqlTx.ExecContext(ctx, `ROLLBACK TO w`); err != nil {
+					return err
+				}
+			}
+			if _, err := sqlTx.ExecContext(ctx, `RELEASE w`); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, r := range batch {
+		if r.err == nil && err != nil {
+			r.err = err
+		}
+		if r.err == nil && len(r.events) > 0 && s.afterCommit != nil {
+			s.afterCommit(r.events)
+		}
+		r.done <- r.err
+	}
+}
+
+// runSafely turns a panic in fn into an error, so one bad request cannot
+// take the writer (and every later write) down.
+func runSafely(fn func(tx *Store) error, tx *Store) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in transaction: %v", p)
+		}
+	}()
+	return fn(tx)
 }
 
 func (s *Store) q(ctx context.Context) *gorm.DB { return s.db.WithContext(ctx) }

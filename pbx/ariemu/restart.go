@@ -1,0 +1,122 @@
+package ariemu
+
+import (
+	"net"
+	"time"
+)
+
+// drainWait bounds how long Restart waits for the hangup events to reach
+// the websockets before cutting them.
+const drainWait = 500 * time.Millisecond
+
+func (s *Server) restart(graceful bool) {
+	s.mu.Lock()
+	if s.closed || s.phase != phaseRunning {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1) // the boot goroutine; under mu so that Close cannot be waiting yet
+	if graceful {
+		for _, ch := range s.sortedChannels() {
+			s.shutdownHangupLocked(ch)
+		}
+	} else {
+		for _, ch := range s.channels {
+			ch.stopTimer()
+			ch.gone = true
+		}
+	}
+	socks := make([]*wsConn, 0, len(s.websocks))
+	for ws := range s.websocks {
+		socks = append(socks, ws)
+		s.unregisterLocked(ws)
+	}
+	s.phase = phaseDown
+	s.resetLocked(time.Now())
+	s.mu.Unlock()
+
+	if graceful {
+		for _, ws := range socks {
+			ws.closeAfterDrain()
+		}
+		deadline := time.After(drainWait)
+	wait:
+		for _, ws := range socks {
+			select {
+			case <-ws.done:
+			case <-deadline:
+				break wait
+			}
+		}
+	}
+	for _, ws := range socks {
+		ws.closeNow()
+	}
+
+	s.netMu.Lock()
+	hs := s.hs
+	s.hs = nil
+	s.netMu.Unlock()
+	if hs != nil {
+		hs.Close()
+	}
+	s.log.Info("emulated Asterisk going down", "graceful", graceful, "websockets_cut", len(socks))
+	go func() { defer s.wg.Done(); s.boot() }()
+}
+
+// boot brings the emulator back: refused, then 503 "Asterisk not booted",
+// then running (recordings f_*).
+func (s *Server) boot() {
+	if !s.sleep(s.cfg.RestartRefused) {
+		return
+	}
+	var ln net.Listener
+	for {
+		var err error
+		ln, err = net.Listen("tcp", s.Addr())
+		if err == nil {
+			break
+		}
+		s.log.Warn("restart: listen again failed, retrying", "addr", s.Addr(), "err", err)
+		if !s.sleep(50 * time.Millisecond) {
+			return
+		}
+	}
+	s.mu.Lock()
+	s.phase = phaseBooting
+	s.mu.Unlock()
+	s.netMu.Lock()
+	select {
+	case <-s.done:
+		s.netMu.Unlock()
+		ln.Close()
+		return
+	default:
+	}
+	s.serveLocked(ln)
+	s.netMu.Unlock()
+	if !s.sleep(s.cfg.RestartBooting) {
+		return
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.phase = phaseRunning
+		s.startup = time.Now()
+	}
+	s.mu.Unlock()
+	if !closed {
+		s.log.Info("emulated Asterisk fully booted")
+	}
+}
+
+func (s *Server) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.done:
+		return false
+	}
+}
