@@ -41,7 +41,7 @@ type fixture struct {
 // files not copied there, from the shared fixtures.
 func loadFixture(t *testing.T, name string) fixture {
 	t.Helper()
-	for _, dir := range []string{"../../testdata/asterisk", "../../../shared/fixtures/asterisk", "/work/shared/fixtures/asterisk"} {
+	for _, dir := range []string{"../../testdata/asterisk"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			continue
