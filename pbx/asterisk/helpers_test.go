@@ -37,8 +37,7 @@ type fixture struct {
 	Steps    []step `json:"steps"`
 }
 
-// loadFixture reads a recording from testdata (the repo's copy) or, for
-// files not copied there, from the shared fixtures.
+// loadFixture reads a recording from the repo's copy in testdata.
 func loadFixture(t *testing.T, name string) fixture {
 	t.Helper()
 	for _, dir := range []string{"../../testdata/asterisk"} {
