@@ -52,12 +52,14 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			if ce, ok := controller.AsError(err); ok && ce.Kind == controller.KindUnauthorized {
 				s.log.Info("authentication failed", "route", c.Path(), "remote", c.RealIP(), "reason", ce.Message)
+				s.auditAuthFailure(c, controller.Actor{}, ce.Message)
 			}
 			return err
 		}
 		if fromCookie && r.Method != http.MethodGet && r.Method != http.MethodHead {
 			got := r.Header.Get(csrfHeader)
 			if subtle.ConstantTimeCompare([]byte(got), []byte(csrfToken(token))) != 1 {
+				s.auditAuthFailure(c, a, "missing or wrong CSRF token")
 				return &controller.Error{Kind: controller.KindForbidden, Code: "csrf",
 					Message: "missing or wrong " + csrfHeader + " header (needed with cookie sign-in)"}
 			}
@@ -100,6 +102,9 @@ func (s *Server) createSession(c echo.Context) error {
 	a, err := s.ctl.Authenticate(c.Request().Context(), tok, s.cfg.AdminTokenHash)
 	if err != nil {
 		s.log.Info("sign-in failed", "remote", c.RealIP())
+		if ce, ok := controller.AsError(err); ok && ce.Kind == controller.KindUnauthorized {
+			s.auditAuthFailure(c, controller.Actor{}, "sign-in: "+ce.Message)
+		}
 		return err
 	}
 	c.SetCookie(&http.Cookie{

@@ -2,7 +2,9 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -39,18 +41,47 @@ func (s *Server) events(c echo.Context) error {
 	if err := s.ctl.CheckMember(ctx, a, convID); err != nil {
 		return err
 	}
-	last := int64(0)
+	last, err := lastEventID(c)
+	if err != nil {
+		return err
+	}
+	return s.stream(c, convID, last, nil)
+}
+
+// lastEventID reads where a client resumes: the Last-Event-ID header, else
+// ?last_event_id=, else 0 (the start).
+func lastEventID(c echo.Context) (int64, error) {
 	lastID := c.Request().Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = c.QueryParam("last_event_id")
 	}
-	if lastID != "" {
-		v, err := strconv.ParseInt(strings.TrimSpace(lastID), 10, 64)
-		if err != nil || v < 0 {
-			return badBody("Last-Event-ID", "Last-Event-ID: %q is not an event id of this stream", lastID)
-		}
-		last = v
+	if lastID == "" {
+		return 0, nil
 	}
+	v, err := strconv.ParseInt(strings.TrimSpace(lastID), 10, 64)
+	if err != nil || v < 0 {
+		return 0, badBody("Last-Event-ID", "Last-Event-ID: %q is not an event id of this stream", lastID)
+	}
+	return v, nil
+}
+
+// streamFilter decides what of a conversation's events one stream carries
+// (a guest's stream: controller.GuestStream). Filter returns the event as
+// it is to be sent, keep=false to leave it out, end=true to close the
+// stream after it; Check is polled at every heartbeat and closes the
+// stream when it fails.
+type streamFilter interface {
+	Filter(ctx context.Context, ev storage.Event) (out storage.Event, keep, end bool)
+	Check(ctx context.Context) error
+}
+
+// errStreamEnd stops a stream after its last event.
+var errStreamEnd = errors.New("end of stream")
+
+// stream sends the events of convID after seq last as SSE until the client
+// goes (or the filter ends it), passing each through f when f is not nil.
+func (s *Server) stream(c echo.Context, convID string, last int64, f streamFilter) error {
+	ctx := c.Request().Context()
 	sub := s.ctl.Hub().Subscribe(convID)
 	defer sub.Close()
 
@@ -76,6 +107,15 @@ func (s *Server) events(c echo.Context) error {
 		if ev.Seq <= last {
 			return nil // already sent (replay and live overlap)
 		}
+		end := false
+		if f != nil {
+			out, keep, e := f.Filter(ctx, ev)
+			if !keep {
+				last = ev.Seq // passed over, not a gap
+				return nil
+			}
+			ev, end = out, e
+		}
 		b, err := json.Marshal(streamEvent{ID: strconv.FormatInt(ev.Seq, 10), Type: ev.Type,
 			ConversationID: ev.ConversationID, At: ev.CreatedAt, Data: json.RawMessage(ev.Data)})
 		if err != nil {
@@ -85,6 +125,9 @@ func (s *Server) events(c echo.Context) error {
 			return err
 		}
 		last = ev.Seq
+		if end {
+			return errStreamEnd
+		}
 		return nil
 	}
 	replay := func() error {
@@ -103,8 +146,15 @@ func (s *Server) events(c echo.Context) error {
 			}
 		}
 	}
-	if err := replay(); err != nil {
+	// done ends the handler: after the filter's last event, flush it first.
+	done := func(err error) error {
+		if errors.Is(err, errStreamEnd) {
+			_ = flush()
+		}
 		return nil
+	}
+	if err := replay(); err != nil {
+		return done(err)
 	}
 	hb := time.NewTicker(s.cfg.Heartbeat)
 	defer hb.Stop()
@@ -113,6 +163,11 @@ func (s *Server) events(c echo.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-hb.C:
+			if f != nil {
+				if err := f.Check(ctx); err != nil {
+					return nil
+				}
+			}
 			if _, err := fmt.Fprintf(bw, ": keep-alive\n\n"); err != nil {
 				return nil
 			}
@@ -123,7 +178,7 @@ func (s *Server) events(c echo.Context) error {
 			evs, lagged := sub.Take()
 			if lagged {
 				if err := replay(); err != nil {
-					return nil
+					return done(err)
 				}
 				continue
 			}
@@ -132,11 +187,11 @@ func (s *Server) events(c echo.Context) error {
 					// A gap: an event committed by someone we were not
 					// told about yet. Read the log rather than skip it.
 					if err := replay(); err != nil {
-						return nil
+						return done(err)
 					}
 				}
 				if err := write(ev); err != nil {
-					return nil
+					return done(err)
 				}
 			}
 			if err := flush(); err != nil {

@@ -189,6 +189,7 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 		}
 		return nil
 	})
+	c.dialed(ctx, a, conv.ID, t, leg, err)
 	if err != nil {
 		return JoinResult{}, err
 	}
@@ -356,6 +357,7 @@ func (c *Controller) EndAudio(ctx context.Context, a Actor, convID string) error
 	if err != nil {
 		return err
 	}
+	c.Audit(ctx, AuditEntry{Actor: a, Action: ActionAudioEnd, ConversationID: convID, TargetID: conf.ID})
 	return c.endConference(ctx, conf, "ended by "+a.Name)
 }
 
@@ -700,6 +702,7 @@ func (c *Controller) SetLegMute(ctx context.Context, a Actor, legID string, mute
 		out = legView(cur)
 		return nil
 	})
+	c.auditLeg(ctx, a, muteAction(muted), l, err)
 	return out, err
 }
 
@@ -737,6 +740,7 @@ func (c *Controller) HangupLeg(ctx context.Context, a Actor, legID string) error
 		return err
 	}
 	c.hangupOnPBX(ctx, conf, l)
+	c.auditLeg(ctx, a, ActionLegHangup, l, nil)
 	return nil
 }
 

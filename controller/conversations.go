@@ -134,6 +134,19 @@ func (c *Controller) conversationView(ctx context.Context, st *storage.Store, co
 		v.Participants = append(v.Participants, ParticipantView{UserID: p.UserID, DisplayName: names[p.UserID],
 			Role: p.Role, JoinedAt: p.JoinedAt, LeftAt: p.LeftAt})
 	}
+	// Guests who were admitted (join links) are participants too; those
+	// still in the lobby or refused are not (GET …/guests lists them).
+	gs, err := st.Guests(ctx, conv.ID)
+	if err != nil {
+		return ConversationView{}, err
+	}
+	for _, g := range gs {
+		if g.AdmittedAt == nil {
+			continue
+		}
+		v.Participants = append(v.Participants, ParticipantView{GuestID: g.ID, DisplayName: g.DisplayName,
+			Role: RoleGuest, JoinedAt: *g.AdmittedAt, LeftAt: g.LeftAt})
+	}
 	seq, err := st.LastEventSeq(ctx, conv.ID)
 	if err != nil {
 		return ConversationView{}, err

@@ -130,6 +130,7 @@ func (c *Controller) CreateUser(ctx context.Context, a Actor, in NewUser) (UserV
 		}
 		return UserView{}, err
 	}
+	c.Audit(ctx, AuditEntry{Actor: a, Action: ActionUserCreate, TargetID: u.ID, Detail: "role " + role})
 	return userView(u), nil
 }
 
@@ -171,6 +172,7 @@ func (c *Controller) IssueToken(ctx context.Context, a Actor, userID, name strin
 	if err := c.store.CreateToken(ctx, t); err != nil {
 		return IssuedToken{}, err
 	}
+	c.Audit(ctx, AuditEntry{Actor: a, Action: ActionTokenIssue, TargetID: t.ID, Detail: "for user " + userID})
 	return IssuedToken{ID: t.ID, Token: secret}, nil
 }
 
@@ -185,6 +187,7 @@ func (c *Controller) RevokeToken(ctx context.Context, a Actor, userID, tokenID s
 		}
 		return err
 	}
+	c.Audit(ctx, AuditEntry{Actor: a, Action: ActionTokenRevoke, TargetID: tokenID, Detail: "of user " + userID})
 	return nil
 }
 

@@ -49,9 +49,11 @@ func userView(u *storage.User) UserView {
 	return v
 }
 
-// ParticipantView is a member of a conversation.
+// ParticipantView is a member of a conversation: a user, or (role
+// "guest") a guest who joined with a join link and was admitted.
 type ParticipantView struct {
-	UserID      string     `json:"user_id"`
+	UserID      string     `json:"user_id,omitempty"`
+	GuestID     string     `json:"guest_id,omitempty"`
 	DisplayName string     `json:"display_name"`
 	Role        string     `json:"role"`
 	JoinedAt    time.Time  `json:"joined_at"`

@@ -87,7 +87,23 @@ func (s *Store) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// conn is where a raw statement runs: this store's transaction, or the pool.
+func (s *Store) conn() sqlConn {
+	if tx := s.sqlTx(); tx != nil {
+		return tx
+	}
+	return s.stmts.db
+}
+
+// On PostgreSQL statements go straight to the connection: pgx keeps its own
+// per-connection statement cache, and preparing on the pool from inside a
+// transaction could wait for a pool connection that only the waiting
+// transactions hold (a deadlock once every connection is in a transaction).
+
 func (s *Store) execRaw(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if s.dialect == "postgres" {
+		return s.conn().ExecContext(ctx, rebind(s.dialect, query), args...)
+	}
 	st, err := s.stmt(ctx, query)
 	if err != nil {
 		return nil, err
@@ -96,6 +112,9 @@ func (s *Store) execRaw(ctx context.Context, query string, args ...any) (sql.Res
 }
 
 func (s *Store) queryRowRaw(ctx context.Context, query string, args ...any) (*sql.Row, error) {
+	if s.dialect == "postgres" {
+		return s.conn().QueryRowContext(ctx, rebind(s.dialect, query), args...), nil
+	}
 	st, err := s.stmt(ctx, query)
 	if err != nil {
 		return nil, err
@@ -104,6 +123,9 @@ func (s *Store) queryRowRaw(ctx context.Context, query string, args ...any) (*sq
 }
 
 func (s *Store) queryRaw(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if s.dialect == "postgres" {
+		return s.conn().QueryContext(ctx, rebind(s.dialect, query), args...)
+	}
 	st, err := s.stmt(ctx, query)
 	if err != nil {
 		return nil, err

@@ -62,6 +62,22 @@ type Options struct {
 	Routes string
 	// Extensions is the internal-extension pattern (default none).
 	Extensions *regexp.Regexp
+	// PingInterval and RequestTimeout tune the driver's link supervision
+	// (half-open detection) and its per-request timeout (default: the
+	// driver's, 2 s and 5 s).
+	PingInterval, RequestTimeout time.Duration
+	// RingGrace is how long past RingTimeout the controller's watchdog
+	// waits for the PBX before it ends a ringing leg itself (default 15 s).
+	RingGrace time.Duration
+	// ResyncYoungLeg: legs younger than this are left alone by a resync
+	// (default 5 s).
+	ResyncYoungLeg time.Duration
+	// Policy is the dial policy. nil: the default policy's number rules
+	// (the US only, no premium rate, …) with every rate limit and cap off,
+	// so that scenario tests and benchmarks are not throttled; give one to
+	// test the policy itself (a zero PolicyConfig is the production
+	// default, limits included).
+	Policy *controller.PolicyConfig
 }
 
 // Env is one running convoice.
@@ -156,7 +172,8 @@ func (e *Env) start() {
 			t.Fatalf("routes: %v", err)
 		}
 		d, err := freeswitch.New(freeswitch.Config{Addr: e.ESL.Addr(), Password: "ClueCon", Routes: routes,
-			RingTimeout: e.opts.RingTimeout, Logger: e.logger("freeswitch")})
+			RingTimeout: e.opts.RingTimeout, PingInterval: e.opts.PingInterval, RequestTimeout: e.opts.RequestTimeout,
+			Logger: e.logger("freeswitch")})
 		if err != nil {
 			t.Fatalf("freeswitch driver: %v", err)
 		}
@@ -173,17 +190,22 @@ func (e *Env) start() {
 			t.Fatalf("routes: %v", err)
 		}
 		d, err := asterisk.New(asterisk.Config{URL: ariURL, User: "convoice", Password: "emu-secret", App: "convoice",
-			Routes: routes, RingTimeout: e.opts.RingTimeout, TalkDetect: true, Logger: e.logger("asterisk")})
+			Routes: routes, RingTimeout: e.opts.RingTimeout, PingInterval: e.opts.PingInterval, RequestTimeout: e.opts.RequestTimeout,
+			TalkDetect: true, Logger: e.logger("asterisk")})
 		if err != nil {
 			t.Fatalf("asterisk driver: %v", err)
 		}
 		e.Driver = d
 		nodes = append(nodes, &controller.Node{Name: "emulator", Weight: 1, Driver: d})
 	}
-	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout, Logger: e.logger("controller")},
-		store, controller.NewHub(), nodes, controller.NewMetrics(prometheus.NewRegistry()))
+	// One registry for the controller's series and /metrics, so tests can
+	// read the metrics the way Prometheus does.
+	reg := prometheus.NewRegistry()
+	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout,
+		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, Policy: e.policy(), Logger: e.logger("controller")},
+		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 	srv := api.New(api.Config{AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
-		Gatherer: prometheus.NewRegistry(), Logger: e.logger("api")}, e.Ctl)
+		Gatherer: reg, Logger: e.logger("api")}, e.Ctl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -197,6 +219,17 @@ func (e *Env) start() {
 	if e.Driver != nil {
 		e.WaitFor("PBX ready", 10*time.Second, func() bool { return e.Ctl.Ready() })
 	}
+}
+
+// policy is Options.Policy, or the default number rules without limits.
+func (e *Env) policy() controller.PolicyConfig {
+	if e.opts.Policy != nil {
+		return *e.opts.Policy
+	}
+	off := controller.Unlimited
+	return controller.PolicyConfig{MaxLiveLegsPerUser: off, MaxLiveLegsPerGuest: off, MaxLiveLegsPerConversation: off,
+		MaxLiveLegs: off, DialsPerUser: off, DialsPerGuest: off, DialsPerConversation: off,
+		GuestDialsPerConversation: off, DialsTotal: off}
 }
 
 // Stop shuts convoice down (the emulator, if any, keeps its calls).
@@ -215,6 +248,14 @@ func (e *Env) Stop() {
 // emulator (a new URL).
 func (e *Env) Restart() {
 	e.Stop()
+	e.Resume()
+}
+
+// Resume starts convoice again after Stop, on the same database and
+// emulator (a new URL), and waits until the PBX is ready. Between Stop and
+// Resume the emulated PBX goes on alone, as it would while convoice is
+// killed.
+func (e *Env) Resume() {
 	e.stopOnce = sync.Once{}
 	e.start()
 }
@@ -329,6 +370,27 @@ func (e *Env) AddUser(name string, numbers ...controller.NumberInput) User {
 	var tok struct{ Token string }
 	tr.JSON(e.t, &tok)
 	return User{ID: u.ID, Token: tok.Token, Name: name}
+}
+
+// LogBuffer collects the log lines of an Env (Options.Logs) safely from
+// every goroutine, so a test can search them afterwards.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String is everything logged so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // Event is one SSE event.
@@ -515,4 +577,87 @@ func (e *Env) PBXWrites() int {
 		}
 	}
 	return n
+}
+
+// PBXLeg is one call on the emulated PBX.
+type PBXLeg struct {
+	ID       string
+	Answered bool   // the far end picked up
+	Room     string // the bridge / conference it is in ("" when none)
+}
+
+// PBXLegs lists the calls the emulated PBX holds now, by id (our leg id).
+func (e *Env) PBXLegs() map[string]PBXLeg {
+	out := map[string]PBXLeg{}
+	if e.ESL != nil {
+		for _, c := range e.ESL.Channels() {
+			out[c.UUID] = PBXLeg{ID: c.UUID, Answered: c.Answered, Room: c.Conference}
+		}
+		return out
+	}
+	for _, c := range e.Emu.Channels() {
+		out[c.ID] = PBXLeg{ID: c.ID, Answered: c.State == "Up", Room: c.BridgeID}
+	}
+	return out
+}
+
+// PBXRoomIDs lists the mixing rooms (bridges / conferences) on the emulated
+// PBX by id (our conference id).
+func (e *Env) PBXRoomIDs() []string {
+	var out []string
+	if e.ESL != nil {
+		for _, c := range e.ESL.Conferences() {
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	for _, b := range e.Emu.Bridges() {
+		out = append(out, b.ID)
+	}
+	return out
+}
+
+// PBXDropLink cuts convoice's event connection the way a network does
+// (ARI: the websockets end with a bare TCP close; ESL: the sockets close);
+// calls go on.
+func (e *Env) PBXDropLink() {
+	if e.ESL != nil {
+		e.ESL.DropConnections()
+		return
+	}
+	e.Emu.DropWebsockets()
+}
+
+// PBXUnresponsive switches the emulated PBX's half-open mode: connections
+// stay open but nothing is answered; calls go on.
+func (e *Env) PBXUnresponsive(on bool) {
+	if e.ESL != nil {
+		e.ESL.SetUnresponsive(on)
+		return
+	}
+	e.Emu.SetUnresponsive(on)
+}
+
+// PBXRestart restarts the emulated PBX: graceful (Asterisk `core restart
+// now`, FreeSWITCH SIGTERM: every call hung up with its events) or a crash
+// (SIGKILL: the connection just ends). Every call and room is gone after.
+func (e *Env) PBXRestart(graceful bool) {
+	switch {
+	case e.ESL != nil && graceful:
+		e.ESL.Restart()
+	case e.ESL != nil:
+		e.ESL.RestartHard()
+	case graceful:
+		e.Emu.Restart()
+	default:
+		e.Emu.Crash()
+	}
+}
+
+// PBXFarEndHangup makes the phone of an answered call hang up.
+func (e *Env) PBXFarEndHangup(legID string) error {
+	if e.ESL != nil {
+		return e.ESL.FarEndHangup(legID)
+	}
+	return e.Emu.FarEndHangup(legID)
 }

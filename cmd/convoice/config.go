@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/convoice/convoice/controller"
 	"github.com/convoice/convoice/pbx"
 )
 
@@ -40,6 +41,8 @@ type config struct {
 	LogFormat   string
 	LogLevel    string
 	NoSeed      bool
+	// Policy is the dial policy (CONVOICE_ALLOWED_COUNTRIES, …; env only).
+	Policy controller.PolicyConfig
 }
 
 func env(name, def string) string {
@@ -129,7 +132,74 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 			return c, fmt.Errorf("CONVOICE_EXTENSIONS: %w", err)
 		}
 	}
+	if c.Policy, err = policyFromEnv(); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// policyFromEnv reads the dial policy. Unset variables keep the
+// controller's defaults (README, "Dial policy").
+func policyFromEnv() (controller.PolicyConfig, error) {
+	var p controller.PolicyConfig
+	var err error
+	lists := []struct {
+		name  string
+		parse func(string) error
+	}{
+		{"CONVOICE_ALLOWED_COUNTRIES", func(v string) (err error) { p.AllowedCountries, err = controller.ParseCountries(v); return }},
+		{"CONVOICE_GUEST_ALLOWED_COUNTRIES", func(v string) (err error) { p.GuestAllowedCountries, err = controller.ParseCountries(v); return }},
+		{"CONVOICE_BLOCKED_NUMBER_TYPES", func(v string) (err error) { p.BlockedTypes, err = controller.ParseNumberTypes(v); return }},
+		{"CONVOICE_GUEST_ALLOWED_NUMBER_TYPES", func(v string) (err error) { p.GuestAllowedTypes, err = controller.ParseNumberTypes(v); return }},
+		{"CONVOICE_DIAL_ALLOW", func(v string) (err error) { p.AllowPrefixes, err = controller.ParsePrefixes(v); return }},
+		{"CONVOICE_DIAL_DENY", func(v string) (err error) { p.DenyPrefixes, err = controller.ParsePrefixes(v); return }},
+	}
+	for _, l := range lists {
+		if v := env(l.name, ""); v != "" {
+			if err := l.parse(v); err != nil {
+				return p, fmt.Errorf("%s: %w", l.name, err)
+			}
+		}
+	}
+	if v := env("CONVOICE_GUEST_EXTENSIONS", ""); v != "" {
+		if p.GuestExtensions, err = strconv.ParseBool(v); err != nil {
+			return p, fmt.Errorf("CONVOICE_GUEST_EXTENSIONS %q: want true or false", v)
+		}
+	}
+	limits := []struct {
+		name string
+		dst  *int
+	}{
+		{"CONVOICE_MAX_CALLS_PER_USER", &p.MaxLiveLegsPerUser},
+		{"CONVOICE_MAX_CALLS_PER_GUEST", &p.MaxLiveLegsPerGuest},
+		{"CONVOICE_MAX_CALLS_PER_CONVERSATION", &p.MaxLiveLegsPerConversation},
+		{"CONVOICE_MAX_CALLS", &p.MaxLiveLegs},
+		{"CONVOICE_DIALS_PER_USER", &p.DialsPerUser},
+		{"CONVOICE_DIALS_PER_GUEST", &p.DialsPerGuest},
+		{"CONVOICE_DIALS_PER_CONVERSATION", &p.DialsPerConversation},
+		{"CONVOICE_GUEST_DIALS_PER_CONVERSATION", &p.GuestDialsPerConversation},
+		{"CONVOICE_DIALS_TOTAL", &p.DialsTotal},
+	}
+	for _, l := range limits {
+		v := env(l.name, "")
+		switch {
+		case v == "":
+		case strings.EqualFold(v, "off"):
+			*l.dst = controller.Unlimited
+		default:
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return p, fmt.Errorf("%s %q: want a positive whole number, or off", l.name, v)
+			}
+			*l.dst = n
+		}
+	}
+	if v := env("CONVOICE_DIAL_RATE_WINDOW", ""); v != "" {
+		if p.Window, err = time.ParseDuration(v); err != nil || p.Window < time.Second {
+			return p, fmt.Errorf("CONVOICE_DIAL_RATE_WINDOW %q: want a duration of at least 1s", v)
+		}
+	}
+	return p, p.Check()
 }
 
 // nodeSpec is one entry of CONVOICE_PBX_NODES.

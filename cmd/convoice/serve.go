@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -141,7 +142,7 @@ func runServe(args []string) error {
 		ext = regexp.MustCompile(cfg.Extensions)
 	}
 	ctl := controller.New(controller.Config{Region: cfg.Region, Extensions: ext, CallerIDName: cfg.CallerName,
-		CallerIDNumber: cfg.CallerNum, RingTimeout: cfg.RingTimeout, Logger: lg},
+		CallerIDNumber: cfg.CallerNum, RingTimeout: cfg.RingTimeout, Policy: cfg.Policy, Logger: lg},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 
 	if cfg.PBX == "emulator" && cfg.PBXNodes == "" && !cfg.NoSeed {
@@ -207,11 +208,25 @@ func runServe(args []string) error {
 	return nil
 }
 
-// redactDSN hides a PostgreSQL password in log lines.
+// redactDSN hides the passwords of a database DSN in log lines: the
+// password of a URL's user info (also one with "/" or "@" in it), and
+// password-like parameters (password=, sslpassword=, _auth_pass=, …) of a
+// URL query or a key=value DSN, quoted or not. Whatever the DSN's kind.
 func redactDSN(dsn string) string {
-	if !storage.IsPostgres(dsn) {
-		return dsn
+	out := dsn
+	if i := strings.Index(out, "://"); i >= 0 {
+		rest := out[i+3:]
+		q := strings.IndexAny(rest, "?")
+		if q < 0 {
+			q = len(rest)
+		}
+		if at := strings.LastIndex(rest[:q], "@"); at >= 0 {
+			if user, _, hasPass := strings.Cut(rest[:at], ":"); hasPass {
+				out = out[:i+3] + user + ":***" + rest[at:]
+			}
+		}
 	}
-	re := regexp.MustCompile(`://([^:/@]+):[^@]*@`)
-	return re.ReplaceAllString(dsn, "://$1:***@")
+	return dsnSecretParam.ReplaceAllString(out, "${1}***")
 }
+
+var dsnSecretParam = regexp.MustCompile(`(?i)((?:^|[?&;\s])[a-z0-9_]*(?:pass|pwd|secret|token)[a-z0-9_]*\s*=\s*)('[^']*'|"[^"]*"|[^&;\s]*)`)

@@ -1,0 +1,493 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nyaruka/phonenumbers"
+
+	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/storage"
+)
+
+// policyController is a controller with no PBX over a fresh store:
+// enough for checkDial, which decides before anything reaches a PBX. The
+// store is a new SQLite file, or, with CONVOICE_TEST_POSTGRES (a DSN of a
+// throw-away server), a new PostgreSQL database.
+func policyController(t testing.TB, p PolicyConfig) *Controller {
+	t.Helper()
+	dsn := filepath.Join(t.TempDir(), "policy.db")
+	if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
+		dsn = freshPostgres(t, pg)
+	}
+	st, err := storage.Open(context.Background(), dsn, storage.Options{})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return New(Config{Region: "US", Extensions: regexp.MustCompile(`^[0-9]{4}$`), Policy: p}, st, NewHub(), nil, nil)
+}
+
+// freshPostgres creates an empty database on the server of dsn and gives
+// its DSN; it is dropped when the test ends.
+func freshPostgres(t testing.TB, dsn string) string {
+	t.Helper()
+	admin, err := storage.Open(context.Background(), dsn, storage.Options{})
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	name := "policy_" + strings.ReplaceAll(NewID(), "-", "")
+	if err := admin.DB().Exec("CREATE DATABASE " + name).Error; err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	t.Cleanup(func() {
+		admin.DB().Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Close()
+	})
+	return u.String()
+}
+
+// noLimits switches off every limit p does not set, to look at the number
+// rules (or one limit) alone.
+func noLimits(p PolicyConfig) PolicyConfig {
+	for _, l := range []*int{&p.MaxLiveLegsPerUser, &p.MaxLiveLegsPerGuest, &p.MaxLiveLegsPerConversation, &p.MaxLiveLegs,
+		&p.DialsPerUser, &p.DialsPerGuest, &p.DialsPerConversation, &p.GuestDialsPerConversation, &p.DialsTotal} {
+		if *l == 0 {
+			*l = Unlimited
+		}
+	}
+	return p
+}
+
+func userDial(userID, conv, number, source string) DialCheck {
+	return DialCheck{Actor: Actor{UserID: userID, Name: "U " + userID}, ConversationID: conv, UserID: &userID, Number: number, Source: source}
+}
+
+func guestDial(guestID, conv, number string) DialCheck {
+	return DialCheck{Actor: Actor{Name: "Guest " + guestID}, ConversationID: conv, GuestID: &guestID, Number: number, Source: "guest"}
+}
+
+// ruleOf is the refusal code of err ("" when allowed), failing on any
+// error that is not a refusal.
+func ruleOf(t testing.TB, err error) string {
+	t.Helper()
+	if err == nil {
+		return ""
+	}
+	e, ok := AsError(err)
+	if !ok {
+		t.Fatalf("checkDial failed with %v, not a refusal", err)
+	}
+	switch {
+	case e.Code == RuleRateLimited && e.Kind != KindRateLimited,
+		e.Code != RuleRateLimited && e.Kind != KindForbidden:
+		t.Fatalf("refusal %s has kind %d", e.Code, e.Kind)
+	}
+	if e.Message == "" {
+		t.Fatalf("refusal %s has no words for people", e.Code)
+	}
+	return e.Code
+}
+
+func auditCount(t testing.TB, c *Controller, action string) int {
+	t.Helper()
+	es, err := c.store.AuditEntries(context.Background(), storage.AuditFilter{Action: action})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+func TestPolicy_NumberRulesForUsersAndGuests(t *testing.T) {
+	c := policyController(t, noLimits(PolicyConfig{
+		AllowPrefixes: []string{"+4420", "+449"},
+		DenyPrefixes:  []string{"+1202555099", "+44207946", "9"},
+	}))
+	cases := []struct {
+		number, source, want string
+	}{
+		{"+12025550101", "published", ""},
+		{"+12025550101", "new_number", ""},
+		{"+12025550101", "redirect", ""},
+		{"+12025550101", "guest", ""},
+		{"+18005550199", "new_number", ""},                        // toll free: fine for users
+		{"+18005550199", "guest", RuleNumberTypeNotAllowed},       // … not for guests
+		{"+19005550123", "published", RuleNumberTypeNotAllowed},   // US premium rate
+		{"+19002001234", "guest", RuleNumberTypeNotAllowed},       // US premium rate
+		{"+15005550123", "new_number", RuleNumberTypeNotAllowed},  // US personal number (5XX)
+		{"+18765551234", "new_number", RuleCountryNotAllowed},     // Jamaica shares +1: the region decides
+		{"+18095551234", "redirect", RuleCountryNotAllowed},       // Dominican Republic
+		{"+14165550123", "new_number", RuleCountryNotAllowed},     // Canada
+		{"+33612345678", "new_number", RuleCountryNotAllowed},     // France
+		{"+881612345678", "new_number", RuleCountryNotAllowed},    // Iridium satellite
+		{"+979123456789", "new_number", RuleCountryNotAllowed},    // international premium rate
+		{"+442071234567", "new_number", ""},                       // London, admitted by the allow list
+		{"+442071234567", "guest", RuleCountryNotAllowed},         // the allow list is not for guests
+		{"+449098790123", "new_number", RuleNumberTypeNotAllowed}, // allowed prefix, but premium rate
+		{"+442079460958", "new_number", RuleNumberNotAllowed},     // allowed and denied: deny wins
+		{"+12025550999", "published", RuleNumberNotAllowed},       // deny list
+		{"+12025550999", "guest", RuleNumberNotAllowed},           // deny list
+		{"1001", "new_number", ""},                                // extension
+		{"1001", "guest", RuleExtensionNotAllowed},                // no extensions for guests
+		{"9001", "new_number", RuleNumberNotAllowed},              // denied extension range
+		{"10011", "new_number", RuleNumberNotAllowed},             // not the extension pattern
+		{"10 01", "new_number", RuleNumberNotAllowed},             // checkDial trusts no caller
+		{"(1001)", "new_number", RuleNumberNotAllowed},            // …
+		{"+1 202 555 0101", "new_number", RuleNumberNotAllowed},   // not normalised
+		{"+12025550101&Local/x@evil", "new_number", RuleNumberNotAllowed},
+		{"+1202555010１", "new_number", RuleNumberNotAllowed}, // a fullwidth digit
+		{"+" + strings.Repeat("1", 16), "new_number", RuleNumberNotAllowed},
+		{"", "new_number", RuleNumberNotAllowed},
+		{"+18005550199", "carrier-pigeon", RuleNumberTypeNotAllowed}, // unknown source: the guest rules
+	}
+	refused := 0
+	for _, tc := range cases {
+		d := userDial("u1", "c1", tc.number, tc.source)
+		if tc.source == "guest" {
+			d = guestDial("g1", "c1", tc.number)
+		}
+		if got := ruleOf(t, c.checkDial(context.Background(), d)); got != tc.want {
+			t.Errorf("%s %q: refused with %q, want %q", tc.source, tc.number, got, tc.want)
+		}
+		if tc.want != "" {
+			refused++
+		}
+	}
+	es, err := c.store.AuditEntries(context.Background(), storage.AuditFilter{Action: ActionDialRefused, Ascending: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != refused {
+		t.Fatalf("%d refusals audited, want %d", len(es), refused)
+	}
+	for _, e := range es {
+		if e.Rule == "" || e.ConversationID != "c1" || e.ActorID == "" || e.Source == "" {
+			t.Errorf("refusal audit entry lacks who, what or why: %+v", e)
+		}
+	}
+}
+
+func TestPolicy_ConfiguredCountriesTypesAndGuestRules(t *testing.T) {
+	c := policyController(t, noLimits(PolicyConfig{
+		AllowedCountries:      []string{"US", "+44"},
+		GuestAllowedCountries: []string{"US"},
+		BlockedTypes:          []phonenumbers.PhoneNumberType{phonenumbers.PREMIUM_RATE, phonenumbers.TOLL_FREE},
+		GuestAllowedTypes:     []phonenumbers.PhoneNumberType{phonenumbers.FIXED_LINE_OR_MOBILE, phonenumbers.TOLL_FREE},
+		GuestExtensions:       true,
+	}))
+	for _, tc := range []struct{ number, source, want string }{
+		{"+442079460958", "new_number", ""},                      // +44 allowed by calling code
+		{"+447911123456", "new_number", ""},                      // … Guernsey shares +44
+		{"+18005550199", "new_number", RuleNumberTypeNotAllowed}, // toll free blocked by configuration
+		{"+15005550123", "new_number", ""},                       // personal numbers no longer blocked
+		{"+442079460958", "guest", RuleCountryNotAllowed},        // guests: US only
+		{"+18005550199", "guest", ""},                            // guests: toll free allowed by configuration
+		{"+12025550101", "guest", ""},                            // FIXED_LINE_OR_MOBILE
+		{"1001", "guest", ""},                                    // extensions allowed for guests
+		{"+19005550123", "guest", RuleNumberTypeNotAllowed},      // not in the guest types
+	} {
+		d := userDial("u1", "c1", tc.number, tc.source)
+		if tc.source == "guest" {
+			d = guestDial("g1", "c1", tc.number)
+		}
+		if got := ruleOf(t, c.checkDial(context.Background(), d)); got != tc.want {
+			t.Errorf("%s %q: refused with %q, want %q", tc.source, tc.number, got, tc.want)
+		}
+	}
+}
+
+func TestPolicy_ConfigListsParseAndRefuseNonsense(t *testing.T) {
+	if got, err := ParseCountries(" US, gb ;+44 "); err != nil || strings.Join(got, "|") != "US|gb|+44" {
+		t.Errorf("ParseCountries: %v %v", got, err)
+	}
+	for _, bad := range []string{"XX", "USA", "+0", "+999", "+1234", "U$"} {
+		if _, err := ParseCountries(bad); err == nil {
+			t.Errorf("ParseCountries(%q) accepted", bad)
+		}
+	}
+	if got, err := ParseNumberTypes("premium_rate, Shared-Cost"); err != nil || len(got) != 2 || got[0] != phonenumbers.PREMIUM_RATE || got[1] != phonenumbers.SHARED_COST {
+		t.Errorf("ParseNumberTypes: %v %v", got, err)
+	}
+	if got, err := ParseNumberTypes("none"); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("ParseNumberTypes(none) = %#v, %v; want an empty, non-nil list", got, err)
+	}
+	if _, err := ParseNumberTypes("PREMIUM"); err == nil {
+		t.Errorf("ParseNumberTypes accepted PREMIUM")
+	}
+	if got, err := ParsePrefixes("+1 900, +44 (9)"); err != nil || strings.Join(got, "|") != "+1900|+449" {
+		t.Errorf("ParsePrefixes: %v %v", got, err)
+	}
+	for _, bad := range []string{"+", "+1&", "1900@x", "+44 9 /"} {
+		if _, err := ParsePrefixes(bad); err == nil {
+			t.Errorf("ParsePrefixes(%q) accepted", bad)
+		}
+	}
+	if err := (PolicyConfig{AllowedCountries: []string{"ZZ"}}).Check(); err == nil {
+		t.Errorf("Check accepted an unknown region")
+	}
+	if err := (PolicyConfig{DenyPrefixes: []string{"+1;x"}}).Check(); err == nil {
+		t.Errorf("Check accepted a bad prefix")
+	}
+	// A country entry that Check would refuse never widens the list.
+	c := policyController(t, noLimits(PolicyConfig{AllowedCountries: []string{"ZZ"}}))
+	if got := ruleOf(t, c.checkDial(context.Background(), userDial("u", "c", "+12025550101", "new_number"))); got != RuleCountryNotAllowed {
+		t.Errorf("with only a bad country configured, a US number gives %q", got)
+	}
+}
+
+// fakeClock is a policy clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (f *fakeClock) now() time.Time      { f.mu.Lock(); defer f.mu.Unlock(); return f.t }
+func (f *fakeClock) add(d time.Duration) { f.mu.Lock(); f.t = f.t.Add(d); f.mu.Unlock() }
+
+func TestPolicy_RateLimitsRefuseTheNPlusFirstUntilTheWindowMoves(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	p := noLimits(PolicyConfig{DialsPerUser: 3, DialsPerConversation: 5, GuestDialsPerConversation: 2, DialsTotal: 8, Window: time.Minute})
+	p.now = clk.now
+	c := policyController(t, p)
+	ctx := context.Background()
+	dial := func(d DialCheck) string {
+		t.Helper()
+		err := c.checkDial(ctx, d)
+		if err == nil {
+			c.dialed(ctx, d.Actor, d.ConversationID, dialTarget{userID: d.UserID, guestID: d.GuestID, number: d.Number, source: d.Source}, nil, errors.New("no leg in this test"))
+		}
+		return ruleOf(t, err)
+	}
+	// Per user: 3 a minute.
+	for i := 0; i < 3; i++ {
+		if got := dial(userDial("alice", "c1", "+12025550101", "published")); got != "" {
+			t.Fatalf("dial %d refused: %s", i+1, got)
+		}
+	}
+	if got := dial(userDial("alice", "c2", "+12025550101", "published")); got != RuleRateLimited {
+		t.Fatalf("4th dial of alice in the window: %q, want rate_limited", got)
+	}
+	// Another user is not held by alice's limit; the conversation's (5) is
+	// reached after two more.
+	for i := 0; i < 2; i++ {
+		if got := dial(userDial("bob", "c1", "+12025550111", "published")); got != "" {
+			t.Fatalf("bob's dial %d refused: %s", i+1, got)
+		}
+	}
+	if got := dial(userDial("carol", "c1", "+12025550121", "published")); got != RuleRateLimited {
+		t.Fatalf("6th dial of conversation c1: %q, want rate_limited", got)
+	}
+	// Guests of a conversation together: 2.
+	if got := dial(guestDial("g1", "c3", "+12025550131")); got != "" {
+		t.Fatal(got)
+	}
+	if got := dial(guestDial("g2", "c3", "+12025550132")); got != "" {
+		t.Fatal(got)
+	}
+	if got := dial(guestDial("g3", "c3", "+12025550133")); got != RuleRateLimited {
+		t.Fatalf("3rd guest dial in c3: %q, want rate_limited", got)
+	}
+	// The whole service: 8 (7 so far).
+	if got := dial(userDial("dave", "c4", "+12025550141", "published")); got != "" {
+		t.Fatal(got)
+	}
+	if got := dial(userDial("erin", "c5", "+12025550151", "published")); got != RuleRateLimited {
+		t.Fatalf("9th dial of the service: %q, want rate_limited", got)
+	}
+	// A minute later everything is free again.
+	clk.add(time.Minute + time.Second)
+	for _, d := range []DialCheck{userDial("alice", "c2", "+12025550101", "published"), userDial("carol", "c1", "+12025550121", "published"),
+		guestDial("g3", "c3", "+12025550133"), userDial("erin", "c5", "+12025550151", "published")} {
+		if got := dial(d); got != "" {
+			t.Fatalf("after the window, %+v still refused: %s", d, got)
+		}
+	}
+	if n := auditCount(t, c, ActionDialRefused); n != 4 {
+		t.Fatalf("%d refusals audited, want 4", n)
+	}
+}
+
+func TestPolicy_CapsCountLiveLegsAndDialsOnTheirWay(t *testing.T) {
+	p := noLimits(PolicyConfig{MaxLiveLegsPerUser: 2, MaxLiveLegsPerGuest: 1, MaxLiveLegsPerConversation: 3, MaxLiveLegs: 4})
+	c := policyController(t, p)
+	ctx := context.Background()
+	addLeg := func(conv string, user, guest *string, state string) *storage.Leg {
+		t.Helper()
+		now := time.Now().UTC()
+		l := &storage.Leg{ID: NewID(), ConferenceID: "conf-" + conv, ConversationID: conv, UserID: user, GuestID: guest,
+			Number: "+12025550101", State: state, CreatedAt: now, UpdatedAt: now}
+		if err := c.store.CreateLeg(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	alice, g1 := "alice", "g1"
+	// Alice has one connected leg and one ended one: one counts.
+	addLeg("c1", &alice, nil, storage.LegConnected)
+	addLeg("c1", &alice, nil, storage.LegEnded)
+	// A dial allowed but whose leg is not written yet counts too.
+	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c2", "+12025550102", "new_number"))); got != "" {
+		t.Fatal(got)
+	}
+	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c3", "+12025550103", "new_number"))); got != RuleTooManyCalls {
+		t.Fatalf("alice's 3rd call: %q, want too_many_calls", got)
+	}
+	// Its leg is written: the grant is released, the leg counts instead.
+	c.dialed(ctx, Actor{UserID: alice}, "c2", dialTarget{userID: &alice, number: "+12025550102", source: "new_number"},
+		addLeg("c2", &alice, nil, storage.LegDialing), nil)
+	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c3", "+12025550103", "new_number"))); got != RuleTooManyCalls {
+		t.Fatalf("alice's 3rd call, leg written: %q, want too_many_calls", got)
+	}
+	// A guest: one call at a time.
+	addLeg("c1", nil, &g1, storage.LegRinging)
+	if got := ruleOf(t, c.checkDial(ctx, guestDial("g1", "c1", "+12025550131"))); got != RuleTooManyCalls {
+		t.Fatalf("guest's 2nd call: %q", got)
+	}
+	// Conversation c1 has 2 live legs (alice, g1): one more fits, then no.
+	if got := ruleOf(t, c.checkDial(ctx, userDial("bob", "c1", "+12025550111", "published"))); got != "" {
+		t.Fatalf("3rd call in c1: %s", got)
+	}
+	if got := ruleOf(t, c.checkDial(ctx, userDial("carol", "c1", "+12025550121", "published"))); got != RuleTooManyCalls {
+		t.Fatalf("4th call in c1: %q", got)
+	}
+	// The service: alice ×2, g1, bob's grant = 4 = the cap.
+	if got := ruleOf(t, c.checkDial(ctx, userDial("dave", "c9", "+12025550141", "published"))); got != RuleTooManyCalls {
+		t.Fatalf("5th call of the service: %q", got)
+	}
+	// Bob's dial failed before its leg was written: released, room again.
+	bob := "bob"
+	c.dialed(ctx, Actor{UserID: bob}, "c1", dialTarget{userID: &bob, number: "+12025550111", source: "published"}, nil, errors.New("pbx down"))
+	if got := ruleOf(t, c.checkDial(ctx, userDial("dave", "c9", "+12025550141", "published"))); got != "" {
+		t.Fatalf("after a release: %s", got)
+	}
+	if n := auditCount(t, c, ActionDial); n != 1 {
+		t.Fatalf("%d dial-outs audited, want 1 (the one with a leg)", n)
+	}
+	if n := auditCount(t, c, ActionDialRefused); n != 5 {
+		t.Fatalf("%d refusals audited, want 5", n)
+	}
+}
+
+func TestPolicy_CapHoldsUnderConcurrentDials(t *testing.T) {
+	c := policyController(t, noLimits(PolicyConfig{MaxLiveLegs: 5}))
+	var allowed, refused atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 24; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.checkDial(context.Background(), userDial(fmt.Sprint("u", i), fmt.Sprint("c", i), "+12025550101", "published"))
+			if err == nil {
+				allowed.Add(1)
+			} else if e, ok := AsError(err); ok && e.Code == RuleTooManyCalls {
+				refused.Add(1)
+			} else {
+				t.Errorf("dial %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed.Load() != 5 || refused.Load() != 19 {
+		t.Fatalf("%d allowed, %d refused; want exactly 5 allowed by the cap", allowed.Load(), refused.Load())
+	}
+}
+
+func TestPolicy_DefaultsAreTheSafeOnes(t *testing.T) {
+	p := resolvePolicy(PolicyConfig{}, "GB")
+	if !p.countries.regions["GB"] || len(p.countries.regions) != 1 || len(p.countries.codes) != 0 {
+		t.Errorf("default countries %v, want the default region only", p.countries)
+	}
+	for _, typ := range DefaultBlockedTypes {
+		if !p.blocked[typ] {
+			t.Errorf("%s not blocked by default", NumberTypeName(typ))
+		}
+	}
+	if len(p.guestTypes) != 3 || p.guestExtensions || len(p.allow) != 0 {
+		t.Errorf("guest defaults: types %v, extensions %v, allow %v", p.guestTypes, p.guestExtensions, p.allow)
+	}
+	if p.maxLegsUser != defaultMaxLiveLegsPerUser || p.maxLegs != defaultMaxLiveLegs || p.dialsUser != defaultDialsPerUser ||
+		p.dialsTotal != defaultDialsTotal || p.guestDialsConv != defaultGuestDialsPerConversation || p.window != time.Minute {
+		t.Errorf("default limits %+v", p)
+	}
+	if off := resolvePolicy(noLimits(PolicyConfig{}), "US"); off.maxLegs != 0 || off.dialsUser != 0 {
+		t.Errorf("Unlimited does not switch limits off: %+v", off)
+	}
+}
+
+// The fuzz target runs Normalize and then checkDial, as a dial request
+// does, and checkDial alone on the raw input (a caller that forgot to
+// normalise): neither may panic, and whatever checkDial allows is a plain
+// number of an allowed country and type, or a configured extension, that
+// makes an ordinary dial string.
+func FuzzPolicy_NormalizeThenCheckDialAllowsOnlySafeNumbers(f *testing.F) {
+	for _, s := range []string{"+12025550101", "(202) 555-0101", "1001", "+19005550123", "+18765551234", "+1&x", "+１２", "@/",
+		"+442079460958", "+881612345678", "10 01", "", "+" + strings.Repeat("9", 20), "9001"} {
+		f.Add(s, uint8(0))
+		f.Add(s, uint8(3))
+	}
+	c := policyController(f, noLimits(PolicyConfig{DenyPrefixes: []string{"9"}}))
+	routes, _ := pbx.ParseRoutes(pbx.DefaultRoutes)
+	plain := regexp.MustCompile(`^(\+[0-9]{2,15}|[0-9]{4})$`)
+	sources := []string{"published", "new_number", "redirect", "guest", "", "something"}
+	f.Fuzz(func(t *testing.T, in string, src uint8) {
+		source := sources[int(src)%len(sources)]
+		d := userDial("u", "c", "", source)
+		if source == "guest" {
+			d = guestDial("g", "c", "")
+		}
+		check := func(number string) {
+			d.Number = number
+			err := c.checkDial(context.Background(), d)
+			if err != nil {
+				if e, ok := AsError(err); !ok || (e.Kind != KindForbidden && e.Kind != KindRateLimited) {
+					t.Fatalf("checkDial(%q): %v, want a refusal", number, err)
+				}
+				return
+			}
+			if !plain.MatchString(number) {
+				t.Fatalf("checkDial allowed %q: not a plain number", number)
+			}
+			if ds, err := routes.DialString(number); err != nil || ds != "PJSIP/"+number+"@trunk" {
+				t.Fatalf("allowed %q makes dial string %q, %v", number, ds, err)
+			}
+			if !strings.HasPrefix(number, "+") {
+				if isGuestSource(source) || strings.HasPrefix(number, "9") {
+					t.Fatalf("%s allowed extension %q", source, number)
+				}
+				return
+			}
+			num, err := phonenumbers.Parse(number, "")
+			if err != nil || phonenumbers.GetRegionCodeForNumber(num) != "US" {
+				t.Fatalf("allowed %q outside the US", number)
+			}
+			typ := phonenumbers.GetNumberType(num)
+			for _, b := range DefaultBlockedTypes {
+				if typ == b {
+					t.Fatalf("allowed %q of blocked type %s", number, NumberTypeName(typ))
+				}
+			}
+			if isGuestSource(source) && typ != phonenumbers.FIXED_LINE && typ != phonenumbers.MOBILE && typ != phonenumbers.FIXED_LINE_OR_MOBILE {
+				t.Fatalf("guest allowed %q of type %s", number, NumberTypeName(typ))
+			}
+		}
+		check(in)
+		if n, err := c.numbers.Normalize("number", in); err == nil {
+			check(n)
+		}
+	})
+}
