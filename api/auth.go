@@ -109,7 +109,7 @@ func (s *Server) createSession(c echo.Context) error {
 	}
 	c.SetCookie(&http.Cookie{
 		Name: sessionCookie, Value: tok, Path: "/", HttpOnly: true,
-		Secure: c.Scheme() == "https", SameSite: http.SameSiteLaxMode,
+		Secure: s.secureCookies(c), SameSite: http.SameSiteLaxMode,
 		Expires: time.Now().Add(30 * 24 * time.Hour),
 	})
 	return s.sessionAnswer(c, a, tok, http.StatusCreated)
@@ -134,6 +134,6 @@ func (s *Server) getSession(c echo.Context) error {
 
 func (s *Server) deleteSession(c echo.Context) error {
 	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1,
-		Secure: c.Scheme() == "https", SameSite: http.SameSiteLaxMode})
+		Secure: s.secureCookies(c), SameSite: http.SameSiteLaxMode})
 	return c.NoContent(http.StatusNoContent)
 }

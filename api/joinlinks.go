@@ -247,7 +247,7 @@ func (s *Server) joinAsGuest(c echo.Context) error {
 	}
 	out.CSRFToken = csrfToken(out.GuestToken)
 	c.SetCookie(&http.Cookie{Name: guestCookie, Value: out.GuestToken, Path: guestCookiePath, HttpOnly: true,
-		Secure: c.Scheme() == "https", SameSite: http.SameSiteStrictMode})
+		Secure: s.secureCookies(c), SameSite: http.SameSiteStrictMode})
 	return writeJSON(c, http.StatusCreated, out)
 }
 
@@ -367,7 +367,7 @@ func (s *Server) guestLeave(c echo.Context) error {
 		return err
 	}
 	c.SetCookie(&http.Cookie{Name: guestCookie, Value: "", Path: guestCookiePath, HttpOnly: true, MaxAge: -1,
-		Secure: c.Scheme() == "https", SameSite: http.SameSiteStrictMode})
+		Secure: s.secureCookies(c), SameSite: http.SameSiteStrictMode})
 	return c.NoContent(http.StatusNoContent)
 }
 

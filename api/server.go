@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -28,6 +30,10 @@ type Config struct {
 	PublicURL string
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
+	// TrustedProxies are the address ranges of reverse proxies whose
+	// X-Forwarded-For names the client. Empty: the connection's peer is the
+	// client, and no header can change that (rate limits, audit).
+	TrustedProxies []*net.IPNet
 	// Heartbeat is the SSE keep-alive comment interval (default 15 s).
 	Heartbeat time.Duration
 	Logger    *slog.Logger
@@ -57,6 +63,15 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	e.HideBanner, e.HidePort = true, true
 	s := &Server{cfg: cfg, ctl: ctl, echo: e, log: lg}
 	e.HTTPErrorHandler = s.errorHandler
+	e.IPExtractor = echo.ExtractIPDirect()
+	if len(cfg.TrustedProxies) > 0 {
+		var opts []echo.TrustOption
+		opts = append(opts, echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false))
+		for _, n := range cfg.TrustedProxies {
+			opts = append(opts, echo.TrustIPRange(n))
+		}
+		e.IPExtractor = echo.ExtractIPFromXFFHeader(opts...)
+	}
 	e.Use(s.recoverer, s.accessLog, s.securityHeaders)
 
 	e.GET("/healthz", s.healthz)
@@ -251,6 +266,13 @@ func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 		h.Set("X-Frame-Options", "DENY")
 		return next(c)
 	}
+}
+
+// secureCookies says whether cookies get the Secure flag: over HTTPS, or
+// when convoice is published at an https:// URL (behind a TLS-terminating
+// proxy whose address echo does not trust for X-Forwarded-Proto).
+func (s *Server) secureCookies(c echo.Context) bool {
+	return c.Scheme() == "https" || strings.HasPrefix(s.cfg.PublicURL, "https://")
 }
 
 // writeJSON answers with a pre-marshalled body.

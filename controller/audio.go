@@ -335,6 +335,21 @@ func (c *Controller) fullConferenceView(ctx context.Context, conf *storage.Confe
 	return v, nil
 }
 
+// moderatedConversation loads a conversation for a moderation request: a
+// participant's, or any for an admin (the admin token belongs to no user
+// and is in no conversation). Others get the unknown-id answer.
+func (c *Controller) moderatedConversation(ctx context.Context, a Actor, convID string) (*storage.Conversation, error) {
+	conv, _, err := c.member(ctx, a, convID)
+	if err == nil || !a.Admin {
+		return conv, err
+	}
+	conv, err = c.store.GetConversation(ctx, convID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, notFoundErr("conversation")
+	}
+	return conv, err
+}
+
 // isModerator: the organiser of the conversation, or an admin.
 func isModerator(a Actor, conv *storage.Conversation) bool {
 	return a.Admin || conv.CreatorID == a.UserID
@@ -343,7 +358,7 @@ func isModerator(a Actor, conv *storage.Conversation) bool {
 // EndAudio hangs up every leg and ends the conference; the IM conversation
 // goes on. Organiser (or admin) only.
 func (c *Controller) EndAudio(ctx context.Context, a Actor, convID string) error {
-	conv, _, err := c.member(ctx, a, convID)
+	conv, err := c.moderatedConversation(ctx, a, convID)
 	if err != nil {
 		return err
 	}

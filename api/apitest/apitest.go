@@ -58,6 +58,8 @@ type Options struct {
 	// ExternalARI is the ARI URL of an emulator running elsewhere (another
 	// process); with it no emulator is started here.
 	ExternalARI string
+	// PublicURL is the base URL convoice is published at (default: its own).
+	PublicURL string
 	// Routes are the dial routes (default pbx.DefaultRoutes).
 	Routes string
 	// Extensions is the internal-extension pattern (default none).
@@ -204,7 +206,7 @@ func (e *Env) start() {
 	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout,
 		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, Policy: e.policy(), Logger: e.logger("controller")},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
-	srv := api.New(api.Config{AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
+	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
 		Gatherer: reg, Logger: e.logger("api")}, e.Ctl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

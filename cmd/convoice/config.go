@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -20,27 +21,28 @@ import (
 // the environment or a file named by *_FILE, never from flags, which any
 // user of the machine can read in `ps`.
 type config struct {
-	Listen      string
-	DB          string
-	AdminToken  string
-	PublicURL   string
-	Region      string
-	PBX         string // emulator | asterisk | freeswitch
-	ARIURL      string
-	ARIUser     string
-	ARIPassword string
-	ARIApp      string
-	DialRoutes  string
-	ESLAddr     string
-	ESLPassword string
-	PBXNodes    string
-	Extensions  string
-	CallerName  string
-	CallerNum   string
-	RingTimeout time.Duration
-	LogFormat   string
-	LogLevel    string
-	NoSeed      bool
+	Listen         string
+	DB             string
+	AdminToken     string
+	PublicURL      string
+	Region         string
+	PBX            string // emulator | asterisk | freeswitch
+	ARIURL         string
+	ARIUser        string
+	ARIPassword    string
+	ARIApp         string
+	DialRoutes     string
+	ESLAddr        string
+	ESLPassword    string
+	PBXNodes       string
+	Extensions     string
+	CallerName     string
+	CallerNum      string
+	RingTimeout    time.Duration
+	TrustedProxies []*net.IPNet
+	LogFormat      string
+	LogLevel       string
+	NoSeed         bool
 	// Policy is the dial policy (CONVOICE_ALLOWED_COUNTRIES, …; env only).
 	Policy controller.PolicyConfig
 }
@@ -91,8 +93,20 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", env("CONVOICE_LOG_LEVEL", "info"), "debug, info, warn, error (CONVOICE_LOG_LEVEL)")
 	noSeed, _ := strconv.ParseBool(env("CONVOICE_NO_SEED", "false"))
 	fs.BoolVar(&c.NoSeed, "no-seed", noSeed, "do not seed the demo directory on an empty database with the emulator (CONVOICE_NO_SEED)")
+	proxies := env("CONVOICE_TRUSTED_PROXIES", "")
+	fs.StringVar(&proxies, "trusted-proxies", proxies, "CIDRs of reverse proxies whose X-Forwarded-For is believed (CONVOICE_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	for _, p := range strings.Split(proxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		_, n, err := net.ParseCIDR(p)
+		if err != nil {
+			return c, fmt.Errorf("CONVOICE_TRUSTED_PROXIES: %q is not a CIDR like 10.0.0.0/8", p)
+		}
+		c.TrustedProxies = append(c.TrustedProxies, n)
 	}
 	var err error
 	if c.RingTimeout, err = time.ParseDuration(ring); err != nil || c.RingTimeout < time.Second {

@@ -163,7 +163,8 @@ func runServe(args []string) error {
 	} else {
 		lg.Info("no CONVOICE_ADMIN_TOKEN: the admin API is closed (use `convoice user add` on this machine)")
 	}
-	srv := api.New(api.Config{AdminTokenHash: adminHash, PublicURL: cfg.PublicURL, Gatherer: reg, Logger: lg}, ctl)
+	srv := api.New(api.Config{AdminTokenHash: adminHash, PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies,
+		Gatherer: reg, Logger: lg}, ctl)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
