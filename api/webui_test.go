@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,9 +203,10 @@ func TestWebUI(t *testing.T) {
 
 	// --- A: Invite → Invite Someone → E (search, tick, OK).
 	pa.click("invite-button")
-	// Invite Using Email waits for join links (issue 5): not offered yet.
+	// The server has join links (its OpenAPI document describes POST
+	// …/join-links), so Invite Using Email is offered beside Invite Someone.
 	pa.waitVisible("invite-someone")
-	pa.waitHidden("invite-email")
+	pa.waitVisible("invite-email")
 	pa.click("invite-someone")
 	pa.waitVisible("invite-dialog")
 	pa.typeInto("invite-search", "Erin")
@@ -229,6 +231,12 @@ func TestWebUI(t *testing.T) {
 	pa.waitText("messages", "we'll keep notes here")
 	pa.waitInCall("audio-status-" + A.ID)
 	readme := pa.shot("a-conversation")
+
+	// --- Meet Now → the arrow beside Invite → Invite Using Email: a join
+	// link for someone outside the directory, who is admitted, called,
+	// muted, and ended by revoking the link.
+	guest := meetNowGuest(t, env, ui, convID, A, []*page{pa, pb, pc, pd})
+	pages = append(pages, guest)
 
 	// --- D's connection drops (stream included). While D is away, A hangs
 	// up C and writes; when D is back, D's window has caught up by itself.
@@ -344,6 +352,249 @@ func TestWebUI(t *testing.T) {
 	}
 
 	updateReadmeShot(t, readme)
+}
+
+// meetNowGuest is the join-link part of the story. A makes a link in the
+// Invite Using Email dialog (expiry and "organiser must admit" chosen
+// there), copies it and checks the ready e-mail; a guest opens it in a
+// browser of their own, gives a name and a number and waits in the lobby,
+// where every participant sees them with Admit and Refuse and nothing is
+// dialed; A admits them and every window shows their row ringing, then
+// connected; A mutes them; A revokes the link from the Meet Now list, which
+// ends the guest's session and call. It returns the guest's page.
+func meetNowGuest(t *testing.T, env *apitest.Env, ui *browser, convID string, A apitest.User, members []*page) *page {
+	t.Helper()
+	pa, pd := members[0], members[3]
+
+	// Meet Now opens its panel; the arrow beside Invite opens the menu with
+	// the keyboard's focus on its first item; End and Enter choose Invite
+	// Using Email.
+	pa.waitVisible("meet-now")
+	pa.click("meet-now")
+	pa.waitVisible("meet-now-panel")
+	pa.waitJS("Meet Now says it is expanded", elem("meet-now")+`.getAttribute("aria-expanded") === "true"`)
+	pa.waitVisible("join-links-empty")
+	pa.click("meet-invite-arrow")
+	pa.waitVisible("meet-invite-menu")
+	pa.waitJS("the menu has focus", `document.activeElement && document.activeElement.dataset.testid === "meet-invite-someone"`)
+	pa.do("go to Invite Using Email", chromedp.KeyEvent(kb.End))
+	pa.waitJS("Invite Using Email has focus", `document.activeElement && document.activeElement.dataset.testid === "meet-invite-email"`)
+	pa.do("choose Invite Using Email", chromedp.KeyEvent(kb.Enter))
+	pa.waitVisible("email-dialog")
+	pa.waitHidden("meet-invite-menu")
+	pa.waitJS("the dialog starts on the expiry", `document.activeElement && document.activeElement.dataset.testid === "join-link-expires"`)
+
+	// The options: one hour, and the organiser admits each guest.
+	pa.do("choose one hour", chromedp.SetValue(tid("join-link-expires"), "3600"))
+	pa.click("join-link-admit")
+	pa.click("join-link-make")
+	pa.waitVisible("join-link-result")
+	pa.waitJS("the join URL is shown", elem("join-link-url")+`.value.includes("/join/")`)
+	joinURL := eval[string](pa, elem("join-link-url")+`.value`)
+	u, err := url.Parse(joinURL)
+	if err != nil || u.Scheme != "http" || "http://"+u.Host != pa.base || !regexp.MustCompile(`^/join/[A-Za-z0-9_-]{43}$`).MatchString(u.Path) || u.RawQuery != "" || u.Fragment != "" {
+		t.Fatalf("the join URL %q is not %s/join/<256-bit token>", joinURL, pa.base)
+	}
+	pa.waitText("join-link-expiry", "admits them")
+
+	// Copy: the clipboard, or (when headless chromium refuses it) the whole
+	// link selected for Ctrl+C.
+	selected := fmt.Sprintf(`(() => {
+		const s = %s, i = %s;
+		return s.dataset.state === "selected" && s.textContent.includes("Ctrl+C") && document.activeElement === i &&
+			i.selectionStart === 0 && i.selectionEnd === i.value.length;
+	})()`, elem("join-link-copied"), elem("join-link-url"))
+	pa.click("join-link-copy")
+	pa.waitJS("the link is copied, or selected for copying", fmt.Sprintf(`(() => {
+		const s = %s;
+		return s.dataset.state === "copied" && s.textContent.includes("copied") || %s;
+	})()`, elem("join-link-copied"), selected))
+	// With the clipboard refused outright (no permission, and no copy
+	// command either), Copy still leaves the whole link selected and says so.
+	eval[bool](pa, `(() => {
+		navigator.clipboard.writeText = () => Promise.reject(new DOMException("refused", "NotAllowedError"));
+		document.execCommand = () => false;
+		return true;
+	})()`)
+	pa.do("move the selection away", chromedp.Focus(tid("join-link-copy")))
+	pa.click("join-link-copy")
+	pa.waitJS("the link is selected for Ctrl+C", selected)
+
+	// The e-mail: a well-formed mailto: (RFC 6068) whose body carries the URL.
+	href := attr(pa, "join-link-mailto", "href")
+	if !regexp.MustCompile(`^mailto:\?subject=[A-Za-z0-9._~%-]+&body=[A-Za-z0-9._~%-]+$`).MatchString(href) {
+		t.Fatalf("the e-mail link is not a well-formed mailto: URL: %q", href)
+	}
+	q, err := url.ParseQuery(strings.TrimPrefix(href, "mailto:?"))
+	if err != nil {
+		t.Fatalf("mailto query %q: %v", href, err)
+	}
+	subject, body := q.Get("subject"), q.Get("body")
+	if !strings.Contains(subject, "Quarterly plan") || !strings.Contains(body, "\r\n"+joinURL+"\r\n") ||
+		!strings.Contains(body, "Alice Archer") || !strings.Contains(body, "lets each guest in") {
+		t.Fatalf("the e-mail: subject %q, body %q; want the conversation's subject, and the URL and the admission in the body", subject, body)
+	}
+	if got := eval[string](pa, elem("join-link-subject")+`.textContent`); got != subject {
+		t.Fatalf("the dialog shows the subject %q, the e-mail has %q", got, subject)
+	}
+	if got := eval[string](pa, elem("join-link-body")+`.textContent`); !strings.Contains(got, joinURL) {
+		t.Fatalf("the dialog's e-mail text lacks the URL: %q", got)
+	}
+	pa.shot("a-invite-using-email")
+	pa.click("email-done")
+	pa.waitHidden("email-dialog")
+
+	// The link is in the Meet Now list, as made: one hour, with admission.
+	var links struct {
+		JoinLinks []struct {
+			ID               string    `json:"id"`
+			CreatedAt        time.Time `json:"created_at"`
+			ExpiresAt        time.Time `json:"expires_at"`
+			RequireAdmission bool      `json:"require_admission"`
+			State            string    `json:"state"`
+		} `json:"join_links"`
+	}
+	env.Must(200, "GET", "/api/v1/conversations/"+convID+"/join-links", A.Token, nil).JSON(t, &links)
+	if len(links.JoinLinks) != 1 || !links.JoinLinks[0].RequireAdmission || links.JoinLinks[0].State != "active" ||
+		links.JoinLinks[0].ExpiresAt.Sub(links.JoinLinks[0].CreatedAt).Round(time.Minute) != time.Hour {
+		t.Fatalf("join links = %+v, want one active for an hour with admission", links.JoinLinks)
+	}
+	linkID := links.JoinLinks[0].ID
+	pa.waitState("join-link-"+linkID, "active")
+	pa.waitText("join-link-"+linkID, "admitted one by one")
+	pa.waitVisible("revoke-" + linkID)
+
+	// The guest opens the URL in a browser of their own (phone-sized), gives
+	// a name and a number, clicks Call me, and waits in the lobby.
+	pg := ui.open(t, "G", env.URL, 375, 780)
+	pg.do("open the join link", chromedp.Navigate(joinURL))
+	pg.waitText("join-subject", "Quarterly plan")
+	pg.waitVisible("admission-note")
+	pg.typeInto("name-input", "Gina Green")
+	pg.typeInto("number-input", "+1 202 555 0155")
+	pg.click("call-me")
+	pg.waitText("lobby", "Waiting for the organiser")
+	pg.shot("g-lobby")
+
+	var guests struct {
+		Guests []struct{ ID, DisplayName, State string } `json:"guests"`
+	}
+	env.Must(200, "GET", "/api/v1/conversations/"+convID+"/guests", A.Token, nil).JSON(t, &guests)
+	if len(guests.Guests) != 1 || guests.Guests[0].State != "lobby" {
+		t.Fatalf("guests = %+v, want one in the lobby", guests.Guests)
+	}
+	gid := guests.Guests[0].ID
+	for _, p := range members { // everyone in the conversation may admit
+		p.waitText("lobby-guest-"+gid, "Gina Green")
+		p.waitVisible("admit-" + gid)
+		p.waitVisible("refuse-" + gid)
+	}
+	pa.waitText("activity", "Gina Green (guest) is waiting to join.")
+	pa.waitText("announcer", "Gina Green (guest) is waiting")
+	if w := eval[int](pd, `document.documentElement.scrollWidth`); w > 375 {
+		pd.shot("overflow-lobby")
+		t.Fatalf("D: the page is %d px wide on a 375 px screen with the lobby shown", w)
+	}
+	// On the phone-sized screen too: the lobby, and the Meet Now panel with
+	// the link, fit; Close gives the keyboard back to Meet Now.
+	pd.click("meet-now")
+	pd.waitState("join-link-"+linkID, "active")
+	if w := eval[int](pd, `document.documentElement.scrollWidth`); w > 375 {
+		pd.shot("overflow-meet-now")
+		t.Fatalf("D: the page is %d px wide on a 375 px screen with Meet Now open", w)
+	}
+	eval[bool](pd, elem("meet-now")+`.scrollIntoView(), true`)
+	pd.shot("d-guest-waiting")
+	pd.click("meet-invite-arrow")
+	pd.click("meet-invite-email")
+	pd.waitVisible("join-link-make")
+	if w := eval[int](pd, `Math.max(document.documentElement.scrollWidth, Math.ceil(`+elem("email-dialog")+`.getBoundingClientRect().right))`); w > 375 {
+		pd.shot("overflow-email-dialog")
+		t.Fatalf("D: the Invite Using Email dialog reaches %d px on a 375 px screen", w)
+	}
+	pd.shot("d-invite-using-email")
+	pd.do("close the dialog with Escape", chromedp.KeyEvent(kb.Escape))
+	pd.waitHidden("email-dialog")
+	pd.waitJS("the arrow beside Invite has focus again", `document.activeElement && document.activeElement.dataset.testid === "meet-invite-arrow"`)
+	pd.do("close Meet Now with the keyboard", chromedp.Focus(`#meet-now-close`), chromedp.KeyEvent(kb.Enter))
+	pd.waitHidden("meet-now-panel")
+	pd.waitJS("Meet Now has focus", `document.activeElement && document.activeElement.dataset.testid === "meet-now"`)
+
+	// A second guest (joining through the API) waits too; A refuses them:
+	// they leave the lobby everywhere and are never dialed.
+	var rex struct {
+		Guest struct{ ID, State string } `json:"guest"`
+	}
+	env.Must(201, "POST", "/api/v1/join/"+strings.TrimPrefix(u.Path, "/join/"), "",
+		map[string]string{"display_name": "Rex Random", "number": "+1 202 555 0166"}).JSON(t, &rex)
+	if rex.Guest.State != "lobby" {
+		t.Fatalf("the second guest is %q, want lobby", rex.Guest.State)
+	}
+	pa.waitText("lobby-guest-"+rex.Guest.ID, "Rex Random")
+	pa.shot("a-guests-waiting")
+	pa.click("refuse-" + rex.Guest.ID)
+	for _, p := range members {
+		p.waitHidden("lobby-guest-" + rex.Guest.ID)
+	}
+	pa.waitText("activity", "Rex Random (guest) was not admitted.")
+	pa.waitJS("focus stays in the lobby", `document.activeElement && document.activeElement.dataset.testid === "admit-`+gid+`"`)
+	for _, l := range legsOf(t, env, convID, A.Token) {
+		if l.Number == "+12025550155" || l.Number == "+12025550166" {
+			t.Fatalf("a guest was dialed before being admitted (%s)", l.Number)
+		}
+	}
+
+	// A admits: the guest's row shows "ringing", then "connected", in every
+	// window (and the lobby empties everywhere).
+	pa.click("admit-" + gid)
+	for _, p := range members {
+		p.waitHidden("lobby-guest-" + gid)
+	}
+	pa.waitJS(`the guest's row shows "ringing"`, fmt.Sprintf(`(() => {
+		const s = %s, log = %s;
+		return (s && s.dataset.state === "ringing") || log.textContent.includes("Gina Green (guest)’s phone is ringing.");
+	})()`, elem("audio-status-"+gid), elem("activity")))
+	for _, p := range members {
+		p.waitInCall("audio-status-" + gid)
+		p.waitText("participant-"+gid, "Gina Green")
+		p.waitText("guest-tag-"+gid, "guest")
+	}
+	pa.waitText("participant-"+gid, "+1 202 555 0155")
+	pg.waitState("call-state", "connected")
+
+	// Moderation works on a guest: A mutes them, and may hang them up.
+	pa.click("mute-" + gid)
+	for _, p := range members {
+		p.waitState("audio-status-"+gid, "muted")
+	}
+	pa.waitVisible("hangup-" + gid)
+	pa.waitHidden("join-links-empty")
+	pa.shot("a-guest-connected")
+
+	// A revokes the link (asked first: a guest is in with it). The guest's
+	// session and call end; every window shows their row as left.
+	pa.click("revoke-" + linkID)
+	pa.waitVisible("revoke-confirm-" + linkID)
+	pa.click("revoke-confirm-" + linkID)
+	pa.waitState("join-link-"+linkID, "revoked")
+	pa.waitHidden("revoke-" + linkID)
+	for _, p := range members {
+		p.waitState("audio-status-"+gid, "left")
+		p.waitText("guest-tag-"+gid, "left")
+	}
+	pa.waitText("participant-"+gid, "withdrawn")
+	pg.waitText("ended-text", "withdrawn")
+	pa.shot("a-link-revoked")
+	pg.shot("g-ended")
+	if st := env.Do("GET", "/api/v1/join/"+strings.TrimPrefix(u.Path, "/join/"), "", nil).Status; st != 404 {
+		t.Fatalf("the revoked link answers %d, want 404", st)
+	}
+	if w := eval[int](pg, `document.documentElement.scrollWidth`); w > 375 {
+		t.Fatalf("G: the guest page is %d px wide on a 375 px screen", w)
+	}
+	pa.click("meet-now")
+	pa.waitHidden("meet-now-panel")
+	return pg
 }
 
 // updateReadmeShot copies the conversation-window screenshot to the one the

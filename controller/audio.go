@@ -128,67 +128,23 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 		invitation *storage.Invitation
 	)
 	now := time.Now().UTC()
-	err := c.store.InTx(ctx, func(tx *storage.Store) error {
-		var err error
-		conf, err = tx.ActiveConference(ctx, conv.ID)
-		if errors.Is(err, storage.ErrNotFound) {
-			node, perr := c.placeConference(ctx)
-			if perr != nil {
-				return perr
-			}
-			conf = &storage.Conference{ID: NewID(), ConversationID: conv.ID, State: storage.ConferenceActive,
-				Node: node.Name, CreatedBy: a.UserID, CreatedAt: now}
-			if err := tx.CreateConference(ctx, conf); err != nil {
-				return err
-			}
-			newConf = true
-			if err := appendEvent(ctx, tx, conv.ID, "audio.started", conferenceView(conf)); err != nil {
-				return err
-			}
-		} else if err != nil {
+	var err error
+	// On PostgreSQL two requests (or replicas) may both find no conference
+	// and both start one; the partial unique index lets one win, and the
+	// other runs its transaction again and joins that conference.
+	for attempt := 0; ; attempt++ {
+		err = c.store.InTx(ctx, func(tx *storage.Store) error {
+			var err error
+			conf, leg, newConf, invitation, err = c.dialTx(ctx, tx, conv, a, t, before, now)
 			return err
+		})
+		if !errors.Is(err, errConferenceRace) || attempt == 2 {
+			break
 		}
-		if before != nil {
-			if err := before(tx, conf); err != nil {
-				return err
-			}
-		}
-		if t.userID != nil {
-			if l, err := tx.LiveLegOfUser(ctx, conf.ID, *t.userID); err == nil {
-				return &Error{Kind: KindConflict, Code: "already_in_audio",
-					Message: fmt.Sprintf("a call to %s is already %s in this conference; hang it up first", l.Number, l.State)}
-			} else if !errors.Is(err, storage.ErrNotFound) {
-				return err
-			}
-		}
-		legID := t.legID
-		if legID == "" {
-			legID = NewID()
-		}
-		leg = &storage.Leg{ID: legID, ConferenceID: conf.ID, ConversationID: conv.ID, UserID: t.userID,
-			GuestID: t.guestID, InvitationID: t.invitationID, Node: conf.Node, Number: t.number,
-			State: storage.LegDialing, CreatedAt: now, UpdatedAt: now}
-		if err := tx.CreateLeg(ctx, leg); err != nil {
-			return err
-		}
-		if err := appendEvent(ctx, tx, conv.ID, "leg.updated", legView(leg)); err != nil {
-			return err
-		}
-		if t.userID != nil && t.invitationID == nil {
-			// Joining directly answers one's own pending invitation.
-			if inv, err := tx.PendingInvitation(ctx, conf.ID, *t.userID); err == nil {
-				inv.LegID = &leg.ID
-				if err := c.setInvitationState(ctx, tx, inv, storage.InvitationAccepted); err != nil {
-					return err
-				}
-				invitation = inv
-			}
-		}
-		if newConf {
-			return c.inviteOthers(ctx, tx, conv, conf, a.UserID, t.userID)
-		}
-		return nil
-	})
+	}
+	if errors.Is(err, errConferenceRace) {
+		err = conflict("audio_starting", "the audio of this conversation is being started by someone else; try again")
+	}
 	c.dialed(ctx, a, conv.ID, t, leg, err)
 	if err != nil {
 		return JoinResult{}, err
@@ -382,6 +338,9 @@ func (c *Controller) EndAudio(ctx context.Context, a Actor, convID string) error
 func (c *Controller) endConference(ctx context.Context, conf *storage.Conference, reason string) error {
 	ended := false
 	err := c.store.InTx(ctx, func(tx *storage.Store) error {
+		if err := tx.LockConversation(ctx, conf.ConversationID); err != nil {
+			return err
+		}
 		var err error
 		ended, err = c.endConferenceTx(ctx, tx, conf, reason)
 		if err != nil {
@@ -698,6 +657,9 @@ func (c *Controller) SetLegMute(ctx context.Context, a Actor, legID string, mute
 	}
 	var out LegView
 	err = c.store.InTx(ctx, func(tx *storage.Store) error {
+		if err := tx.LockConversation(ctx, l.ConversationID); err != nil {
+			return err
+		}
 		cur, err := tx.GetLegForUpdate(ctx, l.ID)
 		if err != nil {
 			return err
@@ -742,6 +704,9 @@ func (c *Controller) HangupLeg(ctx context.Context, a Actor, legID string) error
 		reason = "hung up by the participant"
 	}
 	err = c.store.InTx(ctx, func(tx *storage.Store) error {
+		if err := tx.LockConversation(ctx, l.ConversationID); err != nil {
+			return err
+		}
 		cur, err := tx.GetLegForUpdate(ctx, l.ID)
 		if err != nil {
 			return err
@@ -776,4 +741,99 @@ func (c *Controller) hangupOnPBX(ctx context.Context, conf *storage.Conference, 
 	if err != nil {
 		c.log.Warn("hangup on pbx failed; the watchdog and resync will retry", "leg", l.ID, "err", err)
 	}
+}
+
+// errConferenceRace: another transaction started the conversation's
+// conference first (PostgreSQL); dial runs its transaction again.
+var errConferenceRace = errors.New("conference started concurrently")
+
+// dialTx is dial's transaction: find (and lock) or start the conference,
+// refuse a second live leg, record the leg, invite the others.
+func (c *Controller) dialTx(ctx context.Context, tx *storage.Store, conv *storage.Conversation, a Actor, t dialTarget,
+	before func(tx *storage.Store, conf *storage.Conference) error, now time.Time,
+) (conf *storage.Conference, leg *storage.Leg, newConf bool, invitation *storage.Invitation, err error) {
+	// The conversation's lock first (see storage.LockConversation): then
+	// its last leg ending cannot end the conference under us.
+	if err := tx.LockConversation(ctx, conv.ID); err != nil {
+		return nil, nil, false, nil, err
+	}
+	conf, err = tx.ActiveConference(ctx, conv.ID)
+	if err == nil {
+		conf, err = tx.LockConference(ctx, conf.ID)
+		if err == nil && conf.State != storage.ConferenceActive {
+			err = storage.ErrNotFound
+		}
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		node, perr := c.placeConference(ctx)
+		if perr != nil {
+			return nil, nil, false, nil, perr
+		}
+		conf = &storage.Conference{ID: NewID(), ConversationID: conv.ID, State: storage.ConferenceActive,
+			Node: node.Name, CreatedBy: a.UserID, CreatedAt: now}
+		if err := tx.CreateConference(ctx, conf); err != nil {
+			if errors.Is(err, storage.ErrConflict) {
+				return nil, nil, false, nil, errConferenceRace
+			}
+			return nil, nil, false, nil, err
+		}
+		newConf = true
+		if err := appendEvent(ctx, tx, conv.ID, "audio.started", conferenceView(conf)); err != nil {
+			return nil, nil, false, nil, err
+		}
+	} else if err != nil {
+		return nil, nil, false, nil, err
+	}
+	if before != nil {
+		if err := before(tx, conf); err != nil {
+			return nil, nil, false, nil, err
+		}
+	}
+	alreadyIn := func(l *storage.Leg) error {
+		return &Error{Kind: KindConflict, Code: "already_in_audio",
+			Message: fmt.Sprintf("a call to %s is already %s in this conference; hang it up first", l.Number, l.State)}
+	}
+	if t.userID != nil {
+		if l, err := tx.LiveLegOfUser(ctx, conf.ID, *t.userID); err == nil {
+			return nil, nil, false, nil, alreadyIn(l)
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return nil, nil, false, nil, err
+		}
+	}
+	legID := t.legID
+	if legID == "" {
+		legID = NewID()
+	}
+	leg = &storage.Leg{ID: legID, ConferenceID: conf.ID, ConversationID: conv.ID, UserID: t.userID,
+		GuestID: t.guestID, InvitationID: t.invitationID, Node: conf.Node, Number: t.number,
+		State: storage.LegDialing, CreatedAt: now, UpdatedAt: now}
+	if err := tx.CreateLeg(ctx, leg); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			// The unique index of live legs: a concurrent request (another
+			// replica, a double click on PostgreSQL) placed this person's
+			// call first.
+			return nil, nil, false, nil, &Error{Kind: KindConflict, Code: "already_in_audio",
+				Message: "a call to you is already being placed in this conference"}
+		}
+		return nil, nil, false, nil, err
+	}
+	if err := appendEvent(ctx, tx, conv.ID, "leg.updated", legView(leg)); err != nil {
+		return nil, nil, false, nil, err
+	}
+	if t.userID != nil && t.invitationID == nil {
+		// Joining directly answers one's own pending invitation.
+		if inv, err := tx.PendingInvitation(ctx, conf.ID, *t.userID); err == nil {
+			inv.LegID = &leg.ID
+			if err := c.setInvitationState(ctx, tx, inv, storage.InvitationAccepted); err != nil {
+				return nil, nil, false, nil, err
+			}
+			invitation = inv
+		}
+	}
+	if newConf {
+		if err := c.inviteOthers(ctx, tx, conv, conf, a.UserID, t.userID); err != nil {
+			return nil, nil, false, nil, err
+		}
+	}
+	return conf, leg, newConf, invitation, nil
 }

@@ -210,3 +210,31 @@ func (s *Store) FinishIdempotency(ctx context.Context, scope, key string, status
 	return s.q(ctx).Model(&IdempotencyRecord{}).Where("scope = ? AND key = ?", scope, key).
 		Updates(map[string]any{"status": status, "body": body}).Error
 }
+
+// LockConference takes the conference's row lock for the rest of the
+// transaction on PostgreSQL, so that "the last leg ended, end the
+// conference" and "a new leg joins" are decided one after the other even on
+// different replicas. SQLite transactions are already one at a time.
+func (s *Store) LockConference(ctx context.Context, id string) (*Conference, error) {
+	if s.dialect == "postgres" {
+		return s.conference(ctx, `id = ? FOR UPDATE`, id)
+	}
+	return s.conference(ctx, `id = ?`, id)
+}
+
+// LockConversation takes the conversation's row lock on PostgreSQL. Every
+// transaction that changes a conversation's state takes it first: they all
+// append to the conversation's event log (which locks that row) and most
+// also lock a leg or the conference, so taking the conversation first gives
+// one lock order and no deadlock. SQLite transactions are one at a time.
+func (s *Store) LockConversation(ctx context.Context, id string) error {
+	if s.dialect != "postgres" {
+		return nil
+	}
+	var got string
+	row, err := s.queryRowRaw(ctx, `SELECT id FROM conversations WHERE id = ? FOR UPDATE`, id)
+	if err != nil {
+		return err
+	}
+	return rowErr(row.Scan(&got))
+}

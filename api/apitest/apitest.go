@@ -8,12 +8,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -21,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver, for FreshPostgres
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/convoice/convoice/api"
@@ -112,6 +116,9 @@ func Start(t testing.TB, opts Options) *Env {
 	t.Helper()
 	if opts.DB == "" {
 		opts.DB = filepath.Join(t.TempDir(), "convoice.db")
+		if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
+			opts.DB = FreshPostgres(t, pg)
+		}
 	}
 	if opts.Timing.Ring == 0 {
 		opts.Timing = emuphone.Timing{Ring: 50 * time.Millisecond, Hold: 500 * time.Millisecond, SlowRing: time.Second}
@@ -662,4 +669,30 @@ func (e *Env) PBXFarEndHangup(legID string) error {
 		return e.ESL.FarEndHangup(legID)
 	}
 	return e.Emu.FarEndHangup(legID)
+}
+
+// FreshPostgres creates an empty database on the server of dsn (the suite
+// runs a second time on PostgreSQL with CONVOICE_TEST_POSTGRES set), drops
+// it when the test ends, and returns its DSN.
+func FreshPostgres(t testing.TB, dsn string) string {
+	t.Helper()
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	name := fmt.Sprintf("t_%d_%d", time.Now().UnixNano(), os.Getpid())
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		admin.Close()
+		t.Fatalf("create database: %v", err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("CONVOICE_TEST_POSTGRES: %v", err)
+	}
+	u.Path = "/" + name
+	t.Cleanup(func() {
+		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Close()
+	})
+	return u.String()
 }
