@@ -91,6 +91,22 @@ func (h *Hub) Poke(convID string, seq int64) {
 	}
 }
 
+// PokeAll makes every listener re-read the store (notifications from other
+// replicas may have been missed).
+func (h *Hub) PokeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, subs := range h.subs {
+		for s := range subs {
+			s.mu.Lock()
+			s.lagged = true
+			s.queue = nil
+			s.mu.Unlock()
+			s.wake()
+		}
+	}
+}
+
 func (s *Subscription) push(ev storage.Event) {
 	s.mu.Lock()
 	if ev.Seq > s.maxSeen {

@@ -148,6 +148,11 @@ func (s *Store) AppendEvent(ctx context.Context, convID, typ, data string) (Even
 		ev.ConversationID, ev.Seq, ev.Type, ev.Data, ev.CreatedAt); err != nil {
 		return Event{}, err
 	}
+	if s.dialect == "postgres" {
+		if err := s.notifyEvent(ctx, convID, seq); err != nil {
+			return Event{}, err
+		}
+	}
 	*s.pending = append(*s.pending, ev)
 	return ev, nil
 }

@@ -17,8 +17,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -223,6 +225,7 @@ func (e *Env) start() {
 	e.URL = "http://" + ln.Addr().String()
 	e.srv = &http.Server{Handler: srv}
 	go e.srv.Serve(ln)
+	go store.ListenEvents(ctx, e.opts.DB, e.Ctl.Hub().Poke, e.Ctl.Hub().PokeAll)
 	e.runDone = make(chan struct{})
 	go func() { _ = e.Ctl.Run(ctx); close(e.runDone) }()
 	if e.Driver != nil {
@@ -695,4 +698,50 @@ func FreshPostgres(t testing.TB, dsn string) string {
 		admin.Close()
 	})
 	return u.String()
+}
+
+// Postgres returns the DSN of an empty PostgreSQL database for a test that
+// needs one whatever the suite runs on: a fresh database on
+// CONVOICE_TEST_POSTGRES when set, else on a throw-away cluster started
+// with lab/pg-test-cluster.sh (Debian's postgresql package must be
+// installed: .ci/run installs it).
+func Postgres(t testing.TB) string {
+	t.Helper()
+	if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
+		return FreshPostgres(t, pg)
+	}
+	script, err := filepath.Abs(filepath.Join(repoRoot(t), "lab", "pg-test-cluster.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("convoice-pg-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	out, err := exec.Command("bash", script, "start", dir, strconv.Itoa(port)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cannot start a PostgreSQL for this test (apt-get install -y postgresql): %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("bash", script, "stop", dir).Run() })
+	return strings.TrimSpace(string(out))
+}
+
+func repoRoot(t testing.TB) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test's directory")
+		}
+		dir = parent
+	}
 }

@@ -171,6 +171,9 @@ func runServe(args []string) error {
 		return err
 	}
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	// With several replicas on one PostgreSQL, every replica's event
+	// streams hear of what the others committed.
+	go store.ListenEvents(ctx, cfg.DB, ctl.Hub().Poke, ctl.Hub().PokeAll)
 	runDone := make(chan struct{})
 	go func() {
 		_ = ctl.Run(ctx)
