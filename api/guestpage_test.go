@@ -8,12 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/convoice/convoice/api/apitest"
@@ -198,9 +195,7 @@ type gpPage struct {
 	t    *testing.T
 	name string
 	ctx  context.Context
-
-	mu   sync.Mutex
-	errs []string
+	pageProblems
 }
 
 func (b *gpBrowser) open(t *testing.T, name string) *gpPage {
@@ -212,35 +207,6 @@ func (b *gpBrowser) open(t *testing.T, name string) *gpPage {
 		t.Fatalf("%s: open a tab: %v", name, err)
 	}
 	return p
-}
-
-func (p *gpPage) onEvent(ev any) {
-	switch ev := ev.(type) {
-	case *runtime.EventExceptionThrown:
-		d := ev.ExceptionDetails
-		msg := d.Text
-		if d.Exception != nil && d.Exception.Description != "" {
-			msg = d.Exception.Description
-		}
-		p.addProblem(fmt.Sprintf("script error: %s (%s:%d)", msg, d.URL, d.LineNumber))
-	case *log.EventEntryAdded:
-		e := ev.Entry
-		if e.Level == log.EntryLevelError && (e.Source == log.EntrySourceSecurity || e.Source == log.EntrySourceJavascript) {
-			p.addProblem(fmt.Sprintf("%s: %s", e.Source, e.Text))
-		}
-	}
-}
-
-func (p *gpPage) addProblem(s string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.errs = append(p.errs, s)
-}
-
-func (p *gpPage) problems() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.errs...)
 }
 
 const gpWait = 20 * time.Second

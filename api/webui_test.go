@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -731,9 +729,7 @@ type page struct {
 	ctx   context.Context
 	base  string
 	proxy *cutProxy
-
-	mu   sync.Mutex
-	errs []string
+	pageProblems
 }
 
 func (b *browser) open(t *testing.T, name, target string, w, h int64) *page {
@@ -751,37 +747,6 @@ func (b *browser) open(t *testing.T, name, target string, w, h int64) *page {
 	}
 	p.do("set the viewport", chromedp.EmulateViewport(w, h, vp...))
 	return p
-}
-
-func (p *page) onEvent(ev any) {
-	switch ev := ev.(type) {
-	case *runtime.EventExceptionThrown:
-		d := ev.ExceptionDetails
-		msg := d.Text
-		if d.Exception != nil && d.Exception.Description != "" {
-			msg = d.Exception.Description
-		}
-		p.addProblem(fmt.Sprintf("script error: %s (%s:%d)", msg, d.URL, d.LineNumber))
-	case *log.EventEntryAdded:
-		e := ev.Entry
-		// Network errors are expected while the test cuts the connection;
-		// a CSP refusal or a script error is not.
-		if e.Level == log.EntryLevelError && (e.Source == log.EntrySourceSecurity || e.Source == log.EntrySourceJavascript) {
-			p.addProblem(fmt.Sprintf("%s: %s", e.Source, e.Text))
-		}
-	}
-}
-
-func (p *page) addProblem(s string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.errs = append(p.errs, s)
-}
-
-func (p *page) problems() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.errs...)
 }
 
 func (p *page) userID(users map[*page]apitest.User) string { return users[p].ID }
