@@ -385,13 +385,19 @@ func (c *Controller) ListMessages(ctx context.Context, a Actor, convID, cursor s
 	if _, _, err := c.member(ctx, a, convID); err != nil {
 		return MessagePage{}, err
 	}
-	var after int64
+	return c.messagePage(ctx, convID, 0, cursor, limit)
+}
+
+// messagePage reads one page of a conversation's messages after cursor,
+// never at or before floor (a guest sees nothing from before they joined).
+func (c *Controller) messagePage(ctx context.Context, convID string, floor int64, cursor string, limit int) (MessagePage, error) {
+	after := floor
 	if cursor != "" {
 		v, err := strconv.ParseInt(cursor, 10, 64)
 		if err != nil || v < 0 {
 			return MessagePage{}, invalid("cursor", "cursor: %q is not a cursor from this API", cursor)
 		}
-		after = v
+		after = max(after, v)
 	}
 	if limit <= 0 {
 		limit = 50

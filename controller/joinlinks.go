@@ -916,32 +916,7 @@ func (c *Controller) GuestMessages(ctx context.Context, ga GuestActor, cursor st
 	if err := requireAdmitted(g); err != nil {
 		return MessagePage{}, err
 	}
-	after := g.SinceMessageID
-	if cursor != "" {
-		v, err := strconv.ParseInt(cursor, 10, 64)
-		if err != nil || v < 0 {
-			return MessagePage{}, invalid("cursor", "cursor: %q is not a cursor from this API", cursor)
-		}
-		after = max(after, v)
-	}
-	if limit <= 0 {
-		limit = 50
-	}
-	if limit > 500 {
-		return MessagePage{}, invalid("limit", "limit: at most 500")
-	}
-	ms, more, err := c.store.Messages(ctx, g.ConversationID, after, limit)
-	if err != nil {
-		return MessagePage{}, err
-	}
-	page := MessagePage{Messages: make([]MessageView, 0, len(ms))}
-	for i := range ms {
-		page.Messages = append(page.Messages, messageView(&ms[i]))
-	}
-	if more {
-		page.NextCursor = strconv.FormatInt(ms[len(ms)-1].ID, 10)
-	}
-	return page, nil
+	return c.messagePage(ctx, g.ConversationID, g.SinceMessageID, cursor, limit)
 }
 
 // GuestPostMessage posts an IM message as the guest. The author name says
