@@ -98,7 +98,7 @@ func (c *Controller) transition(ctx context.Context, legID string, f func(l *sto
 		return
 	}
 	err := c.store.InTx(ctx, func(tx *storage.Store) error {
-		l, err := tx.GetLegForUpdate(ctx, legID)
+		l, err := lockLeg(ctx, tx, legID)
 		if err != nil {
 			return err
 		}
@@ -115,12 +115,25 @@ func (c *Controller) transition(ctx context.Context, legID string, f func(l *sto
 	}
 }
 
+// lockLeg loads a leg for change: its conversation's lock first, then the
+// leg's (the lock order of every transaction, see LockConversation).
+func lockLeg(ctx context.Context, tx *storage.Store, legID string) (*storage.Leg, error) {
+	l, err := tx.GetLeg(ctx, legID)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.LockConversation(ctx, l.ConversationID); err != nil {
+		return nil, err
+	}
+	return tx.GetLegForUpdate(ctx, legID)
+}
+
 // endLeg records that a leg is gone from the PBX, and ends the conference
 // when it was the last live leg.
 func (c *Controller) endLeg(ctx context.Context, legID string, cause int, causeText, reason string) {
 	var ended *storage.Conference
 	err := c.store.InTx(ctx, func(tx *storage.Store) error {
-		l, err := tx.GetLegForUpdate(ctx, legID)
+		l, err := lockLeg(ctx, tx, legID)
 		if err != nil {
 			return err
 		}
@@ -129,9 +142,11 @@ func (c *Controller) endLeg(ctx context.Context, legID string, cause int, causeT
 		}
 		now := time.Now().UTC()
 		l.State = endStateFor(l, cause)
-		l.Cause, l.CauseText, l.EndedAt, l.Talking = cause, causeText, &now, false
+		// Clipped to their columns: PostgreSQL refuses a longer value,
+		// and the leg would stay live (a reason can quote a PBX error).
+		l.Cause, l.CauseText, l.EndedAt, l.Talking = cause, clip(causeText, maxCauseText), &now, false
 		if reason != "" && l.EndReason == "" {
-			l.EndReason = reason
+			l.EndReason = clip(reason, maxEndReason)
 		}
 		if err := tx.SaveLeg(ctx, l); err != nil {
 			return err
@@ -162,6 +177,13 @@ func (c *Controller) endLeg(ctx context.Context, legID string, cause int, causeT
 		c.destroyOnPBX(ctx, ended)
 	}
 }
+
+// Column sizes of legs.cause_text and legs.end_reason (storage.Leg); clip
+// (audit.go) cuts on a character boundary.
+const (
+	maxCauseText = 100
+	maxEndReason = 200
+)
 
 // failLeg ends a leg that never reached the PBX (or that the PBX refused).
 func (c *Controller) failLeg(ctx context.Context, legID string, cause int, causeText, reason string) {
@@ -250,9 +272,11 @@ func (c *Controller) resyncOnce(ctx context.Context, nodeName string) error {
 		s, there := onPBX[l.ID]
 		switch {
 		case !there:
-			// Its originate may still be on the way: leave young legs to
-			// the next resync or the watchdog.
-			if started.Sub(l.CreatedAt) < c.cfg.ResyncYoungLeg {
+			// A leg the PBX reported alive (ringing, connected) before
+			// this snapshot was asked for is gone. One it has said
+			// nothing about may still have its originate on the way:
+			// leave young ones to the next resync or the watchdog.
+			if !aliveBefore(&l, started) && started.Sub(l.CreatedAt) < c.cfg.ResyncYoungLeg {
 				continue
 			}
 			fix("leg_gone")
@@ -322,16 +346,70 @@ func (c *Controller) resyncOnce(ctx context.Context, nodeName string) error {
 	return nil
 }
 
+// aliveBefore reports whether the PBX said the leg's call existed (it rang
+// or was answered) before t.
+func aliveBefore(l *storage.Leg, t time.Time) bool {
+	return (l.RingingAt != nil && l.RingingAt.Before(t)) || (l.ConnectedAt != nil && l.ConnectedAt.Before(t))
+}
+
+// periodicResync is how often every ready node is reconciled even when no
+// link event asked for it: the safety net for PBX requests that failed
+// while the link stayed up (a hangup or a room's end that timed out during
+// a blip), which the next resync retries.
+const periodicResync = 30 * time.Second
+
+// hangupRetry: a leg we hung up (or whose conference we ended) that is
+// still live this long after is hung up again by a resync; the PBX may not
+// have taken the first request.
+const hangupRetry = 3 * time.Second
+
+// hangupsPending reports whether a node has legs we hung up that are still
+// live after hangupRetry.
+func (c *Controller) hangupsPending(ctx context.Context, node string) bool {
+	legs, err := c.store.AllLiveLegs(ctx, node)
+	if err != nil {
+		return false
+	}
+	old := time.Now().Add(-hangupRetry)
+	for _, l := range legs {
+		if l.HangupRequested && l.UpdatedAt.Before(old) {
+			return true
+		}
+	}
+	return false
+}
+
 // watchdog ends legs the PBX has said nothing about for too long: a leg
 // cannot stay "dialing" or "ringing" forever even if the PBX goes silent.
+// It also resyncs a node that becomes ready again without a reconnect (a
+// blip of unanswered pings: the link never dropped, so no link event comes,
+// but PBX requests may have failed meanwhile), a node with hangups that
+// did not take (checked every few seconds), and every node every
+// periodicResync.
 func (c *Controller) watchdog(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	wasReady := map[string]bool{}
+	lastResync := time.Now()
+	tick := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		periodic := time.Since(lastResync) >= periodicResync
+		if periodic {
+			lastResync = time.Now()
+		}
+		tick++
+		for _, n := range c.nodes {
+			ready := n.Driver.Status().Ready
+			was, seen := wasReady[n.Name]
+			wasReady[n.Name] = ready
+			if ready && ((seen && !was) || periodic || (tick%3 == 0 && c.hangupsPending(ctx, n.Name))) {
+				go c.Resync(ctx, n.Name)
+			}
 		}
 		limit := c.cfg.RingTimeout + c.cfg.RingGrace
 		legs, err := c.store.StaleRingingLegs(ctx, time.Now().UTC().Add(-limit))

@@ -48,7 +48,9 @@
 // ping got an answer from a booted Asterisk before the next round: the first
 // proves the websocket's TCP connection is alive (x/net/websocket swallows
 // pongs, so the driver watches the bytes read on the connection), the second
-// that Asterisk is not wedged behind a live socket. After one missed round
+// that Asterisk is not wedged behind a live socket (an answer to any other
+// REST request during the round counts too: a busy Asterisk may answer the
+// ping itself late, and it is not wedged). After one missed round
 // Status is not Ready (Dial fails fast with pbx.ErrUnavailable); after two
 // consecutive missed rounds the websocket is closed, pbx.EventLinkDown is
 // emitted and the driver reconnects. A peer that stops answering is

@@ -62,6 +62,13 @@ type leg struct {
 	connected bool
 	ended     bool
 	cancelled bool // we asked for the hangup
+	shutdown  bool // Asterisk is hanging it up because it shuts down / restarts
+	// abandoned: our originate got no answer (timeout), so Dial reported
+	// failure and the controller ended the leg, yet Asterisk may have
+	// placed the call. If the channel shows up it is hung up, never
+	// bridged: nobody may sit in a conference as a leg the store calls
+	// failed.
+	abandoned bool
 	muted     bool
 	endedAt   time.Time
 	bridgedAt time.Time // last successful addChannel (or found bridged)
@@ -271,8 +278,26 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 		if d.legs[req.LegID] == l {
 			delete(d.legs, req.LegID)
 		}
+	case st == 0 && !l.ended:
+		// No answer: the outcome is unknown (or an event already proved
+		// the call exists), and the caller is told the call failed. Keep
+		// the leg as abandoned so that a channel under this id is hung
+		// up, never reported or bridged (see answered, markRinging).
+		l.abandoned, l.endedAt = true, time.Now()
 	}
+	abandoned := l.abandoned && err != nil
 	d.mu.Unlock()
+	if abandoned {
+		// Cancel the call in case Asterisk placed it (404 if not); in
+		// the background: the caller has waited long enough.
+		go func() {
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.RequestTimeout)
+			defer cancel()
+			if err := d.rest.do(hctx, http.MethodDelete, "/channels/"+pathEsc(req.LegID), nil, nil, nil); err == nil {
+				log.Warn("hung up a call whose originate had timed out")
+			}
+		}()
+	}
 
 	if err != nil {
 		err = classify(what, err, statusMap{conflict: pbx.ErrExists})
@@ -425,7 +450,7 @@ func (d *Driver) forgetOld(olderThan time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for id, l := range d.legs {
-		if l.ended && l.endedAt.Before(cut) {
+		if (l.ended || l.abandoned) && l.endedAt.Before(cut) {
 			delete(d.legs, id)
 		}
 	}

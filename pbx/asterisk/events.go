@@ -115,7 +115,21 @@ type head struct {
 	Peer *struct {
 		ID string `json:"id"`
 	} `json:"peer"`
+	// ChannelHangupRequest: Asterisk's soft-hangup flag, not Q.850.
+	Cause int  `json:"cause"`
+	Soft  bool `json:"soft"`
 }
+
+// softHangupShutdown is Asterisk's AST_SOFTHANGUP_SHUTDOWN flag: the cause
+// of the soft ChannelHangupRequest that `core restart` / `core stop` sends
+// for every channel before it goes (recordings f_*). Our DELETE shows 32
+// (AST_SOFTHANGUP_EXPLICIT).
+const softHangupShutdown = 4
+
+// reasonPBXRestarted is the end reason of a leg hung up because the PBX
+// shut down or restarted (the controller uses the same words when a
+// restart is only noticed after the fact).
+const reasonPBXRestarted = "pbx restarted"
 
 // dispatch is called by the websocket reader for every frame. It never
 // blocks: a full shard queue counts the frame lost. It returns false when
@@ -144,6 +158,13 @@ func (d *Driver) dispatch(raw []byte) bool {
 		}
 	case "ApplicationReplaced":
 		return false
+	case "ChannelHangupRequest":
+		// Only the shutdown flag matters: the leg is ending because
+		// Asterisk is going down, which its ChannelDestroyed (cause 16)
+		// does not say.
+		if h.Soft && h.Cause == softHangupShutdown && h.Channel != nil {
+			chanID = h.Channel.ID
+		}
 	default:
 		// ChannelVarset, ChannelHangupRequest (its cause is a soft flag,
 		// not Q.850), bridge enter/leave, BridgeDestroyed (not
@@ -247,6 +268,14 @@ func (d *Driver) handleEvent(ctx context.Context, chanID string, ev ari.Event) {
 		d.answered(ctx, chanID, confID, at, nil)
 	case *ari.StasisEnd:
 		// Nothing to report: ChannelDestroyed follows with the cause.
+	case *ari.ChannelHangupRequest:
+		if e.Soft && e.Cause == softHangupShutdown {
+			d.mu.Lock()
+			if l := d.legs[chanID]; l != nil && !l.ended {
+				l.shutdown = true
+			}
+			d.mu.Unlock()
+		}
 	case *ari.ChannelDestroyed:
 		d.mu.Lock()
 		l := d.legFor(chanID)
@@ -256,11 +285,14 @@ func (d *Driver) handleEvent(ctx context.Context, chanID string, ev ari.Event) {
 		}
 		l.ended, l.endedAt = true, time.Now()
 		l.placed = true
-		cancelled, confID := l.cancelled, l.conf
+		cancelled, shutdown, confID := l.cancelled, l.shutdown, l.conf
 		d.mu.Unlock()
 		reason := ""
-		if cancelled {
+		switch {
+		case cancelled:
 			reason = "hung up by convoice"
+		case shutdown:
+			reason = reasonPBXRestarted
 		}
 		d.log.Info("leg ended", "leg", chanID, "cause", e.Cause, "cause_txt", e.CauseTxt, "cancelled", cancelled)
 		d.emit(pbx.Event{Type: pbx.EventEnded, LegID: chanID, ConferenceID: confID,
@@ -275,7 +307,14 @@ func (d *Driver) handleEvent(ctx context.Context, chanID string, ev ari.Event) {
 func (d *Driver) markRinging(chanID string, at time.Time) {
 	d.mu.Lock()
 	l := d.legFor(chanID)
-	if l.ringing || l.connected || l.ended {
+	if l.abandoned && !l.ended && !l.ringing {
+		l.ringing, l.placed = true, true // hang up once
+		d.mu.Unlock()
+		d.log.Warn("a call whose originate timed out is ringing: hanging it up", "leg", chanID)
+		d.hangupQuietly(context.Background(), chanID)
+		return
+	}
+	if l.ringing || l.connected || l.ended || l.abandoned {
 		d.mu.Unlock()
 		return
 	}
@@ -326,8 +365,14 @@ func (d *Driver) answered(ctx context.Context, chanID, argConf string, at time.T
 		c = d.confs[confID]
 	}
 	confEnded := c != nil && c.ended
+	abandoned := l.abandoned && !l.ended
 	d.mu.Unlock()
 	log := d.log.With("leg", chanID, "conference", confID)
+	if abandoned {
+		log.Warn("a call whose originate timed out answered: hanging it up, not joining it")
+		d.hangupQuietly(ctx, chanID)
+		return
+	}
 	if skip {
 		return
 	}

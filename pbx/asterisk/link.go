@@ -306,8 +306,9 @@ func (d *Driver) supervise(ctx context.Context, ws *websocket.Conn, lc *liveConn
 	defer tick.Stop()
 
 	type round struct {
-		sent   time.Duration
-		restOK atomic.Bool
+		sent     time.Duration
+		sentWall time.Time
+		restOK   atomic.Bool
 	}
 	var pending *round
 	misses := 0
@@ -324,7 +325,10 @@ func (d *Driver) supervise(ctx context.Context, ws *websocket.Conn, lc *liveConn
 		}
 		if pending != nil {
 			wsOK := lc.readSince(pending.sent)
-			if wsOK && pending.restOK.Load() {
+			// REST lives if the ping was answered, or if any other
+			// request was: a busy Asterisk may answer the ping late.
+			restOK := pending.restOK.Load() || d.rest.answeredSince(pending.sentWall)
+			if wsOK && restOK {
 				if misses > 0 {
 					d.setStatus(true, "connected to "+d.cfg.URL)
 					d.log.Info("ARI answers pings again")
@@ -346,7 +350,7 @@ func (d *Driver) supervise(ctx context.Context, ws *websocket.Conn, lc *liveConn
 				d.log.Warn("ARI ping unanswered", "what", what)
 			}
 		}
-		r := &round{sent: lc.now()}
+		r := &round{sent: lc.now(), sentWall: time.Now()}
 		pending = r
 		_ = lc.SetWriteDeadline(time.Now().Add(interval))
 		if _, err := ws.Write([]byte("convoice")); err != nil {

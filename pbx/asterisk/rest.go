@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/convoice/convoice/pbx"
@@ -60,6 +61,18 @@ type restClient struct {
 	password string
 	timeout  time.Duration
 	http     *http.Client
+
+	// origin and lastAnswer (ns since origin) tell when a booted Asterisk
+	// last answered any request: under load the supervisor's own ping may
+	// wait behind other requests that are being answered.
+	origin     time.Time
+	lastAnswer atomic.Int64
+}
+
+// answeredSince reports whether any request got an answer from a booted
+// Asterisk at or after t.
+func (c *restClient) answeredSince(t time.Time) bool {
+	return time.Duration(c.lastAnswer.Load()) >= t.Sub(c.origin)
 }
 
 func newRESTClient(base, user, password string, timeout time.Duration) *restClient {
@@ -73,7 +86,8 @@ func newRESTClient(base, user, password string, timeout time.Duration) *restClie
 		timeout:  timeout,
 		// No Client.Timeout: every request carries a context deadline
 		// (the caller's, bounded by timeout).
-		http: &http.Client{Transport: tr},
+		http:   &http.Client{Transport: tr},
+		origin: time.Now(),
 	}
 }
 
@@ -120,6 +134,9 @@ func (c *restClient) doTimeout(ctx context.Context, timeout time.Duration, metho
 		return &APIError{Method: method, Path: path, Err: err}
 	}
 	defer resp.Body.Close()
+	if st := resp.StatusCode; st != http.StatusUnauthorized && st != http.StatusForbidden && st < 502 {
+		c.lastAnswer.Store(int64(time.Since(c.origin)))
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		return &APIError{Method: method, Path: path, Err: fmt.Errorf("reading answer: %w", err)}

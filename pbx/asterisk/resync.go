@@ -186,7 +186,7 @@ func (d *Driver) resync(ctx context.Context, reconnect bool, startup string) err
 	// never placed: forget it.
 	d.mu.Lock()
 	for _, id := range unplaced {
-		if l := d.legs[id]; l != nil && !l.placed && !l.dialing && !l.ended {
+		if l := d.legs[id]; l != nil && !l.placed && !l.dialing && !l.ended && !l.abandoned {
 			if _, ok := st.channels[id]; !ok {
 				delete(d.legs, id)
 			}

@@ -15,6 +15,10 @@ import (
 	"github.com/convoice/convoice/pbx"
 )
 
+// reasonPBXRestarted is the end reason of a leg hung up because
+// FreeSWITCH shut down or restarted.
+const reasonPBXRestarted = "pbx restarted"
+
 // Channel variables we set on every originate.
 const (
 	varNode = "convoice_node"       // the event filter's key
@@ -135,7 +139,17 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 		return nil
 	}
 	d.mu.Lock()
-	delete(d.legs, req.LegID)
+	if err != nil && !errors.Is(err, errUnsent) {
+		// The originate went out and no answer came: FreeSWITCH may
+		// place the call. Keep the leg as abandoned (see apply) and try
+		// to cancel it now, in the background.
+		if l := d.legs[req.LegID]; l != nil {
+			l.abandoned, l.endedAt = true, time.Now()
+		}
+		go d.killAbandoned(req.LegID)
+	} else {
+		delete(d.legs, req.LegID)
+	}
 	d.mu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -327,6 +341,25 @@ func (d *Driver) EndConference(ctx context.Context, conferenceID string) error {
 
 func isNotFound(err error) bool { return errors.Is(err, pbx.ErrNotFound) }
 
+// killAbandoned hangs up a call whose originate we reported failed, if
+// FreeSWITCH placed it after all.
+func (d *Driver) killAbandoned(legID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.RequestTimeout)
+	defer cancel()
+	err := d.Hangup(ctx, legID)
+	switch {
+	case err == nil:
+		d.mu.Lock()
+		if l := d.legs[legID]; l != nil {
+			l.killed = true
+		}
+		d.mu.Unlock()
+		d.log.Warn("hung up a call whose originate had timed out", "leg", legID)
+	case !isNotFound(err):
+		d.log.Warn("hanging up a call whose originate had timed out failed; resync will retry", "leg", legID, "err", err)
+	}
+}
+
 // ---- events ---------------------------------------------------------------
 
 // apply maps one FreeSWITCH event onto our legs; dispatcher goroutine only.
@@ -351,6 +384,17 @@ func (d *Driver) apply(ev *eventsocket.Event) {
 		d.mu.Unlock()
 		return
 	}
+	if l.abandoned {
+		// A call whose originate we reported failed: never reported, hung
+		// up as soon as it shows.
+		if name == "CHANNEL_HANGUP_COMPLETE" {
+			l.ended = true
+		} else if !l.killed {
+			go d.killAbandoned(l.id)
+		}
+		d.mu.Unlock()
+		return
+	}
 	at := eventTime(ev)
 	var out []pbx.Event
 	switch name {
@@ -365,7 +409,14 @@ func (d *Driver) apply(ev *eventsocket.Event) {
 		out = append(out, d.connectedLocked(l, at)...)
 	case "CHANNEL_HANGUP_COMPLETE":
 		cause := ev.Get("Hangup-Cause")
-		out = append(out, d.endLocked(l, causeCode(cause, ev.Get("variable_hangup_cause_q850")), cause, "", at))
+		reason := ""
+		if cause == "SYSTEM_SHUTDOWN" && !l.cancelled {
+			// FreeSWITCH hangs every call up this way when it stops or
+			// restarts (recordings g_*): say so, as the controller does
+			// when a restart is only noticed after the fact.
+			reason = reasonPBXRestarted
+		}
+		out = append(out, d.endLocked(l, causeCode(cause, ev.Get("variable_hangup_cause_q850")), cause, reason, at))
 	case "CUSTOM":
 		if ev.Get("Event-Subclass") != "conference::maintenance" {
 			break
@@ -444,6 +495,11 @@ func (d *Driver) backgroundJob(ev *eventsocket.Event) {
 	d.mu.Lock()
 	l := d.legs[m[1]]
 	if l == nil || l.ended {
+		d.mu.Unlock()
+		return
+	}
+	if l.abandoned {
+		l.ended = true // the originate failed after all: nothing to hang up
 		d.mu.Unlock()
 		return
 	}
@@ -635,6 +691,14 @@ func (d *Driver) reconcile(snap pbx.Snapshot, reconnect bool) {
 	}
 	for _, l := range live {
 		ls, ok := have[l.id]
+		if l.abandoned {
+			if ok {
+				go d.killAbandoned(l.id)
+			} else if reconnect {
+				l.ended = true
+			}
+			continue
+		}
 		if !ok {
 			if reconnect {
 				out = append(out, d.endLocked(l, 0, "", "gone from FreeSWITCH while the event link was down", now))

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fiorix/go-eventsocket/eventsocket"
@@ -182,11 +183,51 @@ type eslConn struct {
 	onLost  func(reason string)
 
 	wmu     sync.Mutex // serialises writes and the order of pending replies
-	pending []chan frame
+	pending []pendingReply
+
+	// origin and lastRead (ns since origin) tell when bytes last arrived:
+	// a server that keeps sending is alive even when the answer to a
+	// command is queued behind a burst of events.
+	origin   time.Time
+	lastRead atomic.Int64
 
 	done    chan struct{}
 	errOnce sync.Once
 	err     error
+}
+
+// pendingReply is a command waiting for its reply, with when it was sent
+// (since origin).
+type pendingReply struct {
+	ch   chan frame
+	sent time.Duration
+}
+
+// liveReader notes when bytes arrive on the connection.
+type liveReader struct{ c *eslConn }
+
+func (r liveReader) Read(p []byte) (int, error) {
+	n, err := r.c.nc.Read(p)
+	if n > 0 {
+		r.c.lastRead.Store(int64(time.Since(r.c.origin)))
+	}
+	return n, err
+}
+
+func (c *eslConn) now() time.Duration { return time.Since(c.origin) }
+
+// readSince reports whether bytes arrived at or after t (since origin).
+func (c *eslConn) readSince(t time.Duration) bool { return time.Duration(c.lastRead.Load()) >= t }
+
+// oldestWait is how long the oldest command still waiting for its reply
+// has waited (0: none waits).
+func (c *eslConn) oldestWait() time.Duration {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.pending) == 0 {
+		return 0
+	}
+	return c.now() - c.pending[0].sent
 }
 
 // dial connects and authenticates. The password is only written to the
@@ -197,7 +238,8 @@ func dial(ctx context.Context, addr, password string, timeout time.Duration) (*e
 	if err != nil {
 		return nil, err
 	}
-	c := &eslConn{nc: nc, br: bufio.NewReader(nc), timeout: timeout, done: make(chan struct{})}
+	c := &eslConn{nc: nc, timeout: timeout, done: make(chan struct{}), origin: time.Now()}
+	c.br = bufio.NewReader(liveReader{c})
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
 	defer stop()
 	_ = nc.SetDeadline(time.Now().Add(timeout))
@@ -285,7 +327,7 @@ func (c *eslConn) readLoop() {
 			c.wmu.Lock()
 			var w chan frame
 			if len(c.pending) > 0 {
-				w, c.pending = c.pending[0], c.pending[1:]
+				w, c.pending = c.pending[0].ch, c.pending[1:]
 			}
 			c.wmu.Unlock()
 			if w == nil {
@@ -316,6 +358,11 @@ func (c *eslConn) readLoop() {
 	}
 }
 
+// errUnsent marks a request error where the command never went out whole
+// (the connection was already closed, or the write failed): the server
+// cannot have run it. Any other request error leaves that open.
+var errUnsent = errors.New("command not sent")
+
 // request sends one command and waits for its reply. A timeout means the
 // server stopped answering: the connection is closed so that the
 // supervisor reconnects. A cancelled ctx leaves the reply to be dropped.
@@ -328,17 +375,18 @@ func (c *eslConn) request(ctx context.Context, cmd string) (frame, error) {
 	select {
 	case <-c.done:
 		c.wmu.Unlock()
-		return frame{}, c.err
+		return frame{}, fmt.Errorf("%w: %w", errUnsent, c.err)
 	default:
 	}
-	c.pending = append(c.pending, w)
+	sent := c.now()
+	c.pending = append(c.pending, pendingReply{ch: w, sent: sent})
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
 	_, err := io.WriteString(c.nc, cmd+"\n\n")
 	c.wmu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("sending %s: %w", commandName(cmd), err)
 		c.fail(err)
-		return frame{}, err
+		return frame{}, fmt.Errorf("%w: %w", errUnsent, err)
 	}
 	t := time.NewTimer(c.timeout)
 	defer t.Stop()
@@ -350,6 +398,14 @@ func (c *eslConn) request(ctx context.Context, cmd string) (frame, error) {
 	case <-ctx.Done():
 		return frame{}, ctx.Err()
 	case <-t.C:
+		if c.readSince(sent) {
+			// Frames keep coming: FreeSWITCH lives and the answer is
+			// queued behind them (a burst of events). The caller gets
+			// its timeout; the connection stays, the late answer is
+			// dropped when it comes. (A server that sends but never
+			// answers is caught by the supervisor: oldestWait.)
+			return frame{}, fmt.Errorf("no answer to %s within %s (FreeSWITCH is busy sending events)", commandName(cmd), c.timeout)
+		}
 		err := fmt.Errorf("no answer to %s for %s", commandName(cmd), c.timeout)
 		c.fail(err)
 		return frame{}, err
@@ -365,7 +421,7 @@ func (c *eslConn) close() {
 	}
 	w := make(chan frame, 1)
 	c.wmu.Lock()
-	c.pending = append(c.pending, w)
+	c.pending = append(c.pending, pendingReply{ch: w, sent: c.now()})
 	_ = c.nc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	_, err := io.WriteString(c.nc, "exit\n\n")
 	c.wmu.Unlock()

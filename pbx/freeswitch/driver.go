@@ -28,6 +28,9 @@ const (
 	DefaultPingInterval   = 2 * time.Second
 	// MaxBackoff caps the wait between reconnection attempts.
 	MaxBackoff = 5 * time.Second
+	// stallFactor×RequestTimeout is how long a command may wait for its
+	// reply behind a stream of events before the server counts as wedged.
+	stallFactor = 5
 	// maxQueue bounds the events waiting for the handler; past it events
 	// are dropped and counted (FreeSWITCH's own listener queue is 100000).
 	maxQueue = 100000
@@ -160,6 +163,12 @@ type leg struct {
 	connected bool
 	muted     bool
 	cancelled bool // we asked for the hangup
+	// abandoned: the originate went out but got no answer in time, so
+	// Dial reported failure (the controller ended the leg), yet FreeSWITCH
+	// may run it. If the call shows up it is hung up and never reported:
+	// nobody may sit in a room as a leg the store calls failed.
+	abandoned bool
+	killed    bool // an abandoned call was hung up
 	ended     bool
 	endedAt   time.Time
 }
@@ -309,9 +318,17 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 			d.emitLink(pbx.Event{Type: pbx.EventLinkDown, Reason: reason, At: time.Now()})
 			return true, c.Err()
 		case <-ping.C:
-			// A command that gets no answer closes the connection (see
-			// request), so a hung server is noticed within
-			// PingInterval+RequestTimeout.
+			// A command that gets no answer while nothing else arrives
+			// closes the connection (see request), so a hung server is
+			// noticed within PingInterval+RequestTimeout. One that keeps
+			// sending events but answers no command for
+			// stallFactor×RequestTimeout is wedged too.
+			if w := c.oldestWait(); w > 0 {
+				if w > stallFactor*d.cfg.RequestTimeout {
+					c.fail(fmt.Errorf("no answer to a command for %s while events keep coming", w.Round(time.Millisecond)))
+				}
+				continue // a command is still waiting: no need to ask more
+			}
 			_, _ = c.request(ctx, "api status")
 		}
 	}
@@ -445,7 +462,7 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		case <-t.C:
 			d.mu.Lock()
 			for id, l := range d.legs {
-				if l.ended && time.Since(l.endedAt) > 10*time.Minute {
+				if (l.ended || l.abandoned) && time.Since(l.endedAt) > 10*time.Minute {
 					delete(d.legs, id)
 				}
 			}
