@@ -145,8 +145,8 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 	if errors.Is(err, errConferenceRace) {
 		err = conflict("audio_starting", "the audio of this conversation is being started by someone else; try again")
 	}
-	c.dialed(ctx, a, conv.ID, t, leg, err)
 	if err != nil {
+		c.dialed(ctx, a, conv.ID, t, nil, err) // releases the dial's reservation
 		return JoinResult{}, err
 	}
 	node, err := c.nodeOf(conf)
@@ -834,6 +834,9 @@ func (c *Controller) dialTx(ctx context.Context, tx *storage.Store, conv *storag
 		if err := c.inviteOthers(ctx, tx, conv, conf, a.UserID, t.userID); err != nil {
 			return nil, nil, false, nil, err
 		}
+	}
+	if err := c.dialedTx(ctx, tx, a, conv.ID, t, leg); err != nil {
+		return nil, nil, false, nil, err
 	}
 	return conf, leg, newConf, invitation, nil
 }

@@ -165,8 +165,12 @@ func (c *Controller) PBXStatus() []NodeStatus {
 	return out
 }
 
-// Ready reports whether at least one PBX node can take calls.
+// Ready reports whether at least one PBX node can take calls, and
+// convoice is not draining (so a load balancer stops sending new calls).
 func (c *Controller) Ready() bool {
+	if c.draining.Load() {
+		return false
+	}
 	for _, n := range c.nodes {
 		if n.Driver.Status().Ready {
 			return true

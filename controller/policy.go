@@ -677,25 +677,37 @@ func (c *Controller) countDial(ctx context.Context, tx *storage.Store, p *policy
 // counts for itself), and a written leg is audited as a dial-out.
 func (c *Controller) dialed(ctx context.Context, a Actor, convID string, t dialTarget, leg *storage.Leg, err error) {
 	ctx = context.WithoutCancel(ctx)
+	werr := c.store.InTx(ctx, func(tx *storage.Store) error {
+		if err != nil || leg == nil {
+			return tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.number)
+		}
+		return c.dialedTx(ctx, tx, a, convID, t, leg)
+	})
+	if werr != nil {
+		c.log.Error("recording a dial-out failed", "conversation", convID, "err", werr)
+	}
+}
+
+// dialedTx records a leg's dial-out in the transaction that creates the
+// leg: the audit entry, and the dial's reservation released (the live leg
+// counts from now on). Doing it there keeps a second write transaction out
+// of the path between the request and the originate.
+func (c *Controller) dialedTx(ctx context.Context, tx *storage.Store, a Actor, convID string, t dialTarget, leg *storage.Leg) error {
+	if err := tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.number); err != nil {
+		return err
+	}
+	return c.AuditTx(ctx, tx, AuditEntry{Actor: a, GuestID: deref(t.guestID), Action: ActionDial, ConversationID: convID,
+		TargetID: leg.ID, Number: t.number, Source: t.source, Detail: numberKind(t.number)})
+}
+
+func dialScope(convID string, t dialTarget) storage.DialScope {
 	sc := storage.DialScope{ConversationID: convID}
 	if t.guestID != nil {
 		sc.GuestID = *t.guestID
 	} else if t.userID != nil {
 		sc.UserID = *t.userID
 	}
-	werr := c.store.InTx(ctx, func(tx *storage.Store) error {
-		if err := tx.ReleaseDialGrant(ctx, sc, t.number); err != nil {
-			return err
-		}
-		if err != nil || leg == nil {
-			return nil
-		}
-		return c.AuditTx(ctx, tx, AuditEntry{Actor: a, GuestID: deref(t.guestID), Action: ActionDial, ConversationID: convID,
-			TargetID: leg.ID, Number: t.number, Source: t.source, Detail: numberKind(t.number)})
-	})
-	if werr != nil {
-		c.log.Error("recording a dial-out failed", "conversation", convID, "err", werr)
-	}
+	return sc
 }
 
 // auditRefusal records a refused dial (in tx when given).

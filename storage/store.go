@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mattn/go-sqlite3"
 	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
@@ -77,7 +78,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
 	}
-	s := &Store{log: lg}
+	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}}
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"
@@ -94,7 +95,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		if bt <= 0 {
 			bt = 10 * time.Second
 		}
-		s.db, err = gorm.Open(sqlite.Open(sqliteDSN(dsn, bt)), gcfg)
+		s.db, err = gorm.Open(sqlite.New(sqlite.Config{DriverName: sqliteDriver, DSN: sqliteDSN(dsn, bt)}), gcfg)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", dsn, err)
 		}
@@ -110,9 +111,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s.stmts = &stmtCache{db: sqlDB, stmts: map[string]*sql.Stmt{}}
 	if s.dialect == "sqlite" {
+		go s.checkpointer(s.stopW)
 		s.writes = make(chan *writeReq, 1024)
-		s.stopW = make(chan struct{})
-		s.closeOnce = &sync.Once{}
 		go s.runWriter(s.stopW)
 	}
 	if err := s.migrate(ctx); err != nil {
@@ -143,7 +143,10 @@ func sqliteDSN(path string, busy time.Duration) string {
 	set("_foreign_keys", "on")
 	set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
 	set("_txlock", "immediate")
-	set("_synchronous", "NORMAL")
+	// FULL: a commit is on disk before it returns, so an event is durable
+	// before anyone is told of it, even across a power cut. Group commit
+	// makes that one fsync per batch of transactions.
+	set("_synchronous", "FULL")
 	if !strings.HasPrefix(base, "file:") {
 		base = "file:" + base
 	}
@@ -155,9 +158,7 @@ func (s *Store) Dialect() string { return s.dialect }
 
 // Close closes the database.
 func (s *Store) Close() error {
-	if s.stopW != nil {
-		s.closeOnce.Do(func() { close(s.stopW) })
-	}
+	s.closeOnce.Do(func() { close(s.stopW) })
 	sqlDB, err := s.db.DB()
 	if err != nil {
 		return err
@@ -341,4 +342,43 @@ func notFound(err error) error {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
 	return err
+}
+
+// sqliteDriver is mattn/go-sqlite3 with automatic WAL checkpoints turned
+// off on every connection: SQLite would otherwise run the checkpoint (copy
+// the WAL into the database file and fsync it) inside the commit of
+// whichever transaction crosses 1,000 pages, stalling that commit and every
+// request queued behind the single writer (measured: 150 ms stalls).
+// checkpointer does it in the background instead.
+const sqliteDriver = "sqlite3_convoice"
+
+func init() {
+	sql.Register(sqliteDriver, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		_, err := c.Exec("PRAGMA wal_autocheckpoint = 0", nil)
+		return err
+	}})
+}
+
+// checkpointInterval is how often the WAL is copied back in the background.
+const checkpointInterval = time.Second
+
+// checkpointer runs PASSIVE checkpoints, which never wait for or block the
+// writer or readers, until stop is closed.
+func (s *Store) checkpointer(stop <-chan struct{}) {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return
+	}
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if _, err := sqlDB.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+				s.log.Debug("wal checkpoint", "err", err)
+			}
+		}
+	}
 }
