@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -471,15 +472,30 @@ func TestSlowConsumerIsCut(t *testing.T) {
 	logs := &captureHandler{}
 	s := startServer(t, Config{EventQueue: 16, Logger: slog.New(logs), Timing: emuphone.Timing{Ring: 10 * time.Millisecond}})
 	c := connectApp(t, s, "convoice")
-	ids := []string{"c1", "c2", "c3", "c4", "c5"}
+	var ids []string
+	for i := 1; i <= 12; i++ {
+		ids = append(ids, fmt.Sprintf("c%d", i))
+	}
 	for _, id := range ids {
 		originateUp(t, s, c, id)
 	}
-	// Hold the writer back so the queue fills: 5 hangups make 20 events for
-	// a queue of 16.
+	// Hold the writer back so the queue fills: 12 hangups make 48 events.
+	// The writer takes at most one batch (at most the 16 a queue holds)
+	// before it blocks, so at least 32 are left for a queue of 16, however
+	// the goroutines are scheduled.
 	s.SetUnresponsive(true)
 	for _, id := range ids {
 		s.FarEndHangup(id)
+	}
+	// The hangups run their event sequences on timers: keep the writer held
+	// until every channel is gone, so all 20 events are queued by then
+	// (else a loaded machine lets the writer drain some first).
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.Channels()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("far-end hangups did not finish: %d channels left", len(s.Channels()))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	s.SetUnresponsive(false)
 	if !c.waitEnded(3 * time.Second) {
