@@ -65,6 +65,9 @@ type benchWorld struct {
 	env   *apitest.Env
 	users []apitest.User
 	convs []string
+	// urls, when set, are the replicas the joins go to, in turn (behind
+	// a round-robin load balancer); else env.URL.
+	urls []string
 }
 
 // newBenchWorld makes u users who are all in c conversations.
@@ -127,11 +130,15 @@ func (w *benchWorld) join(b *testing.B, rate float64) []joinResult {
 	var wg sync.WaitGroup
 	for i := 0; i < benchConcurrency; i++ {
 		wg.Add(1)
+		base := w.env.URL
+		if len(w.urls) > 0 {
+			base = w.urls[i%len(w.urls)]
+		}
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
 				start := time.Now()
-				req, _ := http.NewRequest("POST", w.env.URL+"/api/v1/conversations/"+j.conv+"/audio", strings.NewReader(`{"published":"work"}`))
+				req, _ := http.NewRequest("POST", base+"/api/v1/conversations/"+j.conv+"/audio", strings.NewReader(`{"published":"work"}`))
 				req.Header.Set("Authorization", "Bearer "+j.u.Token)
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := client.Do(req)
@@ -281,6 +288,59 @@ func BenchmarkDialOut(b *testing.B) {
 		b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50-req→originate-ms")
 		b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-req→originate-ms")
 		b.ReportMetric(float64(percentile(joining, 0.99).Microseconds())/1000, "p99-joining-req→originate-ms")
+	}
+}
+
+// BenchmarkDialOutReplicas: the throughput of BenchmarkDialOut (joins with
+// 100 in flight until every leg's "connected" is on the SSE streams) on
+// PostgreSQL, with 1 and with 3 convoice replicas behind a round-robin
+// balancer and one PBX node: one replica holds the node's event
+// connection, the others place their calls without it. All replicas share
+// this machine's cores, so the figure shows what replication costs, not
+// what more machines would give.
+//
+//	go test -run '^$' -bench DialOutReplicas -benchtime 1x ./api/
+func BenchmarkDialOutReplicas(b *testing.B) {
+	const users, convs = 30, 10 // 300 legs, 10 conferences of 30
+	cluster := apitest.Postgres(b)
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				db := apitest.FreshPostgres(b, cluster)
+				emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond}})
+				if err := emu.Start("127.0.0.1:0"); err != nil {
+					b.Fatal(err)
+				}
+				var reps []*apitest.Env
+				for r := 0; r < n; r++ {
+					reps = append(reps, apitest.Start(b, apitest.Options{DB: db, Emu: emu}))
+				}
+				w := newBenchWorld(b, reps[0], users, convs)
+				for _, r := range reps {
+					w.urls = append(w.urls, r.URL)
+				}
+				var connected atomic.Int64
+				var stops []func()
+				for _, c := range w.convs {
+					stops = append(stops, sseCounter(b, reps[0].URL+"/api/v1/conversations/"+c+"/events", w.users[0].Token, &connected))
+				}
+				runtime.GC()
+				start := time.Now()
+				w.joinAll(b)
+				requestsDone := time.Since(start)
+				waitConnected(b, &connected, users*convs)
+				whole := time.Since(start)
+				for _, s := range stops {
+					s()
+				}
+				for _, r := range reps {
+					r.Stop()
+				}
+				emu.Close()
+				b.ReportMetric(float64(users*convs)/whole.Seconds(), "dialouts/s")
+				b.ReportMetric(float64(users*convs)/requestsDone.Seconds(), "requests/s")
+			}
+		})
 	}
 }
 

@@ -8,7 +8,6 @@ package controller
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"regexp"
 	"sort"
@@ -33,6 +32,10 @@ type Config struct {
 	// ResyncYoungLeg: legs younger than this are left alone by resync, their
 	// originate may still be on its way to the PBX.
 	ResyncYoungLeg time.Duration // default 5 s
+	// NodeLostAfter: a PBX node that has not been ready for this long is
+	// given up: its live legs end ("PBX node <name> unreachable") and its
+	// conferences with them. Default 30 s.
+	NodeLostAfter time.Duration
 	// Policy is the dial policy: what may be dialed, by whom, how often.
 	Policy PolicyConfig
 	Logger *slog.Logger
@@ -43,6 +46,9 @@ type Node struct {
 	Name   string
 	Weight int
 	Driver pbx.Driver
+
+	owner  atomic.Bool // this process holds the node's lease (nodes.go)
+	ending atomic.Bool // a "node lost" sweep is running
 }
 
 // Controller is convoice's behaviour.
@@ -74,6 +80,9 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 	}
 	if cfg.ResyncYoungLeg <= 0 {
 		cfg.ResyncYoungLeg = 5 * time.Second
+	}
+	if cfg.NodeLostAfter <= 0 {
+		cfg.NodeLostAfter = 30 * time.Second
 	}
 	if cfg.CallerIDName == "" {
 		cfg.CallerIDName = "convoice"
@@ -112,19 +121,16 @@ func (c *Controller) Hub() *Hub { return c.hub }
 // Numbers gives the number normaliser.
 func (c *Controller) Numbers() Numbers { return c.numbers }
 
-// Run drives every PBX node until ctx is done: the drivers' event loops, and
-// the watchdog that ends legs the PBX forgot.
+// Run drives every PBX node until ctx is done: per node, the lease and the
+// event loop or the command-only mode (nodes.go), and the watchdog that ends
+// legs the PBX forgot.
 func (c *Controller) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, n := range c.nodes {
-		n := n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h := pbx.HandlerFunc(func(e pbx.Event) { c.HandlePBXEvent(context.WithoutCancel(ctx), n.Name, e) })
-			if err := n.Driver.Run(ctx, h); err != nil && !errors.Is(err, context.Canceled) {
-				c.log.Error("pbx driver stopped", "node", n.Name, "err", err)
-			}
+			c.runNode(ctx, n)
 		}()
 	}
 	wg.Add(1)
@@ -153,6 +159,7 @@ func (c *Controller) Drain(ctx context.Context) {
 type NodeStatus struct {
 	Name   string     `json:"name"`
 	Kind   string     `json:"kind"`
+	Owner  bool       `json:"owner"` // this replica holds the node's lease
 	Status pbx.Status `json:"status"`
 }
 
@@ -160,7 +167,7 @@ type NodeStatus struct {
 func (c *Controller) PBXStatus() []NodeStatus {
 	out := make([]NodeStatus, 0, len(c.nodes))
 	for _, n := range c.nodes {
-		out = append(out, NodeStatus{Name: n.Name, Kind: n.Driver.Kind(), Status: n.Driver.Status()})
+		out = append(out, NodeStatus{Name: n.Name, Kind: n.Driver.Kind(), Owner: n.owner.Load(), Status: n.Driver.Status()})
 	}
 	return out
 }

@@ -13,6 +13,8 @@ type Metrics struct {
 	ResyncFixes  *prometheus.CounterVec // by node, what
 	Conferences  prometheus.Counter
 	WatchdogEnds prometheus.Counter
+	NodeOwner    *prometheus.GaugeVec   // by node: 1 while this replica holds its lease
+	NodeLost     *prometheus.CounterVec // by node: legs ended because the node was unreachable
 }
 
 // NewMetrics makes the series and registers them on reg (nil: not
@@ -33,9 +35,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Conferences started."}),
 		WatchdogEnds: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "convoice", Name: "watchdog_leg_ends_total",
 			Help: "Legs ended by convoice because the PBX said nothing past the ring timeout."}),
+		NodeOwner: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "convoice", Name: "pbx_node_owner",
+			Help: "1 while this replica holds the PBX node's lease (its event connection), else 0."}, []string{"node"}),
+		NodeLost: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "pbx_node_lost_leg_ends_total",
+			Help: "Legs ended because their PBX node stayed unreachable past NodeLostAfter, by node."}, []string{"node"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.DialOuts, m.LegEnds, m.PBXEvents, m.Resyncs, m.ResyncFixes, m.Conferences, m.WatchdogEnds)
+		reg.MustRegister(m.DialOuts, m.LegEnds, m.PBXEvents, m.Resyncs, m.ResyncFixes, m.Conferences, m.WatchdogEnds,
+			m.NodeOwner, m.NodeLost)
 	}
 	return m
 }

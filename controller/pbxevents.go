@@ -119,8 +119,9 @@ func (c *Controller) transition(ctx context.Context, legID string, f func(l *sto
 // leg's (the lock order of every transaction, see LockConversation).
 func lockLeg(ctx context.Context, tx *storage.Store, legID string) (*storage.Leg, error) {
 	l, err := tx.GetLeg(ctx, legID)
-	if err != nil {
-		return nil, err
+	if err != nil || tx.Dialect() != "postgres" {
+		// SQLite runs one transaction at a time: what was read stays true.
+		return l, err
 	}
 	if err := tx.LockConversation(ctx, l.ConversationID); err != nil {
 		return nil, err
@@ -346,6 +347,17 @@ func (c *Controller) resyncOnce(ctx context.Context, nodeName string) error {
 	return nil
 }
 
+// ownsLeg reports whether this replica holds the lease of the leg's node
+// (a leg of an unconfigured node is everybody's: nobody else would end it).
+func (c *Controller) ownsLeg(l *storage.Leg) bool {
+	node := l.Node
+	if node == "" && len(c.nodes) == 1 {
+		node = c.nodes[0].Name
+	}
+	n, ok := c.byName[node]
+	return !ok || n.owner.Load()
+}
+
 // aliveBefore reports whether the PBX said the leg's call existed (it rang
 // or was answered) before t.
 func aliveBefore(l *storage.Leg, t time.Time) bool {
@@ -404,12 +416,19 @@ func (c *Controller) watchdog(ctx context.Context) {
 		}
 		tick++
 		for _, n := range c.nodes {
+			// Resyncs and the node's health are the lease holder's
+			// duties (nodes.go): one replica per node.
+			if !n.owner.Load() {
+				delete(wasReady, n.Name)
+				continue
+			}
 			ready := n.Driver.Status().Ready
 			was, seen := wasReady[n.Name]
 			wasReady[n.Name] = ready
 			if ready && ((seen && !was) || periodic || (tick%3 == 0 && c.hangupsPending(ctx, n.Name))) {
 				go c.Resync(ctx, n.Name)
 			}
+			c.checkNodeLost(ctx, n)
 		}
 		limit := c.cfg.RingTimeout + c.cfg.RingGrace
 		legs, err := c.store.StaleRingingLegs(ctx, time.Now().UTC().Add(-limit))
@@ -417,6 +436,9 @@ func (c *Controller) watchdog(ctx context.Context) {
 			continue
 		}
 		for _, l := range legs {
+			if !c.ownsLeg(&l) {
+				continue // the owner of its node sees to it
+			}
 			c.metrics.WatchdogEnds.Inc()
 			c.log.Warn("leg rang past the ring timeout with no word from the PBX; ending it", "leg", l.ID, "state", l.State)
 			c.hangupByID(ctx, l.ID)

@@ -178,6 +178,19 @@ type Driver interface {
 	Snapshot(ctx context.Context) (Snapshot, error)
 }
 
+// Passive is implemented by drivers that can serve commands without holding
+// the node's event connection: with several convoice replicas, one of them
+// (the holder of the node's lease) runs Run, the others RunPassive.
+type Passive interface {
+	// RunPassive keeps whatever the commands (CreateConference, Dial,
+	// Hangup, SetMute, EndConference, Snapshot) need, without subscribing
+	// to events, until ctx is done; Status reports readiness from a cheap
+	// periodic probe. No event is ever delivered. Run and RunPassive never
+	// run at the same time on one driver: the caller stops one (and waits
+	// for it to return) before it starts the other.
+	RunPassive(ctx context.Context) error
+}
+
 // Q.850 causes the controller and drivers name.
 const (
 	CauseUnknown           = 0

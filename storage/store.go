@@ -33,7 +33,10 @@ var (
 type Store struct {
 	db      *gorm.DB
 	dialect string // "sqlite" or "postgres"
-	log     *slog.Logger
+	// dsn is the PostgreSQL DSN, for the dedicated connections of leases
+	// (lease.go); empty on SQLite.
+	dsn string
+	log *slog.Logger
 
 	// writes feeds the SQLite writer goroutine (nil on PostgreSQL, where
 	// transactions run concurrently). With one writer, concurrent requests
@@ -82,6 +85,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"
+		s.dsn = dsn
 		s.db, err = gorm.Open(postgres.Open(dsn), gcfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres: %w", err)

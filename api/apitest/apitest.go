@@ -86,6 +86,13 @@ type Options struct {
 	// test the policy itself (a zero PolicyConfig is the production
 	// default, limits included).
 	Policy *controller.PolicyConfig
+	// Nodes is the number of PBX nodes (Asterisk only; default 1): each is
+	// an ARI emulator of its own with its own driver, named "emulator"
+	// (Emu, Driver), "emulator2", … (Emus[i], Drivers[i]).
+	Nodes int
+	// NodeLostAfter: a node not ready this long has its legs ended
+	// (default the controller's, 30 s).
+	NodeLostAfter time.Duration
 }
 
 // Env is one running convoice.
@@ -98,6 +105,10 @@ type Env struct {
 	Store  *storage.Store
 	Ctl    *controller.Controller
 	Driver pbx.Driver
+	// Emus and Drivers are every node's emulator and driver (Options.Nodes);
+	// Emus[0] is Emu and Drivers[0] is Driver.
+	Emus    []*ariemu.Server
+	Drivers []pbx.Driver
 
 	listener net.Listener
 	srv      *http.Server
@@ -141,6 +152,16 @@ func Start(t testing.TB, opts Options) *Env {
 				t.Fatalf("start emulator: %v", err)
 			}
 			e.ownsEmu = true
+		}
+		e.Emus = []*ariemu.Server{e.Emu}
+		for i := 2; i <= opts.Nodes; i++ {
+			emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: opts.Timing,
+				Logger: e.logger(fmt.Sprintf("ari-emulator%d", i))})
+			if err := emu.Start("127.0.0.1:0"); err != nil {
+				t.Fatalf("start emulator %d: %v", i, err)
+			}
+			t.Cleanup(func() { emu.Close() })
+			e.Emus = append(e.Emus, emu)
 		}
 	}
 	e.start()
@@ -208,12 +229,27 @@ func (e *Env) start() {
 		}
 		e.Driver = d
 		nodes = append(nodes, &controller.Node{Name: "emulator", Weight: 1, Driver: d})
+		e.Drivers = []pbx.Driver{d}
+		for i, emu := range e.Emus {
+			if i == 0 {
+				continue
+			}
+			name := fmt.Sprintf("emulator%d", i+1)
+			d, err := asterisk.New(asterisk.Config{URL: emu.URL(), User: "convoice", Password: "emu-secret", App: "convoice",
+				Routes: routes, RingTimeout: e.opts.RingTimeout, PingInterval: e.opts.PingInterval, RequestTimeout: e.opts.RequestTimeout,
+				TalkDetect: true, Logger: e.logger(name)})
+			if err != nil {
+				t.Fatalf("asterisk driver %s: %v", name, err)
+			}
+			e.Drivers = append(e.Drivers, d)
+			nodes = append(nodes, &controller.Node{Name: name, Weight: 1, Driver: d})
+		}
 	}
 	// One registry for the controller's series and /metrics, so tests can
 	// read the metrics the way Prometheus does.
 	reg := prometheus.NewRegistry()
 	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout,
-		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, Policy: e.policy(), Logger: e.logger("controller")},
+		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller")},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
 		Gatherer: reg, Logger: e.logger("api")}, e.Ctl)
@@ -229,7 +265,14 @@ func (e *Env) start() {
 	e.runDone = make(chan struct{})
 	go func() { _ = e.Ctl.Run(ctx); close(e.runDone) }()
 	if e.Driver != nil {
-		e.WaitFor("PBX ready", 10*time.Second, func() bool { return e.Ctl.Ready() })
+		e.WaitFor("PBX ready", 10*time.Second, func() bool {
+			for _, n := range e.Ctl.PBXStatus() {
+				if !n.Status.Ready {
+					return false
+				}
+			}
+			return e.Ctl.Ready()
+		})
 	}
 }
 

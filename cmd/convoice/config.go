@@ -39,6 +39,7 @@ type config struct {
 	CallerName     string
 	CallerNum      string
 	RingTimeout    time.Duration
+	NodeLostAfter  time.Duration
 	TrustedProxies []*net.IPNet
 	LogFormat      string
 	LogLevel       string
@@ -89,6 +90,8 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.CallerNum, "caller-id-number", env("CONVOICE_CALLER_ID_NUMBER", ""), "caller id number (CONVOICE_CALLER_ID_NUMBER)")
 	ring := env("CONVOICE_RING_TIMEOUT", "30s")
 	fs.StringVar(&ring, "ring-timeout", ring, "how long a phone rings before giving up (CONVOICE_RING_TIMEOUT)")
+	lost := env("CONVOICE_NODE_LOST_AFTER", "30s")
+	fs.StringVar(&lost, "node-lost-after", lost, "a PBX node not ready this long has its calls ended (CONVOICE_NODE_LOST_AFTER)")
 	fs.StringVar(&c.LogFormat, "log-format", env("CONVOICE_LOG_FORMAT", "text"), "json or text (CONVOICE_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CONVOICE_LOG_LEVEL", "info"), "debug, info, warn, error (CONVOICE_LOG_LEVEL)")
 	noSeed, _ := strconv.ParseBool(env("CONVOICE_NO_SEED", "false"))
@@ -111,6 +114,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	var err error
 	if c.RingTimeout, err = time.ParseDuration(ring); err != nil || c.RingTimeout < time.Second {
 		return c, fmt.Errorf("ring timeout %q: want a duration of at least 1s", ring)
+	}
+	if c.NodeLostAfter, err = time.ParseDuration(lost); err != nil || c.NodeLostAfter < time.Second {
+		return c, fmt.Errorf("CONVOICE_NODE_LOST_AFTER %q: want a duration of at least 1s", lost)
 	}
 	if c.AdminToken, err = secret("CONVOICE_ADMIN_TOKEN"); err != nil {
 		return c, err

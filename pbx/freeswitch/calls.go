@@ -494,6 +494,12 @@ func (d *Driver) backgroundJob(ev *eventsocket.Event) {
 	}
 	d.mu.Lock()
 	l := d.legs[m[1]]
+	if l == nil && strings.Contains(ev.Get("Job-Command-Arg"), varNode+"="+d.cfg.Node+",") {
+		// An originate of ours sent by another convoice replica (one
+		// without the event connection): its failure is ours to report.
+		l = &leg{id: m[1], conf: jobConference(ev.Get("Job-Command-Arg"))}
+		d.legs[m[1]] = l
+	}
 	if l == nil || l.ended {
 		d.mu.Unlock()
 		return
@@ -515,6 +521,16 @@ func (d *Driver) backgroundJob(ev *eventsocket.Event) {
 	d.mu.Unlock()
 	d.emit(e)
 }
+
+// jobConference is the conference id in an originate's arguments.
+func jobConference(arg string) string {
+	if m := jobConfRE.FindStringSubmatch(arg); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+var jobConfRE = regexp.MustCompile(varConf + `=([^,}]+)`)
 
 // eventTime is when FreeSWITCH says the event happened.
 func eventTime(ev *eventsocket.Event) time.Time {

@@ -1,0 +1,148 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/storage"
+)
+
+// leaseName is the name of a node's ownership lease.
+func leaseName(node string) string { return "pbx-node:" + node }
+
+// runNode drives one PBX node until ctx is done. Exactly one replica (the
+// holder of the node's lease, a PostgreSQL advisory lock) runs the
+// driver's event loop and, with it, the node's resyncs and watchdog duties;
+// the others run the driver command-only (pbx.Passive), so that any
+// replica can place calls and run commands on any node. Losing the lease
+// (its database session) stops the event loop at once and goes back to
+// command-only mode and to trying to take the lease again. On SQLite there
+// is one process: it holds every lease at once.
+//
+//	loop {
+//	    run passive until the lease is acquired
+//	    run the event loop (link up → resync) until the lease is lost or ctx is done
+//	}
+func (c *Controller) runNode(ctx context.Context, n *Node) {
+	h := pbx.HandlerFunc(func(e pbx.Event) { c.HandlePBXEvent(context.WithoutCancel(ctx), n.Name, e) })
+	c.setOwner(n, false)
+	var yield time.Duration
+	for ctx.Err() == nil {
+		lease, err := c.acquireNode(ctx, n, yield)
+		yield = 0
+		if err != nil {
+			return // ctx done
+		}
+		c.setOwner(n, true)
+		c.log.Info("holding the PBX node's lease: running its event connection", "node", n.Name)
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-lease.Lost():
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
+		err = n.Driver.Run(lctx, h)
+		lost := lctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		c.setOwner(n, false)
+		lease.Release()
+		switch {
+		case err != nil && !errors.Is(err, context.Canceled):
+			// The configuration can never work (Run's contract).
+			c.log.Error("pbx driver stopped", "node", n.Name, "err", err)
+			return
+		case lost:
+			// Our database session failed: we are the suspect replica.
+			// Let a healthy one take the lease first.
+			c.log.Warn("lost the PBX node's lease: back to commands only", "node", n.Name)
+			yield = leaseYield
+		case ctx.Err() == nil:
+			// Run returned by itself: do not spin.
+			select {
+			case <-ctx.Done():
+			case <-time.After(storage.LeaseRetry):
+			}
+		}
+	}
+}
+
+// leaseYield is how long a replica that lost a node's lease waits before it
+// tries to take it again, so that the others (retrying every LeaseRetry)
+// take it first.
+const leaseYield = 3 * storage.LeaseRetry
+
+// acquireNode waits for the node's lease (trying after yield), serving
+// commands in passive mode meanwhile (on PostgreSQL, when the driver can).
+func (c *Controller) acquireNode(ctx context.Context, n *Node, yield time.Duration) (*storage.Lease, error) {
+	p, ok := n.Driver.(pbx.Passive)
+	if c.store.Dialect() != "postgres" || !ok {
+		return c.store.AcquireLease(ctx, leaseName(n.Name))
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.RunPassive(pctx); err != nil {
+			c.log.Error("pbx driver: passive mode stopped", "node", n.Name, "err", err)
+		}
+	}()
+	var lease *storage.Lease
+	var err error
+	select {
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-time.After(yield):
+		lease, err = c.store.AcquireLease(ctx, leaseName(n.Name))
+	}
+	cancel()
+	<-done
+	return lease, err
+}
+
+func (c *Controller) setOwner(n *Node, owner bool) {
+	n.owner.Store(owner)
+	v := 0.0
+	if owner {
+		v = 1
+	}
+	c.metrics.NodeOwner.WithLabelValues(n.Name).Set(v)
+}
+
+// Owner reports whether this replica holds the lease of the named node.
+func (c *Controller) Owner(node string) bool {
+	n, ok := c.byName[node]
+	return ok && n.owner.Load()
+}
+
+// checkNodeLost gives up a node this replica owns that has not been ready
+// for NodeLostAfter: its live legs end with "PBX node <name> unreachable"
+// (and their conferences with the last of them). New conferences already
+// avoid it (placeConference takes ready nodes only). Runs from the
+// watchdog; one sweep per node at a time.
+func (c *Controller) checkNodeLost(ctx context.Context, n *Node) {
+	st := n.Driver.Status()
+	if st.Ready || !n.owner.Load() || time.Since(st.Since) < c.cfg.NodeLostAfter {
+		return
+	}
+	if !n.ending.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer n.ending.Store(false)
+		legs, err := c.store.AllLiveLegs(ctx, n.Name)
+		if err != nil || len(legs) == 0 {
+			return
+		}
+		reason := "PBX node " + n.Name + " unreachable"
+		c.log.Warn("PBX node unreachable for too long: ending its calls", "node", n.Name,
+			"not_ready_since", st.Since, "detail", st.Detail, "legs", len(legs))
+		for _, l := range legs {
+			c.metrics.NodeLost.WithLabelValues(n.Name).Inc()
+			c.endLeg(ctx, l.ID, 0, "", reason)
+		}
+	}()
+}
