@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,7 +24,7 @@ import (
 // admits them, is called, and sees the session end when the link is
 // revoked. No script error, no CSP refusal, and no token a script can read.
 func TestGuestPage_JoinByLinkInChromium(t *testing.T) {
-	chromium := gpChromium(t)
+	chromium := findChromium(t)
 	env := apitest.Start(t, apitest.Options{
 		// Phones ring long enough for the page (and the test) to show "ringing".
 		Timing: emuphone.Timing{Ring: 1500 * time.Millisecond, Hold: 2 * time.Second, SlowRing: 3 * time.Second},
@@ -137,57 +136,11 @@ func legsOfGuest(t *testing.T, env *apitest.Env, convID, token string) []map[str
 
 // ---- a small chromedp harness (gp: guest page) ------------------------------
 
-func gpChromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("CONVOICE_CHROMIUM"), "/usr/bin/chromium"} {
-		if p == "" {
-			continue
-		}
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatalf("the guest page test needs Debian's chromium at /usr/bin/chromium (or CONVOICE_CHROMIUM=/path/to/chrome)")
-	return ""
-}
-
 type gpBrowser struct{ ctx context.Context }
 
 func gpStartBrowser(t *testing.T, chromium string) *gpBrowser {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("no-proxy-server", true),
-		chromedp.WindowSize(480, 900),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first Run starts the browser; no timeout on it (that would stop
-	// the browser when it fires).
-	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.userAgent`)); err != nil {
-		t.Fatalf("start chromium (%s): %v", chromium, err)
-	}
-	return &gpBrowser{ctx: ctx}
+	return &gpBrowser{ctx: launchChromium(t, chromium, 480, 900)}
 }
 
 // gpPage is one tab in its own browser context (its own cookies).

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -651,26 +650,6 @@ func liveLegOf(t *testing.T, env *apitest.Env, convID, token, userID string) str
 
 // ---------------------------------------------------------------- browser
 
-func findChromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("CONVOICE_CHROMIUM"), "/usr/bin/chromium"} {
-		if p == "" {
-			continue
-		}
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatalf("TestWebUI needs Debian's chromium at /usr/bin/chromium (or CONVOICE_CHROMIUM=/path/to/chrome): " +
-		"install it with `apt-get update && apt-get install -y chromium`")
-	return ""
-}
-
 type browser struct {
 	ctx   context.Context
 	shots string
@@ -682,42 +661,7 @@ type browser struct {
 // gets its own browser context (cookies, storage: like separate people).
 func startBrowser(t *testing.T, chromium, shots string) *browser {
 	t.Helper()
-	profile := t.TempDir()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.UserDataDir(profile),
-		chromedp.Headless,
-		chromedp.NoSandbox, // root in CI containers
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("disable-features", "Translate,MediaRouter,OptimizationHints"),
-		chromedp.Flag("password-store", "basic"),
-		chromedp.Flag("use-mock-keychain", true),
-		chromedp.Flag("metrics-recording-only", true),
-		chromedp.Flag("no-proxy-server", true),
-		chromedp.WindowSize(1280, 860),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	// Cleanups run last-in first-out: the browser stops before the profile
-	// dir is removed and before convoice shuts down.
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first Run starts the browser; it must not carry a timeout (that
-	// would stop the browser when it fires).
-	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.userAgent`)); err != nil {
-		t.Fatalf("start chromium (%s): %v", chromium, err)
-	}
-	return &browser{ctx: ctx, shots: shots}
+	return &browser{ctx: launchChromium(t, chromium, 1280, 860), shots: shots}
 }
 
 // page is one person's browser tab, in its own browser context, reaching
