@@ -693,8 +693,11 @@ func (c *Controller) dialed(ctx context.Context, a Actor, convID string, t dialT
 // counts from now on). Doing it there keeps a second write transaction out
 // of the path between the request and the originate.
 func (c *Controller) dialedTx(ctx context.Context, tx *storage.Store, a Actor, convID string, t dialTarget, leg *storage.Leg) error {
-	if err := tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.number); err != nil {
-		return err
+	// With every limit off checkDial made no grant: nothing to release.
+	if resolvePolicy(c.cfg.Policy, c.cfg.Region).limited() {
+		if err := tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.number); err != nil {
+			return err
+		}
 	}
 	return c.AuditTx(ctx, tx, AuditEntry{Actor: a, GuestID: deref(t.guestID), Action: ActionDial, ConversationID: convID,
 		TargetID: leg.ID, Number: t.number, Source: t.source, Detail: numberKind(t.number)})
