@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -218,15 +219,30 @@ func (c *Controller) inviteOthers(ctx context.Context, tx *storage.Store, conv *
 	if err != nil {
 		return err
 	}
+	// The conference is new, so nobody has an invitation yet: write them
+	// all, and their events, with one statement each rather than four
+	// statements per person inside the writer's transaction.
+	now := time.Now().UTC()
+	var invs []storage.Invitation
+	var datas []string
 	for _, p := range ps {
 		if p.LeftAt != nil || (except != nil && p.UserID == *except) {
 			continue
 		}
-		if _, err := c.invite(ctx, tx, conf, p.UserID, by); err != nil {
+		inv := storage.Invitation{ID: NewID(), ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: p.UserID,
+			InvitedBy: by, State: storage.InvitationPending, CreatedAt: now, UpdatedAt: now}
+		b, err := json.Marshal(invitationView(&inv))
+		if err != nil {
 			return err
 		}
+		invs = append(invs, inv)
+		datas = append(datas, string(b))
 	}
-	return nil
+	if err := tx.CreateInvitations(ctx, invs); err != nil {
+		return err
+	}
+	_, err = tx.AppendEvents(ctx, conv.ID, "invitation.updated", datas)
+	return err
 }
 
 // invite creates a pending invitation (or returns the pending one).
@@ -269,7 +285,24 @@ func (c *Controller) GetAudio(ctx context.Context, a Actor, convID string, last 
 	if err != nil {
 		return ConferenceView{}, err
 	}
-	return c.fullConferenceView(ctx, conf)
+	// The conference, its legs and its invitations are separate reads; a
+	// commit between them (the last leg ending ends the conference) would
+	// show a failed leg in an "active" conference. Re-read the conference
+	// after the rest and start again when it moved on.
+	for attempt := 0; ; attempt++ {
+		v, err := c.fullConferenceView(ctx, conf)
+		if err != nil {
+			return ConferenceView{}, err
+		}
+		now, err := c.store.GetConference(ctx, conf.ID)
+		if err != nil {
+			return ConferenceView{}, err
+		}
+		if now.State == conf.State || attempt == 3 {
+			return v, nil
+		}
+		conf = now
+	}
 }
 
 func (c *Controller) fullConferenceView(ctx context.Context, conf *storage.Conference) (ConferenceView, error) {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -237,4 +238,24 @@ func (s *Store) LockConversation(ctx context.Context, id string) error {
 		return err
 	}
 	return rowErr(row.Scan(&got))
+}
+
+// CreateInvitations inserts several invitations with one statement.
+func (s *Store) CreateInvitations(ctx context.Context, invs []Invitation) error {
+	if len(invs) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO invitations (` + invitationColumns + `) VALUES `)
+	args := make([]any, 0, 9*len(invs))
+	for i, inv := range invs {
+		if i > 0 {
+			q.WriteString(",")
+		}
+		q.WriteString("(?,?,?,?,?,?,?,?,?)")
+		args = append(args, inv.ID, inv.ConferenceID, inv.ConversationID, inv.UserID, inv.InvitedBy, inv.State,
+			nstr(inv.LegID), inv.CreatedAt.UTC(), inv.UpdatedAt.UTC())
+	}
+	_, err := s.execRaw(ctx, q.String(), args...)
+	return notFound(s.translate(err))
 }

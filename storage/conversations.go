@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm/clause"
@@ -169,4 +170,60 @@ func (s *Store) LastEventSeq(ctx context.Context, convID string) (int64, error) 
 	var seq int64
 	err := s.q(ctx).Model(&Conversation{}).Select("event_seq").Where("id = ?", convID).Scan(&seq).Error
 	return seq, err
+}
+
+// AppendEvents adds several events of one type to a conversation's log with
+// one seq bump and one insert (a conference start invites everyone at
+// once). In a transaction they are published after commit.
+func (s *Store) AppendEvents(ctx context.Context, convID, typ string, datas []string) ([]Event, error) {
+	if len(datas) == 0 {
+		return nil, nil
+	}
+	if s.pending == nil {
+		var evs []Event
+		err := s.InTx(ctx, func(tx *Store) error {
+			var err error
+			evs, err = tx.AppendEvents(ctx, convID, typ, datas)
+			return err
+		})
+		return evs, err
+	}
+	n := int64(len(datas))
+	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq`, n, convID)
+	if err != nil {
+		return nil, err
+	}
+	var last int64
+	if err := row.Scan(&last); err != nil {
+		if rowErr(err) == ErrNotFound {
+			return nil, fmt.Errorf("append events: conversation %s: %w", convID, ErrNotFound)
+		}
+		return nil, err
+	}
+	now := time.Now().UTC()
+	evs := make([]Event, 0, n)
+	args := make([]any, 0, 5*n)
+	var q strings.Builder
+	q.WriteString(`INSERT INTO events (conversation_id, seq, type, data, created_at) VALUES `)
+	for i, d := range datas {
+		ev := Event{ConversationID: convID, Seq: last - n + 1 + int64(i), Type: typ, Data: d, CreatedAt: now}
+		evs = append(evs, ev)
+		if i > 0 {
+			q.WriteString(",")
+		}
+		q.WriteString("(?,?,?,?,?)")
+		args = append(args, ev.ConversationID, ev.Seq, ev.Type, ev.Data, ev.CreatedAt)
+	}
+	if _, err := s.execRaw(ctx, q.String(), args...); err != nil {
+		return nil, err
+	}
+	if s.dialect == "postgres" {
+		// One notification says "the log has grown to last": a listener
+		// reads everything up to it.
+		if err := s.notifyEvent(ctx, convID, last); err != nil {
+			return nil, err
+		}
+	}
+	*s.pending = append(*s.pending, evs...)
+	return evs, nil
 }

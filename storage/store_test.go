@@ -190,3 +190,36 @@ func TestIdempotencyRecordIsFirstWriterWins(t *testing.T) {
 		t.Fatalf("got %+v %v", got, err)
 	}
 }
+
+func TestAppendEvents_OneBumpGivesConsecutiveSeqsAfterTheLog(t *testing.T) {
+	s := openTest(t)
+	_, c := seedConversation(t, s)
+	ctx := context.Background()
+	var published []storage.Event
+	s.OnCommit(func(evs []storage.Event) { published = append(published, evs...) })
+	err := s.InTx(ctx, func(tx *storage.Store) error {
+		if _, err := tx.AppendEvent(ctx, c.ID, "first", `{}`); err != nil {
+			return err
+		}
+		_, err := tx.AppendEvents(ctx, c.ID, "many", []string{`{"i":1}`, `{"i":2}`, `{"i":3}`})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.EventsAfter(ctx, c.ID, 0, 10)
+	if err != nil || len(evs) != 4 {
+		t.Fatalf("%d events, %v", len(evs), err)
+	}
+	for i, ev := range evs {
+		if ev.Seq != int64(i+1) || (i > 0 && (ev.Type != "many" || ev.Data != fmt.Sprintf(`{"i":%d}`, i))) {
+			t.Fatalf("event %d: %+v", i, ev)
+		}
+	}
+	if len(published) != 4 || published[3].Seq != 4 {
+		t.Fatalf("published %+v", published)
+	}
+	if seq, _ := s.LastEventSeq(ctx, c.ID); seq != 4 {
+		t.Fatalf("event_seq %d", seq)
+	}
+}
