@@ -120,6 +120,11 @@ func seedStory(t *testing.T, kind string) {
 	if cLeg["number"] != "+12025550177" || red["invitation"].(map[string]any)["state"] != "redirected" {
 		t.Fatalf("redirect answer %v", red)
 	}
+	// B's and C's calls are up (on FreeSWITCH the originate is a bgapi job:
+	// the call exists only a moment after the answer), so D's decline can be
+	// seen to ring nothing.
+	legState(t, env, conv, a.Token, bLeg["id"].(string), "connected")
+	legState(t, env, conv, a.Token, cLeg["id"].(string), "connected")
 	// D declines: nothing rings, D stays in the IM conversation.
 	before := env.PBXCalls()
 	dec := env.Must(200, "POST", "/api/v1/invitations/"+pendingInvitation(t, env, d, conv)+"/decline", d.Token, nil).Map(t)
@@ -130,8 +135,6 @@ func seedStory(t *testing.T, kind string) {
 	if got := env.PBXCalls(); got > before {
 		t.Fatalf("declining rang something: %d channels, was %d", got, before)
 	}
-	legState(t, env, conv, a.Token, bLeg["id"].(string), "connected")
-	legState(t, env, conv, a.Token, cLeg["id"].(string), "connected")
 
 	// A invites E (a contact, not yet in the conversation) with Invite Someone.
 	invs := env.Must(201, "POST", "/api/v1/conversations/"+conv+"/audio/invitations", a.Token,

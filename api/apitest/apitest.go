@@ -273,6 +273,25 @@ func (e *Env) start() {
 			}
 			return e.Ctl.Ready()
 		})
+		if e.Store.Dialect() == "postgres" {
+			// On PostgreSQL the node runs passive (commands only) until
+			// this replica wins its lease, then switches to its event
+			// connection; wait for that switch so tests do not dial in its
+			// gap. Another replica may hold the lease: then give up after
+			// a few lease rounds and stay passive.
+			deadline := time.Now().Add(3 * time.Second)
+			for time.Now().Before(deadline) {
+				owned := true
+				for _, n := range e.Ctl.PBXStatus() {
+					owned = owned && n.Owner && n.Status.Ready
+				}
+				if owned {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			e.WaitFor("PBX ready", 10*time.Second, func() bool { return e.Ctl.Ready() })
+		}
 	}
 }
 
