@@ -133,8 +133,13 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 	// On PostgreSQL two requests (or replicas) may both find no conference
 	// and both start one; the partial unique index lets one win, and the
 	// other runs its transaction again and joins that conference.
+	//
+	// The call is placed as soon as the leg is committed, while the disk
+	// makes it durable (storage.InTxEarly): the phone's ringing does not
+	// wait for an fsync, the answer to the request does (durable below).
+	var commit storage.Commit
 	for attempt := 0; ; attempt++ {
-		err = c.store.InTx(ctx, func(tx *storage.Store) error {
+		commit, err = c.store.InTxEarly(ctx, func(tx *storage.Store) error {
 			var err error
 			conf, leg, newConf, invitation, err = c.dialTx(ctx, tx, conv, a, t, before, now)
 			return err
@@ -150,6 +155,29 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 		c.dialed(ctx, a, conv.ID, t, nil, err) // releases the dial's reservation
 		return JoinResult{}, err
 	}
+	res, err := c.placeLeg(ctx, conv, conf, leg, newConf)
+	if derr := commit.Durable(); derr != nil {
+		// The record of the call may be lost: do not leave a call that
+		// nothing knows of.
+		c.log.Error("dial not durable: hanging the call up", "leg", leg.ID, "err", derr)
+		if err == nil {
+			c.hangupLost(ctx, conf, leg.ID)
+		}
+		return JoinResult{}, derr
+	}
+	if err != nil {
+		return JoinResult{}, err
+	}
+	if invitation != nil {
+		iv := invitationView(invitation)
+		res.Invitation = &iv
+	}
+	return res, nil
+}
+
+// placeLeg asks the conference's PBX node for the call (creating the
+// conference there first when it is new). A refusal ends the leg.
+func (c *Controller) placeLeg(ctx context.Context, conv *storage.Conversation, conf *storage.Conference, leg *storage.Leg, newConf bool) (JoinResult, error) {
 	node, err := c.nodeOf(conf)
 	if err != nil {
 		c.failLeg(ctx, leg.ID, 0, "", err.Error())
@@ -183,12 +211,7 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 		c.failLeg(ctx, leg.ID, 0, "", "the PBX did not place the call: "+err.Error())
 		return JoinResult{}, c.pbxError(err)
 	}
-	res := JoinResult{Conference: ConferenceRef{ID: conf.ID, State: conf.State}, Leg: legView(leg)}
-	if invitation != nil {
-		iv := invitationView(invitation)
-		res.Invitation = &iv
-	}
-	return res, nil
+	return JoinResult{Conference: ConferenceRef{ID: conf.ID, State: conf.State}, Leg: legView(leg)}, nil
 }
 
 // pbxError says what a driver error means to the user.
@@ -776,6 +799,20 @@ func (c *Controller) hangupOnPBX(ctx context.Context, conf *storage.Conference, 
 	}
 }
 
+// hangupLost hangs up a call whose record the store could not make
+// durable; the store refuses writes by then, so only the PBX is told.
+func (c *Controller) hangupLost(ctx context.Context, conf *storage.Conference, legID string) {
+	node, err := c.nodeOf(conf)
+	if err != nil {
+		return
+	}
+	pctx, cancel := pbxCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	if err := node.Driver.Hangup(pctx, legID); err != nil && !errors.Is(err, pbx.ErrNotFound) {
+		c.log.Warn("hanging up a call without a durable record failed", "leg", legID, "err", err)
+	}
+}
+
 // errConferenceRace: another transaction started the conversation's
 // conference first (PostgreSQL); dial runs its transaction again.
 var errConferenceRace = errors.New("conference started concurrently")
@@ -790,13 +827,7 @@ func (c *Controller) dialTx(ctx context.Context, tx *storage.Store, conv *storag
 	if err := tx.LockConversation(ctx, conv.ID); err != nil {
 		return nil, nil, false, nil, err
 	}
-	conf, err = tx.ActiveConference(ctx, conv.ID)
-	if err == nil {
-		conf, err = tx.LockConference(ctx, conf.ID)
-		if err == nil && conf.State != storage.ConferenceActive {
-			err = storage.ErrNotFound
-		}
-	}
+	conf, err = tx.LockActiveConference(ctx, conv.ID)
 	if errors.Is(err, storage.ErrNotFound) {
 		node, perr := c.placeConference(ctx)
 		if perr != nil {

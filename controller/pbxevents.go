@@ -36,6 +36,9 @@ func endStateFor(l *storage.Leg, cause int) string {
 // order; a duplicate or late event (a leg already past that state) changes
 // nothing.
 func (c *Controller) HandlePBXEvent(ctx context.Context, node string, e pbx.Event) {
+	// Call progress is background work for the store: a click dialing
+	// out goes first (storage.LowPriority).
+	ctx = storage.LowPriority(ctx)
 	c.metrics.PBXEvents.WithLabelValues(node, string(e.Type)).Inc()
 	switch e.Type {
 	case pbx.EventRinging:

@@ -212,15 +212,17 @@ func (s *Store) FinishIdempotency(ctx context.Context, scope, key string, status
 		Updates(map[string]any{"status": status, "body": body}).Error
 }
 
-// LockConference takes the conference's row lock for the rest of the
-// transaction on PostgreSQL, so that "the last leg ended, end the
-// conference" and "a new leg joins" are decided one after the other even on
-// different replicas. SQLite transactions are already one at a time.
-func (s *Store) LockConference(ctx context.Context, id string) (*Conference, error) {
+// LockActiveConference returns the conversation's active conference with
+// its row lock held for the rest of the transaction on PostgreSQL, so that
+// "the last leg ended, end the conference" and "a new leg joins" are
+// decided one after the other even on different replicas (PostgreSQL
+// checks the state again once it has the lock). SQLite transactions are
+// already one at a time: a plain read.
+func (s *Store) LockActiveConference(ctx context.Context, convID string) (*Conference, error) {
 	if s.dialect == "postgres" {
-		return s.conference(ctx, `id = ? FOR UPDATE`, id)
+		return s.conference(ctx, `conversation_id = ? AND state = 'active' FOR UPDATE`, convID)
 	}
-	return s.conference(ctx, `id = ?`, id)
+	return s.ActiveConference(ctx, convID)
 }
 
 // LockConversation takes the conversation's row lock on PostgreSQL. Every

@@ -29,8 +29,18 @@ type AuditEntry struct {
 }
 
 // AppendAudit adds an entry to the audit log.
+// Every dial writes one inside the writer's transaction, so it is a
+// prepared statement rather than gorm's Create (a third of the dial's
+// time in the writer before).
 func (s *Store) AppendAudit(ctx context.Context, e *AuditEntry) error {
-	return s.q(ctx).Create(e).Error
+	row, err := s.queryRowRaw(ctx, `INSERT INTO audit_entries (at, action, actor_kind, actor_id, actor_name, conversation_id,
+ target_id, number, source, rule, remote, route, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id`,
+		e.At.UTC(), e.Action, e.ActorKind, e.ActorID, e.ActorName, e.ConversationID,
+		e.TargetID, e.Number, e.Source, e.Rule, e.Remote, e.Route, e.Detail)
+	if err != nil {
+		return err
+	}
+	return row.Scan(&e.ID)
 }
 
 // AuditFilter selects audit entries. Zero fields do not filter.

@@ -162,7 +162,16 @@ func (s *Store) AppendEvent(ctx context.Context, convID, typ, data string) (Even
 func (s *Store) EventsAfter(ctx context.Context, convID string, after int64, limit int) ([]Event, error) {
 	var es []Event
 	err := s.q(ctx).Where("conversation_id = ? AND seq > ?", convID, after).Order("seq").Limit(limit).Find(&es).Error
-	return es, err
+	if err != nil {
+		return nil, err
+	}
+	// Events go to clients from here: only once they are on disk.
+	if len(es) > 0 {
+		if err := s.awaitDurable(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return es, nil
 }
 
 // LastEventSeq is the seq of a conversation's newest event.
