@@ -53,6 +53,9 @@ type Node struct {
 
 // Controller is convoice's behaviour.
 type Controller struct {
+	// policy is cfg.Policy resolved once (country lists, prefix sets):
+	// every dial consults it.
+	policy  *policy
 	cfg     Config
 	store   *storage.Store
 	hub     *Hub
@@ -97,6 +100,7 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 	c := &Controller{
 		cfg: cfg, store: store, hub: hub, log: lg, metrics: metrics,
 		numbers:    Numbers{Region: cfg.Region, Extensions: cfg.Extensions},
+		policy:     resolvePolicy(cfg.Policy, cfg.Region),
 		nodes:      nodes,
 		byName:     map[string]*Node{},
 		resyncWant: map[string]bool{},

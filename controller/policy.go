@@ -479,13 +479,11 @@ func (p *policy) numberRule(n Numbers, number string, guest bool) *refusal {
 	if len(digits) < 2 || len(digits) > 15 || strings.Trim(digits, "0123456789") != "" {
 		return &refusal{RuleNumberNotAllowed, "only E.164 numbers and internal extensions can be called", "not e164"}
 	}
-	num, err := phonenumbers.Parse(number, "")
-	if err != nil || !phonenumbers.IsValidNumber(num) || phonenumbers.Format(num, phonenumbers.E164) != number {
+	f, ok := e164Facts(number)
+	if !ok || !f.valid {
 		return &refusal{RuleNumberNotAllowed, "only valid E.164 numbers can be called", "not valid e164"}
 	}
-	region := phonenumbers.GetRegionCodeForNumber(num)
-	code := int(num.GetCountryCode())
-	typ := phonenumbers.GetNumberType(num)
+	region, code, typ := f.region, f.code, f.typ
 	where := region
 	if region == "001" || region == "" {
 		where = "+" + strconv.Itoa(code) + " (non-geographic)"
@@ -528,11 +526,11 @@ func numberKind(number string) string {
 	if !strings.HasPrefix(number, "+") {
 		return "extension"
 	}
-	num, err := phonenumbers.Parse(number, "")
-	if err != nil {
+	f, ok := e164Facts(number)
+	if !ok {
 		return "unparsable"
 	}
-	return phonenumbers.GetRegionCodeForNumber(num) + " " + NumberTypeName(phonenumbers.GetNumberType(num))
+	return f.region + " " + NumberTypeName(f.typ)
 }
 
 func typeWords(t phonenumbers.PhoneNumberType) string {
@@ -544,7 +542,7 @@ func typeWords(t phonenumbers.PhoneNumberType) string {
 // dialed). Every refusal is audited.
 func (c *Controller) checkDial(ctx context.Context, d DialCheck) error {
 	guest := isGuestSource(d.Source) || d.GuestID != nil
-	p := resolvePolicy(c.cfg.Policy, c.cfg.Region)
+	p := c.policy
 	if r := p.numberRule(c.numbers, d.Number, guest); r != nil {
 		c.auditRefusal(ctx, nil, d, r)
 		return r.err()
@@ -694,7 +692,7 @@ func (c *Controller) dialed(ctx context.Context, a Actor, convID string, t dialT
 // of the path between the request and the originate.
 func (c *Controller) dialedTx(ctx context.Context, tx *storage.Store, a Actor, convID string, t dialTarget, leg *storage.Leg) error {
 	// With every limit off checkDial made no grant: nothing to release.
-	if resolvePolicy(c.cfg.Policy, c.cfg.Region).limited() {
+	if c.policy.limited() {
 		if err := tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.number); err != nil {
 			return err
 		}
