@@ -181,7 +181,7 @@ func TestGivenTalkDetectSpeech_thenTalkingStartedAndFinished(t *testing.T) {
 	var leg string
 	for _, fr := range fx.frames() {
 		if strings.Contains(string(fr), `"ChannelTalkingFinished"`) && leg == "" {
-			var h head
+			var h frame
 			_ = json.Unmarshal(fr, &h)
 			leg = h.Channel.ID
 		}
@@ -276,7 +276,10 @@ func TestGivenConferenceEnded_whenLegAnswersLate_thenHungUpNotJoined(t *testing.
 func TestGivenUndecodableFrame_thenLostCountedAndEventLost(t *testing.T) {
 	f := newFakeREST(t)
 	d, rec := newOfflineDriver(t, f, nil)
-	d.dispatch([]byte(`{"type": "ChannelDestroyed", "channel": {"id": "x", "creationtime": 17}}`))
+	// A malformed field in an event the driver does not act on loses
+	// nothing: not counted.
+	d.dispatch([]byte(`{"type": "ChannelVarset", "channel": {"id": "x"}, "cause": "n/a"}`))
+	d.dispatch([]byte(`{"type": "ChannelDestroyed", "channel": {"id": "x"}, "cause": "sixteen"}`))
 	d.dispatch([]byte(`not json`))
 	rec.waitEvent(t, "", pbx.EventLost)
 	if got := d.Status().LostEvents; got != 2 {
