@@ -199,3 +199,100 @@ func TestLowPriority_DialsGoBeforeWaitingCallProgress(t *testing.T) {
 		}
 	}
 }
+
+func TestProceed_LetsTheCallerGoOnAndALaterFailureReachesDurable(t *testing.T) {
+	s := openSQLite(t)
+	_, c := seedConversation(t, s)
+	ctx := context.Background()
+	finish := make(chan error)
+	returned := make(chan struct{})
+	var commit storage.Commit
+	var err error
+	go func() {
+		commit, err = s.InTxEarly(ctx, func(tx *storage.Store) error {
+			if _, err := tx.AppendEvent(ctx, c.ID, "leg.updated", `{}`); err != nil {
+				return err
+			}
+			tx.Proceed()
+			return <-finish // the rest of the transaction
+		})
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("InTxEarly did not return at Proceed")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("audit insert failed")
+	finish <- boom
+	if err := commit.Durable(); !errors.Is(err, boom) {
+		t.Fatalf("Durable after the transaction failed past Proceed: %v", err)
+	}
+	if seq, _ := s.LastEventSeq(ctx, c.ID); seq != 0 {
+		t.Fatalf("the failed transaction left seq %d", seq)
+	}
+}
+
+func TestInTxAsync_RunsInQueueOrderAndReportsAfterTheDisk(t *testing.T) {
+	s := openSQLite(t)
+	_, c := seedConversation(t, s)
+	ctx := storage.LowPriority(context.Background())
+	disk := holdDisk(s)
+	var mu sync.Mutex
+	var ran, reported []int
+	for i := 0; i < 20; i++ {
+		s.InTxAsync(ctx, func(tx *storage.Store) error {
+			mu.Lock()
+			ran = append(ran, i)
+			mu.Unlock()
+			_, err := tx.AppendEvent(ctx, c.ID, "t", `{}`)
+			return err
+		}, func(err error) {
+			if err != nil {
+				t.Errorf("transaction %d: %v", i, err)
+			}
+			mu.Lock()
+			reported = append(reported, i)
+			mu.Unlock()
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(ran)
+		mu.Unlock()
+		if n == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of 20 queued transactions ran", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	if len(reported) != 0 {
+		t.Errorf("%d reported before the fsync", len(reported))
+	}
+	mu.Unlock()
+	close(disk.release)
+	for {
+		mu.Lock()
+		n := len(reported)
+		mu.Unlock()
+		if n == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of 20 reported", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 20 {
+		if ran[i] != i || reported[i] != i {
+			t.Fatalf("ran %v, reported %v: want queue order", ran, reported)
+		}
+	}
+}

@@ -72,6 +72,9 @@ type Store struct {
 
 	// stmts are the prepared statements of the hot path (raw.go).
 	stmts *stmtCache
+
+	// req is the writer's request this transaction store runs (SQLite).
+	req *writeReq
 }
 
 // Options for Open.
@@ -255,15 +258,59 @@ func (c Commit) Durable() error {
 	return c.r.wait()
 }
 
-// InTxEarly is InTx for a caller that acts on the commit before the disk
-// has it: it returns as soon as the transaction has committed (other
-// connections see it), and Commit.Durable says when it is durable. The dial
-// path uses it to place the call while the WAL is being synced; it must
-// wait for Durable before telling anyone the outcome. Should the process
-// die before that, the call's record is lost with the last commits and the
-// PBX's orphan call is hung up by the resync after restart.
+// InTxEarly is InTx for a caller that acts on its transaction before it is
+// committed and on disk: on SQLite it returns as soon as fn has run (or has
+// called tx.Proceed) and its work is part of the writer's current batch;
+// Commit.Durable says when the batch is committed and fsynced, or that it
+// failed. The dial path uses it to place the call meanwhile, and waits for
+// Durable before telling anyone the outcome; when Durable fails it hangs
+// the call up. Should the process die in between, the call's record is
+// lost with the last commits and the PBX's orphan call is hung up by the
+// resync after restart. Other connections see the work once it is
+// committed; the writer's later transactions see it at once.
 func (s *Store) InTxEarly(ctx context.Context, fn func(tx *Store) error) (Commit, error) {
 	return s.inTx(ctx, fn, true)
+}
+
+// InTxAsync queues fn as a write transaction and returns without waiting
+// for it; then, when not nil, is called with its outcome once it is durable
+// (or failed), on the goroutine that answers transactions: it must not
+// block (start a goroutine for PBX work). Transactions of one priority
+// queued one after the other by one goroutine run in that order. The PBX's call progress uses
+// it: a channel's events are applied in order without the channel's worker
+// waiting for each commit and fsync. When the queue is full it waits
+// (back-pressure). On PostgreSQL it runs fn at once, like InTx.
+func (s *Store) InTxAsync(ctx context.Context, fn func(tx *Store) error, then func(error)) {
+	if s.writes == nil || s.pending != nil {
+		err := s.InTx(ctx, fn)
+		if then != nil {
+			then(err)
+		}
+		return
+	}
+	if err := s.dur.failed(); err != nil {
+		if then != nil {
+			then(err)
+		}
+		return
+	}
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), stop: s.stopW, low: isLowPriority(ctx), then: then}
+	q := s.writes
+	if r.low {
+		q = s.lowWrites
+	}
+	var err error
+	select {
+	case q <- r:
+		return
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-s.stopW:
+		err = ErrClosed
+	}
+	if then != nil {
+		then(err)
+	}
 }
 
 func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) (Commit, error) {
@@ -274,12 +321,12 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 		if err := s.dur.failed(); err != nil {
 			return Commit{}, err
 		}
-		r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), stop: s.stopW}
+		r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), stop: s.stopW, low: isLowPriority(ctx)}
 		if early {
 			r.committed = make(chan struct{})
 		}
 		q := s.writes
-		if isLowPriority(ctx) {
+		if r.low {
 			q = s.lowWrites
 		}
 		select {
@@ -318,6 +365,17 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 	return Commit{}, nil
 }
 
+// Proceed, called inside an InTxEarly transaction, lets its caller go on
+// before fn has returned: fn has checked what it must and written what the
+// caller acts on, and what it does after Proceed only records (events,
+// audit). Should the rest of fn fail, the transaction is rolled back and
+// the caller's Commit.Durable reports it. Elsewhere it does nothing.
+func (s *Store) Proceed() {
+	if s.req != nil {
+		s.req.signalCommitted()
+	}
+}
+
 // lowPriorityKey marks a context whose transactions may wait behind
 // interactive ones.
 type lowPriorityKey struct{}
@@ -343,12 +401,28 @@ type writeReq struct {
 	fn     func(tx *Store) error
 	events []Event
 	err    error
-	// committed, for InTxEarly, is closed once the batch committed, or
-	// failed (commitErr is set first; the syncer may still set err).
+	low    bool // LowPriority: from lowWrites
+	// then is InTxAsync's callback.
+	then func(error)
+	// committed, for InTxEarly, is closed once fn has run and its work is
+	// part of the batch (or failed: commitErr is set first; the writer or
+	// the syncer may still set err when the batch's commit or fsync fails).
 	committed chan struct{}
 	commitErr error
+	signalled bool
 	done      chan error
 	stop      <-chan struct{}
+}
+
+// signalCommitted tells an InTxEarly caller (once) that fn has run: with
+// r.err when it failed.
+func (r *writeReq) signalCommitted() {
+	if r.committed == nil || r.signalled {
+		return
+	}
+	r.signalled = true
+	r.commitErr = r.err
+	close(r.committed)
 }
 
 // wait returns the request's final answer (it stays readable).
@@ -372,9 +446,9 @@ func (r *writeReq) wait() error {
 const (
 	// maxBatch bounds how many transactions share one commit.
 	maxBatch = 64
-	// batchBudget is how long a batch keeps taking background
-	// transactions; a dial that arrives meanwhile joins the batch, so it
-	// waits at most about this long for the writer.
+	// batchBudget is how long a batch keeps taking transactions; a dial
+	// that arrives meanwhile joins the batch (or the next), so it waits at
+	// most about this long for the writer.
 	batchBudget = time.Millisecond
 )
 
@@ -424,24 +498,32 @@ func (s *Store) writeLoop(conn *gorm.DB, stop <-chan struct{}) error {
 	}
 }
 
-// next returns the next request for a batch that started at start:
-// interactive ones first, background ones while the batch is within its
-// budget, nil when the batch should commit.
-func (s *Store) next(n int, start time.Time) *writeReq {
-	if n >= maxBatch {
+// next returns the next request for batch, which started at start, or nil
+// when the batch should commit. A batch takes every request that was
+// already waiting when it started (they would wait for its commit anyway;
+// one commit for all of them is what keeps the writer ahead under load),
+// then whatever arrives during batchBudget, up to maxBatch. While both
+// queues have requests it alternates between them, a dial first: call
+// progress cannot be starved by a stream of dials (it would arrive late on
+// every screen), and a dial that arrives at a quiet moment waits behind at
+// most the rest of one short batch.
+func (s *Store) next(batch []*writeReq, waiting int, start time.Time) *writeReq {
+	if len(batch) >= maxBatch || (len(batch) > waiting && time.Since(start) >= batchBudget) {
 		return nil
+	}
+	if !batch[len(batch)-1].low {
+		select {
+		case r := <-s.lowWrites:
+			return r
+		default:
+		}
 	}
 	select {
 	case r := <-s.writes:
 		return r
 	default:
 	}
-	if time.Since(start) >= batchBudget {
-		return nil
-	}
 	select {
-	case r := <-s.writes:
-		return r
 	case r := <-s.lowWrites:
 		return r
 	default:
@@ -454,18 +536,20 @@ func (s *Store) next(n int, start time.Time) *writeReq {
 func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 	start := time.Now()
 	batch := []*writeReq{first}
+	waiting := len(s.writes) + len(s.lowWrites)
 	// The batch's number is taken before anything is written, so that a
 	// reader that sees its rows also sees a number at least this one
 	// (awaitDurable).
 	seq := s.dur.committing.Add(1)
 	err := conn.Transaction(func(gtx *gorm.DB) error {
 		sqlTx, _ := gtx.Statement.ConnPool.(*sql.Tx)
-		for r := first; r != nil; r = s.next(len(batch), start) {
+		for r := first; r != nil; r = s.next(batch, waiting, start) {
 			if r != first {
 				batch = append(batch, r)
 			}
 			if r.ctx.Err() != nil {
 				r.err = r.ctx.Err()
+				r.signalCommitted()
 				continue
 			}
 			// Statements run without the caller's cancellation: SQLite
@@ -478,6 +562,7 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			tx := *s
 			tx.db = gtx.WithContext(ctx)
 			tx.pending = &r.events
+			tx.req = r
 			r.err = runSafely(r.fn, &tx)
 			if r.err != nil {
 				r.events = nil
@@ -488,6 +573,10 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			if err := s.execTx(ctx, sqlTx, `RELEASE w`); err != nil {
 				return err
 			}
+			// fn's work is now part of the batch: an InTxEarly caller may
+			// act on it (see there) without waiting for the rest of the
+			// batch and its commit.
+			r.signalCommitted()
 		}
 		return nil
 	})
@@ -496,10 +585,7 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			r.err = err
 			r.events = nil
 		}
-		if r.committed != nil {
-			r.commitErr = r.err
-			close(r.committed)
-		}
+		r.signalCommitted() // the skipped, and those of a failed batch
 	}
 	// To the syncer even when the commit failed: it answers in order and
 	// moves the durable mark past this batch's number.
@@ -566,6 +652,9 @@ func (s *Store) syncer() {
 					s.afterCommit(r.events)
 				}
 				r.done <- r.err
+				if r.then != nil {
+					r.then(r.err)
+				}
 			}
 		}
 	}
