@@ -673,6 +673,16 @@ func TestOpenAPIValidatesAudioTraffic(t *testing.T) {
 	// Legs: connect alice's, mute and unmute it; bob's is still dialing.
 	ctl.HandlePBXEvent(context.Background(), "fake", pbx.Event{Type: pbx.EventRinging, LegID: join.Leg.ID, At: time.Now()})
 	ctl.HandlePBXEvent(context.Background(), "fake", pbx.Event{Type: pbx.EventConnected, LegID: join.Leg.ID, At: time.Now()})
+	// Call progress is applied in the background (in order): wait for it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		l, err := ctl.Store().GetLeg(context.Background(), join.Leg.ID)
+		if err == nil && l.State == "connected" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's leg never connected: %+v %v", l, err)
+		}
+	}
 	c.do(200, "POST", "/api/v1/legs/"+join.Leg.ID+"/mute", alice.Token, nil)
 	c.do(200, "POST", "/api/v1/legs/"+join.Leg.ID+"/unmute", alice.Token, nil)
 	c.do(403, "POST", "/api/v1/legs/"+join.Leg.ID+"/mute", bob.Token, nil)

@@ -122,10 +122,11 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 	if !c.Ready() {
 		return JoinResult{}, unavailable("the PBX is not reachable right now; no call was placed, try again shortly")
 	}
+	// placed is what dialTx settles before it lets this goroutine place
+	// the call (tx.Proceed); invitation is set when the transaction is
+	// done, and read only after Durable.
 	var (
-		conf       *storage.Conference
-		leg        *storage.Leg
-		newConf    bool
+		placed     dialPlaced
 		invitation *storage.Invitation
 	)
 	now := time.Now().UTC()
@@ -140,8 +141,8 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 	var commit storage.Commit
 	for attempt := 0; ; attempt++ {
 		commit, err = c.store.InTxEarly(ctx, func(tx *storage.Store) error {
-			var err error
-			conf, leg, newConf, invitation, err = c.dialTx(ctx, tx, conv, a, t, before, now)
+			inv, err := c.dialTx(ctx, tx, conv, a, t, before, now, &placed)
+			invitation = inv
 			return err
 		})
 		if !errors.Is(err, errConferenceRace) || attempt == 2 {
@@ -155,7 +156,8 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 		c.dialed(ctx, a, conv.ID, t, nil, err) // releases the dial's reservation
 		return JoinResult{}, err
 	}
-	res, err := c.placeLeg(ctx, conv, conf, leg, newConf)
+	conf, leg := placed.conf, placed.leg
+	res, err := c.placeLeg(ctx, conv, conf, leg, placed.newConf)
 	if derr := commit.Durable(); derr != nil {
 		// The record of the call may be lost: do not leave a call that
 		// nothing knows of.
@@ -817,58 +819,67 @@ func (c *Controller) hangupLost(ctx context.Context, conf *storage.Conference, l
 // conference first (PostgreSQL); dial runs its transaction again.
 var errConferenceRace = errors.New("conference started concurrently")
 
+// dialPlaced is what dialTx settles before the call may be placed.
+type dialPlaced struct {
+	conf    *storage.Conference
+	leg     *storage.Leg
+	newConf bool
+}
+
 // dialTx is dial's transaction: find (and lock) or start the conference,
-// refuse a second live leg, record the leg, invite the others.
+// refuse a second live leg, record the leg, invite the others. Once the
+// leg is written it fills p and lets the caller place the call
+// (tx.Proceed): what follows only records (events, the invitation answered
+// by joining, the invitations of a new conference, the audit), and should
+// it fail the caller hangs the call up (Commit.Durable).
 func (c *Controller) dialTx(ctx context.Context, tx *storage.Store, conv *storage.Conversation, a Actor, t dialTarget,
-	before func(tx *storage.Store, conf *storage.Conference) error, now time.Time,
-) (conf *storage.Conference, leg *storage.Leg, newConf bool, invitation *storage.Invitation, err error) {
+	before func(tx *storage.Store, conf *storage.Conference) error, now time.Time, p *dialPlaced,
+) (invitation *storage.Invitation, err error) {
 	// The conversation's lock first (see storage.LockConversation): then
 	// its last leg ending cannot end the conference under us.
 	if err := tx.LockConversation(ctx, conv.ID); err != nil {
-		return nil, nil, false, nil, err
+		return nil, err
 	}
-	conf, err = tx.LockActiveConference(ctx, conv.ID)
+	conf, err := tx.LockActiveConference(ctx, conv.ID)
+	newConf := false
 	if errors.Is(err, storage.ErrNotFound) {
 		node, perr := c.placeConference(ctx)
 		if perr != nil {
-			return nil, nil, false, nil, perr
+			return nil, perr
 		}
 		conf = &storage.Conference{ID: NewID(), ConversationID: conv.ID, State: storage.ConferenceActive,
 			Node: node.Name, CreatedBy: a.UserID, CreatedAt: now}
 		if err := tx.CreateConference(ctx, conf); err != nil {
 			if errors.Is(err, storage.ErrConflict) {
-				return nil, nil, false, nil, errConferenceRace
+				return nil, errConferenceRace
 			}
-			return nil, nil, false, nil, err
+			return nil, err
 		}
 		newConf = true
 		if err := appendEvent(ctx, tx, conv.ID, "audio.started", conferenceView(conf)); err != nil {
-			return nil, nil, false, nil, err
+			return nil, err
 		}
 	} else if err != nil {
-		return nil, nil, false, nil, err
+		return nil, err
 	}
 	if before != nil {
 		if err := before(tx, conf); err != nil {
-			return nil, nil, false, nil, err
+			return nil, err
 		}
-	}
-	alreadyIn := func(l *storage.Leg) error {
-		return &Error{Kind: KindConflict, Code: "already_in_audio",
-			Message: fmt.Sprintf("a call to %s is already %s in this conference; hang it up first", l.Number, l.State)}
 	}
 	if t.userID != nil {
 		if l, err := tx.LiveLegOfUser(ctx, conf.ID, *t.userID); err == nil {
-			return nil, nil, false, nil, alreadyIn(l)
+			return nil, &Error{Kind: KindConflict, Code: "already_in_audio",
+				Message: fmt.Sprintf("a call to %s is already %s in this conference; hang it up first", l.Number, l.State)}
 		} else if !errors.Is(err, storage.ErrNotFound) {
-			return nil, nil, false, nil, err
+			return nil, err
 		}
 	}
 	legID := t.legID
 	if legID == "" {
 		legID = NewID()
 	}
-	leg = &storage.Leg{ID: legID, ConferenceID: conf.ID, ConversationID: conv.ID, UserID: t.userID,
+	leg := &storage.Leg{ID: legID, ConferenceID: conf.ID, ConversationID: conv.ID, UserID: t.userID,
 		GuestID: t.guestID, InvitationID: t.invitationID, Node: conf.Node, Number: t.number,
 		State: storage.LegDialing, CreatedAt: now, UpdatedAt: now}
 	if err := tx.CreateLeg(ctx, leg); err != nil {
@@ -876,31 +887,34 @@ func (c *Controller) dialTx(ctx context.Context, tx *storage.Store, conv *storag
 			// The unique index of live legs: a concurrent request (another
 			// replica, a double click on PostgreSQL) placed this person's
 			// call first.
-			return nil, nil, false, nil, &Error{Kind: KindConflict, Code: "already_in_audio",
+			return nil, &Error{Kind: KindConflict, Code: "already_in_audio",
 				Message: "a call to you is already being placed in this conference"}
 		}
-		return nil, nil, false, nil, err
+		return nil, err
 	}
+	*p = dialPlaced{conf: conf, leg: leg, newConf: newConf}
+	tx.Proceed()
+
 	if err := appendEvent(ctx, tx, conv.ID, "leg.updated", legView(leg)); err != nil {
-		return nil, nil, false, nil, err
+		return nil, err
 	}
 	if t.userID != nil && t.invitationID == nil {
 		// Joining directly answers one's own pending invitation.
 		if inv, err := tx.PendingInvitation(ctx, conf.ID, *t.userID); err == nil {
 			inv.LegID = &leg.ID
 			if err := c.setInvitationState(ctx, tx, inv, storage.InvitationAccepted); err != nil {
-				return nil, nil, false, nil, err
+				return nil, err
 			}
 			invitation = inv
 		}
 	}
 	if newConf {
 		if err := c.inviteOthers(ctx, tx, conv, conf, a.UserID, t.userID); err != nil {
-			return nil, nil, false, nil, err
+			return nil, err
 		}
 	}
 	if err := c.dialedTx(ctx, tx, a, conv.ID, t, leg); err != nil {
-		return nil, nil, false, nil, err
+		return nil, err
 	}
-	return conf, leg, newConf, invitation, nil
+	return invitation, nil
 }

@@ -33,8 +33,11 @@ func endStateFor(l *storage.Leg, cause int) string {
 }
 
 // HandlePBXEvent applies one driver event. Events of one leg arrive in
-// order; a duplicate or late event (a leg already past that state) changes
-// nothing.
+// order and are applied in that order, in the background: the call
+// progress is queued to the store (storage.InTxAsync) and this returns
+// before it is written, so that a driver's worker goes on with the next
+// event instead of waiting for each commit. A duplicate or late event (a
+// leg already past that state) changes nothing.
 func (c *Controller) HandlePBXEvent(ctx context.Context, node string, e pbx.Event) {
 	// Call progress is background work for the store: a click dialing
 	// out goes first (storage.LowPriority).
@@ -52,7 +55,7 @@ func (c *Controller) HandlePBXEvent(ctx context.Context, node string, e pbx.Even
 		})
 	case pbx.EventConnected:
 		hangup := false
-		c.transition(ctx, e.LegID, func(l *storage.Leg) bool {
+		c.transitionThen(ctx, e.LegID, func(l *storage.Leg) bool {
 			if l.State != storage.LegDialing && l.State != storage.LegRinging {
 				return false
 			}
@@ -67,12 +70,13 @@ func (c *Controller) HandlePBXEvent(ctx context.Context, node string, e pbx.Even
 				l.RingingAt = &now
 			}
 			return true
+		}, func() {
+			if hangup {
+				go c.hangupByID(context.WithoutCancel(ctx), e.LegID)
+			}
 		})
-		if hangup {
-			c.hangupByID(ctx, e.LegID)
-		}
 	case pbx.EventEnded:
-		c.endLeg(ctx, e.LegID, e.Cause, e.CauseText, e.Reason)
+		c.endLegAsync(ctx, e.LegID, e.Cause, e.CauseText, e.Reason)
 	case pbx.EventTalkingStarted, pbx.EventTalkingFinished:
 		talking := e.Type == pbx.EventTalkingStarted
 		c.transition(ctx, e.LegID, func(l *storage.Leg) bool {
@@ -93,14 +97,21 @@ func (c *Controller) HandlePBXEvent(ctx context.Context, node string, e pbx.Even
 	}
 }
 
-// transition applies f to a leg in one transaction (the conference row
-// locked first so that "last leg ended" is decided once) and logs
-// leg.updated when f changed it.
+// transition applies f to a leg in one transaction and logs leg.updated
+// when f changed it. It is queued, not waited for (storage.InTxAsync): the
+// driver's worker for the channel goes on with its next event, which is
+// applied after this one.
 func (c *Controller) transition(ctx context.Context, legID string, f func(l *storage.Leg) bool) {
+	c.transitionThen(ctx, legID, f, nil)
+}
+
+// transitionThen is transition with then called once the transaction is
+// durable (not when it failed); then must not block.
+func (c *Controller) transitionThen(ctx context.Context, legID string, f func(l *storage.Leg) bool, then func()) {
 	if legID == "" {
 		return
 	}
-	err := c.store.InTx(ctx, func(tx *storage.Store) error {
+	c.store.InTxAsync(ctx, func(tx *storage.Store) error {
 		l, err := lockLeg(ctx, tx, legID)
 		if err != nil {
 			return err
@@ -112,10 +123,15 @@ func (c *Controller) transition(ctx context.Context, legID string, f func(l *sto
 			return err
 		}
 		return appendEvent(ctx, tx, l.ConversationID, "leg.updated", legView(l))
+	}, func(err error) {
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			c.log.Error("leg transition failed", "leg", legID, "err", err)
+			return
+		}
+		if err == nil && then != nil {
+			then()
+		}
 	})
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		c.log.Error("leg transition failed", "leg", legID, "err", err)
-	}
 }
 
 // lockLeg loads a leg for change: its conversation's lock first, then the
@@ -135,8 +151,28 @@ func lockLeg(ctx context.Context, tx *storage.Store, legID string) (*storage.Leg
 // endLeg records that a leg is gone from the PBX, and ends the conference
 // when it was the last live leg.
 func (c *Controller) endLeg(ctx context.Context, legID string, cause int, causeText, reason string) {
-	var ended *storage.Conference
-	err := c.store.InTx(ctx, func(tx *storage.Store) error {
+	fn, ended := c.endLegTx(ctx, legID, cause, causeText, reason)
+	err := c.store.InTx(ctx, fn)
+	c.legEnded(ctx, legID, err, *ended)
+}
+
+// endLegAsync is endLeg queued, for the PBX's call progress (see
+// transition).
+func (c *Controller) endLegAsync(ctx context.Context, legID string, cause int, causeText, reason string) {
+	fn, ended := c.endLegTx(ctx, legID, cause, causeText, reason)
+	c.store.InTxAsync(ctx, fn, func(err error) {
+		// On a goroutine of its own: this runs where the store answers
+		// transactions, and legEnded may call the PBX.
+		go c.legEnded(context.WithoutCancel(ctx), legID, err, *ended)
+	})
+}
+
+// endLegTx is endLeg's transaction; *ended is set to the conference it
+// ended, if any.
+func (c *Controller) endLegTx(ctx context.Context, legID string, cause int, causeText, reason string) (func(tx *storage.Store) error, **storage.Conference) {
+	ended := new(*storage.Conference)
+	return func(tx *storage.Store) error {
+		*ended = nil
 		l, err := lockLeg(ctx, tx, legID)
 		if err != nil {
 			return err
@@ -169,15 +205,20 @@ func (c *Controller) endLeg(ctx context.Context, legID string, cause int, causeT
 		}
 		ok, err := c.endConferenceTx(ctx, tx, conf, "the last call ended")
 		if ok {
-			ended = conf
+			*ended = conf
 		}
 		return err
-	})
+	}, ended
+}
+
+// legEnded finishes endLeg after its transaction: logs a failure, tells
+// the PBX to destroy a conference that ended.
+func (c *Controller) legEnded(ctx context.Context, legID string, err error, ended *storage.Conference) {
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		c.log.Error("ending leg failed", "leg", legID, "err", err)
 		return
 	}
-	if ended != nil {
+	if ended != nil && err == nil {
 		c.destroyOnPBX(ctx, ended)
 	}
 }
