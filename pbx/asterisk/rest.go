@@ -75,9 +75,19 @@ func (c *restClient) answeredSince(t time.Time) bool {
 	return time.Duration(c.lastAnswer.Load()) >= t.Sub(c.origin)
 }
 
+// maxRESTConns bounds the REST connections to one Asterisk.
+const maxRESTConns = 128
+
 func newRESTClient(base, user, password string, timeout time.Duration) *restClient {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 16
+	// Keep as many connections as are busy at once under load (every dial
+	// is one request, every answered leg two more from the shard
+	// workers): with a smaller idle pool, each burst opened new TCP
+	// connections and closed them again, a latency spike on the dial
+	// path. MaxConnsPerHost keeps a few replicas within the sessionlimit
+	// of asterisk-conf/http.conf (500).
+	tr.MaxIdleConnsPerHost = maxRESTConns
+	tr.MaxConnsPerHost = maxRESTConns
 	tr.ResponseHeaderTimeout = timeout
 	return &restClient{
 		base:     base,
