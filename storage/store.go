@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,6 +424,10 @@ func (r *writeReq) signalCommitted() {
 	r.signalled = true
 	r.commitErr = r.err
 	close(r.committed)
+	// The caller was made runnable on this goroutine's P, where it would
+	// wait until the writer blocks (at the end of the batch: milliseconds
+	// under load). It places a call: let it run now.
+	runtime.Gosched()
 }
 
 // wait returns the request's final answer (it stays readable).
@@ -675,7 +680,7 @@ func (s *Store) syncWAL() error {
 		return err
 	}
 	defer f.Close()
-	return f.Sync()
+	return datasync(f)
 }
 
 // durability tracks how far the syncer got.
