@@ -31,18 +31,11 @@ func (c *Controller) member(ctx context.Context, a Actor, convID string) (*stora
 	if a.UserID == "" {
 		return nil, nil, notFoundErr("conversation")
 	}
-	p, err := c.store.GetParticipant(ctx, convID, a.UserID)
+	conv, p, err := c.store.Membership(ctx, convID, a.UserID)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && p.LeftAt != nil) {
 		return nil, nil, notFoundErr("conversation")
 	}
 	if err != nil {
-		return nil, nil, err
-	}
-	conv, err := c.store.GetConversation(ctx, convID)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, nil, notFoundErr("conversation")
-		}
 		return nil, nil, err
 	}
 	return conv, p, nil

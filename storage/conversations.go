@@ -72,6 +72,29 @@ func (s *Store) GetParticipant(ctx context.Context, convID, userID string) (*Par
 	return &p, nil
 }
 
+// Membership loads a conversation and a user's participation in it with
+// one query (every request about a conversation checks membership first).
+// ErrNotFound when the user was never in it.
+func (s *Store) Membership(ctx context.Context, convID, userID string) (*Conversation, *Participant, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT c.id, c.kind, c.subject, c.creator_id, c.presenter_id, c.event_seq, c.created_at, c.ended_at,
+ p.role, p.joined_at, p.left_at FROM participants p JOIN conversations c ON c.id = p.conversation_id
+ WHERE p.conversation_id = ? AND p.user_id = ?`, convID, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var c Conversation
+	p := Participant{ConversationID: convID, UserID: userID}
+	var pres sql.NullString
+	var ended, left sql.NullTime
+	if err := row.Scan(&c.ID, &c.Kind, &c.Subject, &c.CreatorID, &pres, &c.EventSeq, &c.CreatedAt, &ended,
+		&p.Role, &p.JoinedAt, &left); err != nil {
+		return nil, nil, rowErr(err)
+	}
+	c.PresenterID, c.EndedAt, c.CreatedAt = pstr(pres), ptime(ended), c.CreatedAt.UTC()
+	p.LeftAt, p.JoinedAt = ptime(left), p.JoinedAt.UTC()
+	return &c, &p, nil
+}
+
 // UpsertParticipant adds a user to a conversation, or brings back one who
 // left (keeping their role).
 func (s *Store) UpsertParticipant(ctx context.Context, p *Participant) error {
