@@ -51,8 +51,18 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv("CONVOICE_BENCH_EMULATOR"); addr != "" {
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() { io.Copy(io.Discard, os.Stdin); cancel() }() // parent gone → stop
+		// Each accepted originate is reported on stdout as
+		// "originate <channel id> <unix ns>" (emulatorProcess reads it).
+		var outMu sync.Mutex
+		out := bufio.NewWriter(os.Stdout)
+		onOriginate := func(id string, at time.Time) {
+			outMu.Lock()
+			fmt.Fprintf(out, "originate %s %d\n", id, at.UnixNano())
+			out.Flush()
+			outMu.Unlock()
+		}
 		if err := ariemu.Serve(ctx, addr, ariemu.Config{User: "convoice", Password: "emu-secret",
-			Timing: emuphone.Timing{Ring: 20 * time.Millisecond}}); err != nil {
+			Timing: emuphone.Timing{Ring: 20 * time.Millisecond}, OnOriginate: onOriginate}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -226,10 +236,18 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func BenchmarkDialOut(b *testing.B) {
+	for _, where := range []string{"process", "in-process"} {
+		b.Run("emulator="+where, func(b *testing.B) { benchDialOut(b, where == "process") })
+	}
+}
+
+// benchDialOut is BenchmarkDialOut with the emulator in a process of its
+// own (as a real Asterisk is) or inside convoice's process.
+func benchDialOut(b *testing.B, ownProcess bool) {
 	const users, convs = 50, 20 // 1,000 legs, 20 conferences of 50
 	for i := 0; i < b.N; i++ {
 		// Throughput: 100 requests in flight, as fast as answers come.
-		env, _, w := benchEnv(b, users, convs)
+		env, _, w := benchEnv(b, users, convs, ownProcess)
 		var connected atomic.Int64
 		var stops []func()
 		for _, c := range w.convs {
@@ -250,7 +268,7 @@ func BenchmarkDialOut(b *testing.B) {
 		// Latency: the same joins arriving at a steady 250 per second
 		// (at most 100 in flight), timed from the request to the
 		// originate reaching the PBX.
-		env, originated, w := benchEnv(b, users, convs)
+		env, originated, w := benchEnv(b, users, convs, ownProcess)
 		results := w.join(b, 250)
 		// The first join of a conversation also creates the PBX bridge and
 		// invites everyone else in one transaction; report it apart.
@@ -267,6 +285,9 @@ func BenchmarkDialOut(b *testing.B) {
 			}
 			firstSeen[r.conv] = true
 		}
+		if len(lat) != len(results) {
+			b.Fatalf("%d of %d originates were seen by the emulator", len(lat), len(results))
+		}
 		if os.Getenv("BENCH_DEBUG") != "" {
 			t0 := results[0].started
 			for _, r := range results {
@@ -279,7 +300,7 @@ func BenchmarkDialOut(b *testing.B) {
 		}
 		env.Stop()
 
-		direct := directARI(b, int(total))
+		direct := directARI(b, int(total), ownProcess)
 		wholeRate := float64(total) / whole.Seconds()
 		b.ReportMetric(wholeRate, "dialouts/s")
 		b.ReportMetric(float64(total)/requestsDone.Seconds(), "requests/s")
@@ -344,8 +365,64 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 	}
 }
 
-// benchEnv starts convoice on a fresh emulator whose originates are timed.
-func benchEnv(b *testing.B, users, convs int) (*apitest.Env, *sync.Map, *benchWorld) {
+// emulatorProcess runs the ARI emulator in a process of its own (this test
+// binary, see TestMain), as a real Asterisk is: its goroutines, heap and
+// garbage collection are not convoice's, though it shares the machine's
+// cores. It returns its ARI URL and the time each originate reached it.
+func emulatorProcess(b *testing.B) (ariURL string, originated *sync.Map) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CONVOICE_BENCH_EMULATOR="+addr)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	originated = &sync.Map{}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var id string
+			var ns int64
+			if n, _ := fmt.Sscanf(sc.Text(), "originate %s %d", &id, &ns); n == 2 {
+				originated.Store(id, time.Unix(0, ns))
+			}
+		}
+	}()
+	b.Cleanup(func() {
+		stdin.Close() // the emulator stops when its stdin closes
+		cmd.Wait()
+		<-read
+	})
+	for j := 0; ; j++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if j > 500 {
+			b.Fatal("emulator process did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return "http://" + addr + "/ari", originated
+}
+
+// benchEnv starts convoice on a fresh emulator whose originates are timed,
+// in a process of its own or in convoice's.
+func benchEnv(b *testing.B, users, convs int, ownProcess bool) (*apitest.Env, *sync.Map, *benchWorld) {
+	if ownProcess {
+		url, originated := emulatorProcess(b)
+		env := apitest.Start(b, apitest.Options{NoPBX: true, ExternalARI: url})
+		return env, originated, newBenchWorld(b, env, users, convs)
+	}
 	originated := &sync.Map{}
 	emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond},
 		OnOriginate: func(id string, at time.Time) { originated.Store(id, at) }})
@@ -368,15 +445,22 @@ func waitConnected(b *testing.B, connected *atomic.Int64, total int64) {
 }
 
 // directARI places n legs with the Asterisk driver alone (no HTTP, no
-// controller, no database) and returns legs connected per second.
-func directARI(b *testing.B, n int) float64 {
-	emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond}})
-	if err := emu.Start("127.0.0.1:0"); err != nil {
-		b.Fatal(err)
+// controller, no database) against a fresh emulator (in its own process or
+// in this one) and returns legs connected per second.
+func directARI(b *testing.B, n int, ownProcess bool) float64 {
+	var url string
+	if ownProcess {
+		url, _ = emulatorProcess(b)
+	} else {
+		emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond}})
+		if err := emu.Start("127.0.0.1:0"); err != nil {
+			b.Fatal(err)
+		}
+		defer emu.Close()
+		url = emu.URL()
 	}
-	defer emu.Close()
 	routes, _ := pbx.ParseRoutes(pbx.DefaultRoutes)
-	d, err := asterisk.New(asterisk.Config{URL: emu.URL(), User: "convoice", Password: "emu-secret", Routes: routes, TalkDetect: true,
+	d, err := asterisk.New(asterisk.Config{URL: url, User: "convoice", Password: "emu-secret", Routes: routes, TalkDetect: true,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
@@ -439,30 +523,7 @@ func heapInUse() uint64 {
 func BenchmarkHeapPerLeg(b *testing.B) {
 	const users, convs = 100, 100 // 10,000 connected legs
 	for i := 0; i < b.N; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "CONVOICE_BENCH_EMULATOR="+addr)
-		stdin, _ := cmd.StdinPipe()
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		emuURL := "http://" + addr + "/ari"
-		for j := 0; ; j++ {
-			if c, err := net.Dial("tcp", addr); err == nil {
-				c.Close()
-				break
-			}
-			if j > 500 {
-				b.Fatal("emulator process did not start")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		emuURL, _ := emulatorProcess(b)
 		env := apitest.Start(b, apitest.Options{NoPBX: true, ExternalARI: emuURL})
 		w := newBenchWorld(b, env, users, convs)
 		before := heapInUse()
@@ -484,7 +545,5 @@ func BenchmarkHeapPerLeg(b *testing.B) {
 		b.ReportMetric(perLeg, "heap-KiB/leg")
 		b.ReportMetric(float64(total), "live-legs")
 		env.Stop()
-		stdin.Close()
-		cmd.Wait()
 	}
 }
