@@ -46,15 +46,26 @@ func TestOwnership_OneEventConnectionPerNodeAndTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
+	// The new holder's event connection will take half a second to come up:
+	// a dial in that gap waits for it instead of answering 503.
+	r1.Emu.SetWebsocketDelay(500 * time.Millisecond) // under the handshake timeout (RequestTimeout)
 	cut := time.Now()
 	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted`); err != nil {
 		t.Fatal(err)
 	}
 	r1.WaitFor("replica 2 holds the lease", 5*time.Second, func() bool { o1, o2 := owners(); return !o1 && o2 })
 	t.Logf("lease taken over %s after the holder's session died", time.Since(cut).Round(time.Millisecond))
+	if r2.Ctl.PBXStatus()[0].Status.Ready {
+		t.Fatal("replica 2's event connection was up at once: the switch gap was not exercised")
+	}
+	bobLeg := r2.Must(201, "POST", "/api/v1/conversations/"+conv+"/audio", bob.Token, map[string]any{"published": "work"}).Map(t)["leg"].(map[string]any)["id"].(string)
+	r1.Emu.SetWebsocketDelay(0)
+	legState(t, r1, conv, bob.Token, bobLeg, "connected")
 	r1.WaitFor("both replicas ready again", 5*time.Second, func() bool {
 		return r1.Ctl.PBXStatus()[0].Status.Ready && r2.Ctl.PBXStatus()[0].Status.Ready
 	})
+	r2.Must(204, "DELETE", "/api/v1/legs/"+bobLeg, bob.Token, nil)
+	legState(t, r1, conv, bob.Token, bobLeg, "ended")
 
 	// The call never dropped, and is controllable through the replica that
 	// lost the lease: the new owner hears the results.

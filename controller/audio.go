@@ -118,7 +118,13 @@ func (c *Controller) dial(ctx context.Context, conv *storage.Conversation, a Act
 		Number: t.number, Source: t.source}); err != nil {
 		return JoinResult{}, err
 	}
-	// Fail fast, before anything is written, when no PBX can take a call.
+	// Fail fast, before anything is written, when no PBX can take a call
+	// (after a node this replica just took over has its event connection).
+	if !c.Ready() {
+		for _, n := range c.nodes {
+			c.awaitSwitch(ctx, n)
+		}
+	}
 	if !c.Ready() {
 		return JoinResult{}, unavailable("the PBX is not reachable right now; no call was placed, try again shortly")
 	}
@@ -185,6 +191,7 @@ func (c *Controller) placeLeg(ctx context.Context, conv *storage.Conversation, c
 		c.failLeg(ctx, leg.ID, 0, "", err.Error())
 		return JoinResult{}, err
 	}
+	c.awaitSwitch(ctx, node)
 	if newConf {
 		c.metrics.Conferences.Inc()
 		pctx, cancel := pbxCtx(ctx)

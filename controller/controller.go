@@ -49,6 +49,10 @@ type Node struct {
 
 	owner  atomic.Bool // this process holds the node's lease (nodes.go)
 	ending atomic.Bool // a "node lost" sweep is running
+	// switchUntil (unix ns) is set while the node's driver switches from
+	// commands-only to its event connection after this replica won the
+	// lease: dials wait for it instead of answering 503 (nodes.go).
+	switchUntil atomic.Int64
 }
 
 // Controller is convoice's behaviour.

@@ -30,13 +30,18 @@ func (c *Controller) runNode(ctx context.Context, n *Node) {
 	c.setOwner(n, false)
 	var yield time.Duration
 	for ctx.Err() == nil {
-		lease, err := c.acquireNode(ctx, n, yield)
+		lease, wasReady, err := c.acquireNode(ctx, n, yield)
 		yield = 0
 		if err != nil {
 			return // ctx done
 		}
+		if wasReady {
+			// The node answered commands a moment ago; until the event
+			// connection is up (well under a second) dials wait for it.
+			c.startSwitch(ctx, n)
+		}
 		c.setOwner(n, true)
-		c.log.Info("holding the PBX node's lease: running its event connection", "node", n.Name)
+		c.log.Info("holding the PBX node's lease: running its event connection", "node", n.Name, "was_ready", wasReady)
 		lctx, cancel := context.WithCancel(ctx)
 		go func() {
 			select {
@@ -75,12 +80,48 @@ func (c *Controller) runNode(ctx context.Context, n *Node) {
 // take it first.
 const leaseYield = 3 * storage.LeaseRetry
 
+// switchGrace bounds how long dials wait for a node whose driver is
+// switching from commands-only to its event connection.
+const switchGrace = 5 * time.Second
+
+// startSwitch opens n's switch window: until its driver is ready (or
+// switchGrace has passed) dials wait for it. It closes as soon as the driver
+// is ready, so a fault right after still fails dials fast.
+func (c *Controller) startSwitch(ctx context.Context, n *Node) {
+	deadline := time.Now().Add(switchGrace).UnixNano()
+	n.switchUntil.Store(deadline)
+	go func() {
+		defer n.switchUntil.CompareAndSwap(deadline, 0)
+		for time.Now().UnixNano() < deadline && !n.Driver.Status().Ready {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+// awaitSwitch waits (within ctx) while n is switching to its event
+// connection and not ready yet.
+func (c *Controller) awaitSwitch(ctx context.Context, n *Node) {
+	for !n.Driver.Status().Ready && time.Now().UnixNano() < n.switchUntil.Load() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // acquireNode waits for the node's lease (trying after yield), serving
 // commands in passive mode meanwhile (on PostgreSQL, when the driver can).
-func (c *Controller) acquireNode(ctx context.Context, n *Node, yield time.Duration) (*storage.Lease, error) {
+// wasReady says the passive driver was ready when the lease came.
+func (c *Controller) acquireNode(ctx context.Context, n *Node, yield time.Duration) (*storage.Lease, bool, error) {
 	p, ok := n.Driver.(pbx.Passive)
 	if c.store.Dialect() != "postgres" || !ok {
-		return c.store.AcquireLease(ctx, leaseName(n.Name))
+		lease, err := c.store.AcquireLease(ctx, leaseName(n.Name))
+		return lease, false, err
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -98,9 +139,10 @@ func (c *Controller) acquireNode(ctx context.Context, n *Node, yield time.Durati
 	case <-time.After(yield):
 		lease, err = c.store.AcquireLease(ctx, leaseName(n.Name))
 	}
+	wasReady := err == nil && n.Driver.Status().Ready
 	cancel()
 	<-done
-	return lease, err
+	return lease, wasReady, err
 }
 
 func (c *Controller) setOwner(n *Node, owner bool) {

@@ -145,6 +145,7 @@ type Server struct {
 	closed    bool
 
 	unresponsive atomic.Bool
+	wsDelay      atomic.Int64 // SetWebsocketDelay, ns
 	unrespMu     sync.Mutex
 	unrespOff    chan struct{}  // closed when unresponsive mode ends
 	done         chan struct{}  // closed by Close
@@ -392,6 +393,12 @@ func (s *Server) DropWebsockets() {
 		s.log.Info("dropped event websockets", "count", len(socks))
 	}
 }
+
+// SetWebsocketDelay holds every new event websocket's handshake for d
+// before answering it (0: answer at once), as a loaded Asterisk or a slow
+// network would: the time a client is without its event connection after
+// it dialed. Connections already up are not touched.
+func (s *Server) SetWebsocketDelay(d time.Duration) { s.wsDelay.Store(int64(d)) }
 
 // SetUnresponsive switches half-open mode: while on, TCP connections stay
 // open but REST requests are never answered (they are cut when the mode

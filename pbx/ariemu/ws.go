@@ -336,6 +336,13 @@ func (s *Server) serveEvents(rc *reqCtx) {
 		rc.html(http.StatusBadRequest, "Bad Request", "Missing Sec-WebSocket-Key")
 		return
 	}
+	if d := time.Duration(s.wsDelay.Load()); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	var apps []string
 	for _, a := range strings.Split(rc.p.str("app"), ",") {
 		if a = strings.TrimSpace(a); a != "" {
