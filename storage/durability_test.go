@@ -259,37 +259,30 @@ func TestInTxAsync_RunsInQueueOrderAndReportsAfterTheDisk(t *testing.T) {
 			mu.Unlock()
 		})
 	}
+	// waitAll waits until list holds all 20.
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		n := len(ran)
-		mu.Unlock()
-		if n == 20 {
-			break
+	waitAll := func(what string, list *[]int) {
+		for {
+			mu.Lock()
+			n := len(*list)
+			mu.Unlock()
+			if n == 20 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d of 20 queued transactions %s", n, what)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of 20 queued transactions ran", n)
-		}
-		time.Sleep(time.Millisecond)
 	}
+	waitAll("ran", &ran)
 	mu.Lock()
 	if len(reported) != 0 {
 		t.Errorf("%d reported before the fsync", len(reported))
 	}
 	mu.Unlock()
 	close(disk.release)
-	for {
-		mu.Lock()
-		n := len(reported)
-		mu.Unlock()
-		if n == 20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of 20 reported", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitAll("were reported", &reported)
 	for i := range 20 {
 		if ran[i] != i || reported[i] != i {
 			t.Fatalf("ran %v, reported %v: want queue order", ran, reported)
