@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -42,14 +41,14 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 	go d.gcLoop(ctx)
 
 	d.setStatus(false, "connecting")
-	backoff := time.Duration(0)
+	backoff := pbx.Backoff{Max: MaxBackoff}
 	connects := 0
 	lastFailure := ""
 	for ctx.Err() == nil {
 		up, err := d.session(ctx, connects)
 		if up {
 			connects++
-			backoff = 0
+			backoff.Reset()
 			lastFailure = ""
 		}
 		if ctx.Err() != nil {
@@ -65,27 +64,12 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 				d.log.Debug("ARI connection attempt failed; retrying", "err", msg)
 			}
 		}
-		backoff = nextBackoff(backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
+		if !backoff.Wait(ctx) {
+			break
 		}
 	}
 	d.setStatus(false, "stopped")
 	return nil
-}
-
-func nextBackoff(prev time.Duration) time.Duration {
-	next := prev * 2
-	if next < 250*time.Millisecond {
-		next = 250 * time.Millisecond
-	}
-	if next > MaxBackoff {
-		next = MaxBackoff
-	}
-	// ±20 % jitter so that many drivers do not reconnect in step.
-	j := time.Duration(rand.Int64N(int64(next)/5*2+1)) - next/5
-	return next + j
 }
 
 // session is one life of the event connection: preflight, websocket,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"regexp"
 	"strings"
@@ -226,14 +225,14 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 	go d.gcLoop(ctx)
 
 	d.setStatus(false, "connecting")
-	backoff := time.Duration(0)
+	backoff := pbx.Backoff{Max: MaxBackoff}
 	lastFailure := ""
 	connects := 0
 	for ctx.Err() == nil {
 		up, err := d.session(ctx, connects)
 		if up {
 			connects++
-			backoff = 0
+			backoff.Reset()
 			lastFailure = ""
 		}
 		if ctx.Err() != nil {
@@ -245,28 +244,14 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 				lastFailure = msg
 			}
 		}
-		backoff = nextBackoff(backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
+		if !backoff.Wait(ctx) {
+			break
 		}
 	}
 	d.setStatus(false, "stopped")
 	cancel()
 	<-dispatchDone
 	return nil
-}
-
-func nextBackoff(prev time.Duration) time.Duration {
-	next := prev * 2
-	if next < 250*time.Millisecond {
-		next = 250 * time.Millisecond
-	}
-	if next > MaxBackoff {
-		next = MaxBackoff
-	}
-	j := time.Duration(rand.Int64N(int64(next)/5*2+1)) - next/5 // ±20 %
-	return next + j
 }
 
 // session is one life of the connection: login, subscription, resync,

@@ -26,17 +26,15 @@ func (d *Driver) RunPassive(ctx context.Context) error {
 	}
 	defer d.running.Store(false)
 	d.setStatus(false, "connecting (passive: another replica holds the event connection)")
-	backoff := time.Duration(0)
+	backoff := pbx.Backoff{Max: MaxBackoff}
 	for ctx.Err() == nil {
 		if err := d.passiveSession(ctx); err != nil && ctx.Err() == nil {
 			d.setStatus(false, "passive: "+describe(err))
-			backoff = nextBackoff(backoff)
+			if !backoff.Wait(ctx) {
+				break
+			}
 		} else {
-			backoff = 0
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
+			backoff.Reset()
 		}
 	}
 	d.setStatus(false, "stopped")
