@@ -1,10 +1,8 @@
 package api_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
@@ -100,125 +98,6 @@ func jlOriginates(env *apitest.Env) []string {
 		}
 	}
 	return out
-}
-
-// jlEvent is one SSE event as sent.
-type jlEvent struct {
-	ID, Type string
-	Raw      []byte
-	Data     map[string]any
-}
-
-// jlStream is an open SSE stream whose every event is checked against the
-// OpenAPI document.
-type jlStream struct {
-	Events chan jlEvent
-	Status int
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func (s *jlStream) Close() { s.cancel(); <-s.done }
-
-func jlSubscribe(t *testing.T, env *apitest.Env, path, token string) *jlStream {
-	t.Helper()
-	v := apitest.NewValidator(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", env.URL+path, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatalf("subscribe %s: %v", path, err)
-	}
-	s := &jlStream{Events: make(chan jlEvent, 1000), Status: resp.StatusCode, cancel: cancel, done: make(chan struct{})}
-	if resp.StatusCode != 200 {
-		resp.Body.Close()
-		cancel()
-		close(s.Events)
-		close(s.done)
-		return s
-	}
-	go func() {
-		defer close(s.done)
-		defer resp.Body.Close()
-		defer close(s.Events)
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		var ev jlEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.Type != "" {
-					v.CheckEvent(t, ev.ID, ev.Type, ev.Raw)
-					s.Events <- ev
-				}
-				ev = jlEvent{}
-			case strings.HasPrefix(line, "id: "):
-				ev.ID = line[4:]
-			case strings.HasPrefix(line, "event: "):
-				ev.Type = line[7:]
-			case strings.HasPrefix(line, "data: "):
-				ev.Raw = []byte(line[6:])
-				var env struct {
-					Data map[string]any `json:"data"`
-				}
-				_ = json.Unmarshal(ev.Raw, &env)
-				ev.Data = env.Data
-			}
-		}
-	}()
-	return s
-}
-
-// next returns the next event matching match; ok=false when the stream
-// ended first.
-func (s *jlStream) next(t *testing.T, d time.Duration, match func(jlEvent) bool) (jlEvent, bool) {
-	t.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case ev, ok := <-s.Events:
-			if !ok {
-				return jlEvent{}, false
-			}
-			if match == nil || match(ev) {
-				return ev, true
-			}
-		case <-timer.C:
-			t.Fatalf("no matching event within %s", d)
-		}
-	}
-}
-
-func (s *jlStream) must(t *testing.T, what string, match func(jlEvent) bool) jlEvent {
-	t.Helper()
-	ev, ok := s.next(t, 10*time.Second, match)
-	if !ok {
-		t.Fatalf("stream ended before %s", what)
-	}
-	return ev
-}
-
-// rest drains the stream until it ends (failing after d).
-func (s *jlStream) rest(t *testing.T, d time.Duration) []jlEvent {
-	t.Helper()
-	var out []jlEvent
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case ev, ok := <-s.Events:
-			if !ok {
-				return out
-			}
-			out = append(out, ev)
-		case <-timer.C:
-			t.Fatalf("the stream did not end within %s (got %d more events)", d, len(out))
-		}
-	}
 }
 
 // jlFilesContain reports whether any file of the SQLite database (the main
@@ -379,23 +258,23 @@ func TestJoinLink_GuestJoinsIsDialedConnectsPostsAndLeaves(t *testing.T) {
 	}
 
 	// --- Their stream: their own events from the start, the rest from their joining on.
-	gs := jlSubscribe(t, env, "/api/v1/guest/events", gtok)
+	gs := env.SubscribePath("/api/v1/guest/events", gtok, apitest.StreamOptions{})
 	defer gs.Close()
-	gs.must(t, "their admission", func(e jlEvent) bool { return e.Type == "guest.updated" && e.Data["id"] == gid })
-	gs.must(t, "their call connected", func(e jlEvent) bool {
+	gs.Next(t, 10*time.Second, func(e apitest.Event) bool { return e.Type == "guest.updated" && e.Data["id"] == gid })
+	gs.Next(t, 10*time.Second, func(e apitest.Event) bool {
 		return e.Type == "leg.updated" && e.Data["id"] == legID && e.Data["state"] == "connected"
 	})
 	// Alice joins too: the guest sees her call, without her number.
 	aj := env.Must(201, "POST", "/api/v1/conversations/"+conv+"/audio", alice.Token, map[string]any{"published": "work"}).Map(t)
 	aleg := aj["leg"].(map[string]any)["id"].(string)
-	ev := gs.must(t, "alice's call", func(e jlEvent) bool { return e.Type == "leg.updated" && e.Data["id"] == aleg })
+	ev := gs.Next(t, 10*time.Second, func(e apitest.Event) bool { return e.Type == "leg.updated" && e.Data["id"] == aleg })
 	if ev.Data["number"] != "" || bytes.Contains(ev.Raw, []byte("2025550101")) {
 		t.Fatalf("the guest sees another participant's number: %s", ev.Raw)
 	}
 
 	// --- Messages: from their joining on; they post.
 	env.Must(201, "POST", "/api/v1/conversations/"+conv+"/messages", bob.Token, map[string]any{"text": "welcome Gina"})
-	gs.must(t, "bob's message", func(e jlEvent) bool { return e.Type == "message.created" && e.Data["text"] == "welcome Gina" })
+	gs.Next(t, 10*time.Second, func(e apitest.Event) bool { return e.Type == "message.created" && e.Data["text"] == "welcome Gina" })
 	msgs := env.Must(200, "GET", "/api/v1/guest/messages", gtok, nil).Map(t)["messages"].([]any)
 	if len(msgs) != 1 || msgs[0].(map[string]any)["text"] != "welcome Gina" {
 		t.Fatalf("guest messages %v: want only those since joining", msgs)
@@ -441,7 +320,7 @@ func TestJoinLink_GuestJoinsIsDialedConnectsPostsAndLeaves(t *testing.T) {
 	env.Must(204, "DELETE", "/api/v1/guest", gtok, nil)
 	legState(t, env, conv, alice.Token, leg2, "ended")
 	jlChannelGone(t, env, leg2)
-	tail := gs.rest(t, 10*time.Second)
+	tail := gs.Rest(t, 10*time.Second)
 	if len(tail) == 0 || tail[len(tail)-1].Type != "guest.updated" || tail[len(tail)-1].Data["state"] != "left" {
 		t.Fatalf("the guest's stream did not end with their leaving: %v", tail)
 	}
@@ -515,9 +394,9 @@ func TestGuestAdmission_NothingDialedBeforeAdmitAndRefusedNeverDialed(t *testing
 		t.Fatalf("lobby guest asks to be called: %d %s", r.Status, r.Body)
 	}
 	// A lobby guest's stream carries their own events only.
-	ls := jlSubscribe(t, env, "/api/v1/guest/events", t1)
+	ls := env.SubscribePath("/api/v1/guest/events", t1, apitest.StreamOptions{})
 	defer ls.Close()
-	ls.must(t, "their waiting", func(e jlEvent) bool { return e.Type == "guest.waiting" && e.Data["id"] == g1["id"] })
+	ls.Next(t, 10*time.Second, func(e apitest.Event) bool { return e.Type == "guest.waiting" && e.Data["id"] == g1["id"] })
 	env.Must(201, "POST", "/api/v1/conversations/"+conv+"/messages", alice.Token, map[string]any{"text": "said in the lobby time"})
 	if o := jlOriginates(env); len(o) != 0 || len(env.Emu.Channels()) != 0 {
 		t.Fatalf("something was dialed before admission: %v", o)
@@ -561,10 +440,10 @@ func TestGuestAdmission_NothingDialedBeforeAdmitAndRefusedNeverDialed(t *testing
 	if adm["guest"].(map[string]any)["state"] != "admitted" || leg["number"] != "+12025550161" || leg["guest_id"] != g1["id"] {
 		t.Fatalf("admit %v", adm)
 	}
-	ls.must(t, "their admission", func(e jlEvent) bool {
+	ls.Next(t, 10*time.Second, func(e apitest.Event) bool {
 		return e.Type == "guest.updated" && e.Data["id"] == g1["id"] && e.Data["state"] == "admitted"
 	})
-	ls.must(t, "their call", func(e jlEvent) bool { return e.Type == "leg.updated" && e.Data["guest_id"] == g1["id"] })
+	ls.Next(t, 10*time.Second, func(e apitest.Event) bool { return e.Type == "leg.updated" && e.Data["guest_id"] == g1["id"] })
 	legState(t, env, conv, alice.Token, leg["id"].(string), "connected")
 	// What was said while she waited is not hers to read.
 	if msgs := env.Must(200, "GET", "/api/v1/guest/messages", t1, nil).Map(t)["messages"].([]any); len(msgs) != 0 {
@@ -580,8 +459,8 @@ func TestGuestAdmission_NothingDialedBeforeAdmitAndRefusedNeverDialed(t *testing
 		}
 	}
 	// The lobby stream never carried anything from before her admission.
-	ls.cancel()
-	for _, e := range ls.rest(t, 5*time.Second) {
+	ls.Close()
+	for _, e := range ls.Rest(t, 5*time.Second) {
 		if e.Type == "message.created" {
 			t.Fatalf("the lobby guest's stream carried a message from before: %v", e.Data)
 		}
@@ -603,9 +482,9 @@ func TestJoinLinkRevoke_EndsTheGuestSessionAndHangsUpTheirLeg(t *testing.T) {
 	if !jlHasChannel(env, legID) {
 		t.Fatalf("no emulator channel for the guest")
 	}
-	gs := jlSubscribe(t, env, "/api/v1/guest/events", gtok)
+	gs := env.SubscribePath("/api/v1/guest/events", gtok, apitest.StreamOptions{})
 	defer gs.Close()
-	gs.must(t, "connected", func(e jlEvent) bool { return e.Type == "leg.updated" && e.Data["state"] == "connected" })
+	gs.Next(t, 10*time.Second, func(e apitest.Event) bool { return e.Type == "leg.updated" && e.Data["state"] == "connected" })
 
 	env.Must(204, "DELETE", "/api/v1/join-links/"+link["id"].(string), bob.Token, nil)
 	jlChannelGone(t, env, legID)
@@ -616,7 +495,7 @@ func TestJoinLinkRevoke_EndsTheGuestSessionAndHangsUpTheirLeg(t *testing.T) {
 	if r := env.Do("GET", "/api/v1/guest", gtok, nil); r.Status != 401 {
 		t.Fatalf("guest token after revoke: %d %s", r.Status, r.Body)
 	}
-	tail := gs.rest(t, 10*time.Second)
+	tail := gs.Rest(t, 10*time.Second)
 	if len(tail) == 0 || tail[len(tail)-1].Type != "guest.updated" || tail[len(tail)-1].Data["state"] != "ended" {
 		t.Fatalf("the guest's stream did not end with the revocation: %v", tail)
 	}
