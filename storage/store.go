@@ -55,6 +55,9 @@ type Store struct {
 	syncQ   chan syncTicket
 	dur     *durability
 	walPath string
+	// synced is closed when the syncer has answered everything and the
+	// writer has stopped (Close waits for it).
+	synced chan struct{}
 	// sync makes the committed batches durable: syncWAL (tests may
 	// replace it to hold or fail the disk).
 	sync  func() error
@@ -140,6 +143,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		s.lowWrites = make(chan *writeReq, 1024)
 		s.syncQ = make(chan syncTicket, 256)
 		s.dur = newDurability()
+		s.synced = make(chan struct{})
 		go s.syncer()
 		go s.runWriter(s.stopW)
 	}
@@ -188,6 +192,17 @@ func (s *Store) Dialect() string { return s.dialect }
 // Close closes the database.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { close(s.stopW) })
+	if s.synced != nil {
+		// The writer finishes its batch and lets go of its connection,
+		// the syncer answers what it holds: then the files are final once
+		// the pool is closed (SQLite checkpoints and removes the WAL when
+		// its last connection closes).
+		select {
+		case <-s.synced:
+		case <-time.After(10 * time.Second):
+			s.log.Warn("closing the store: the writer did not stop within 10 s")
+		}
+	}
 	sqlDB, err := s.db.DB()
 	if err != nil {
 		return err
@@ -622,6 +637,7 @@ type syncTicket struct {
 // The writer runs on meanwhile; syncQ's capacity bounds how far it may run
 // ahead of the disk.
 func (s *Store) syncer() {
+	defer close(s.synced)
 	for t := range s.syncQ {
 		tickets := []syncTicket{t}
 	more:

@@ -34,8 +34,12 @@ func newWSFake(t *testing.T) *wsFake {
 	f.on("GET", "/applications/convoice", 404, `{"message": "Application not found"}`)
 	f.on("GET", "/channels", 200, `[]`)
 	f.on("GET", "/bridges", 200, `[]`)
-	ws := websocket.Server{Handler: func(c *websocket.Conn) {
-		f.sawKey.Store(c.Request().URL.Query().Get("api_key") + "|" + c.Request().URL.Query().Get("app"))
+	ws := websocket.Server{Handshake: func(_ *websocket.Config, r *http.Request) error {
+		// Noted before the handshake is answered: the driver's link up
+		// can come before the handler below has run.
+		f.sawKey.Store(r.URL.Query().Get("api_key") + "|" + r.URL.Query().Get("app"))
+		return nil
+	}, Handler: func(c *websocket.Conn) {
 		f.mu.Lock()
 		f.conns = append(f.conns, c)
 		f.mu.Unlock()
