@@ -86,6 +86,9 @@ type Options struct {
 	Logger *slog.Logger
 	// BusyTimeout for SQLite (default 10 s).
 	BusyTimeout time.Duration
+	// SyncWAL, when set, replaces the fsync of the SQLite WAL (given its
+	// path): tests use it to make the disk fail. Leave it nil.
+	SyncWAL func(walPath string) error
 }
 
 // Open opens (and creates) the database named by dsn: a postgres:// or
@@ -139,6 +142,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		go s.checkpointer(s.stopW)
 		s.walPath = sqliteWALPath(dsn)
 		s.sync = s.syncWAL
+		if opts.SyncWAL != nil {
+			s.sync = func() error { return opts.SyncWAL(s.walPath) }
+		}
 		s.writes = make(chan *writeReq, 1024)
 		s.lowWrites = make(chan *writeReq, 1024)
 		s.syncQ = make(chan syncTicket, 256)
