@@ -287,6 +287,29 @@ func TestMessagesPageWithCursor(t *testing.T) {
 	if r := env.Do("GET", "/api/v1/conversations/"+id+"/messages?cursor=abc", alice.Token, nil); r.Status != 400 {
 		t.Fatalf("bad cursor: %d", r.Status)
 	}
+
+	// Newest first: a long conversation opens on what was said last, and
+	// the cursor goes back in time.
+	var pages []string
+	cursor = ""
+	for n := 0; n < 10; n++ {
+		p := env.Must(200, "GET", "/api/v1/conversations/"+id+"/messages?order=newest&limit=3&cursor="+cursor, alice.Token, nil).Map(t)
+		var texts []string
+		for _, m := range p["messages"].([]any) {
+			texts = append(texts, m.(map[string]any)["text"].(string))
+		}
+		pages = append(pages, strings.Join(texts, ","))
+		cursor, _ = p["next_cursor"].(string)
+		if cursor == "" {
+			break
+		}
+	}
+	if got := strings.Join(pages, " | "); got != "m6,m5,m4 | m3,m2,m1 | m0" {
+		t.Fatalf("newest-first pages %q", got)
+	}
+	if r := env.Do("GET", "/api/v1/conversations/"+id+"/messages?order=latest", alice.Token, nil); r.Status != 400 || r.ErrorCode() != "invalid_order" {
+		t.Fatalf("unknown order: %d %s", r.Status, r.Body)
+	}
 }
 
 func TestSharingPresenterAndLeaving(t *testing.T) {

@@ -168,16 +168,32 @@ func (s *Server) stopPresenting(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, v)
 }
 
-func (s *Server) listMessages(c echo.Context) error {
-	limit := 0
+// messageQuery reads a message page's cursor, limit and order.
+func messageQuery(c echo.Context) (controller.MessageQuery, error) {
+	q := controller.MessageQuery{Cursor: c.QueryParam("cursor")}
 	if l := c.QueryParam("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n <= 0 {
-			return badBody("limit", "limit: must be a whole number from 1 to 500")
+			return q, badBody("limit", "limit: must be a whole number from 1 to 500")
 		}
-		limit = n
+		q.Limit = n
 	}
-	p, err := s.ctl.ListMessages(c.Request().Context(), actorOf(c), c.Param("id"), c.QueryParam("cursor"), limit)
+	switch o := c.QueryParam("order"); o {
+	case "", "oldest":
+	case "newest":
+		q.Newest = true
+	default:
+		return q, badBody("order", "order: %q is not oldest or newest", o)
+	}
+	return q, nil
+}
+
+func (s *Server) listMessages(c echo.Context) error {
+	q, err := messageQuery(c)
+	if err != nil {
+		return err
+	}
+	p, err := s.ctl.ListMessages(c.Request().Context(), actorOf(c), c.Param("id"), q)
 	if err != nil {
 		return err
 	}

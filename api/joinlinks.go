@@ -372,15 +372,11 @@ func (s *Server) guestLeave(c echo.Context) error {
 }
 
 func (s *Server) guestMessages(c echo.Context) error {
-	limit := 0
-	if l := c.QueryParam("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n <= 0 {
-			return badBody("limit", "limit: must be a whole number from 1 to 500")
-		}
-		limit = n
+	q, err := messageQuery(c)
+	if err != nil {
+		return err
 	}
-	p, err := s.ctl.GuestMessages(c.Request().Context(), guestOf(c), c.QueryParam("cursor"), limit)
+	p, err := s.ctl.GuestMessages(c.Request().Context(), guestOf(c), q)
 	if err != nil {
 		return err
 	}

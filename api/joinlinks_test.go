@@ -279,6 +279,10 @@ func TestJoinLink_GuestJoinsIsDialedConnectsPostsAndLeaves(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].(map[string]any)["text"] != "welcome Gina" {
 		t.Fatalf("guest messages %v: want only those since joining", msgs)
 	}
+	// Newest first stops at the same floor.
+	if newest := env.Must(200, "GET", "/api/v1/guest/messages?order=newest", gtok, nil).Map(t)["messages"].([]any); len(newest) != 1 {
+		t.Fatalf("guest messages newest first %v: want only those since joining", newest)
+	}
 	m := env.Must(201, "POST", "/api/v1/guest/messages", gtok, map[string]any{"text": "hello from outside"}).Map(t)
 	if m["guest_id"] != gid || m["author_name"] != "Gina Guest (guest)" || m["user_id"] != nil {
 		t.Fatalf("guest message %v", m)

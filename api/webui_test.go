@@ -257,6 +257,25 @@ func TestWebUI(t *testing.T) {
 	pd.typeInto("message-input", "Back online."+kb.Enter)
 	pa.waitText("messages", "Back online.")
 
+	// --- A fresh load of the conversation (its deep link) reads the
+	// messages newest first and shows them in the order they were written.
+	pb.do("reopen the conversation", chromedp.Navigate(pb.base+"/ui/c/"+convID))
+	pb.waitState("stream-status", "live")
+	pb.waitText("messages", "Back online.")
+	texts := eval[[]string](pb, `Array.from(document.querySelectorAll('[data-testid="message"] .message-text')).map(e => e.textContent)`)
+	at := func(sub string) int {
+		for i, x := range texts {
+			if strings.Contains(x, sub) {
+				return i
+			}
+		}
+		t.Fatalf("message %q missing after a reload: %q", sub, texts)
+		return -1
+	}
+	if a, b, c := at("keep notes here"), at("Carol had to drop"), at("Back online."); !(a < b && b < c && c == len(texts)-1) {
+		t.Fatalf("messages after a reload are not in the order written: %q", texts)
+	}
+
 	// --- A ends the audio for everyone (with a confirmation step).
 	pa.click("end-audio")
 	pa.click("end-audio-confirm")

@@ -372,33 +372,51 @@ type MessagePage struct {
 	NextCursor string        `json:"next_cursor"`
 }
 
-// ListMessages pages through a conversation's messages, oldest first;
-// cursor is the next_cursor of the previous page ("" from the start).
-func (c *Controller) ListMessages(ctx context.Context, a Actor, convID, cursor string, limit int) (MessagePage, error) {
+// MessageQuery selects a page of messages: cursor is the next_cursor of the
+// previous page ("" for the first), Limit the page size (0: 50), Newest
+// pages from the newest message back instead of from the oldest on (a
+// long conversation opens on its latest messages).
+type MessageQuery struct {
+	Cursor string
+	Limit  int
+	Newest bool
+}
+
+// ListMessages pages through a conversation's messages.
+func (c *Controller) ListMessages(ctx context.Context, a Actor, convID string, q MessageQuery) (MessagePage, error) {
 	if _, _, err := c.member(ctx, a, convID); err != nil {
 		return MessagePage{}, err
 	}
-	return c.messagePage(ctx, convID, 0, cursor, limit)
+	return c.messagePage(ctx, convID, 0, q)
 }
 
-// messagePage reads one page of a conversation's messages after cursor,
-// never at or before floor (a guest sees nothing from before they joined).
-func (c *Controller) messagePage(ctx context.Context, convID string, floor int64, cursor string, limit int) (MessagePage, error) {
-	after := floor
-	if cursor != "" {
-		v, err := strconv.ParseInt(cursor, 10, 64)
+// messagePage reads one page of a conversation's messages after (or, with
+// q.Newest, before) the cursor, never at or before floor (a guest sees
+// nothing from before they joined).
+func (c *Controller) messagePage(ctx context.Context, convID string, floor int64, q MessageQuery) (MessagePage, error) {
+	var cur int64
+	if q.Cursor != "" {
+		v, err := strconv.ParseInt(q.Cursor, 10, 64)
 		if err != nil || v < 0 {
-			return MessagePage{}, invalid("cursor", "cursor: %q is not a cursor from this API", cursor)
+			return MessagePage{}, invalid("cursor", "cursor: %q is not a cursor from this API", q.Cursor)
 		}
-		after = max(after, v)
+		cur = v
 	}
+	limit := q.Limit
 	if limit <= 0 {
 		limit = 50
 	}
 	if limit > 500 {
 		return MessagePage{}, invalid("limit", "limit: at most 500")
 	}
-	ms, more, err := c.store.Messages(ctx, convID, after, limit)
+	var ms []storage.Message
+	var more bool
+	var err error
+	if q.Newest {
+		ms, more, err = c.store.MessagesBefore(ctx, convID, floor, cur, limit)
+	} else {
+		ms, more, err = c.store.Messages(ctx, convID, max(floor, cur), limit)
+	}
 	if err != nil {
 		return MessagePage{}, err
 	}

@@ -908,7 +908,7 @@ func (c *Controller) GuestSession(ctx context.Context, ga GuestActor) (GuestSess
 
 // GuestMessages pages through the messages a guest may see: those posted
 // since they were admitted.
-func (c *Controller) GuestMessages(ctx context.Context, ga GuestActor, cursor string, limit int) (MessagePage, error) {
+func (c *Controller) GuestMessages(ctx context.Context, ga GuestActor, q MessageQuery) (MessagePage, error) {
 	g, err := c.liveGuest(ctx, ga)
 	if err != nil {
 		return MessagePage{}, err
@@ -916,7 +916,7 @@ func (c *Controller) GuestMessages(ctx context.Context, ga GuestActor, cursor st
 	if err := requireAdmitted(g); err != nil {
 		return MessagePage{}, err
 	}
-	return c.messagePage(ctx, g.ConversationID, g.SinceMessageID, cursor, limit)
+	return c.messagePage(ctx, g.ConversationID, g.SinceMessageID, q)
 }
 
 // GuestPostMessage posts an IM message as the guest. The author name says

@@ -125,6 +125,25 @@ func (s *Store) CreateMessage(ctx context.Context, m *Message) error {
 	return notFound(s.q(ctx).Create(m).Error)
 }
 
+// MessagesBefore returns up to limit messages of a conversation with
+// floor < id < before (before 0: no upper bound), newest first, and whether
+// there are more.
+func (s *Store) MessagesBefore(ctx context.Context, convID string, floor, before int64, limit int) ([]Message, bool, error) {
+	var ms []Message
+	q := s.q(ctx).Where("conversation_id = ? AND id > ?", convID, floor)
+	if before > 0 {
+		q = q.Where("id < ?", before)
+	}
+	if err := q.Order("id DESC").Limit(limit + 1).Find(&ms).Error; err != nil {
+		return nil, false, err
+	}
+	more := len(ms) > limit
+	if more {
+		ms = ms[:limit]
+	}
+	return ms, more, nil
+}
+
 // Messages returns up to limit messages of a conversation with id > after,
 // oldest first, and whether there are more.
 func (s *Store) Messages(ctx context.Context, convID string, after int64, limit int) ([]Message, bool, error) {

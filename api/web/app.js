@@ -450,7 +450,9 @@
     for (let i = 0; i < MAX_MESSAGE_PAGES; i++) {
       let page;
       try {
-        page = await api('GET', '/conversations/' + enc(cur.id) + '/messages?limit=' + MESSAGE_PAGE + (cursor ? '&cursor=' + enc(cursor) : ''));
+        // Newest first: a long conversation opens on what was said last
+        // (at most MAX_MESSAGE_PAGES pages back).
+        page = await api('GET', '/conversations/' + enc(cur.id) + '/messages?order=newest&limit=' + MESSAGE_PAGE + (cursor ? '&cursor=' + enc(cursor) : ''));
       } catch (e) {
         setError($('composer-error'), 'Could not load the messages: ' + e.message);
         return;
@@ -765,11 +767,17 @@
         h('time', { datetime: m.created_at, text: time(m.created_at) })),
       h('p', { class: 'message-text', text: m.text }));
     // Keep id order (ids are increasing numbers) even if a late page arrives.
+    // Pages come newest first: an older message usually goes on top.
     const n = Number(m.id);
     let before = null;
-    for (let el = list.lastElementChild; el; el = el.previousElementSibling) {
-      if (Number(el.dataset.id) < n) break;
-      before = el;
+    const first = list.firstElementChild;
+    if (first && n < Number(first.dataset.id)) {
+      before = first;
+    } else {
+      for (let el = list.lastElementChild; el; el = el.previousElementSibling) {
+        if (Number(el.dataset.id) < n) break;
+        before = el;
+      }
     }
     list.insertBefore(li, before);
     if (nearBottom || mine || !live) list.scrollTop = list.scrollHeight;
