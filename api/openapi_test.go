@@ -683,7 +683,15 @@ func TestOpenAPIValidatesAudioTraffic(t *testing.T) {
 			t.Fatalf("alice's leg never connected: %+v %v", l, err)
 		}
 	}
-	c.do(200, "POST", "/api/v1/legs/"+join.Leg.ID+"/mute", alice.Token, nil)
+	var muted struct {
+		CreatedAt   time.Time  `json:"created_at"`
+		ConnectedAt *time.Time `json:"connected_at"`
+		UpdatedAt   *time.Time `json:"updated_at"`
+	}
+	c.do(200, "POST", "/api/v1/legs/"+join.Leg.ID+"/mute", alice.Token, nil).decode(t, &muted)
+	if muted.UpdatedAt == nil || muted.ConnectedAt == nil || muted.UpdatedAt.Before(*muted.ConnectedAt) {
+		t.Errorf("a muted leg's updated_at %v is not at or after its connected_at %v", muted.UpdatedAt, muted.ConnectedAt)
+	}
 	c.do(200, "POST", "/api/v1/legs/"+join.Leg.ID+"/unmute", alice.Token, nil)
 	c.do(403, "POST", "/api/v1/legs/"+join.Leg.ID+"/mute", bob.Token, nil)
 	c.do(409, "POST", "/api/v1/legs/"+acc.Leg.ID+"/mute", bob.Token, nil)

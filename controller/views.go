@@ -118,13 +118,21 @@ type LegView struct {
 	RingingAt      *time.Time `json:"ringing_at,omitempty"`
 	ConnectedAt    *time.Time `json:"connected_at,omitempty"`
 	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	// UpdatedAt is the last change (state, mute, talking): how long a call
+	// has been ringing, or how old what a screen shows is.
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
 }
 
 func legView(l *storage.Leg) LegView {
-	return LegView{ID: l.ID, ConferenceID: l.ConferenceID, ConversationID: l.ConversationID, UserID: l.UserID,
+	v := LegView{ID: l.ID, ConferenceID: l.ConferenceID, ConversationID: l.ConversationID, UserID: l.UserID,
 		GuestID: l.GuestID, InvitationID: l.InvitationID, Number: l.Number, State: l.State, Cause: l.Cause,
 		CauseText: l.CauseText, EndReason: l.EndReason, Muted: l.Muted, Talking: l.Talking, CreatedAt: l.CreatedAt,
 		RingingAt: l.RingingAt, ConnectedAt: l.ConnectedAt, EndedAt: l.EndedAt}
+	if !l.UpdatedAt.IsZero() {
+		u := l.UpdatedAt
+		v.UpdatedAt = &u
+	}
+	return v
 }
 
 // InvitationView is an offer to join the audio.
