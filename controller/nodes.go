@@ -91,14 +91,8 @@ func (c *Controller) startSwitch(ctx context.Context, n *Node) {
 	deadline := time.Now().Add(switchGrace).UnixNano()
 	n.switchUntil.Store(deadline)
 	go func() {
-		defer n.switchUntil.CompareAndSwap(deadline, 0)
-		for time.Now().UnixNano() < deadline && !n.Driver.Status().Ready {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+		c.awaitSwitch(ctx, n)
+		n.switchUntil.CompareAndSwap(deadline, 0)
 	}()
 }
 

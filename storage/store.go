@@ -298,9 +298,9 @@ func (s *Store) InTxEarly(ctx context.Context, fn func(tx *Store) error) (Commit
 // for it; then, when not nil, is called with its outcome once it is durable
 // (or failed), on the goroutine that answers transactions: it must not
 // block (start a goroutine for PBX work). Transactions of one priority
-// queued one after the other by one goroutine run in that order. The PBX's call progress uses
-// it: a channel's events are applied in order without the channel's worker
-// waiting for each commit and fsync. When the queue is full it waits
+// queued one after the other by one goroutine run in that order. The PBX's
+// call progress uses it: a channel's events are applied in order without
+// the channel's worker waiting for each commit and fsync. When the queue is full it waits
 // (back-pressure). On PostgreSQL it runs fn at once, like InTx.
 func (s *Store) InTxAsync(ctx context.Context, fn func(tx *Store) error, then func(error)) {
 	if s.writes == nil || s.pending != nil {
@@ -310,28 +310,35 @@ func (s *Store) InTxAsync(ctx context.Context, fn func(tx *Store) error, then fu
 		}
 		return
 	}
-	if err := s.dur.failed(); err != nil {
-		if then != nil {
-			then(err)
-		}
-		return
+	r := s.newWriteReq(ctx, fn)
+	r.then = then
+	if err := s.enqueue(ctx, r); err != nil && then != nil {
+		then(err)
 	}
-	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), stop: s.stopW, low: isLowPriority(ctx), then: then}
+}
+
+// newWriteReq is a request for the SQLite writer, of ctx's priority.
+func (s *Store) newWriteReq(ctx context.Context, fn func(tx *Store) error) *writeReq {
+	return &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), stop: s.stopW, low: isLowPriority(ctx)}
+}
+
+// enqueue hands r to the writer, on the queue of its priority, waiting for
+// room; it refuses when the disk has failed or the store is closing.
+func (s *Store) enqueue(ctx context.Context, r *writeReq) error {
+	if err := s.dur.failed(); err != nil {
+		return err
+	}
 	q := s.writes
 	if r.low {
 		q = s.lowWrites
 	}
-	var err error
 	select {
 	case q <- r:
-		return
+		return nil
 	case <-ctx.Done():
-		err = ctx.Err()
+		return ctx.Err()
 	case <-s.stopW:
-		err = ErrClosed
-	}
-	if then != nil {
-		then(err)
+		return ErrClosed
 	}
 }
 
@@ -340,23 +347,12 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 		return Commit{}, fn(s)
 	}
 	if s.writes != nil {
-		if err := s.dur.failed(); err != nil {
-			return Commit{}, err
-		}
-		r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), stop: s.stopW, low: isLowPriority(ctx)}
+		r := s.newWriteReq(ctx, fn)
 		if early {
 			r.committed = make(chan struct{})
 		}
-		q := s.writes
-		if r.low {
-			q = s.lowWrites
-		}
-		select {
-		case q <- r:
-		case <-ctx.Done():
-			return Commit{}, ctx.Err()
-		case <-s.stopW:
-			return Commit{}, ErrClosed
+		if err := s.enqueue(ctx, r); err != nil {
+			return Commit{}, err
 		}
 		if !early {
 			return Commit{r: r}, nil
