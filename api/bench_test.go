@@ -61,8 +61,7 @@ func TestMain(m *testing.M) {
 			out.Flush()
 			outMu.Unlock()
 		}
-		if err := ariemu.Serve(ctx, addr, ariemu.Config{User: "convoice", Password: "emu-secret",
-			Timing: emuphone.Timing{Ring: 20 * time.Millisecond}, OnOriginate: onOriginate}); err != nil {
+		if err := ariemu.Serve(ctx, addr, benchEmuConfig(onOriginate)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -328,10 +327,7 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				db := apitest.FreshPostgres(b, cluster)
-				emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond}})
-				if err := emu.Start("127.0.0.1:0"); err != nil {
-					b.Fatal(err)
-				}
+				emu := startBenchEmu(b, nil)
 				var reps []*apitest.Env
 				for r := 0; r < n; r++ {
 					reps = append(reps, apitest.Start(b, apitest.Options{DB: db, Emu: emu}))
@@ -363,6 +359,22 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchEmuConfig is the emulator of every benchmark: phones that answer
+// after 20 ms; onOriginate, when set, is told of each accepted originate.
+func benchEmuConfig(onOriginate func(id string, at time.Time)) ariemu.Config {
+	return ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond},
+		OnOriginate: onOriginate}
+}
+
+// startBenchEmu starts an emulator in this process on a free port.
+func startBenchEmu(b *testing.B, onOriginate func(id string, at time.Time)) *ariemu.Server {
+	emu := ariemu.New(benchEmuConfig(onOriginate))
+	if err := emu.Start("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	return emu
 }
 
 // emulatorProcess runs the ARI emulator in a process of its own (this test
@@ -424,11 +436,7 @@ func benchEnv(b *testing.B, users, convs int, ownProcess bool) (*apitest.Env, *s
 		return env, originated, newBenchWorld(b, env, users, convs)
 	}
 	originated := &sync.Map{}
-	emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond},
-		OnOriginate: func(id string, at time.Time) { originated.Store(id, at) }})
-	if err := emu.Start("127.0.0.1:0"); err != nil {
-		b.Fatal(err)
-	}
+	emu := startBenchEmu(b, func(id string, at time.Time) { originated.Store(id, at) })
 	b.Cleanup(func() { emu.Close() })
 	env := apitest.Start(b, apitest.Options{Emu: emu})
 	return env, originated, newBenchWorld(b, env, users, convs)
@@ -452,10 +460,7 @@ func directARI(b *testing.B, n int, ownProcess bool) float64 {
 	if ownProcess {
 		url, _ = emulatorProcess(b)
 	} else {
-		emu := ariemu.New(ariemu.Config{User: "convoice", Password: "emu-secret", Timing: emuphone.Timing{Ring: 20 * time.Millisecond}})
-		if err := emu.Start("127.0.0.1:0"); err != nil {
-			b.Fatal(err)
-		}
+		emu := startBenchEmu(b, nil)
 		defer emu.Close()
 		url = emu.URL()
 	}
