@@ -21,10 +21,10 @@ import (
 
 	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/controller"
+	"github.com/convoice/convoice/emulator/ariemu"
+	"github.com/convoice/convoice/emulator/emuphone"
 	"github.com/convoice/convoice/pbx"
-	"github.com/convoice/convoice/pbx/ariemu"
 	"github.com/convoice/convoice/pbx/asterisk"
-	"github.com/convoice/convoice/pbx/emuphone"
 )
 
 // The benchmarks of the whole path. Run them with

@@ -13,7 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/convoice/convoice/api/apitest"
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 // TestGuestPage_JoinByLinkInChromium drives the guest page of a join link in

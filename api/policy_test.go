@@ -17,7 +17,7 @@ import (
 	"github.com/convoice/convoice/api"
 	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/controller"
-	"github.com/convoice/convoice/pbx/ariemu"
+	"github.com/convoice/convoice/emulator/ariemu"
 )
 
 // noLimitsBut is a policy with the default number rules and only the

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/api/apitest"
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 	"github.com/convoice/convoice/storage"
 )
 

@@ -21,7 +21,7 @@ import (
 
 	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/controller"
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 // TestWebUI drives the embedded web UI in a real headless chromium: four

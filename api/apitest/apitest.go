@@ -31,11 +31,11 @@ import (
 
 	"github.com/convoice/convoice/api"
 	"github.com/convoice/convoice/controller"
+	"github.com/convoice/convoice/emulator/ariemu"
+	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/pbx"
-	"github.com/convoice/convoice/pbx/ariemu"
 	"github.com/convoice/convoice/pbx/asterisk"
-	"github.com/convoice/convoice/pbx/emuphone"
-	"github.com/convoice/convoice/pbx/eslemu"
 	"github.com/convoice/convoice/pbx/freeswitch"
 	"github.com/convoice/convoice/storage"
 )

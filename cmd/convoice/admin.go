@@ -13,8 +13,8 @@ import (
 	"syscall"
 
 	"github.com/convoice/convoice/controller"
-	"github.com/convoice/convoice/pbx/ariemu"
-	"github.com/convoice/convoice/pbx/eslemu"
+	"github.com/convoice/convoice/emulator/ariemu"
+	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/storage"
 )
 

@@ -20,8 +20,8 @@ import (
 
 	"github.com/convoice/convoice/api"
 	"github.com/convoice/convoice/controller"
+	"github.com/convoice/convoice/emulator/ariemu"
 	"github.com/convoice/convoice/pbx"
-	"github.com/convoice/convoice/pbx/ariemu"
 	"github.com/convoice/convoice/pbx/asterisk"
 	"github.com/convoice/convoice/pbx/freeswitch"
 	"github.com/convoice/convoice/storage"

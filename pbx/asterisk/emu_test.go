@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoice/convoice/emulator/ariemu"
+	"github.com/convoice/convoice/emulator/emuphone"
 	"github.com/convoice/convoice/pbx"
-	"github.com/convoice/convoice/pbx/ariemu"
-	"github.com/convoice/convoice/pbx/emuphone"
 )
 
 // These tests run the driver against the ARI emulator over its real HTTP

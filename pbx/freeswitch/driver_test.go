@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/pbx"
-	"github.com/convoice/convoice/pbx/eslemu"
 )
 
 func TestGivenAnsweringPhoneWhenDialedThenRingingThenConnectedInTheRoom(t *testing.T) {

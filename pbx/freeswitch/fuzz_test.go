@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/pbx"
-	"github.com/convoice/convoice/pbx/eslemu"
 )
 
 // ---- fuzzing the event socket: frames, events, their effect on legs -----------

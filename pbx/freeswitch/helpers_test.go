@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/pbx"
-	"github.com/convoice/convoice/pbx/emuphone"
-	"github.com/convoice/convoice/pbx/eslemu"
 )
 
 const testPassword = "s3cret-test"

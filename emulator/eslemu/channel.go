@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 // varList is a channel's variables in FreeSWITCH order: setting a variable

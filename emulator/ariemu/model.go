@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 type chanState uint8

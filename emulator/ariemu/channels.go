@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 // maxUniqueID is AST_MAX_PUBLIC_UNIQUEID.

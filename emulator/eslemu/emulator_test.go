@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 func startTestEmu(t *testing.T, mod func(*Config)) *Server {

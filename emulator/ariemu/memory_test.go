@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 // TestMemory10kChannels holds 10,000 answered channels in Stasis (the

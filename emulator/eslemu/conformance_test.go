@@ -34,7 +34,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 type recStep struct {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 // execAPI runs one API command (the part after "api " or "bgapi ") and

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 // Config tunes the emulator. The zero value is the recorded lab: password

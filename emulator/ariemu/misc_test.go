@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 // TestOnOriginateAndRequestLog: OnOriginate fires once per accepted

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convoice/convoice/pbx/emuphone"
+	"github.com/convoice/convoice/emulator/emuphone"
 )
 
 func originatePath(id, endpoint string, extra string) string {
