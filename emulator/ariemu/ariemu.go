@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // Config configures a Server. The zero value works: no auth, contract
@@ -144,12 +145,10 @@ type Server struct {
 	phase     phase
 	closed    bool
 
-	unresponsive atomic.Bool
-	wsDelay      atomic.Int64 // SetWebsocketDelay, ns
-	unrespMu     sync.Mutex
-	unrespOff    chan struct{}  // closed when unresponsive mode ends
-	done         chan struct{}  // closed by Close
-	wg           sync.WaitGroup // websocket loops and the boot goroutine, awaited by Close
+	hang    emuserver.Hang // SetUnresponsive
+	wsDelay atomic.Int64   // SetWebsocketDelay, ns
+	done    chan struct{}  // closed by Close
+	wg      sync.WaitGroup // websocket loops and the boot goroutine, awaited by Close
 
 	netMu   sync.Mutex
 	addr    string
@@ -162,10 +161,6 @@ type Server struct {
 
 // New makes a Server; Start makes it listen.
 func New(cfg Config) *Server {
-	lg := cfg.Logger
-	if lg == nil {
-		lg = slog.New(slog.DiscardHandler)
-	}
 	if cfg.EventQueue <= 0 {
 		cfg.EventQueue = 65536
 	}
@@ -183,15 +178,13 @@ func New(cfg Config) *Server {
 		entity = "02:fc:00:00:00:01"
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       lg.With("component", "ariemu"),
-		entityID:  entity,
-		websocks:  map[*wsConn]struct{}{},
-		subAll:    map[string]int{},
-		unrespOff: make(chan struct{}),
-		done:      make(chan struct{}),
+		cfg:      cfg,
+		log:      emuserver.Logger(cfg.Logger, "ariemu"),
+		entityID: entity,
+		websocks: map[*wsConn]struct{}{},
+		subAll:   map[string]int{},
+		done:     make(chan struct{}),
 	}
-	close(s.unrespOff) // responsive to begin with
 	s.resetLocked(time.Now())
 	return s
 }
@@ -303,12 +296,7 @@ func (s *Server) Close() error {
 // Serve runs an emulator on addr until ctx is done (for `convoice emulate
 // asterisk`).
 func Serve(ctx context.Context, addr string, cfg Config) error {
-	s := New(cfg)
-	if err := s.Start(addr); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	return s.Close()
+	return emuserver.Serve(ctx, addr, New(cfg))
 }
 
 // Channels lists the live channels in creation order.
@@ -405,33 +393,9 @@ func (s *Server) SetWebsocketDelay(d time.Duration) { s.wsDelay.Store(int64(d)) 
 // ends), websocket pings get no pong and events are held back (sent when the
 // mode ends, unless a queue overflows first). Calls go on.
 func (s *Server) SetUnresponsive(on bool) {
-	s.unrespMu.Lock()
-	defer s.unrespMu.Unlock()
-	if on == s.unresponsive.Load() {
-		return
+	if s.hang.Set(on) {
+		s.log.Info("unresponsive mode", "on", on)
 	}
-	if on {
-		s.unrespOff = make(chan struct{})
-		s.unresponsive.Store(true)
-	} else {
-		s.unresponsive.Store(false)
-		close(s.unrespOff)
-	}
-	s.log.Info("unresponsive mode", "on", on)
-}
-
-// whileUnresponsive returns a channel that is closed when unresponsive mode
-// ends, or nil when the server is responsive.
-func (s *Server) whileUnresponsive() <-chan struct{} {
-	if !s.unresponsive.Load() {
-		return nil
-	}
-	s.unrespMu.Lock()
-	defer s.unrespMu.Unlock()
-	if !s.unresponsive.Load() {
-		return nil
-	}
-	return s.unrespOff
 }
 
 // Restart behaves like `core restart now` (recordings f_*): every channel is

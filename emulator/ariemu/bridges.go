@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // handleBridgeCreate is POST /bridges (bridgeId in the query or body) and
@@ -29,7 +31,7 @@ func (s *Server) handleBridgeCreate(rc *reqCtx) {
 		return
 	}
 	if id == "" {
-		id = newUUID()
+		id = emuserver.UUID()
 	}
 	s.seq++
 	br := &bridge{id: id, name: rc.p.str("name"), typ: typ, created: time.Now(), seq: s.seq}

@@ -1,8 +1,6 @@
 package ariemu
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // maxUniqueID is AST_MAX_PUBLIC_UNIQUEID.
@@ -190,7 +189,7 @@ func (s *Server) originateLocked(a originateArgs, tech, resource string) (*chann
 		}
 		s.pjsipSeq++
 		ch.name = fmt.Sprintf("PJSIP/%s-%08x", ep, s.pjsipSeq-1)
-		ch.protocolID = newUUID()
+		ch.protocolID = emuserver.UUID()
 	case "LOCAL":
 		exten, ctx, ok := strings.Cut(strings.TrimSuffix(resource, "/n"), "@")
 		if !ok || exten == "" || ctx == "" {
@@ -271,24 +270,6 @@ func (s *Server) nextUniqueID(now time.Time) string {
 	id := strconv.FormatInt(now.Unix(), 10) + "." + strconv.Itoa(s.uniq)
 	s.uniq++
 	return id
-}
-
-func newUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var out [36]byte
-	hex.Encode(out[0:8], b[0:4])
-	out[8] = '-'
-	hex.Encode(out[9:13], b[4:6])
-	out[13] = '-'
-	hex.Encode(out[14:18], b[6:8])
-	out[18] = '-'
-	hex.Encode(out[19:23], b[8:10])
-	out[23] = '-'
-	hex.Encode(out[24:], b[10:])
-	return string(out[:])
 }
 
 // parseCallerID is ast_callerid_parse: `Name <number>`, `"Name" <number>`,

@@ -3,6 +3,8 @@ package ariemu
 import (
 	"net"
 	"time"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // drainWait bounds how long Restart waits for the hangup events to reach
@@ -67,7 +69,7 @@ func (s *Server) restart(graceful bool) {
 // boot brings the emulator back: refused, then 503 "Asterisk not booted",
 // then running (recordings f_*).
 func (s *Server) boot() {
-	if !s.sleep(s.cfg.RestartRefused) {
+	if !emuserver.Sleep(s.cfg.RestartRefused, s.done) {
 		return
 	}
 	var ln net.Listener
@@ -78,7 +80,7 @@ func (s *Server) boot() {
 			break
 		}
 		s.log.Warn("restart: listen again failed, retrying", "addr", s.Addr(), "err", err)
-		if !s.sleep(50 * time.Millisecond) {
+		if !emuserver.Sleep(50*time.Millisecond, s.done) {
 			return
 		}
 	}
@@ -95,7 +97,7 @@ func (s *Server) boot() {
 	}
 	s.serveLocked(ln)
 	s.netMu.Unlock()
-	if !s.sleep(s.cfg.RestartBooting) {
+	if !emuserver.Sleep(s.cfg.RestartBooting, s.done) {
 		return
 	}
 	s.mu.Lock()
@@ -107,16 +109,5 @@ func (s *Server) boot() {
 	s.mu.Unlock()
 	if !closed {
 		s.log.Info("emulated Asterisk fully booted")
-	}
-}
-
-func (s *Server) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.done:
-		return false
 	}
 }

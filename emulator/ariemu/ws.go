@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // A minimal RFC 6455 server, written here rather than taken from
@@ -53,7 +55,7 @@ type wsConn struct {
 	ctrl     [][]byte // queued control frames (pong, close)
 	draining bool     // close once q is empty (Restart)
 	closed   bool
-	wake     chan struct{}
+	wake     emuserver.Bell
 
 	closeOnce  sync.Once
 	done       chan struct{}
@@ -66,7 +68,7 @@ func newWS(s *Server, conn net.Conn, br *bufio.Reader) *wsConn {
 		conn:   conn,
 		br:     br,
 		remote: conn.RemoteAddr().String(),
-		wake:   make(chan struct{}, 1),
+		wake:   emuserver.NewBell(),
 		done:   make(chan struct{}),
 	}
 }
@@ -89,7 +91,7 @@ func (ws *wsConn) push(msg []byte) {
 	}
 	ws.q = append(ws.q, msg)
 	ws.mu.Unlock()
-	ws.signal()
+	ws.wake.Ring()
 }
 
 func (ws *wsConn) pushControl(frame []byte) {
@@ -100,14 +102,7 @@ func (ws *wsConn) pushControl(frame []byte) {
 	}
 	ws.ctrl = append(ws.ctrl, frame)
 	ws.mu.Unlock()
-	ws.signal()
-}
-
-func (ws *wsConn) signal() {
-	select {
-	case ws.wake <- struct{}{}:
-	default:
-	}
+	ws.wake.Ring()
 }
 
 // closeNow ends the socket at once with a bare TCP close; queued events are
@@ -129,7 +124,7 @@ func (ws *wsConn) closeAfterDrain() {
 	ws.mu.Lock()
 	ws.draining = true
 	ws.mu.Unlock()
-	ws.signal()
+	ws.wake.Ring()
 }
 
 func (ws *wsConn) writeLoop() {
@@ -149,7 +144,7 @@ func (ws *wsConn) writeLoop() {
 		draining := ws.draining
 		ws.mu.Unlock()
 
-		if off := ws.s.whileUnresponsive(); off != nil && !draining {
+		if off := ws.s.hang.Held(); off != nil && !draining {
 			// Half-open: hold everything back until the mode ends.
 			select {
 			case <-off:
@@ -191,7 +186,7 @@ func (ws *wsConn) writeLoop() {
 			return
 		}
 		if !empty {
-			ws.signal()
+			ws.wake.Ring()
 		}
 	}
 }
@@ -231,7 +226,7 @@ func (ws *wsConn) readLoop() {
 			}
 			return
 		}
-		if off := ws.s.whileUnresponsive(); off != nil {
+		if off := ws.s.hang.Held(); off != nil {
 			// Half-open: whatever came in was "lost", and nothing more is
 			// read until the mode ends.
 			select {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // conn is one event-socket client (a "listener" in mod_event_socket).
@@ -36,21 +38,14 @@ type conn struct {
 	held    []string
 	closing bool // close once the queue is written
 	dead    bool
-	wake    chan struct{}
+	wake    emuserver.Bell
 	done    chan struct{}
 	once    sync.Once
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{s: s, nc: nc, format: "plain", events: map[string]bool{}, custom: map[string]bool{},
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
-}
-
-func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+		wake: emuserver.NewBell(), done: make(chan struct{})}
 }
 
 // send queues a reply or notice.
@@ -60,7 +55,7 @@ func (c *conn) send(frame string) {
 		c.out = append(c.out, frame)
 	}
 	c.mu.Unlock()
-	c.signal()
+	c.wake.Ring()
 }
 
 // sendEvent queues an event frame, or holds it while an api command runs.
@@ -74,7 +69,7 @@ func (c *conn) sendEvent(frame string) {
 		c.out = append(c.out, frame)
 	}
 	c.mu.Unlock()
-	c.signal()
+	c.wake.Ring()
 }
 
 // finish queues the last frames and closes the socket once they are written.
@@ -85,7 +80,7 @@ func (c *conn) finish(frames ...string) {
 		c.closing = true
 	}
 	c.mu.Unlock()
-	c.signal()
+	c.wake.Ring()
 }
 
 // close drops the connection at once (no notice), like a TCP reset.
@@ -246,7 +241,7 @@ func (c *conn) handle(cmd string, hs []hdr) bool {
 			}
 		}
 		c.mu.Unlock()
-		c.signal()
+		c.wake.Ring()
 		return true
 	case strings.HasPrefix(lower, "bgapi "):
 		s.record(cmd)
@@ -259,7 +254,7 @@ func (c *conn) handle(cmd string, hs []hdr) bool {
 			}
 		}
 		if job == "" {
-			job = newUUID()
+			job = emuserver.UUID()
 		}
 		c.send(bgapiReply(job))
 		s.wg.Add(1)
