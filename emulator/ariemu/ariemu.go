@@ -256,22 +256,10 @@ func (s *Server) URL() string {
 // Close stops the server: websockets end, timers stop, listeners close.
 // It is safe to call more than once.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	socks, first := s.closeCalls()
+	if !first {
 		return nil
 	}
-	s.closed = true
-	close(s.done)
-	for _, ch := range s.channels {
-		ch.stopTimer()
-		ch.gone = true
-	}
-	socks := make([]*wsConn, 0, len(s.websocks))
-	for ws := range s.websocks {
-		socks = append(socks, ws)
-	}
-	s.mu.Unlock()
 	for _, ws := range socks {
 		ws.closeNow()
 	}
@@ -291,6 +279,27 @@ func (s *Server) Close() error {
 	}
 	s.wg.Wait()
 	return err
+}
+
+// closeCalls marks the server closed and stops every phone; it gives the
+// websockets to cut, and false when the server was closed already.
+func (s *Server) closeCalls() ([]*wsConn, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, false
+	}
+	s.closed = true
+	close(s.done)
+	for _, ch := range s.channels {
+		ch.stopTimer()
+		ch.gone = true
+	}
+	socks := make([]*wsConn, 0, len(s.websocks))
+	for ws := range s.websocks {
+		socks = append(socks, ws)
+	}
+	return socks, true
 }
 
 // Serve runs an emulator on addr until ctx is done (for `convoice emulate
@@ -452,17 +461,13 @@ var ErrNoChannel = errors.New("ariemu: no such channel")
 // j): ChannelHangupRequest without cause, ChannelLeftBridge, StasisEnd,
 // ChannelDestroyed 16.
 func (s *Server) FarEndHangup(channelID string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch := s.channels[channelID]
-	if ch == nil {
-		return fmt.Errorf("%w: %s", ErrNoChannel, channelID)
-	}
-	if ch.state != stateUp {
-		return fmt.Errorf("ariemu: channel %s is %s: a far end sends BYE only on an answered call", channelID, ch.state)
-	}
-	s.farEndByeLocked(ch)
-	return nil
+	return s.onChannel(channelID, func(ch *channel) error {
+		if ch.state != stateUp {
+			return fmt.Errorf("ariemu: channel %s is %s: a far end sends BYE only on an answered call", channelID, ch.state)
+		}
+		s.farEndByeLocked(ch)
+		return nil
+	})
 }
 
 // SetTalking makes the far end of a channel speak (true) or fall silent
@@ -471,12 +476,20 @@ func (s *Server) FarEndHangup(channelID string) error {
 // threshold has passed (extra/h2); without it, only the phone's state
 // changes.
 func (s *Server) SetTalking(channelID string, talking bool) error {
+	return s.onChannel(channelID, func(ch *channel) error {
+		s.setVoice(ch, talking)
+		return nil
+	})
+}
+
+// onChannel runs f under the lock on a live channel, for the fault
+// injections; ErrNoChannel when there is none.
+func (s *Server) onChannel(channelID string, f func(*channel) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ch := s.channels[channelID]
 	if ch == nil {
 		return fmt.Errorf("%w: %s", ErrNoChannel, channelID)
 	}
-	s.setVoice(ch, talking)
-	return nil
+	return f(ch)
 }

@@ -45,7 +45,7 @@ func (s *Server) restart(graceful bool) {
 	wait:
 		for _, ws := range socks {
 			select {
-			case <-ws.done:
+			case <-ws.link.Done():
 			case <-deadline:
 				break wait
 			}

@@ -400,34 +400,37 @@ var ErrNoChannel = errors.New("eslemu: no such channel")
 // NORMAL_CLEARING, as the "0200" phone does), or refuse a ringing one
 // (603, CALL_REJECTED).
 func (s *Server) FarEndHangup(uuid string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch := s.chans[uuid]
-	if ch == nil {
-		return ErrNoChannel
-	}
-	if ch.answered.IsZero() {
-		ch.phone.Outcome = emuphone.Reject
-		s.farEndLocked(ch)
-		return nil
-	}
-	s.hangupLocked(ch, "NORMAL_CLEARING", hangBye)
-	return nil
+	return s.onChannel(uuid, func(ch *channel) {
+		if ch.answered.IsZero() {
+			ch.phone.Outcome = emuphone.Reject
+			s.farEndLocked(ch)
+			return
+		}
+		s.hangupLocked(ch, "NORMAL_CLEARING", hangBye)
+	})
 }
 
 // SetTalking makes the phone of a channel speak or fall silent; in a room
 // the member gets start-talking / stop-talking.
 func (s *Server) SetTalking(uuid string, on bool) error {
+	return s.onChannel(uuid, func(ch *channel) {
+		ch.speaking = on
+		if ch.member != nil {
+			s.talkLocked(ch.member, false)
+		}
+	})
+}
+
+// onChannel runs f under the lock on a live channel, for the fault
+// injections; ErrNoChannel when there is none.
+func (s *Server) onChannel(uuid string, f func(*channel)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ch := s.chans[uuid]
 	if ch == nil {
 		return ErrNoChannel
 	}
-	ch.speaking = on
-	if ch.member != nil {
-		s.talkLocked(ch.member, false)
-	}
+	f(ch)
 	return nil
 }
 

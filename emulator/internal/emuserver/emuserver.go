@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,6 +126,48 @@ func (b Bell) Ring() {
 	case b <- struct{}{}:
 	default:
 	}
+}
+
+// Link is one client connection as both emulators hold it apart from their
+// output queues: the socket, the doorbell of its writer, and an end that
+// comes once.
+type Link struct {
+	Conn net.Conn
+	wake Bell
+	done chan struct{}
+	once sync.Once
+}
+
+// NewLink wraps an accepted (or hijacked) connection.
+func NewLink(nc net.Conn) *Link {
+	return &Link{Conn: nc, wake: NewBell(), done: make(chan struct{})}
+}
+
+// Ring wakes the writer: there is output.
+func (l *Link) Ring() { l.wake.Ring() }
+
+// Rung waits until the writer is rung; false once the link is cut.
+func (l *Link) Rung() bool {
+	select {
+	case <-l.done:
+		return false
+	case <-l.wake:
+		return true
+	}
+}
+
+// Done is closed once the link is cut.
+func (l *Link) Done() <-chan struct{} { return l.done }
+
+// Cut ends the link at once with a bare TCP close (no goodbye, like a
+// reset or a dead process). The first call runs discard, which drops the
+// queued output, before the socket closes; later calls do nothing.
+func (l *Link) Cut(discard func()) {
+	l.once.Do(func() {
+		discard()
+		close(l.done)
+		_ = l.Conn.Close()
+	})
 }
 
 // UUID is a random version-4 UUID in lower-case hex, as both Asterisk and
