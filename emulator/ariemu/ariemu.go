@@ -1,5 +1,9 @@
-// Package ariemu is an Asterisk REST Interface emulator: a real HTTP and
-// websocket server on loopback that answers like Asterisk 22.10.1 did in the
+// Package ariemu is an emulated Asterisk 22.10.1 speaking ARI (REST and the
+// event websocket) on loopback, checked against the recordings.
+// It never imports convoice's drivers or controller: only the shared phone
+// table (emuphone) and the emulators' scaffolding (internal/emuserver).
+//
+// It answers like Asterisk 22.10.1 did in the
 // recordings of testdata/asterisk (fixtures/asterisk upstream). It lets the
 // Asterisk driver be tested, the demo run and benchmarks load a "PBX"
 // without an Asterisk on the machine.
@@ -241,6 +245,16 @@ func (s *Server) serveLocked(ln net.Listener) {
 	}()
 }
 
+// takeHTTP detaches the http.Server of the current listen phase, for
+// Close or a restart to shut it down.
+func (s *Server) takeHTTP() *http.Server {
+	s.netMu.Lock()
+	defer s.netMu.Unlock()
+	hs := s.hs
+	s.hs = nil
+	return hs
+}
+
 // Addr is the listening host:port.
 func (s *Server) Addr() string {
 	s.netMu.Lock()
@@ -263,10 +277,7 @@ func (s *Server) Close() error {
 	for _, ws := range socks {
 		ws.closeNow()
 	}
-	s.netMu.Lock()
-	hs := s.hs
-	s.hs = nil
-	s.netMu.Unlock()
+	hs := s.takeHTTP()
 	var err error
 	if hs != nil {
 		// Let requests in flight finish (a blocked one is released by
@@ -291,15 +302,30 @@ func (s *Server) closeCalls() ([]*wsConn, bool) {
 	}
 	s.closed = true
 	close(s.done)
+	s.stopPhonesLocked()
+	return s.websocketsLocked(false), true
+}
+
+// stopPhonesLocked ends every channel without a word: no event, no timer
+// left (Close, Crash).
+func (s *Server) stopPhonesLocked() {
 	for _, ch := range s.channels {
 		ch.stopTimer()
 		ch.gone = true
 	}
+}
+
+// websocketsLocked lists the event websockets, unregistering them first
+// when they are about to be cut while the server goes on.
+func (s *Server) websocketsLocked(unregister bool) []*wsConn {
 	socks := make([]*wsConn, 0, len(s.websocks))
 	for ws := range s.websocks {
 		socks = append(socks, ws)
+		if unregister {
+			s.unregisterLocked(ws)
+		}
 	}
-	return socks, true
+	return socks
 }
 
 // Serve runs an emulator on addr until ctx is done (for `convoice emulate
@@ -377,11 +403,7 @@ func (s *Server) logRequest(r Request) {
 // exist.
 func (s *Server) DropWebsockets() {
 	s.mu.Lock()
-	socks := make([]*wsConn, 0, len(s.websocks))
-	for ws := range s.websocks {
-		socks = append(socks, ws)
-		s.unregisterLocked(ws)
-	}
+	socks := s.websocketsLocked(true)
 	s.mu.Unlock()
 	for _, ws := range socks {
 		ws.closeNow()

@@ -23,16 +23,9 @@ func (s *Server) restart(graceful bool) {
 			s.shutdownHangupLocked(ch)
 		}
 	} else {
-		for _, ch := range s.channels {
-			ch.stopTimer()
-			ch.gone = true
-		}
+		s.stopPhonesLocked()
 	}
-	socks := make([]*wsConn, 0, len(s.websocks))
-	for ws := range s.websocks {
-		socks = append(socks, ws)
-		s.unregisterLocked(ws)
-	}
+	socks := s.websocketsLocked(true)
 	s.phase = phaseDown
 	s.resetLocked(time.Now())
 	s.mu.Unlock()
@@ -55,11 +48,7 @@ func (s *Server) restart(graceful bool) {
 		ws.closeNow()
 	}
 
-	s.netMu.Lock()
-	hs := s.hs
-	s.hs = nil
-	s.netMu.Unlock()
-	if hs != nil {
+	if hs := s.takeHTTP(); hs != nil {
 		hs.Close()
 	}
 	s.log.Info("emulated Asterisk going down", "graceful", graceful, "websockets_cut", len(socks))
