@@ -1,9 +1,7 @@
 package ariemu
 
 import (
-	"encoding/json"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emutest"
 )
 
 type apiDoc struct {
@@ -36,14 +35,8 @@ func loadAPIDocs(t *testing.T) map[string]bool {
 		if filepath.Base(f) == "resources.json" {
 			continue
 		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var d apiDoc
-		if err := json.Unmarshal(b, &d); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
+		emutest.ReadJSON(t, f, &d)
 		for _, a := range d.Apis {
 			for _, op := range a.Operations {
 				ops[op.HTTPMethod+" "+a.Path] = true

@@ -33,14 +33,7 @@ func TestAriV5Client(t *testing.T) {
 	next := func(typ string) ari.Event {
 		t.Helper()
 		e := ws.waitEvent(t, typ, "")
-		ws.mu.Lock()
-		for i, x := range ws.evs { // consume it
-			if &x.raw[0] == &e.raw[0] {
-				ws.evs = append(ws.evs[:i:i], ws.evs[i+1:]...)
-				break
-			}
-		}
-		ws.mu.Unlock()
+		ws.inbox.Consume(func(x event) bool { return &x.raw[0] == &e.raw[0] })
 		ev, err := ari.DecodeEvent(e.raw)
 		if err != nil {
 			t.Fatalf("the library cannot decode %s: %v", e.raw, err)

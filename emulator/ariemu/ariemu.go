@@ -1,5 +1,9 @@
-// Package ariemu is an Asterisk REST Interface emulator: a real HTTP and
-// websocket server on loopback that answers like Asterisk 22.10.1 did in the
+// Package ariemu is an emulated Asterisk 22.10.1 speaking ARI (REST and the
+// event websocket) on loopback, checked against the recordings.
+// It never imports convoice's drivers or controller: only the shared phone
+// table (emuphone) and the emulators' scaffolding (internal/emuserver).
+//
+// It answers like Asterisk 22.10.1 did in the
 // recordings of testdata/asterisk (fixtures/asterisk upstream). It lets the
 // Asterisk driver be tested, the demo run and benchmarks load a "PBX"
 // without an Asterisk on the machine.
@@ -34,6 +38,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // Config configures a Server. The zero value works: no auth, contract
@@ -144,12 +149,10 @@ type Server struct {
 	phase     phase
 	closed    bool
 
-	unresponsive atomic.Bool
-	wsDelay      atomic.Int64 // SetWebsocketDelay, ns
-	unrespMu     sync.Mutex
-	unrespOff    chan struct{}  // closed when unresponsive mode ends
-	done         chan struct{}  // closed by Close
-	wg           sync.WaitGroup // websocket loops and the boot goroutine, awaited by Close
+	hang    emuserver.Hang // SetUnresponsive
+	wsDelay atomic.Int64   // SetWebsocketDelay, ns
+	done    chan struct{}  // closed by Close
+	wg      sync.WaitGroup // websocket loops and the boot goroutine, awaited by Close
 
 	netMu   sync.Mutex
 	addr    string
@@ -162,10 +165,6 @@ type Server struct {
 
 // New makes a Server; Start makes it listen.
 func New(cfg Config) *Server {
-	lg := cfg.Logger
-	if lg == nil {
-		lg = slog.New(slog.DiscardHandler)
-	}
 	if cfg.EventQueue <= 0 {
 		cfg.EventQueue = 65536
 	}
@@ -183,15 +182,13 @@ func New(cfg Config) *Server {
 		entity = "02:fc:00:00:00:01"
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       lg.With("component", "ariemu"),
-		entityID:  entity,
-		websocks:  map[*wsConn]struct{}{},
-		subAll:    map[string]int{},
-		unrespOff: make(chan struct{}),
-		done:      make(chan struct{}),
+		cfg:      cfg,
+		log:      emuserver.Logger(cfg.Logger, "ariemu"),
+		entityID: entity,
+		websocks: map[*wsConn]struct{}{},
+		subAll:   map[string]int{},
+		done:     make(chan struct{}),
 	}
-	close(s.unrespOff) // responsive to begin with
 	s.resetLocked(time.Now())
 	return s
 }
@@ -248,6 +245,16 @@ func (s *Server) serveLocked(ln net.Listener) {
 	}()
 }
 
+// takeHTTP detaches the http.Server of the current listen phase, for
+// Close or a restart to shut it down.
+func (s *Server) takeHTTP() *http.Server {
+	s.netMu.Lock()
+	defer s.netMu.Unlock()
+	hs := s.hs
+	s.hs = nil
+	return hs
+}
+
 // Addr is the listening host:port.
 func (s *Server) Addr() string {
 	s.netMu.Lock()
@@ -263,29 +270,14 @@ func (s *Server) URL() string {
 // Close stops the server: websockets end, timers stop, listeners close.
 // It is safe to call more than once.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	socks, first := s.closeCalls()
+	if !first {
 		return nil
 	}
-	s.closed = true
-	close(s.done)
-	for _, ch := range s.channels {
-		ch.stopTimer()
-		ch.gone = true
-	}
-	socks := make([]*wsConn, 0, len(s.websocks))
-	for ws := range s.websocks {
-		socks = append(socks, ws)
-	}
-	s.mu.Unlock()
 	for _, ws := range socks {
 		ws.closeNow()
 	}
-	s.netMu.Lock()
-	hs := s.hs
-	s.hs = nil
-	s.netMu.Unlock()
+	hs := s.takeHTTP()
 	var err error
 	if hs != nil {
 		// Let requests in flight finish (a blocked one is released by
@@ -300,15 +292,46 @@ func (s *Server) Close() error {
 	return err
 }
 
+// closeCalls marks the server closed and stops every phone; it gives the
+// websockets to cut, and false when the server was closed already.
+func (s *Server) closeCalls() ([]*wsConn, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, false
+	}
+	s.closed = true
+	close(s.done)
+	s.stopPhonesLocked()
+	return s.websocketsLocked(false), true
+}
+
+// stopPhonesLocked ends every channel without a word: no event, no timer
+// left (Close, Crash).
+func (s *Server) stopPhonesLocked() {
+	for _, ch := range s.channels {
+		ch.stopTimer()
+		ch.gone = true
+	}
+}
+
+// websocketsLocked lists the event websockets, unregistering them first
+// when they are about to be cut while the server goes on.
+func (s *Server) websocketsLocked(unregister bool) []*wsConn {
+	socks := make([]*wsConn, 0, len(s.websocks))
+	for ws := range s.websocks {
+		socks = append(socks, ws)
+		if unregister {
+			s.unregisterLocked(ws)
+		}
+	}
+	return socks
+}
+
 // Serve runs an emulator on addr until ctx is done (for `convoice emulate
 // asterisk`).
 func Serve(ctx context.Context, addr string, cfg Config) error {
-	s := New(cfg)
-	if err := s.Start(addr); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	return s.Close()
+	return emuserver.Serve(ctx, addr, New(cfg))
 }
 
 // Channels lists the live channels in creation order.
@@ -380,11 +403,7 @@ func (s *Server) logRequest(r Request) {
 // exist.
 func (s *Server) DropWebsockets() {
 	s.mu.Lock()
-	socks := make([]*wsConn, 0, len(s.websocks))
-	for ws := range s.websocks {
-		socks = append(socks, ws)
-		s.unregisterLocked(ws)
-	}
+	socks := s.websocketsLocked(true)
 	s.mu.Unlock()
 	for _, ws := range socks {
 		ws.closeNow()
@@ -405,33 +424,9 @@ func (s *Server) SetWebsocketDelay(d time.Duration) { s.wsDelay.Store(int64(d)) 
 // ends), websocket pings get no pong and events are held back (sent when the
 // mode ends, unless a queue overflows first). Calls go on.
 func (s *Server) SetUnresponsive(on bool) {
-	s.unrespMu.Lock()
-	defer s.unrespMu.Unlock()
-	if on == s.unresponsive.Load() {
-		return
+	if s.hang.Set(on) {
+		s.log.Info("unresponsive mode", "on", on)
 	}
-	if on {
-		s.unrespOff = make(chan struct{})
-		s.unresponsive.Store(true)
-	} else {
-		s.unresponsive.Store(false)
-		close(s.unrespOff)
-	}
-	s.log.Info("unresponsive mode", "on", on)
-}
-
-// whileUnresponsive returns a channel that is closed when unresponsive mode
-// ends, or nil when the server is responsive.
-func (s *Server) whileUnresponsive() <-chan struct{} {
-	if !s.unresponsive.Load() {
-		return nil
-	}
-	s.unrespMu.Lock()
-	defer s.unrespMu.Unlock()
-	if !s.unresponsive.Load() {
-		return nil
-	}
-	return s.unrespOff
 }
 
 // Restart behaves like `core restart now` (recordings f_*): every channel is
@@ -488,17 +483,13 @@ var ErrNoChannel = errors.New("ariemu: no such channel")
 // j): ChannelHangupRequest without cause, ChannelLeftBridge, StasisEnd,
 // ChannelDestroyed 16.
 func (s *Server) FarEndHangup(channelID string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch := s.channels[channelID]
-	if ch == nil {
-		return fmt.Errorf("%w: %s", ErrNoChannel, channelID)
-	}
-	if ch.state != stateUp {
-		return fmt.Errorf("ariemu: channel %s is %s: a far end sends BYE only on an answered call", channelID, ch.state)
-	}
-	s.farEndByeLocked(ch)
-	return nil
+	return s.onChannel(channelID, func(ch *channel) error {
+		if ch.state != stateUp {
+			return fmt.Errorf("ariemu: channel %s is %s: a far end sends BYE only on an answered call", channelID, ch.state)
+		}
+		s.farEndByeLocked(ch)
+		return nil
+	})
 }
 
 // SetTalking makes the far end of a channel speak (true) or fall silent
@@ -507,12 +498,20 @@ func (s *Server) FarEndHangup(channelID string) error {
 // threshold has passed (extra/h2); without it, only the phone's state
 // changes.
 func (s *Server) SetTalking(channelID string, talking bool) error {
+	return s.onChannel(channelID, func(ch *channel) error {
+		s.setVoice(ch, talking)
+		return nil
+	})
+}
+
+// onChannel runs f under the lock on a live channel, for the fault
+// injections; ErrNoChannel when there is none.
+func (s *Server) onChannel(channelID string, f func(*channel) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ch := s.channels[channelID]
 	if ch == nil {
 		return fmt.Errorf("%w: %s", ErrNoChannel, channelID)
 	}
-	s.setVoice(ch, talking)
-	return nil
+	return f(ch)
 }

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // handleBridgeCreate is POST /bridges (bridgeId in the query or body) and
@@ -29,7 +31,7 @@ func (s *Server) handleBridgeCreate(rc *reqCtx) {
 		return
 	}
 	if id == "" {
-		id = newUUID()
+		id = emuserver.UUID()
 	}
 	s.seq++
 	br := &bridge{id: id, name: rc.p.str("name"), typ: typ, created: time.Now(), seq: s.seq}
@@ -115,6 +117,22 @@ func (s *Server) controlListLocked(rc *reqCtx) []*channel {
 	return out
 }
 
+// bridgeControlLocked is the bridge of the path and the channels of the
+// "channel" parameter for addChannel and removeChannel; nil when an error
+// answer has been written (404 before the parameter's 400 or 404).
+func (s *Server) bridgeControlLocked(rc *reqCtx) (*bridge, []*channel) {
+	br := s.bridges[rc.vars["bridgeId"]]
+	if br == nil {
+		rc.err(http.StatusNotFound, "Bridge not found")
+		return nil, nil
+	}
+	chans := s.controlListLocked(rc)
+	if chans == nil {
+		return nil, nil
+	}
+	return br, chans
+}
+
 // handleAddChannel: a channel already in a bridge leaves it first — the
 // same bridge gives ChannelLeftBridge then ChannelEnteredBridge (recording
 // k) — and the events go out before the 204, as they can with Asterisk.
@@ -124,13 +142,8 @@ func (s *Server) handleAddChannel(rc *reqCtx) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	br := s.bridges[rc.vars["bridgeId"]]
+	br, chans := s.bridgeControlLocked(rc)
 	if br == nil {
-		rc.err(http.StatusNotFound, "Bridge not found")
-		return
-	}
-	chans := s.controlListLocked(rc)
-	if chans == nil {
 		return
 	}
 	mute := rc.p.bool("mute")
@@ -152,13 +165,8 @@ func (s *Server) handleRemoveChannel(rc *reqCtx) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	br := s.bridges[rc.vars["bridgeId"]]
+	br, chans := s.bridgeControlLocked(rc)
 	if br == nil {
-		rc.err(http.StatusNotFound, "Bridge not found")
-		return
-	}
-	chans := s.controlListLocked(rc)
-	if chans == nil {
 		return
 	}
 	for _, ch := range chans {

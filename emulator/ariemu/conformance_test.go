@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emutest"
 )
 
 // The conformance test replays every recording of testdata/asterisk against
@@ -71,14 +71,8 @@ func loadRecordings(t *testing.T) map[string]recording {
 	}
 	out := map[string]recording{}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatalf("%v", err)
-		}
 		var rec recording
-		if err := json.Unmarshal(b, &rec); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
+		emutest.ReadJSON(t, f, &rec)
 		out[strings.TrimSuffix(filepath.Base(f), ".json")] = rec
 	}
 	return out

@@ -139,6 +139,14 @@ func containsBefore(list []string, i int, v string) bool {
 // chanApps: who hears about a channel — its application once the channel is
 // subscribed (originated into an existing application, or in Stasis), plus
 // every application with a subscribeAll websocket.
+// evSendChannel ends a channel event with its "channel" object and sends it
+// to the channel's applications.
+func (s *Server) evSendChannel(b []byte, ch *channel) {
+	b = append(b, `,"channel":`...)
+	b = s.appendChannel(b, ch)
+	s.evSend(b, s.chanApps(ch))
+}
+
 func (s *Server) chanApps(ch *channel) []string {
 	apps := s.recip[:0]
 	if ch.subscribed {
@@ -169,9 +177,7 @@ func (s *Server) bridgeApps(br *bridge, ch *channel) []string {
 func (s *Server) chanEvent(typ string, ch *channel) {
 	b := append(s.ebuf[:0], '{')
 	b = appendTypeTS(b, typ)
-	b = append(b, `,"channel":`...)
-	b = s.appendChannel(b, ch)
-	s.evSend(b, s.chanApps(ch))
+	s.evSendChannel(b, ch)
 }
 
 func (s *Server) evStateChange(ch *channel)    { s.chanEvent("ChannelStateChange", ch) }
@@ -183,9 +189,7 @@ func (s *Server) evTalkingFinished(ch *channel, durationMs int) {
 	b = appendIntField(b, "duration", durationMs)
 	b = append(b, ',')
 	b = appendTypeTS(b, "ChannelTalkingFinished")
-	b = append(b, `,"channel":`...)
-	b = s.appendChannel(b, ch)
-	s.evSend(b, s.chanApps(ch))
+	s.evSendChannel(b, ch)
 }
 
 func (s *Server) evDial(ch *channel, status string) {
@@ -207,9 +211,7 @@ func (s *Server) evVarset(ch *channel, variable, value string) {
 	b = appendStrField(b, "value", value)
 	b = append(b, ',')
 	b = appendTypeTS(b, "ChannelVarset")
-	b = append(b, `,"channel":`...)
-	b = s.appendChannel(b, ch)
-	s.evSend(b, s.chanApps(ch))
+	s.evSendChannel(b, ch)
 }
 
 func (s *Server) evStasisStart(ch *channel) {
@@ -217,9 +219,7 @@ func (s *Server) evStasisStart(ch *channel) {
 	b = appendTypeTS(b, "StasisStart")
 	b = append(b, `,"args":`...)
 	b = appendStringArray(b, splitAppArgs(ch.appArgs))
-	b = append(b, `,"channel":`...)
-	b = s.appendChannel(b, ch)
-	s.evSend(b, s.chanApps(ch))
+	s.evSendChannel(b, ch)
 }
 
 // evHangupRequest: cause 0 omits "cause" (far-end BYE, recording j);
@@ -238,9 +238,7 @@ func (s *Server) evHangupRequest(ch *channel, cause, techCause int, soft bool) {
 		b = append(b, `"soft":true,`...)
 	}
 	b = appendTypeTS(b, "ChannelHangupRequest")
-	b = append(b, `,"channel":`...)
-	b = s.appendChannel(b, ch)
-	s.evSend(b, s.chanApps(ch))
+	s.evSendChannel(b, ch)
 }
 
 func (s *Server) evDestroyed(ch *channel, cause, techCause int) {
@@ -254,9 +252,7 @@ func (s *Server) evDestroyed(ch *channel, cause, techCause int) {
 		b = append(b, ',')
 		b = appendIntField(b, "tech_cause", techCause)
 	}
-	b = append(b, `,"channel":`...)
-	b = s.appendChannel(b, ch)
-	s.evSend(b, s.chanApps(ch))
+	s.evSendChannel(b, ch)
 }
 
 func (s *Server) evCallerID(ch *channel) {

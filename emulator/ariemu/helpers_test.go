@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"github.com/convoice/convoice/emulator/internal/emutest"
 )
 
 const testdataDir = "../../testdata/asterisk"
@@ -162,20 +164,18 @@ func (e event) chanID() string {
 
 // wsClient collects every event of one or more successive websockets.
 type wsClient struct {
-	t    interface{ Errorf(string, ...any) }
-	mu   sync.Mutex
-	evs  []event
-	cond chan struct{} // pinged on every new event or end
+	t     interface{ Errorf(string, ...any) }
+	inbox *emutest.Inbox[event] // every event of every socket; End: the latest socket's end
 
+	mu    sync.Mutex
 	conn  *websocket.Conn
 	nc    net.Conn
 	ended chan struct{}
-	err   error
 	n     int
 }
 
 func newWSClient(t interface{ Errorf(string, ...any) }) *wsClient {
-	return &wsClient{t: t, cond: make(chan struct{}, 1)}
+	return &wsClient{t: t, inbox: emutest.NewInbox[event]()}
 }
 
 func (c *wsClient) connect(addr, query string) error {
@@ -207,10 +207,7 @@ func (c *wsClient) connect(addr, query string) error {
 		for {
 			var msg []byte
 			if err := websocket.Message.Receive(ws, &msg); err != nil {
-				c.mu.Lock()
-				c.err = err
-				c.mu.Unlock()
-				c.ping()
+				c.inbox.End(err)
 				return
 			}
 			var m map[string]any
@@ -218,20 +215,10 @@ func (c *wsClient) connect(addr, query string) error {
 				c.t.Errorf("event is not JSON: %q", msg)
 				continue
 			}
-			c.mu.Lock()
-			c.evs = append(c.evs, event{raw: msg, m: m, at: time.Now(), conn: n})
-			c.mu.Unlock()
-			c.ping()
+			c.inbox.Add(event{raw: msg, m: m, at: time.Now(), conn: n})
 		}
 	}()
 	return nil
-}
-
-func (c *wsClient) ping() {
-	select {
-	case c.cond <- struct{}{}:
-	default:
-	}
 }
 
 // drop closes the client side abruptly (TCP close, no close frame), as the
@@ -262,25 +249,13 @@ func (c *wsClient) waitEnded(d time.Duration) bool {
 }
 
 func (c *wsClient) events() []event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]event(nil), c.evs...)
+	evs, _ := c.inbox.Snapshot()
+	return evs
 }
 
 // waitFor waits until pred holds over the events collected so far.
 func (c *wsClient) waitFor(d time.Duration, pred func([]event) bool) bool {
-	deadline := time.After(d)
-	for {
-		if pred(c.events()) {
-			return true
-		}
-		select {
-		case <-c.cond:
-		case <-deadline:
-			return pred(c.events())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return c.inbox.WaitFor(d, func(evs []event, _ error) bool { return pred(evs) })
 }
 
 // waitEvent waits for an event of the given type about the given channel

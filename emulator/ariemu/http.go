@@ -213,7 +213,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	isWS := r.Method == http.MethodGet && isWebsocketUpgrade(r)
 	rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(body), At: time.Now()}
-	if off := s.whileUnresponsive(); off != nil {
+	if off := s.hang.Held(); off != nil {
 		// Half-open: the request is never answered; when the mode ends the
 		// connection is cut.
 		if !isWS {

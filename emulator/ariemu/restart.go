@@ -3,6 +3,8 @@ package ariemu
 import (
 	"net"
 	"time"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // drainWait bounds how long Restart waits for the hangup events to reach
@@ -21,16 +23,9 @@ func (s *Server) restart(graceful bool) {
 			s.shutdownHangupLocked(ch)
 		}
 	} else {
-		for _, ch := range s.channels {
-			ch.stopTimer()
-			ch.gone = true
-		}
+		s.stopPhonesLocked()
 	}
-	socks := make([]*wsConn, 0, len(s.websocks))
-	for ws := range s.websocks {
-		socks = append(socks, ws)
-		s.unregisterLocked(ws)
-	}
+	socks := s.websocketsLocked(true)
 	s.phase = phaseDown
 	s.resetLocked(time.Now())
 	s.mu.Unlock()
@@ -43,7 +38,7 @@ func (s *Server) restart(graceful bool) {
 	wait:
 		for _, ws := range socks {
 			select {
-			case <-ws.done:
+			case <-ws.link.Done():
 			case <-deadline:
 				break wait
 			}
@@ -53,11 +48,7 @@ func (s *Server) restart(graceful bool) {
 		ws.closeNow()
 	}
 
-	s.netMu.Lock()
-	hs := s.hs
-	s.hs = nil
-	s.netMu.Unlock()
-	if hs != nil {
+	if hs := s.takeHTTP(); hs != nil {
 		hs.Close()
 	}
 	s.log.Info("emulated Asterisk going down", "graceful", graceful, "websockets_cut", len(socks))
@@ -67,7 +58,7 @@ func (s *Server) restart(graceful bool) {
 // boot brings the emulator back: refused, then 503 "Asterisk not booted",
 // then running (recordings f_*).
 func (s *Server) boot() {
-	if !s.sleep(s.cfg.RestartRefused) {
+	if !emuserver.Sleep(s.cfg.RestartRefused, s.done) {
 		return
 	}
 	var ln net.Listener
@@ -78,7 +69,7 @@ func (s *Server) boot() {
 			break
 		}
 		s.log.Warn("restart: listen again failed, retrying", "addr", s.Addr(), "err", err)
-		if !s.sleep(50 * time.Millisecond) {
+		if !emuserver.Sleep(50*time.Millisecond, s.done) {
 			return
 		}
 	}
@@ -95,7 +86,7 @@ func (s *Server) boot() {
 	}
 	s.serveLocked(ln)
 	s.netMu.Unlock()
-	if !s.sleep(s.cfg.RestartBooting) {
+	if !emuserver.Sleep(s.cfg.RestartBooting, s.done) {
 		return
 	}
 	s.mu.Lock()
@@ -107,16 +98,5 @@ func (s *Server) boot() {
 	s.mu.Unlock()
 	if !closed {
 		s.log.Info("emulated Asterisk fully booted")
-	}
-}
-
-func (s *Server) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.done:
-		return false
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // A minimal RFC 6455 server, written here rather than taken from
@@ -41,7 +43,7 @@ const wsWriteTimeout = 10 * time.Second
 
 type wsConn struct {
 	s            *Server
-	conn         net.Conn
+	link         *emuserver.Link
 	br           *bufio.Reader
 	apps         []string
 	subscribeAll bool
@@ -53,21 +55,16 @@ type wsConn struct {
 	ctrl     [][]byte // queued control frames (pong, close)
 	draining bool     // close once q is empty (Restart)
 	closed   bool
-	wake     chan struct{}
 
-	closeOnce  sync.Once
-	done       chan struct{}
 	registered bool // guarded by s.mu
 }
 
 func newWS(s *Server, conn net.Conn, br *bufio.Reader) *wsConn {
 	return &wsConn{
 		s:      s,
-		conn:   conn,
+		link:   emuserver.NewLink(conn),
 		br:     br,
 		remote: conn.RemoteAddr().String(),
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
 	}
 }
 
@@ -89,38 +86,30 @@ func (ws *wsConn) push(msg []byte) {
 	}
 	ws.q = append(ws.q, msg)
 	ws.mu.Unlock()
-	ws.signal()
+	ws.link.Ring()
 }
 
+// pushControl queues a control frame (pong, close echo); unlike events they
+// still go out while the socket drains.
 func (ws *wsConn) pushControl(frame []byte) {
 	ws.mu.Lock()
-	if ws.closed {
-		ws.mu.Unlock()
-		return
+	if !ws.closed {
+		ws.ctrl = append(ws.ctrl, frame)
 	}
-	ws.ctrl = append(ws.ctrl, frame)
 	ws.mu.Unlock()
-	ws.signal()
-}
-
-func (ws *wsConn) signal() {
-	select {
-	case ws.wake <- struct{}{}:
-	default:
-	}
+	ws.link.Ring()
 }
 
 // closeNow ends the socket at once with a bare TCP close; queued events are
 // discarded. The reader goroutine notices and unregisters the socket.
-func (ws *wsConn) closeNow() {
-	ws.closeOnce.Do(func() {
-		ws.mu.Lock()
-		ws.closed = true
-		ws.q = nil
-		ws.mu.Unlock()
-		close(ws.done)
-		ws.conn.Close()
-	})
+func (ws *wsConn) closeNow() { ws.link.Cut(ws.discard) }
+
+// discard empties the event queue for good: nothing more is queued.
+func (ws *wsConn) discard() {
+	ws.mu.Lock()
+	ws.closed = true
+	ws.q = nil
+	ws.mu.Unlock()
 }
 
 // closeAfterDrain sends what is queued, then closes bare (Restart: the
@@ -129,18 +118,13 @@ func (ws *wsConn) closeAfterDrain() {
 	ws.mu.Lock()
 	ws.draining = true
 	ws.mu.Unlock()
-	ws.signal()
+	ws.link.Ring()
 }
 
 func (ws *wsConn) writeLoop() {
-	bw := bufio.NewWriterSize(ws.conn, 32<<10)
+	bw := bufio.NewWriterSize(ws.link.Conn, 32<<10)
 	var hdr [10]byte
-	for {
-		select {
-		case <-ws.done:
-			return
-		case <-ws.wake:
-		}
+	for ws.link.Rung() {
 		ws.mu.Lock()
 		batch := ws.q
 		ws.q = ws.spare[:0]
@@ -149,15 +133,15 @@ func (ws *wsConn) writeLoop() {
 		draining := ws.draining
 		ws.mu.Unlock()
 
-		if off := ws.s.whileUnresponsive(); off != nil && !draining {
+		if off := ws.s.hang.Held(); off != nil && !draining {
 			// Half-open: hold everything back until the mode ends.
 			select {
 			case <-off:
-			case <-ws.done:
+			case <-ws.link.Done():
 				return
 			}
 		}
-		ws.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+		ws.link.Conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
 		var err error
 		for _, f := range ctrl {
 			if _, err = bw.Write(f); err != nil {
@@ -191,7 +175,7 @@ func (ws *wsConn) writeLoop() {
 			return
 		}
 		if !empty {
-			ws.signal()
+			ws.link.Ring()
 		}
 	}
 }
@@ -231,13 +215,13 @@ func (ws *wsConn) readLoop() {
 			}
 			return
 		}
-		if off := ws.s.whileUnresponsive(); off != nil {
+		if off := ws.s.hang.Held(); off != nil {
 			// Half-open: whatever came in was "lost", and nothing more is
 			// read until the mode ends.
 			select {
 			case <-off:
 				continue
-			case <-ws.done:
+			case <-ws.link.Done():
 				return
 			}
 		}
@@ -253,7 +237,7 @@ func (ws *wsConn) readLoop() {
 			ws.pushControl(controlFrame(opClose, payload))
 			ws.closeAfterDrain()
 			select {
-			case <-ws.done:
+			case <-ws.link.Done():
 			case <-time.After(time.Second):
 			}
 			return

@@ -1,6 +1,9 @@
-// Package emuphone is the table of scripted phones shared by the PBX
-// emulators (ARI and event socket), so that the same number behaves the same
-// whichever PBX kind is emulated. The table is the one fixed in
+// Package emuphone is the table of scripted phones both PBX emulators dial:
+// what each number does (ring, answer, busy, …) and for how long.
+// It never speaks a PBX protocol or holds a call: it imports nothing of
+// convoice, so the same number behaves the same whichever PBX is emulated.
+//
+// The table is the one fixed in
 // API-CONTRACT.md ("The emulator's phones") plus the lab endpoints of the
 // Asterisk recordings (PJSIP/1001 … 1007), so recordings can be replayed.
 package emuphone

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // execAPI runs one API command (the part after "api " or "bgapi ") and
@@ -334,7 +335,7 @@ func (s *Server) originate(arg, job string) (string, bool) {
 	}
 	uuid := varOf("origination_uuid")
 	if uuid == "" {
-		uuid = newUUID()
+		uuid = emuserver.UUID()
 	}
 	app, appData := "park", ""
 	if a := toks[1]; strings.HasPrefix(a, "&") {
@@ -357,7 +358,7 @@ func (s *Server) originate(arg, job string) (string, bool) {
 	if !strings.HasPrefix(dial, "sofia/") {
 		return fail("CHAN_NOT_IMPLEMENTED", false)
 	}
-	ch := &channel{uuid: uuid, dial: dial, app: app, appData: appData, appUUID: newUUID(),
+	ch := &channel{uuid: uuid, dial: dial, app: app, appData: appData, appUUID: emuserver.UUID(),
 		timeout: timeout, vars: newVarList(), speaking: s.cfg.AutoTalk,
 		cidName: varOf("origination_caller_id_name"), cidNum: varOf("origination_caller_id_number")}
 	if ch.cidNum == "" {

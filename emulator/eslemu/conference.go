@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // toneEnergy is the energy the lab phones' 440 Hz tone measured at
@@ -94,7 +96,7 @@ func (s *Server) fireConfLocked(c *conference, action string, m *member) {
 func (s *Server) joinLocked(ch *channel, room, profile string) {
 	c := s.confs[room]
 	if c == nil {
-		c = &conference{name: room, profile: profile, uuid: newUUID(), created: time.Now()}
+		c = &conference{name: room, profile: profile, uuid: emuserver.UUID(), created: time.Now()}
 		s.confs[room] = c
 		s.confOrder = append(s.confOrder, room)
 		s.fireConfLocked(c, "conference-create", nil)

@@ -26,7 +26,6 @@ package eslemu
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -35,6 +34,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emutest"
 )
 
 type recStep struct {
@@ -80,14 +80,8 @@ func notModelled(e evt, heartbeat bool) bool {
 
 func loadRecording(t *testing.T, path string) recording {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var r recording
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
+	emutest.ReadJSON(t, path, &r)
 	return r
 }
 

@@ -8,12 +8,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // conn is one event-socket client (a "listener" in mod_event_socket).
 type conn struct {
-	s  *Server
-	nc net.Conn
+	s    *Server
+	link *emuserver.Link
 
 	// Guarded by s.mu: the subscription, as parse_command keeps it.
 	authed   bool
@@ -36,21 +38,10 @@ type conn struct {
 	held    []string
 	closing bool // close once the queue is written
 	dead    bool
-	wake    chan struct{}
-	done    chan struct{}
-	once    sync.Once
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{s: s, nc: nc, format: "plain", events: map[string]bool{}, custom: map[string]bool{},
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
-}
-
-func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	return &conn{s: s, link: emuserver.NewLink(nc), format: "plain", events: map[string]bool{}, custom: map[string]bool{}}
 }
 
 // send queues a reply or notice.
@@ -60,7 +51,7 @@ func (c *conn) send(frame string) {
 		c.out = append(c.out, frame)
 	}
 	c.mu.Unlock()
-	c.signal()
+	c.link.Ring()
 }
 
 // sendEvent queues an event frame, or holds it while an api command runs.
@@ -74,7 +65,7 @@ func (c *conn) sendEvent(frame string) {
 		c.out = append(c.out, frame)
 	}
 	c.mu.Unlock()
-	c.signal()
+	c.link.Ring()
 }
 
 // finish queues the last frames and closes the socket once they are written.
@@ -85,31 +76,24 @@ func (c *conn) finish(frames ...string) {
 		c.closing = true
 	}
 	c.mu.Unlock()
-	c.signal()
+	c.link.Ring()
 }
 
 // close drops the connection at once (no notice), like a TCP reset.
 func (c *conn) close() {
-	c.once.Do(func() {
+	c.link.Cut(func() {
 		c.mu.Lock()
 		c.dead = true
 		c.out, c.held = nil, nil
 		c.mu.Unlock()
-		close(c.done)
-		_ = c.nc.Close()
 	})
 }
 
 func (c *conn) writer() {
 	defer c.s.wg.Done()
-	for {
-		select {
-		case <-c.wake:
-		case <-c.done:
-			return
-		}
+	for c.link.Rung() {
 		for {
-			if !c.s.waitResponsive(c.done) {
+			if !c.s.waitResponsive(c.link.Done()) {
 				return
 			}
 			c.mu.Lock()
@@ -125,7 +109,7 @@ func (c *conn) writer() {
 				break
 			}
 			for _, f := range batch {
-				if _, err := io.WriteString(c.nc, f); err != nil {
+				if _, err := io.WriteString(c.link.Conn, f); err != nil {
 					c.close()
 					return
 				}
@@ -183,14 +167,14 @@ func (c *conn) reader(rude bool) {
 		return
 	}
 	c.send(authRequestFrame)
-	br := bufio.NewReader(c.nc)
+	br := bufio.NewReader(c.link.Conn)
 	for {
 		cmd, hs, err := readCommand(br)
 		if err != nil {
 			c.close()
 			return
 		}
-		if !c.s.waitResponsive(c.done) {
+		if !c.s.waitResponsive(c.link.Done()) {
 			return
 		}
 		if !c.handle(cmd, hs) {
@@ -246,7 +230,7 @@ func (c *conn) handle(cmd string, hs []hdr) bool {
 			}
 		}
 		c.mu.Unlock()
-		c.signal()
+		c.link.Ring()
 		return true
 	case strings.HasPrefix(lower, "bgapi "):
 		s.record(cmd)
@@ -259,7 +243,7 @@ func (c *conn) handle(cmd string, hs []hdr) bool {
 			}
 		}
 		if job == "" {
-			job = newUUID()
+			job = emuserver.UUID()
 		}
 		c.send(bgapiReply(job))
 		s.wg.Add(1)

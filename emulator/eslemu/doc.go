@@ -1,7 +1,10 @@
-// Package eslemu is an in-process FreeSWITCH emulator that speaks the real
-// event-socket protocol (mod_event_socket, inbound mode) on a TCP listener,
-// so the FreeSWITCH driver, the controller scenarios and demos run without
-// a FreeSWITCH on the machine.
+// Package eslemu is an emulated FreeSWITCH 1.10.12 speaking the event socket
+// (mod_event_socket, inbound) on loopback, checked against the recordings.
+// It never imports convoice's drivers or controller: only the shared phone
+// table (emuphone) and the emulators' scaffolding (internal/emuserver).
+//
+// It runs in-process on a real TCP listener, so the FreeSWITCH driver, the
+// controller scenarios and demos run without a FreeSWITCH on the machine.
 //
 // What it follows, in this order:
 //

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 func startTestEmu(t *testing.T, mod func(*Config)) *Server {
@@ -79,7 +80,7 @@ func TestPhonesOfTheContractThroughGatewayDialStrings(t *testing.T) {
 	}
 	uuids := map[string]string{}
 	for number := range cases {
-		u := newUUID()
+		u := emuserver.UUID()
 		uuids[number] = u
 		r := c.cmd("bgapi originate {origination_uuid=" + u + ",originate_timeout=1}sofia/gateway/pbx/" + number + " &conference(r1@default)")
 		if !strings.HasPrefix(r.headers["Reply-Text"], "+OK Job-UUID: ") {
@@ -116,7 +117,7 @@ func TestPhonesOfTheContractThroughGatewayDialStrings(t *testing.T) {
 func TestDropConnectionsKeepsCalls(t *testing.T) {
 	s := startTestEmu(t, nil)
 	c := login(t, s, "json")
-	u := newUUID()
+	u := emuserver.UUID()
 	c.cmd("bgapi originate {origination_uuid=" + u + "}sofia/gateway/pbx/+12025550101 &conference(room@default)")
 	waitEvent(t, c, "add-member", func(e evt) bool { return e.get("Action") == "add-member" })
 	s.DropConnections()
@@ -168,7 +169,7 @@ func TestUnresponsiveServerAnswersLater(t *testing.T) {
 func TestRestartGracefulAndHard(t *testing.T) {
 	s := startTestEmu(t, func(c *Config) { c.FirstMemberID = 5 })
 	c := login(t, s, "json")
-	u := newUUID()
+	u := emuserver.UUID()
 	c.cmd("bgapi originate {origination_uuid=" + u + "}sofia/gateway/pbx/+12025550101 &conference(room@default)")
 	add := waitEvent(t, c, "add-member", func(e evt) bool { return e.get("Action") == "add-member" })
 	if add.get("Member-ID") != "5" {
@@ -193,7 +194,7 @@ func TestRestartGracefulAndHard(t *testing.T) {
 
 	// The new process: new Core-UUID, member ids from the start again.
 	c2 := login(t, s, "json")
-	u2 := newUUID()
+	u2 := emuserver.UUID()
 	c2.cmd("bgapi originate {origination_uuid=" + u2 + "}sofia/gateway/pbx/+12025550101 &conference(room@default)")
 	add2 := waitEvent(t, c2, "add-member", func(e evt) bool { return e.get("Action") == "add-member" })
 	if add2.get("Member-ID") != "5" || add2.get("Core-UUID") == core {

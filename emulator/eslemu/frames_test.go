@@ -10,9 +10,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/convoice/convoice/emulator/internal/emutest"
 )
 
 // frame is one ESL frame as a client sees it.
@@ -114,13 +115,9 @@ func decodeEvent(f frame) (evt, error) {
 
 // client is a raw ESL test client that records every frame it receives.
 type client struct {
-	t      testing.TB
-	nc     net.Conn
-	mu     sync.Mutex
-	frames []frame
-	eof    bool
-	err    error
-	wake   chan struct{}
+	t     testing.TB
+	nc    net.Conn
+	inbox *emutest.Inbox[frame]
 }
 
 func dialClient(t testing.TB, addr string) *client {
@@ -129,32 +126,19 @@ func dialClient(t testing.TB, addr string) *client {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
-	c := &client{t: t, nc: nc, wake: make(chan struct{}, 1)}
+	c := &client{t: t, nc: nc, inbox: emutest.NewInbox[frame]()}
 	go func() {
 		br := bufio.NewReader(nc)
 		for {
 			f, err := readFrame(br)
-			c.mu.Lock()
 			if err != nil {
-				c.eof = err == io.EOF
-				c.err = err
-				c.mu.Unlock()
-				c.poke()
+				c.inbox.End(err)
 				return
 			}
-			c.frames = append(c.frames, f)
-			c.mu.Unlock()
-			c.poke()
+			c.inbox.Add(f)
 		}
 	}()
 	return c
-}
-
-func (c *client) poke() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 }
 
 func (c *client) write(s string) {
@@ -164,26 +148,16 @@ func (c *client) write(s string) {
 	}
 }
 
+// snapshot is the frames so far, whether the socket ended in EOF, and the
+// error that ended it.
 func (c *client) snapshot() ([]frame, bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]frame(nil), c.frames...), c.eof, c.err
+	fs, err := c.inbox.Snapshot()
+	return fs, err == io.EOF, err
 }
 
 // waitFor waits until cond holds on the frames received so far.
 func (c *client) waitFor(d time.Duration, cond func(fs []frame, closed bool) bool) bool {
-	deadline := time.After(d)
-	for {
-		fs, _, err := c.snapshot()
-		if cond(fs, err != nil) {
-			return true
-		}
-		select {
-		case <-c.wake:
-		case <-deadline:
-			return false
-		}
-	}
+	return c.inbox.WaitFor(d, func(fs []frame, err error) bool { return cond(fs, err != nil) })
 }
 
 // cmd sends a command and returns its reply (the next non-event frame).

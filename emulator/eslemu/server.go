@@ -2,10 +2,8 @@ package eslemu
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
+	"github.com/convoice/convoice/emulator/internal/emuserver"
 )
 
 // Config tunes the emulator. The zero value is the recorded lab: password
@@ -56,9 +55,6 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.Password == "" {
 		c.Password = "ClueCon"
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if c.Hostname == "" {
 		c.Hostname = "vm"
@@ -118,8 +114,7 @@ type Server struct {
 	gwFailed  int
 	gen       int
 	genCh     chan struct{}
-	unresp    bool
-	respCh    chan struct{}
+	hang      emuserver.Hang
 	rude      bool
 	commands  []string
 	closed    bool
@@ -131,10 +126,8 @@ type Server struct {
 // New makes an emulator; Start opens its socket.
 func New(cfg Config) *Server {
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, stopHB: make(chan struct{})}
+	s := &Server{cfg: cfg, log: emuserver.Logger(cfg.Logger, ""), stopHB: make(chan struct{})}
 	s.resetLocked()
-	s.respCh = make(chan struct{})
-	close(s.respCh)
 	return s
 }
 
@@ -146,7 +139,7 @@ func (s *Server) resetLocked() {
 	s.confs = map[string]*conference{}
 	s.confOrder = nil
 	s.seq = 0
-	s.coreUUID = newUUID()
+	s.coreUUID = emuserver.UUID()
 	s.started = time.Now()
 	s.sessions, s.peak, s.gwCalls, s.gwFailed = 0, 0, 0, 0
 	s.nextMember = s.cfg.FirstMemberID
@@ -211,10 +204,6 @@ func (s *Server) Close() error {
 			t.Stop()
 		}
 	}
-	if !s.unresp {
-		s.unresp = true
-		s.respCh = make(chan struct{})
-	}
 	close(s.genCh)
 	s.genCh = make(chan struct{})
 	close(s.stopHB)
@@ -230,12 +219,7 @@ func (s *Server) Close() error {
 // Serve runs an emulator on addr until ctx ends (the CLI
 // "convoice emulate freeswitch").
 func Serve(ctx context.Context, addr string, cfg Config) error {
-	s := New(cfg)
-	if err := s.Start(addr); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	return s.Close()
+	return emuserver.Serve(ctx, addr, New(cfg))
 }
 
 func (s *Server) acceptLoop(ln net.Listener) {
@@ -275,25 +259,10 @@ func (s *Server) dropConn(c *conn) {
 // waitResponsive blocks while the emulator plays dead; false when the
 // connection ended meanwhile.
 func (s *Server) waitResponsive(done <-chan struct{}) bool {
-	for {
-		s.mu.Lock()
-		ch, closed := s.respCh, s.closed
-		s.mu.Unlock()
-		if closed {
-			return false
-		}
-		select {
-		case <-done:
-			return false
-		case <-ch:
-			s.mu.Lock()
-			again := s.unresp && !s.closed
-			s.mu.Unlock()
-			if !again {
-				return true
-			}
-		}
-	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	return !closed && s.hang.Wait(done)
 }
 
 func (s *Server) record(cmd string) {
@@ -405,14 +374,8 @@ func (s *Server) DropConnections() {
 func (s *Server) SetUnresponsive(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if on == s.unresp || s.closed {
-		return
-	}
-	s.unresp = on
-	if on {
-		s.respCh = make(chan struct{})
-	} else {
-		close(s.respCh)
+	if !s.closed {
+		s.hang.Set(on)
 	}
 }
 
@@ -437,34 +400,37 @@ var ErrNoChannel = errors.New("eslemu: no such channel")
 // NORMAL_CLEARING, as the "0200" phone does), or refuse a ringing one
 // (603, CALL_REJECTED).
 func (s *Server) FarEndHangup(uuid string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch := s.chans[uuid]
-	if ch == nil {
-		return ErrNoChannel
-	}
-	if ch.answered.IsZero() {
-		ch.phone.Outcome = emuphone.Reject
-		s.farEndLocked(ch)
-		return nil
-	}
-	s.hangupLocked(ch, "NORMAL_CLEARING", hangBye)
-	return nil
+	return s.onChannel(uuid, func(ch *channel) {
+		if ch.answered.IsZero() {
+			ch.phone.Outcome = emuphone.Reject
+			s.farEndLocked(ch)
+			return
+		}
+		s.hangupLocked(ch, "NORMAL_CLEARING", hangBye)
+	})
 }
 
 // SetTalking makes the phone of a channel speak or fall silent; in a room
 // the member gets start-talking / stop-talking.
 func (s *Server) SetTalking(uuid string, on bool) error {
+	return s.onChannel(uuid, func(ch *channel) {
+		ch.speaking = on
+		if ch.member != nil {
+			s.talkLocked(ch.member, false)
+		}
+	})
+}
+
+// onChannel runs f under the lock on a live channel, for the fault
+// injections; ErrNoChannel when there is none.
+func (s *Server) onChannel(uuid string, f func(*channel)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ch := s.chans[uuid]
 	if ch == nil {
 		return ErrNoChannel
 	}
-	ch.speaking = on
-	if ch.member != nil {
-		s.talkLocked(ch.member, false)
-	}
+	f(ch)
 	return nil
 }
 
@@ -578,13 +544,4 @@ func (s *Server) Commands() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.commands...)
-}
-
-// newUUID is a random version-4 UUID in FreeSWITCH's lower-case form.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
