@@ -27,7 +27,7 @@ func (d *Driver) RunPassive(ctx context.Context) error {
 		return errors.New("asterisk: Run or RunPassive is already running")
 	}
 	defer d.running.Store(false)
-	d.setStatus(false, "probing (passive: another replica holds the event link)")
+	d.health.Set(false, "probing (passive: another replica holds the event link)")
 	t := time.NewTicker(d.cfg.PingInterval)
 	defer t.Stop()
 	for {
@@ -35,7 +35,7 @@ func (d *Driver) RunPassive(ctx context.Context) error {
 		d.forgetPassive()
 		select {
 		case <-ctx.Done():
-			d.setStatus(false, "stopped")
+			d.health.Set(false, "stopped")
 			return nil
 		case <-t.C:
 		}
@@ -51,10 +51,10 @@ func (d *Driver) probe(ctx context.Context) {
 		return
 	}
 	if err != nil {
-		d.setStatus(false, "passive: ping: "+describe(err))
+		d.health.Set(false, "passive: ping: "+describe(err))
 		return
 	}
-	d.setStatus(true, "passive: ARI answers pings (another replica holds the event link)")
+	d.health.Set(true, "passive: ARI answers pings (another replica holds the event link)")
 }
 
 // forgetPassive drops what the driver remembered of requests that are

@@ -13,7 +13,7 @@ import (
 	"github.com/convoice/convoice/pbx"
 )
 
-func readyForTest(d *Driver) { d.setStatus(true, "test") }
+func readyForTest(d *Driver) { d.health.Set(true, "test") }
 
 func dialReq(leg, number string) pbx.DialRequest {
 	return pbx.DialRequest{LegID: leg, ConferenceID: "conf-1", Number: number,

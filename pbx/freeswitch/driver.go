@@ -15,6 +15,7 @@ import (
 	"github.com/fiorix/go-eventsocket/eventsocket"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -129,13 +130,7 @@ type Driver struct {
 	running atomic.Bool
 	conn    atomic.Pointer[eslConn]
 
-	statusMu sync.Mutex
-	ready    bool
-	detail   string
-	since    time.Time
-
-	reconnects atomic.Int64
-	lost       atomic.Int64
+	health *link.State // ready, detail, reconnects, lost events
 
 	// The dispatcher: one goroutine applies FreeSWITCH events to the leg
 	// table and calls the handler, in arrival order. The queue is fed by
@@ -181,28 +176,14 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	return &Driver{cfg: cfg, log: cfg.Logger, legs: map[string]*leg{}, qwake: make(chan struct{}, 1),
-		detail: "not started", since: time.Now()}, nil
+		health: link.NewState()}, nil
 }
 
 // Kind is "freeswitch".
 func (d *Driver) Kind() string { return "freeswitch" }
 
 // Status reports readiness without blocking.
-func (d *Driver) Status() pbx.Status {
-	d.statusMu.Lock()
-	defer d.statusMu.Unlock()
-	return pbx.Status{Ready: d.ready, Detail: d.detail, Since: d.since,
-		Reconnects: d.reconnects.Load(), LostEvents: d.lost.Load()}
-}
-
-func (d *Driver) setStatus(ready bool, detail string) {
-	d.statusMu.Lock()
-	defer d.statusMu.Unlock()
-	if ready != d.ready {
-		d.since = time.Now()
-	}
-	d.ready, d.detail = ready, detail
-}
+func (d *Driver) Status() pbx.Status { return d.health.Status() }
 
 // Run keeps the event connection up and delivers events to h until ctx
 // ends. While FreeSWITCH is down, refuses us or stops answering, Run
@@ -222,33 +203,10 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 		defer close(dispatchDone)
 		d.dispatch(ctx, h)
 	}()
-	go d.gcLoop(ctx)
+	go link.Sweep(ctx, d.forgetOld)
 
-	d.setStatus(false, "connecting")
-	backoff := pbx.Backoff{Max: MaxBackoff}
-	lastFailure := ""
-	connects := 0
-	for ctx.Err() == nil {
-		up, err := d.session(ctx, connects)
-		if up {
-			connects++
-			backoff.Reset()
-			lastFailure = ""
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		if err != nil && !up {
-			if msg := err.Error(); msg != lastFailure {
-				d.log.Warn("event-socket connection attempt failed; retrying", "addr", d.cfg.Addr, "err", msg)
-				lastFailure = msg
-			}
-		}
-		if !backoff.Wait(ctx) {
-			break
-		}
-	}
-	d.setStatus(false, "stopped")
+	link.Keeper{State: d.health, MaxBackoff: MaxBackoff, Log: d.log.With("addr", d.cfg.Addr),
+		Failed: "event-socket connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
 	cancel()
 	<-dispatchDone
 	return nil
@@ -259,14 +217,14 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 func (d *Driver) session(ctx context.Context, connects int) (up bool, err error) {
 	c, err := dial(ctx, d.cfg.Addr, d.cfg.Password, d.cfg.RequestTimeout)
 	if err != nil {
-		d.setStatus(false, describe(err))
+		d.health.Set(false, describe(err))
 		return false, err
 	}
 	c.start(d.onEvent, d.onLost)
 	defer c.close()
 	if err := d.subscribe(ctx, c); err != nil {
 		c.fail(err)
-		d.setStatus(false, "subscribing to events: "+describe(err))
+		d.health.Set(false, "subscribing to events: "+describe(err))
 		return false, err
 	}
 	// Subscribe first, then read the state: nothing that happens between
@@ -274,20 +232,20 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 	snap, err := d.snapshotOn(ctx, c)
 	if err != nil {
 		c.fail(err)
-		d.setStatus(false, "resync: "+describe(err))
+		d.health.Set(false, "resync: "+describe(err))
 		return false, err
 	}
 	d.conn.Store(c)
 	defer d.conn.CompareAndSwap(c, nil)
 	if connects > 0 {
-		d.reconnects.Add(1)
+		d.health.Reconnected()
 	}
 	// The reconcile runs on the dispatcher, in order with the events that
 	// arrived since the subscription; link up follows it.
 	reconnect := connects > 0
 	d.enqueue(func() { d.reconcile(snap, reconnect) })
-	d.setStatus(true, "connected to "+d.cfg.Addr)
-	d.log.Info("event-socket link up", "addr", d.cfg.Addr, "reconnects", d.reconnects.Load())
+	d.health.Set(true, "connected to "+d.cfg.Addr)
+	d.log.Info("event-socket link up", "addr", d.cfg.Addr, "reconnects", d.health.Reconnects())
 	d.emitLink(pbx.Event{Type: pbx.EventLinkUp, Reason: "connected to " + d.cfg.Addr, At: time.Now()})
 
 	ping := time.NewTicker(d.cfg.PingInterval)
@@ -298,7 +256,7 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 			return true, nil
 		case <-c.done:
 			reason := describe(c.Err())
-			d.setStatus(false, reason)
+			d.health.Set(false, reason)
 			d.log.Warn("event-socket link down", "addr", d.cfg.Addr, "reason", reason)
 			d.emitLink(pbx.Event{Type: pbx.EventLinkDown, Reason: reason, At: time.Now()})
 			return true, c.Err()
@@ -402,7 +360,7 @@ func (d *Driver) onEvent(ev *eventsocket.Event) {
 // onLost counts an event we could not use and tells the controller once
 // (coalesced) so it resyncs.
 func (d *Driver) onLost(reason string) {
-	d.lost.Add(1)
+	d.health.Lost()
 	d.log.Warn("event lost", "reason", reason)
 	d.qmu.Lock()
 	if d.lostPending {
@@ -435,23 +393,10 @@ func (d *Driver) emit(e pbx.Event) {
 	}
 }
 
-// gcLoop forgets ended legs after a while (they are kept to ignore late
-// events and to answer ErrExists to a repeated Dial).
-func (d *Driver) gcLoop(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.mu.Lock()
-			for id, l := range d.legs {
-				if (l.ended || l.abandoned) && time.Since(l.endedAt) > 10*time.Minute {
-					delete(d.legs, id)
-				}
-			}
-			d.mu.Unlock()
-		}
-	}
+// forgetOld drops the tombstones of legs that ended before cut (they are
+// kept to ignore late events and to answer ErrExists to a repeated Dial).
+func (d *Driver) forgetOld(cut time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	link.Forget(d.legs, cut, func(l *leg) (time.Time, bool) { return l.endedAt, l.ended || l.abandoned })
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
 // ---- fuzzing the event socket: frames, events, their effect on legs -----------
@@ -153,7 +154,7 @@ func FuzzESLFrames(f *testing.F) {
 		// The connection's reader, with a command waiting for its reply.
 		a, b := net.Pipe()
 		defer b.Close()
-		c := &eslConn{nc: a, br: bufio.NewReader(bytes.NewReader(data)), timeout: time.Second, done: make(chan struct{})}
+		c := &eslConn{nc: link.Watch(a), br: bufio.NewReader(bytes.NewReader(data)), timeout: time.Second, done: make(chan struct{})}
 		c.pending = []pendingReply{{ch: make(chan frame, 1)}}
 		c.onEvent = d.apply
 		c.onLost = func(string) {}

@@ -25,11 +25,11 @@ func (d *Driver) RunPassive(ctx context.Context) error {
 		return errors.New("freeswitch: Run or RunPassive is already running")
 	}
 	defer d.running.Store(false)
-	d.setStatus(false, "connecting (passive: another replica holds the event connection)")
+	d.health.Set(false, "connecting (passive: another replica holds the event connection)")
 	backoff := pbx.Backoff{Max: MaxBackoff}
 	for ctx.Err() == nil {
 		if err := d.passiveSession(ctx); err != nil && ctx.Err() == nil {
-			d.setStatus(false, "passive: "+describe(err))
+			d.health.Set(false, "passive: "+describe(err))
 			if !backoff.Wait(ctx) {
 				break
 			}
@@ -37,7 +37,7 @@ func (d *Driver) RunPassive(ctx context.Context) error {
 			backoff.Reset()
 		}
 	}
-	d.setStatus(false, "stopped")
+	d.health.Set(false, "stopped")
 	return nil
 }
 
@@ -54,7 +54,7 @@ func (d *Driver) passiveSession(ctx context.Context) error {
 	}
 	d.conn.Store(c)
 	defer d.conn.CompareAndSwap(c, nil)
-	d.setStatus(true, "passive: connected to "+d.cfg.Addr+" (another replica holds the event connection)")
+	d.health.Set(true, "passive: connected to "+d.cfg.Addr+" (another replica holds the event connection)")
 	ping := time.NewTicker(d.cfg.PingInterval)
 	defer ping.Stop()
 	for {
