@@ -5,122 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/fiorix/go-eventsocket/eventsocket"
-
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/pbx/link"
 )
-
-// Defaults applied by New to zero Config fields.
-const (
-	DefaultAddr           = "127.0.0.1:8021"
-	DefaultProfile        = "default"
-	DefaultNode           = "convoice"
-	DefaultRingTimeout    = 30 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultPingInterval   = 2 * time.Second
-	// MaxBackoff caps the wait between reconnection attempts.
-	MaxBackoff = 5 * time.Second
-	// stallFactor×RequestTimeout is how long a command may wait for its
-	// reply behind a stream of events before the server counts as wedged.
-	stallFactor = 5
-	// maxQueue bounds the events waiting for the handler; past it events
-	// are dropped and counted (FreeSWITCH's own listener queue is 100000).
-	maxQueue = 100000
-)
-
-// Config configures one FreeSWITCH node.
-type Config struct {
-	// Addr is mod_event_socket's host:port (default 127.0.0.1:8021).
-	Addr string
-	// Password is event_socket.conf.xml's password. Never logged.
-	Password string
-	// Profile is the mod_conference profile of our rooms
-	// (&conference(<id>@<profile>)); default "default". A profile used by
-	// convoice alone keeps other rooms' events off our socket.
-	Profile string
-	// Node tags our calls (channel variable convoice_node); the event
-	// filter lets through only channels with this tag, our rooms' events
-	// and background jobs. Convoice instances sharing one FreeSWITCH
-	// should use different tags. Default "convoice".
-	Node string
-	// Routes turn a number into a dial string ("sofia/gateway/pbx/{e164}").
-	// Required; Asterisk dial strings (PJSIP/…) are refused.
-	Routes pbx.Routes
-	// RingTimeout is originate_timeout (whole seconds, rounded up) when
-	// the DialRequest gives none. Default 30 s.
-	RingTimeout time.Duration
-	// RequestTimeout bounds the connection, the login and every command.
-	// A command without an answer in time closes the connection: the
-	// server is considered hung. Default 5 s.
-	RequestTimeout time.Duration
-	// PingInterval is how often an idle connection is checked
-	// ("api status"). Default 2 s.
-	PingInterval time.Duration
-	// Logger receives the driver's logs; nil means slog.Default().
-	Logger *slog.Logger
-}
-
-// safeWord is what may go into a dial string or a conference name
-// unquoted: no spaces, commas, braces, quotes, '@', '&' or parentheses.
-var safeWord = regexp.MustCompile(`^[A-Za-z0-9._:+-]{1,128}$`)
-
-func (c Config) withDefaults() (Config, error) {
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
-	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return c, fmt.Errorf("freeswitch: event-socket address %q: %v", c.Addr, err)
-	}
-	if c.Password == "" {
-		return c, errors.New("freeswitch: the event-socket password is required")
-	}
-	if c.Profile == "" {
-		c.Profile = DefaultProfile
-	}
-	if !safeWord.MatchString(c.Profile) {
-		return c, fmt.Errorf("freeswitch: conference profile %q: letters, digits and ._:+- only", c.Profile)
-	}
-	if c.Node == "" {
-		c.Node = DefaultNode
-	}
-	if !safeWord.MatchString(c.Node) {
-		return c, fmt.Errorf("freeswitch: node tag %q: letters, digits and ._:+- only", c.Node)
-	}
-	if c.Routes == nil {
-		return c, errors.New("freeswitch: dial routes are required (e.g. .*=sofia/gateway/pbx/{e164})")
-	}
-	for _, r := range c.Routes {
-		// An Asterisk channel technology can never work here (FreeSWITCH
-		// answers CHAN_NOT_IMPLEMENTED to every call): say so at start-up.
-		tech, _, _ := strings.Cut(r.Template, "/")
-		switch strings.ToUpper(tech) {
-		case "PJSIP", "SIP", "IAX2", "DAHDI", "LOCAL":
-			return c, fmt.Errorf("freeswitch: dial route %s=%s is an Asterisk dial string; FreeSWITCH needs e.g. sofia/gateway/<gateway>/{e164}",
-				r.Pattern, r.Template)
-		}
-	}
-	if c.RingTimeout <= 0 {
-		c.RingTimeout = DefaultRingTimeout
-	}
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = DefaultRequestTimeout
-	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = DefaultPingInterval
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return c, nil
-}
 
 // Driver is a pbx.Driver for one FreeSWITCH node over the event socket.
 type Driver struct {
@@ -312,85 +204,6 @@ func describe(err error) string {
 		return "login rejected: check the event-socket password"
 	}
 	return err.Error()
-}
-
-// ---- dispatcher -------------------------------------------------------------
-
-func (d *Driver) enqueue(f func()) {
-	d.qmu.Lock()
-	if len(d.queue) >= maxQueue {
-		d.qmu.Unlock()
-		d.onLost("event queue full (the handler is not keeping up)")
-		return
-	}
-	d.queue = append(d.queue, f)
-	d.qmu.Unlock()
-	select {
-	case d.qwake <- struct{}{}:
-	default:
-	}
-}
-
-func (d *Driver) dispatch(ctx context.Context, h pbx.Handler) {
-	d.handler = h
-	for {
-		d.qmu.Lock()
-		batch := d.queue
-		d.queue = nil
-		d.qmu.Unlock()
-		for _, f := range batch {
-			f()
-		}
-		if len(batch) > 0 {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.qwake:
-		}
-	}
-}
-
-// onEvent is called by the socket reader: queue, never block.
-func (d *Driver) onEvent(ev *eventsocket.Event) {
-	d.enqueue(func() { d.apply(ev) })
-}
-
-// onLost counts an event we could not use and tells the controller once
-// (coalesced) so it resyncs.
-func (d *Driver) onLost(reason string) {
-	d.health.Lost()
-	d.log.Warn("event lost", "reason", reason)
-	d.qmu.Lock()
-	if d.lostPending {
-		d.qmu.Unlock()
-		return
-	}
-	d.lostPending = true
-	d.queue = append(d.queue, func() {
-		d.qmu.Lock()
-		d.lostPending = false
-		d.qmu.Unlock()
-		d.emit(pbx.Event{Type: pbx.EventLost, Reason: reason, At: time.Now()})
-	})
-	d.qmu.Unlock()
-	select {
-	case d.qwake <- struct{}{}:
-	default:
-	}
-}
-
-func (d *Driver) emitLink(e pbx.Event) { d.enqueue(func() { d.emit(e) }) }
-
-// emit calls the handler; only from the dispatcher goroutine.
-func (d *Driver) emit(e pbx.Event) {
-	if e.At.IsZero() {
-		e.At = time.Now()
-	}
-	if d.handler != nil {
-		d.handler.HandleEvent(e)
-	}
 }
 
 // forgetOld drops the tombstones of legs that ended before cut (they are
