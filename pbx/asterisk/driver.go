@@ -26,7 +26,6 @@ type Driver struct {
 	log  *slog.Logger
 	rest *restClient
 
-	running atomic.Bool
 	handler atomic.Pointer[pbx.Handler]
 	shards  []*shard
 	// queueWait: see defaultQueueWait (tests shorten it).

@@ -27,13 +27,11 @@ var errReplaced = errors.New("ARI application replaced by another websocket (ano
 // goroutines (one per shard, plus link events); the events of one leg are
 // always delivered in order from one goroutine.
 func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
-	if h == nil {
-		return errors.New("asterisk: Run needs a handler")
+	release, err := d.health.ClaimRun("asterisk", h)
+	if err != nil {
+		return err
 	}
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("asterisk: Run is already running")
-	}
-	defer d.running.Store(false)
+	defer release()
 	d.handler.Store(&h)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -2,7 +2,6 @@ package asterisk
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
@@ -23,10 +22,11 @@ var _ pbx.Passive = (*Driver)(nil)
 // flight: without events nothing would ever end them, and the owner's
 // driver is the one that tracks the calls.
 func (d *Driver) RunPassive(ctx context.Context) error {
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("asterisk: Run or RunPassive is already running")
+	release, err := d.health.ClaimPassive("asterisk")
+	if err != nil {
+		return err
 	}
-	defer d.running.Store(false)
+	defer release()
 	d.health.Set(false, "probing (passive: another replica holds the event link)")
 	t := time.NewTicker(d.cfg.PingInterval)
 	defer t.Stop()

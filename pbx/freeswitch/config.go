@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -17,11 +18,11 @@ const (
 	DefaultAddr           = "127.0.0.1:8021"
 	DefaultProfile        = "default"
 	DefaultNode           = "convoice"
-	DefaultRingTimeout    = 30 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultPingInterval   = 2 * time.Second
+	DefaultRingTimeout    = link.DefaultRingTimeout
+	DefaultRequestTimeout = link.DefaultRequestTimeout
+	DefaultPingInterval   = link.DefaultPingInterval
 	// MaxBackoff caps the wait between reconnection attempts.
-	MaxBackoff = 5 * time.Second
+	MaxBackoff = link.MaxBackoff
 	// stallFactor×RequestTimeout is how long a command may wait for its
 	// reply behind a stream of events before the server counts as wedged.
 	stallFactor = 5
@@ -101,17 +102,6 @@ func (c Config) withDefaults() (Config, error) {
 				r.Pattern, r.Template)
 		}
 	}
-	if c.RingTimeout <= 0 {
-		c.RingTimeout = DefaultRingTimeout
-	}
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = DefaultRequestTimeout
-	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = DefaultPingInterval
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	link.Defaults(&c.RingTimeout, &c.RequestTimeout, &c.PingInterval, &c.Logger)
 	return c, nil
 }

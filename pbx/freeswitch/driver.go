@@ -19,8 +19,7 @@ type Driver struct {
 	cfg Config
 	log *slog.Logger
 
-	running atomic.Bool
-	conn    atomic.Pointer[eslConn]
+	conn atomic.Pointer[eslConn]
 
 	health *link.State // ready, detail, reconnects, lost events
 
@@ -81,13 +80,11 @@ func (d *Driver) Status() pbx.Status { return d.health.Status() }
 // ends. While FreeSWITCH is down, refuses us or stops answering, Run
 // retries with backoff (capped at MaxBackoff) and Status says why.
 func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
-	if h == nil {
-		return errors.New("freeswitch: Run needs a handler")
+	release, err := d.health.ClaimRun("freeswitch", h)
+	if err != nil {
+		return err
 	}
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("freeswitch: Run is already running")
-	}
-	defer d.running.Store(false)
+	defer release()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	dispatchDone := make(chan struct{})

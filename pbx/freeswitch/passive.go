@@ -2,7 +2,6 @@ package freeswitch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -21,10 +20,11 @@ var _ pbx.Passive = (*Driver)(nil)
 // kept: without events nothing would update it, and the owner's driver
 // tracks the calls (SetMute looks the member id up in the room's list).
 func (d *Driver) RunPassive(ctx context.Context) error {
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("freeswitch: Run or RunPassive is already running")
+	release, err := d.health.ClaimPassive("freeswitch")
+	if err != nil {
+		return err
 	}
-	defer d.running.Store(false)
+	defer release()
 	d.health.Set(false, "connecting (passive: another replica holds the event connection)")
 	backoff := pbx.Backoff{Max: MaxBackoff}
 	for ctx.Err() == nil {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/convoice/convoice/pbx"
 )
 
 func TestState_givenSetTwiceWithTheSameReadiness_thenSinceMovesOnlyOnChange(t *testing.T) {
@@ -140,5 +142,34 @@ func TestSweep_givenCancel_thenReturns(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Sweep did not return after cancel")
+	}
+}
+
+func TestClaim_givenRunHolding_thenASecondRunOrRunPassiveIsRefusedUntilReleased(t *testing.T) {
+	s := NewState()
+	if _, err := s.ClaimRun("pbx", nil); err == nil || err.Error() != "pbx: Run needs a handler" {
+		t.Fatalf("Run without a handler: %v", err)
+	}
+	release, err := s.ClaimRun("pbx", pbx.HandlerFunc(func(pbx.Event) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimPassive("pbx"); err == nil {
+		t.Fatal("RunPassive while Run runs: want an error")
+	}
+	release()
+	release, err = s.ClaimPassive("pbx")
+	if err != nil {
+		t.Fatalf("RunPassive after Run returned: %v", err)
+	}
+	release()
+}
+
+func TestDefaults_givenZeroAndSetValues_thenOnlyTheZeroOnesGetDefaults(t *testing.T) {
+	ring, request, ping := time.Duration(0), -time.Second, 7*time.Second
+	var log *slog.Logger
+	Defaults(&ring, &request, &ping, &log)
+	if ring != DefaultRingTimeout || request != DefaultRequestTimeout || ping != 7*time.Second || log == nil {
+		t.Fatalf("ring %v request %v ping %v log %v", ring, request, ping, log)
 	}
 }
