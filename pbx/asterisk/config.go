@@ -12,15 +12,11 @@ import (
 	"github.com/convoice/convoice/pbx/link"
 )
 
-// Defaults applied by New to zero Config fields.
+// Defaults applied by New to zero Config fields (the timings and the
+// reconnect backoff are pbx/link's, the same for both drivers).
 const (
-	DefaultURL            = "http://127.0.0.1:8088/ari"
-	DefaultApp            = "convoice"
-	DefaultRingTimeout    = link.DefaultRingTimeout
-	DefaultRequestTimeout = link.DefaultRequestTimeout
-	DefaultPingInterval   = link.DefaultPingInterval
-	// MaxBackoff caps the wait between reconnection attempts.
-	MaxBackoff = link.MaxBackoff
+	DefaultURL = "http://127.0.0.1:8088/ari"
+	DefaultApp = "convoice"
 )
 
 // Config configures one Asterisk node.

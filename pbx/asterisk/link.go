@@ -22,7 +22,7 @@ var errReplaced = errors.New("ARI application replaced by another websocket (ano
 
 // Run connects, keeps the event websocket up and delivers events to h until
 // ctx is done; it then returns nil. It never blocks start-up on Asterisk:
-// while Asterisk is down Run keeps retrying (backoff capped at MaxBackoff)
+// while Asterisk is down Run keeps retrying (backoff capped at link.MaxBackoff)
 // and Status says why it is not ready. Handler calls come from several
 // goroutines (one per shard, plus link events); the events of one leg are
 // always delivered in order from one goroutine.
@@ -39,7 +39,7 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 	go d.resyncLoop(ctx)
 	go link.Sweep(ctx, d.forgetOld)
 
-	link.Keeper{State: d.health, MaxBackoff: MaxBackoff, Log: d.log,
+	link.Keeper{State: d.health, Log: d.log,
 		Failed: "ARI connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
 	return nil
 }

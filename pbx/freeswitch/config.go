@@ -13,16 +13,12 @@ import (
 	"github.com/convoice/convoice/pbx/link"
 )
 
-// Defaults applied by New to zero Config fields.
+// Defaults applied by New to zero Config fields (the timings and the
+// reconnect backoff are pbx/link's, the same for both drivers).
 const (
-	DefaultAddr           = "127.0.0.1:8021"
-	DefaultProfile        = "default"
-	DefaultNode           = "convoice"
-	DefaultRingTimeout    = link.DefaultRingTimeout
-	DefaultRequestTimeout = link.DefaultRequestTimeout
-	DefaultPingInterval   = link.DefaultPingInterval
-	// MaxBackoff caps the wait between reconnection attempts.
-	MaxBackoff = link.MaxBackoff
+	DefaultAddr    = "127.0.0.1:8021"
+	DefaultProfile = "default"
+	DefaultNode    = "convoice"
 	// stallFactor×RequestTimeout is how long a command may wait for its
 	// reply behind a stream of events before the server counts as wedged.
 	stallFactor = 5

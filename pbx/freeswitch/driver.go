@@ -94,7 +94,7 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 	}()
 	go link.Sweep(ctx, d.forgetOld)
 
-	link.Keeper{State: d.health, MaxBackoff: MaxBackoff, Log: d.log.With("addr", d.cfg.Addr),
+	link.Keeper{State: d.health, Log: d.log.With("addr", d.cfg.Addr),
 		Failed: "event-socket connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
 	cancel()
 	<-dispatchDone

@@ -8,6 +8,7 @@ import (
 	"github.com/fiorix/go-eventsocket/eventsocket"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
 var _ pbx.Passive = (*Driver)(nil)
@@ -26,7 +27,7 @@ func (d *Driver) RunPassive(ctx context.Context) error {
 	}
 	defer release()
 	d.health.Set(false, "connecting (passive: another replica holds the event connection)")
-	backoff := pbx.Backoff{Max: MaxBackoff}
+	backoff := pbx.Backoff{Max: link.MaxBackoff}
 	for ctx.Err() == nil {
 		if err := d.passiveSession(ctx); err != nil && ctx.Err() == nil {
 			d.health.Set(false, "passive: "+describe(err))

@@ -1,6 +1,7 @@
 package link
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"time"
@@ -20,7 +21,8 @@ type Keeper struct {
 	// State is set "connecting" at the start and "stopped" at the end;
 	// the sessions set it in between.
 	State *State
-	// MaxBackoff caps the wait between attempts (see pbx.Backoff).
+	// MaxBackoff caps the wait between attempts (see pbx.Backoff); zero
+	// means the package's MaxBackoff.
 	MaxBackoff time.Duration
 	// Log gets one warning per kind of failure (Failed, with "err"), and
 	// the repeats at debug level, not one warning every few seconds while
@@ -36,7 +38,7 @@ type Keeper struct {
 // is retried after the shortest wait.
 func (k Keeper) Keep(ctx context.Context, session Session) {
 	k.State.Set(false, "connecting")
-	backoff := pbx.Backoff{Max: k.MaxBackoff}
+	backoff := pbx.Backoff{Max: cmp.Or(k.MaxBackoff, MaxBackoff)}
 	connects := 0
 	lastFailure := ""
 	for ctx.Err() == nil {
