@@ -117,7 +117,10 @@ func New(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
-var _ pbx.Driver = (*Driver)(nil)
+var (
+	_ pbx.Driver  = (*Driver)(nil)
+	_ pbx.Passive = (*Driver)(nil)
+)
 
 // Kind is "asterisk".
 func (d *Driver) Kind() string { return "asterisk" }

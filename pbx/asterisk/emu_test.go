@@ -32,17 +32,8 @@ const emuUser, emuPass = "convoice", "emu-secret"
 
 func startEmu(t *testing.T, mod func(*ariemu.Config)) *ariemu.Server {
 	t.Helper()
-	cfg := ariemu.Config{User: emuUser, Password: emuPass, Logger: pbxtest.Logger(t).With("side", "emu"),
-		Timing: emuphone.Timing{Ring: 300 * time.Millisecond, Hold: 2 * time.Second}}
-	if mod != nil {
-		mod(&cfg)
-	}
-	emu := ariemu.New(cfg)
-	if err := emu.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
-	return emu
+	return pbxtest.StartEmulator(t, ariemu.Config{User: emuUser, Password: emuPass, Logger: pbxtest.Logger(t).With("side", "emu"),
+		Timing: emuphone.Timing{Ring: 300 * time.Millisecond, Hold: 2 * time.Second}}, mod, ariemu.New)
 }
 
 func emuRoutes(t *testing.T) pbx.Routes {
@@ -54,20 +45,20 @@ func emuRoutes(t *testing.T) pbx.Routes {
 	return rs
 }
 
+// newEmuDriver is a driver for the emulator at url with the tests'
+// timings, changed by mod.
+func newEmuDriver(t *testing.T, url string, mod func(*Config)) *Driver {
+	t.Helper()
+	return pbxtest.Build(t, Config{URL: url, User: emuUser, Password: emuPass, Routes: emuRoutes(t),
+		RingTimeout: 20 * time.Second, RequestTimeout: 2 * time.Second,
+		PingInterval: 250 * time.Millisecond, Logger: pbxtest.Logger(t).With("side", "driver")}, mod, New)
+}
+
 // runDriver starts Run against url and returns once the link is up (unless
 // wantUp is false).
 func runDriver(t *testing.T, url string, wantUp bool, mod func(*Config)) (*Driver, *pbxtest.Recorder) {
 	t.Helper()
-	cfg := Config{URL: url, User: emuUser, Password: emuPass, Routes: emuRoutes(t),
-		RingTimeout: 20 * time.Second, RequestTimeout: 2 * time.Second,
-		PingInterval: 250 * time.Millisecond, Logger: pbxtest.Logger(t).With("side", "driver")}
-	if mod != nil {
-		mod(&cfg)
-	}
-	d, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newEmuDriver(t, url, mod)
 	rec := pbxtest.NewRecorder()
 	pbxtest.Run(t, d, rec)
 	if wantUp {

@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -80,20 +78,8 @@ func settle(d *Driver) {
 
 // recordedFrames is every websocket message of every recording.
 func recordedFrames(tb testing.TB) [][]byte {
-	paths, err := filepath.Glob("../../testdata/asterisk/*.json")
-	if err != nil || len(paths) == 0 {
-		tb.Fatalf("no recordings in testdata/asterisk (%v)", err)
-	}
 	var out [][]byte
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		var f fixture
-		if err := json.Unmarshal(b, &f); err != nil {
-			tb.Fatalf("%s: %v", p, err)
-		}
+	for _, f := range pbxtest.Recordings[fixture](tb, "asterisk") {
 		out = append(out, f.frames()...)
 	}
 	return out

@@ -27,21 +27,16 @@ var errReplaced = errors.New("ARI application replaced by another websocket (ano
 // goroutines (one per shard, plus link events); the events of one leg are
 // always delivered in order from one goroutine.
 func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
-	release, err := d.health.ClaimRun("asterisk", h)
-	if err != nil {
-		return err
-	}
-	defer release()
-	d.handler.Store(&h)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	d.runShards(ctx)
-	go d.resyncLoop(ctx)
-	go link.Sweep(ctx, d.forgetOld)
-
-	link.Keeper{State: d.health, Log: d.log,
-		Failed: "ARI connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
-	return nil
+	return d.health.HoldRun("asterisk", h, func() {
+		d.handler.Store(&h)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		d.runShards(ctx)
+		go d.resyncLoop(ctx)
+		go link.Sweep(ctx, d.forgetOld)
+		link.Keeper{State: d.health, Log: d.log,
+			Failed: "ARI connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
+	})
 }
 
 // session is one life of the event connection: preflight, websocket,

@@ -4,11 +4,7 @@ import (
 	"context"
 	"net/http"
 	"time"
-
-	"github.com/convoice/convoice/pbx"
 )
-
-var _ pbx.Passive = (*Driver)(nil)
 
 // RunPassive serves commands without the event websocket (another convoice
 // replica holds it) until ctx is done. Readiness comes from GET
@@ -22,11 +18,11 @@ var _ pbx.Passive = (*Driver)(nil)
 // flight: without events nothing would ever end them, and the owner's
 // driver is the one that tracks the calls.
 func (d *Driver) RunPassive(ctx context.Context) error {
-	release, err := d.health.ClaimPassive("asterisk")
-	if err != nil {
-		return err
-	}
-	defer release()
+	return d.health.HoldPassive("asterisk", func() { d.probeLoop(ctx) })
+}
+
+// probeLoop probes every PingInterval until ctx is done.
+func (d *Driver) probeLoop(ctx context.Context) {
 	d.health.Set(false, "probing (passive: another replica holds the event link)")
 	t := time.NewTicker(d.cfg.PingInterval)
 	defer t.Stop()
@@ -36,7 +32,7 @@ func (d *Driver) RunPassive(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			d.health.Set(false, "stopped")
-			return nil
+			return
 		case <-t.C:
 		}
 	}

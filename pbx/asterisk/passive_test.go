@@ -11,15 +11,10 @@ import (
 // waits until its ping probe says ready.
 func startPassive(t *testing.T, url string) *Driver {
 	t.Helper()
-	d, err := New(Config{URL: url, User: emuUser, Password: emuPass, Routes: emuRoutes(t),
-		RingTimeout: 20 * time.Second, RequestTimeout: time.Second,
-		PingInterval: 100 * time.Millisecond, Logger: pbxtest.Logger(t).With("side", "passive")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pbxtest.RunPassive(t, d)
-	pbxtest.WaitReady(t, d)
-	return d
+	return pbxtest.StartPassive(t, newEmuDriver(t, url, func(c *Config) {
+		c.RequestTimeout, c.PingInterval = time.Second, 100*time.Millisecond
+		c.Logger = pbxtest.Logger(t).With("side", "passive")
+	}))
 }
 
 // A replica without the event websocket places, mutes and hangs up calls;

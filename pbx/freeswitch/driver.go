@@ -58,7 +58,10 @@ type leg struct {
 	endedAt   time.Time
 }
 
-var _ pbx.Driver = (*Driver)(nil)
+var (
+	_ pbx.Driver  = (*Driver)(nil)
+	_ pbx.Passive = (*Driver)(nil)
+)
 
 // New checks the configuration; Run connects.
 func New(cfg Config) (*Driver, error) {
@@ -80,25 +83,20 @@ func (d *Driver) Status() pbx.Status { return d.health.Status() }
 // ends. While FreeSWITCH is down, refuses us or stops answering, Run
 // retries with backoff (capped at MaxBackoff) and Status says why.
 func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
-	release, err := d.health.ClaimRun("freeswitch", h)
-	if err != nil {
-		return err
-	}
-	defer release()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	dispatchDone := make(chan struct{})
-	go func() {
-		defer close(dispatchDone)
-		d.dispatch(ctx, h)
-	}()
-	go link.Sweep(ctx, d.forgetOld)
-
-	link.Keeper{State: d.health, Log: d.log.With("addr", d.cfg.Addr),
-		Failed: "event-socket connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
-	cancel()
-	<-dispatchDone
-	return nil
+	return d.health.HoldRun("freeswitch", h, func() {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		dispatchDone := make(chan struct{})
+		go func() {
+			defer close(dispatchDone)
+			d.dispatch(ctx, h)
+		}()
+		go link.Sweep(ctx, d.forgetOld)
+		link.Keeper{State: d.health, Log: d.log.With("addr", d.cfg.Addr),
+			Failed: "event-socket connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
+		cancel()
+		<-dispatchDone
+	})
 }
 
 // session is one life of the connection: login, subscription, resync,
@@ -137,32 +135,44 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 	d.log.Info("event-socket link up", "addr", d.cfg.Addr, "reconnects", d.health.Reconnects())
 	d.emitLink(pbx.Event{Type: pbx.EventLinkUp, Reason: "connected to " + d.cfg.Addr, At: time.Now()})
 
+	if err := d.keepAlive(ctx, c, nil); err == nil {
+		return true, nil
+	}
+	reason := describe(c.Err())
+	d.health.Set(false, reason)
+	d.log.Warn("event-socket link down", "addr", d.cfg.Addr, "reason", reason)
+	d.emitLink(pbx.Event{Type: pbx.EventLinkDown, Reason: reason, At: time.Now()})
+	return true, c.Err()
+}
+
+// keepAlive watches a live connection until ctx is done (nil) or the
+// connection ends (its error). Every PingInterval it calls tick (when not
+// nil) and asks "api status" unless a command is still waiting. A command
+// that gets no answer while nothing else arrives closes the connection
+// (see request), so a hung server is noticed within
+// PingInterval+RequestTimeout. One that keeps sending events but answers
+// no command for stallFactor×RequestTimeout is wedged too.
+func (d *Driver) keepAlive(ctx context.Context, c *eslConn, tick func()) error {
 	ping := time.NewTicker(d.cfg.PingInterval)
 	defer ping.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return true, nil
+			return nil
 		case <-c.done:
-			reason := describe(c.Err())
-			d.health.Set(false, reason)
-			d.log.Warn("event-socket link down", "addr", d.cfg.Addr, "reason", reason)
-			d.emitLink(pbx.Event{Type: pbx.EventLinkDown, Reason: reason, At: time.Now()})
-			return true, c.Err()
+			return c.Err()
 		case <-ping.C:
-			// A command that gets no answer while nothing else arrives
-			// closes the connection (see request), so a hung server is
-			// noticed within PingInterval+RequestTimeout. One that keeps
-			// sending events but answers no command for
-			// stallFactor×RequestTimeout is wedged too.
-			if w := c.oldestWait(); w > 0 {
-				if w > stallFactor*d.cfg.RequestTimeout {
-					c.fail(fmt.Errorf("no answer to a command for %s while events keep coming", w.Round(time.Millisecond)))
-				}
-				continue // a command is still waiting: no need to ask more
-			}
-			_, _ = c.request(ctx, "api status")
 		}
+		if tick != nil {
+			tick()
+		}
+		if w := c.oldestWait(); w > 0 {
+			if w > stallFactor*d.cfg.RequestTimeout {
+				c.fail(fmt.Errorf("no answer to a command for %s while events keep coming", w.Round(time.Millisecond)))
+			}
+			continue // a command is still waiting: no need to ask more
+		}
+		_, _ = c.request(ctx, "api status")
 	}
 }
 

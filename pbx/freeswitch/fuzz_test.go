@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,19 +36,7 @@ type recording struct {
 // recordedStreams gives every frame FreeSWITCH sent in the recordings (as
 // received) and, per recording, its first frames back to back.
 func recordedStreams(tb testing.TB) (frames []string, streams []string) {
-	paths, err := filepath.Glob("../../testdata/freeswitch/*.json")
-	if err != nil || len(paths) == 0 {
-		tb.Fatalf("no recordings in testdata/freeswitch (%v)", err)
-	}
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		var r recording
-		if err := json.Unmarshal(b, &r); err != nil {
-			tb.Fatalf("%s: %v", p, err)
-		}
+	for _, r := range pbxtest.Recordings[recording](tb, "freeswitch") {
 		// The start of each connection's stream (a few frames back to
 		// back): big seeds only slow the fuzzer's minimisation down.
 		var head strings.Builder

@@ -25,16 +25,8 @@ var fastTiming = emuphone.Timing{Ring: 150 * time.Millisecond, Hold: 300 * time.
 
 func startEmu(t *testing.T, mod func(*eslemu.Config)) *eslemu.Server {
 	t.Helper()
-	cfg := eslemu.Config{Password: testPassword, Timing: fastTiming, SignalDelay: 10 * time.Millisecond}
-	if mod != nil {
-		mod(&cfg)
-	}
-	emu := eslemu.New(cfg)
-	if err := emu.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
-	return emu
+	return pbxtest.StartEmulator(t, eslemu.Config{Password: testPassword, Timing: fastTiming, SignalDelay: 10 * time.Millisecond},
+		mod, eslemu.New)
 }
 
 type testDriver struct {
@@ -54,20 +46,20 @@ func testRoutes(t *testing.T) pbx.Routes {
 	return routes
 }
 
+// newTestDriver is a driver for addr with the tests' timings, changed by
+// mod.
+func newTestDriver(t *testing.T, addr string, mod func(*Config)) *Driver {
+	t.Helper()
+	return pbxtest.Build(t, Config{Addr: addr, Password: testPassword, Routes: testRoutes(t), RingTimeout: 5 * time.Second,
+		RequestTimeout: 500 * time.Millisecond, PingInterval: 100 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}, mod, New)
+}
+
 // startDriver runs a driver against addr and waits until it is ready
 // (unless wantReady is false).
 func startDriver(t *testing.T, addr string, wantReady bool, mod func(*Config)) *testDriver {
 	t.Helper()
-	cfg := Config{Addr: addr, Password: testPassword, Routes: testRoutes(t), RingTimeout: 5 * time.Second,
-		RequestTimeout: 500 * time.Millisecond, PingInterval: 100 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler)}
-	if mod != nil {
-		mod(&cfg)
-	}
-	d, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newTestDriver(t, addr, mod)
 	td := &testDriver{Driver: d, rec: pbxtest.NewRecorder()}
 	td.stop = pbxtest.Run(t, d, td.rec)
 	if wantReady {

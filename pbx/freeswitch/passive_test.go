@@ -1,9 +1,7 @@
 package freeswitch
 
 import (
-	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/pbx/pbxtest"
@@ -13,14 +11,7 @@ import (
 // and waits until it is ready.
 func startPassive(t *testing.T, addr string) *Driver {
 	t.Helper()
-	d, err := New(Config{Addr: addr, Password: testPassword, Routes: testRoutes(t), RingTimeout: 5 * time.Second,
-		RequestTimeout: 500 * time.Millisecond, PingInterval: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pbxtest.RunPassive(t, d)
-	pbxtest.WaitReady(t, d)
-	return d
+	return pbxtest.StartPassive(t, newTestDriver(t, addr, nil))
 }
 
 // A replica without the event connection dials, mutes and hangs up on the

@@ -8,25 +8,27 @@ import (
 	"github.com/convoice/convoice/pbx"
 )
 
-// ClaimRun marks the driver (kind "asterisk" or "freeswitch") as running
-// its event link for h. It fails without a handler, or while Run or
-// RunPassive already runs: the contract lets only one of them run at a
-// time. release gives the driver back.
-func (s *State) ClaimRun(kind string, h pbx.Handler) (release func(), err error) {
+// HoldRun runs body for Run (with handler h) while it holds the driver
+// (kind "asterisk" or "freeswitch"). It fails at once without a handler,
+// or while Run or RunPassive already runs: the contract lets only one of
+// them run at a time.
+func (s *State) HoldRun(kind string, h pbx.Handler, body func()) error {
 	if h == nil {
-		return nil, errors.New(kind + ": Run needs a handler")
+		return errors.New(kind + ": Run needs a handler")
 	}
-	return s.claim(kind)
+	return s.hold(kind, body)
 }
 
-// ClaimPassive is ClaimRun for RunPassive, which needs no handler.
-func (s *State) ClaimPassive(kind string) (release func(), err error) { return s.claim(kind) }
+// HoldPassive is HoldRun for RunPassive, which needs no handler.
+func (s *State) HoldPassive(kind string, body func()) error { return s.hold(kind, body) }
 
-func (s *State) claim(kind string) (func(), error) {
+func (s *State) hold(kind string, body func()) error {
 	if !s.running.CompareAndSwap(false, true) {
-		return nil, errors.New(kind + ": Run or RunPassive is already running")
+		return errors.New(kind + ": Run or RunPassive is already running")
 	}
-	return func() { s.running.Store(false) }, nil
+	defer s.running.Store(false)
+	body()
+	return nil
 }
 
 // Defaults both drivers apply to the settings they share.

@@ -1,3 +1,3 @@
-// Package link is the supervision both drivers share: the reconnect loop, the link state behind pbx.Status, the read watchdog of a live connection and the sweep of tombstones.
-// It knows no protocol and no PBX: never ARI, the event socket, the emulators, storage or the controller — the drivers bring those.
+// Package link is the supervision both drivers share: reconnect loop, link state, read watchdog, tombstone sweep.
+// It knows no protocol and no PBX — never ARI, the event socket, emulators, storage or the controller.
 package link

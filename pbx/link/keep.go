@@ -18,9 +18,12 @@ type Session func(ctx context.Context, connects int) (up bool, err error)
 
 // Keeper runs sessions one after the other, with backoff between them.
 type Keeper struct {
-	// State is set "connecting" at the start and "stopped" at the end;
+	// State is set to Connecting at the start and "stopped" at the end;
 	// the sessions set it in between.
 	State *State
+	// Connecting is the detail until a session says more; "" means
+	// "connecting".
+	Connecting string
 	// MaxBackoff caps the wait between attempts (see pbx.Backoff); zero
 	// means the package's MaxBackoff.
 	MaxBackoff time.Duration
@@ -37,7 +40,7 @@ type Keeper struct {
 // session that got to link up, so a link that drops after hours of work
 // is retried after the shortest wait.
 func (k Keeper) Keep(ctx context.Context, session Session) {
-	k.State.Set(false, "connecting")
+	k.State.Set(false, cmp.Or(k.Connecting, "connecting"))
 	backoff := pbx.Backoff{Max: cmp.Or(k.MaxBackoff, MaxBackoff)}
 	connects := 0
 	lastFailure := ""

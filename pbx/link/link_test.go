@@ -145,24 +145,25 @@ func TestSweep_givenCancel_thenReturns(t *testing.T) {
 	}
 }
 
-func TestClaim_givenRunHolding_thenASecondRunOrRunPassiveIsRefusedUntilReleased(t *testing.T) {
+func TestHold_givenRunHolding_thenASecondRunOrRunPassiveIsRefusedUntilItReturns(t *testing.T) {
 	s := NewState()
-	if _, err := s.ClaimRun("pbx", nil); err == nil || err.Error() != "pbx: Run needs a handler" {
+	if err := s.HoldRun("pbx", nil, func() { t.Error("ran without a handler") }); err == nil || err.Error() != "pbx: Run needs a handler" {
 		t.Fatalf("Run without a handler: %v", err)
 	}
-	release, err := s.ClaimRun("pbx", pbx.HandlerFunc(func(pbx.Event) {}))
-	if err != nil {
-		t.Fatal(err)
+	ran := false
+	err := s.HoldRun("pbx", pbx.HandlerFunc(func(pbx.Event) {}), func() {
+		ran = true
+		if err := s.HoldPassive("pbx", func() { t.Error("RunPassive ran while Run runs") }); err == nil {
+			t.Error("RunPassive while Run runs: want an error")
+		}
+	})
+	if err != nil || !ran {
+		t.Fatalf("Run: %v (ran %v)", err, ran)
 	}
-	if _, err := s.ClaimPassive("pbx"); err == nil {
-		t.Fatal("RunPassive while Run runs: want an error")
+	ran = false
+	if err := s.HoldPassive("pbx", func() { ran = true }); err != nil || !ran {
+		t.Fatalf("RunPassive after Run returned: %v (ran %v)", err, ran)
 	}
-	release()
-	release, err = s.ClaimPassive("pbx")
-	if err != nil {
-		t.Fatalf("RunPassive after Run returned: %v", err)
-	}
-	release()
 }
 
 func TestDefaults_givenZeroAndSetValues_thenOnlyTheZeroOnesGetDefaults(t *testing.T) {

@@ -19,7 +19,7 @@ type State struct {
 
 	reconnects atomic.Int64
 	lost       atomic.Int64
-	running    atomic.Bool // Run or RunPassive holds the driver (see ClaimRun)
+	running    atomic.Bool // Run or RunPassive holds the driver (see HoldRun)
 }
 
 // NewState is a state not ready, "not started", since now.
