@@ -1,7 +1,5 @@
-// Package pbx is the contract between the controller and the code that speaks
-// to one kind of PBX (Asterisk over ARI, FreeSWITCH over the event socket, or
-// the in-process emulators). It holds only interfaces and value types so that
-// drivers import it and never the controller.
+// Package pbx is the contract between the controller and a PBX: Driver, events, routes, backoff; the two drivers live below it.
+// Never emulators, storage or controller code here: drivers import pbx, pbx imports none of them.
 //
 // The model is deliberately small: a conference is a mixing room named by our
 // own id, a leg is one call placed by the PBX into that room, also named by

@@ -9,17 +9,14 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
-// Defaults applied by New to zero Config fields.
+// Defaults applied by New to zero Config fields (the timings and the
+// reconnect backoff are pbx/link's, the same for both drivers).
 const (
-	DefaultURL            = "http://127.0.0.1:8088/ari"
-	DefaultApp            = "convoice"
-	DefaultRingTimeout    = 30 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultPingInterval   = 2 * time.Second
-	// MaxBackoff caps the wait between reconnection attempts.
-	MaxBackoff = 5 * time.Second
+	DefaultURL = "http://127.0.0.1:8088/ari"
+	DefaultApp = "convoice"
 )
 
 // Config configures one Asterisk node.
@@ -92,20 +89,9 @@ func (c Config) withDefaults() (Config, error) {
 		}
 		c.Routes = rs
 	}
-	if c.RingTimeout <= 0 {
-		c.RingTimeout = DefaultRingTimeout
-	}
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = DefaultRequestTimeout
-	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = DefaultPingInterval
-	}
+	link.Defaults(&c.RingTimeout, &c.RequestTimeout, &c.PingInterval, &c.Logger)
 	if c.PingInterval < 10*time.Millisecond {
 		c.PingInterval = 10 * time.Millisecond
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
 	}
 	return c, nil
 }

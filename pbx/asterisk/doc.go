@@ -1,5 +1,5 @@
-// Package asterisk is the pbx.Driver for Asterisk over ARI (REST + the
-// events websocket).
+// Package asterisk is the pbx.Driver for Asterisk over ARI: REST, the events websocket, their mapping onto the contract.
+// Never the FreeSWITCH driver, an emulator or the controller; supervision shared with FreeSWITCH is in pbx/link.
 //
 // # What comes from github.com/CyCoreSystems/ari/v5 and what does not
 //

@@ -17,6 +17,7 @@ import (
 	"github.com/CyCoreSystems/ari/v5"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
 // Driver is a pbx.Driver for one Asterisk node over ARI.
@@ -25,21 +26,14 @@ type Driver struct {
 	log  *slog.Logger
 	rest *restClient
 
-	running atomic.Bool
 	handler atomic.Pointer[pbx.Handler]
 	shards  []*shard
 	// queueWait: see defaultQueueWait (tests shorten it).
 	queueWait time.Duration
 	lostCh    chan struct{} // coalesced "something was lost": resync, then EventLost
 
-	statusMu sync.Mutex
-	ready    bool
-	detail   string
-	since    time.Time
-
-	reconnects atomic.Int64
-	lost       atomic.Int64
-	stats      counters
+	health *link.State // ready, detail, reconnects, lost events
+	stats  counters
 
 	mu    sync.Mutex
 	legs  map[string]*leg  // by leg (channel) id; ended legs stay a while as tombstones
@@ -116,35 +110,30 @@ func New(cfg Config) (*Driver, error) {
 		lostCh:    make(chan struct{}, 1),
 		shards:    newShards(),
 		queueWait: defaultQueueWait,
-		detail:    "not started",
-		since:     time.Now(),
+		health:    link.NewState(),
 		legs:      map[string]*leg{},
 		confs:     map[string]*conf{},
 	}
 	return d, nil
 }
 
-var _ pbx.Driver = (*Driver)(nil)
+var (
+	_ pbx.Driver  = (*Driver)(nil)
+	_ pbx.Passive = (*Driver)(nil)
+)
 
 // Kind is "asterisk".
 func (d *Driver) Kind() string { return "asterisk" }
 
 // Status reports readiness: Ready only while the event websocket is up, the
 // resync after connecting is done, and pings are answered.
-func (d *Driver) Status() pbx.Status {
-	d.statusMu.Lock()
-	s := pbx.Status{Ready: d.ready, Detail: d.detail, Since: d.since}
-	d.statusMu.Unlock()
-	s.Reconnects = d.reconnects.Load()
-	s.LostEvents = d.lost.Load()
-	return s
-}
+func (d *Driver) Status() pbx.Status { return d.health.Status() }
 
 // Stats returns the counters.
 func (d *Driver) Stats() Stats {
 	return Stats{
-		Reconnects:     d.reconnects.Load(),
-		LostEvents:     d.lost.Load(),
+		Reconnects:     d.health.Reconnects(),
+		LostEvents:     d.health.LostEvents(),
 		EventsReceived: d.stats.eventsReceived.Load(),
 		PingMisses:     d.stats.pingMisses.Load(),
 		HalfOpen:       d.stats.halfOpen.Load(),
@@ -153,21 +142,6 @@ func (d *Driver) Stats() Stats {
 		BridgeFixes:    d.stats.bridgeFixes.Load(),
 		PBXRestarts:    d.stats.restarts.Load(),
 	}
-}
-
-func (d *Driver) setStatus(ready bool, detail string) {
-	d.statusMu.Lock()
-	defer d.statusMu.Unlock()
-	if d.ready != ready {
-		d.since = time.Now()
-	}
-	d.ready, d.detail = ready, detail
-}
-
-func (d *Driver) isReady() (bool, string) {
-	d.statusMu.Lock()
-	defer d.statusMu.Unlock()
-	return d.ready, d.detail
 }
 
 // emit hands one event to the handler (it may block: that is the handler's
@@ -219,7 +193,7 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 	if !validID(req.ConferenceID) {
 		return fmt.Errorf("asterisk: %s: %w: invalid conference id %q", what, pbx.ErrRefused, req.ConferenceID)
 	}
-	if ok, detail := d.isReady(); !ok {
+	if ok, detail := d.health.Ready(); !ok {
 		return fmt.Errorf("asterisk: %s: %w: event link not ready (%s)", what, pbx.ErrUnavailable, detail)
 	}
 	endpoint, err := d.cfg.Routes.DialString(req.Number)
@@ -444,19 +418,11 @@ func (d *Driver) EndConference(ctx context.Context, conferenceID string) error {
 	return nil
 }
 
-// forgetOld drops tombstones of ended legs and conferences.
-func (d *Driver) forgetOld(olderThan time.Duration) {
-	cut := time.Now().Add(-olderThan)
+// forgetOld drops the tombstones of legs and conferences that ended
+// before cut.
+func (d *Driver) forgetOld(cut time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for id, l := range d.legs {
-		if (l.ended || l.abandoned) && l.endedAt.Before(cut) {
-			delete(d.legs, id)
-		}
-	}
-	for id, c := range d.confs {
-		if c.ended && c.endedAt.Before(cut) {
-			delete(d.confs, id)
-		}
-	}
+	link.Forget(d.legs, cut, func(l *leg) (time.Time, bool) { return l.endedAt, l.ended || l.abandoned })
+	link.Forget(d.confs, cut, func(c *conf) (time.Time, bool) { return c.endedAt, c.ended })
 }

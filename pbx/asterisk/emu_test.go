@@ -11,6 +11,7 @@ import (
 	"github.com/convoice/convoice/emulator/ariemu"
 	"github.com/convoice/convoice/emulator/emuphone"
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // These tests run the driver against the ARI emulator over its real HTTP
@@ -31,17 +32,8 @@ const emuUser, emuPass = "convoice", "emu-secret"
 
 func startEmu(t *testing.T, mod func(*ariemu.Config)) *ariemu.Server {
 	t.Helper()
-	cfg := ariemu.Config{User: emuUser, Password: emuPass, Logger: testLogger(t).With("side", "emu"),
-		Timing: emuphone.Timing{Ring: 300 * time.Millisecond, Hold: 2 * time.Second}}
-	if mod != nil {
-		mod(&cfg)
-	}
-	emu := ariemu.New(cfg)
-	if err := emu.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
-	return emu
+	return pbxtest.StartEmulator(t, ariemu.Config{User: emuUser, Password: emuPass, Logger: pbxtest.Logger(t).With("side", "emu"),
+		Timing: emuphone.Timing{Ring: 300 * time.Millisecond, Hold: 2 * time.Second}}, mod, ariemu.New)
 }
 
 func emuRoutes(t *testing.T) pbx.Routes {
@@ -53,37 +45,24 @@ func emuRoutes(t *testing.T) pbx.Routes {
 	return rs
 }
 
+// newEmuDriver is a driver for the emulator at url with the tests'
+// timings, changed by mod.
+func newEmuDriver(t *testing.T, url string, mod func(*Config)) *Driver {
+	t.Helper()
+	return pbxtest.Build(t, Config{URL: url, User: emuUser, Password: emuPass, Routes: emuRoutes(t),
+		RingTimeout: 20 * time.Second, RequestTimeout: 2 * time.Second,
+		PingInterval: 250 * time.Millisecond, Logger: pbxtest.Logger(t).With("side", "driver")}, mod, New)
+}
+
 // runDriver starts Run against url and returns once the link is up (unless
 // wantUp is false).
-func runDriver(t *testing.T, url string, wantUp bool, mod func(*Config)) (*Driver, *recorder) {
+func runDriver(t *testing.T, url string, wantUp bool, mod func(*Config)) (*Driver, *pbxtest.Recorder) {
 	t.Helper()
-	cfg := Config{URL: url, User: emuUser, Password: emuPass, Routes: emuRoutes(t),
-		RingTimeout: 20 * time.Second, RequestTimeout: 2 * time.Second,
-		PingInterval: 250 * time.Millisecond, Logger: testLogger(t).With("side", "driver")}
-	if mod != nil {
-		mod(&cfg)
-	}
-	d, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, rec) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("Run did not return after cancel")
-		}
-	})
+	d := newEmuDriver(t, url, mod)
+	rec := pbxtest.NewRecorder()
+	pbxtest.Run(t, d, rec)
 	if wantUp {
-		rec.waitEvent(t, "", pbx.EventLinkUp)
+		rec.WaitEvent(t, "", pbx.EventLinkUp)
 		if !d.Status().Ready {
 			t.Fatalf("link up but not ready: %+v", d.Status())
 		}
@@ -115,24 +94,12 @@ func emuChannel(emu *ariemu.Server, id string) (ariemu.ChannelState, bool) {
 	return ariemu.ChannelState{}, false
 }
 
-// eventually polls cond for a generous while.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func connectLeg(t *testing.T, d *Driver, rec *recorder, leg, conf string) {
+func connectLeg(t *testing.T, d *Driver, rec *pbxtest.Recorder, leg, conf string) {
 	t.Helper()
 	if err := dial(t, d, leg, conf, numAnswer, 0); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitEvent(t, leg, pbx.EventConnected)
+	rec.WaitEvent(t, leg, pbx.EventConnected)
 }
 
 func TestEmu_givenPhoneAnswers_thenRingingConnectedAndInBridge(t *testing.T) {
@@ -148,7 +115,7 @@ func TestEmu_givenPhoneAnswers_thenRingingConnectedAndInBridge(t *testing.T) {
 	if c.AppArgs != "conf-a" || c.App != "convoice" {
 		t.Errorf("originate app/args %q %q, want convoice / conf-a", c.App, c.AppArgs)
 	}
-	if e := rec.of("leg-a1")[1]; e.ConferenceID != "conf-a" {
+	if e := rec.Of("leg-a1")[1]; e.ConferenceID != "conf-a" {
 		t.Errorf("connected event conference %q", e.ConferenceID)
 	}
 }
@@ -175,15 +142,15 @@ func TestEmu_givenUnhappyPhones_thenEndedWithTheirCauses(t *testing.T) {
 		}
 	}
 	for _, c := range cases {
-		e := rec.waitEvent(t, c.leg, pbx.EventEnded)
+		e := rec.WaitEvent(t, c.leg, pbx.EventEnded)
 		if e.Cause != c.cause {
 			t.Errorf("%s: cause %d %q, want %d", c.leg, e.Cause, e.CauseText, c.cause)
 		}
-		if n := countType(rec.all(), c.leg, pbx.EventConnected); n != 0 {
+		if n := pbxtest.CountType(rec.All(), c.leg, pbx.EventConnected); n != 0 {
 			t.Errorf("%s: reported connected", c.leg)
 		}
 	}
-	if !strings.Contains(rec.waitEvent(t, "leg-busy", pbx.EventEnded).CauseText, "busy") {
+	if !strings.Contains(rec.WaitEvent(t, "leg-busy", pbx.EventEnded).CauseText, "busy") {
 		t.Errorf("busy cause text lost")
 	}
 	// The no-answer leg rang first.
@@ -216,11 +183,11 @@ func TestEmu_givenSameLegIDTwice_thenErrExists(t *testing.T) {
 		t.Fatalf("second dial: %v, want ErrExists", err)
 	}
 	// The first call is untouched and still ours.
-	rec.waitEvent(t, "leg-dup", pbx.EventRinging)
+	rec.WaitEvent(t, "leg-dup", pbx.EventRinging)
 	if err := d.Hangup(context.Background(), "leg-dup"); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitEvent(t, "leg-dup", pbx.EventEnded)
+	rec.WaitEvent(t, "leg-dup", pbx.EventEnded)
 }
 
 func TestEmu_givenRingingLeg_whenHangup_thenEndedAsOursWithoutConnect(t *testing.T) {
@@ -230,14 +197,14 @@ func TestEmu_givenRingingLeg_whenHangup_thenEndedAsOursWithoutConnect(t *testing
 	if err := dial(t, d, "leg-cancel", "conf-c", numNoAnswer, 0); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitEvent(t, "leg-cancel", pbx.EventRinging)
+	rec.WaitEvent(t, "leg-cancel", pbx.EventRinging)
 	if err := d.SetMute(context.Background(), "conf-c", "leg-cancel", true); !errors.Is(err, pbx.ErrNotReady) {
 		t.Errorf("mute of a ringing leg: %v, want ErrNotReady", err)
 	}
 	if err := d.Hangup(context.Background(), "leg-cancel"); err != nil {
 		t.Fatal(err)
 	}
-	e := rec.waitEvent(t, "leg-cancel", pbx.EventEnded)
+	e := rec.WaitEvent(t, "leg-cancel", pbx.EventEnded)
 	if e.Cause != pbx.CauseNormalClearing || e.Reason != "hung up by convoice" {
 		t.Fatalf("ended %+v", e)
 	}
@@ -256,7 +223,7 @@ func TestEmu_givenConnectedLeg_whenFarEndHangsUp_thenEnded16(t *testing.T) {
 	if err := emu.FarEndHangup("leg-bye"); err != nil {
 		t.Fatal(err)
 	}
-	e := rec.waitEvent(t, "leg-bye", pbx.EventEnded)
+	e := rec.WaitEvent(t, "leg-bye", pbx.EventEnded)
 	if e.Cause != pbx.CauseNormalClearing || e.Reason != "" {
 		t.Fatalf("ended %+v, want 16 from the far end", e)
 	}
@@ -264,7 +231,7 @@ func TestEmu_givenConnectedLeg_whenFarEndHangsUp_thenEnded16(t *testing.T) {
 	if err := dial(t, d, "leg-0200", "conf-f", numByeAfter2s, 0); err != nil {
 		t.Fatal(err)
 	}
-	if e := rec.waitEvent(t, "leg-0200", pbx.EventEnded); e.Cause != pbx.CauseNormalClearing {
+	if e := rec.WaitEvent(t, "leg-0200", pbx.EventEnded); e.Cause != pbx.CauseNormalClearing {
 		t.Fatalf("0200 ended %+v", e)
 	}
 	wantTypes(t, rec, "leg-0200", pbx.EventRinging, pbx.EventConnected, pbx.EventEnded)
@@ -306,11 +273,11 @@ func TestEmu_givenTalkDetect_thenTalkingStartedAndFinished(t *testing.T) {
 	if err := emu.SetTalking("leg-t", true); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitEvent(t, "leg-t", pbx.EventTalkingStarted)
+	rec.WaitEvent(t, "leg-t", pbx.EventTalkingStarted)
 	if err := emu.SetTalking("leg-t", false); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitEvent(t, "leg-t", pbx.EventTalkingFinished)
+	rec.WaitEvent(t, "leg-t", pbx.EventTalkingFinished)
 }
 
 func TestEmu_givenConferenceWithLegs_whenEnd_thenNothingLeftOnThePBX(t *testing.T) {
@@ -322,15 +289,15 @@ func TestEmu_givenConferenceWithLegs_whenEnd_thenNothingLeftOnThePBX(t *testing.
 	if err := dial(t, d, "leg-e3", "conf-e", numNoAnswer, 0); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitEvent(t, "leg-e3", pbx.EventRinging)
+	rec.WaitEvent(t, "leg-e3", pbx.EventRinging)
 	if err := d.EndConference(context.Background(), "conf-e"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "no channel and no bridge left", func() bool {
+	pbxtest.Eventually(t, "no channel and no bridge left", func() bool {
 		return len(emu.Channels()) == 0 && len(emu.Bridges()) == 0
 	})
 	for _, leg := range []string{"leg-e1", "leg-e2", "leg-e3"} {
-		rec.waitEvent(t, leg, pbx.EventEnded)
+		rec.WaitEvent(t, leg, pbx.EventEnded)
 	}
 	if err := d.EndConference(context.Background(), "conf-e"); err != nil {
 		t.Fatalf("ending again: %v", err)
@@ -357,24 +324,24 @@ func TestEmu_givenWebsocketDrop_whenReconnected_thenResyncReportsGapHangup(t *te
 	if err := dial(t, d, "leg-w3", "conf-w", numSlowRing, 0); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitEvent(t, "leg-w3", pbx.EventRinging)
+	rec.WaitEvent(t, "leg-w3", pbx.EventRinging)
 	emu.DropWebsockets()
 	if err := emu.FarEndHangup("leg-w2"); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitEvent(t, "", pbx.EventLinkDown)
-	rec.waitFor(t, "second link up", func(evs []pbx.Event) bool { return countType(evs, "", pbx.EventLinkUp) >= 2 })
-	rec.waitEvent(t, "leg-w2", pbx.EventEnded)
+	rec.WaitEvent(t, "", pbx.EventLinkDown)
+	rec.WaitFor(t, "second link up", func(evs []pbx.Event) bool { return pbxtest.CountType(evs, "", pbx.EventLinkUp) >= 2 })
+	rec.WaitEvent(t, "leg-w2", pbx.EventEnded)
 	if d.Status().Reconnects < 1 || !d.Status().Ready {
 		t.Fatalf("status %+v", d.Status())
 	}
-	if n := countType(rec.all(), "", pbx.EventPBXRestarted); n != 0 {
+	if n := pbxtest.CountType(rec.All(), "", pbx.EventPBXRestarted); n != 0 {
 		t.Fatalf("a websocket drop was reported as a PBX restart")
 	}
 	if c, ok := emuChannel(emu, "leg-w1"); !ok || c.BridgeID != "conf-w" {
 		t.Fatalf("leg-w1 %+v", c)
 	}
-	rec.waitEvent(t, "leg-w3", pbx.EventConnected)
+	rec.WaitEvent(t, "leg-w3", pbx.EventConnected)
 	if c, ok := emuChannel(emu, "leg-w3"); !ok || c.BridgeID != "conf-w" {
 		t.Fatalf("leg-w3 %+v", c)
 	}
@@ -383,7 +350,7 @@ func TestEmu_givenWebsocketDrop_whenReconnected_thenResyncReportsGapHangup(t *te
 	if err := emu.FarEndHangup("leg-w1"); err != nil {
 		t.Fatal(err)
 	}
-	if e := rec.waitEvent(t, "leg-w1", pbx.EventEnded); e.Cause != pbx.CauseNormalClearing {
+	if e := rec.WaitEvent(t, "leg-w1", pbx.EventEnded); e.Cause != pbx.CauseNormalClearing {
 		t.Fatalf("leg-w1 ended %+v", e)
 	}
 }
@@ -403,7 +370,7 @@ func TestEmu_givenHalfOpen_thenDetectedNotReadyAndAnsweredLegJoinedOnResync(t *t
 	}
 	start := time.Now()
 	emu.SetUnresponsive(true)
-	down := rec.waitEvent(t, "", pbx.EventLinkDown)
+	down := rec.WaitEvent(t, "", pbx.EventLinkDown)
 	took := time.Since(start)
 	if !strings.Contains(down.Reason, "ping") {
 		t.Errorf("link down reason %q", down.Reason)
@@ -423,23 +390,23 @@ func TestEmu_givenHalfOpen_thenDetectedNotReadyAndAnsweredLegJoinedOnResync(t *t
 	if time.Since(t0) > time.Second {
 		t.Errorf("dial while down took %v", time.Since(t0))
 	}
-	eventually(t, "the leg answered on the PBX", func() bool {
+	pbxtest.Eventually(t, "the leg answered on the PBX", func() bool {
 		c, ok := emuChannel(emu, "leg-blind")
 		return ok && c.InStasis
 	})
-	if n := countType(rec.all(), "leg-blind", pbx.EventConnected); n != 0 {
+	if n := pbxtest.CountType(rec.All(), "leg-blind", pbx.EventConnected); n != 0 {
 		t.Fatalf("connected reported while blind")
 	}
 	emu.SetUnresponsive(false)
-	e := rec.waitEvent(t, "leg-blind", pbx.EventConnected)
+	e := rec.WaitEvent(t, "leg-blind", pbx.EventConnected)
 	if !strings.Contains(e.Reason, "event link was down") {
 		t.Errorf("connected reason %q", e.Reason)
 	}
-	eventually(t, "the leg in its bridge", func() bool {
+	pbxtest.Eventually(t, "the leg in its bridge", func() bool {
 		c, ok := emuChannel(emu, "leg-blind")
 		return ok && c.BridgeID == "conf-h"
 	})
-	rec.waitFor(t, "link up again", func(evs []pbx.Event) bool { return countType(evs, "", pbx.EventLinkUp) >= 2 })
+	rec.WaitFor(t, "link up again", func(evs []pbx.Event) bool { return pbxtest.CountType(evs, "", pbx.EventLinkUp) >= 2 })
 	if !d.Status().Ready {
 		t.Fatalf("not ready after recovery: %+v", d.Status())
 	}
@@ -457,13 +424,13 @@ func TestEmu_givenRestart_thenLegsEndPBXRestartedAndLinkBack(t *testing.T) {
 	createConf(t, d, "conf-r")
 	connectLeg(t, d, rec, "leg-r1", "conf-r")
 	emu.Restart()
-	rec.waitEvent(t, "", pbx.EventLinkDown)
-	e := rec.waitEvent(t, "", pbx.EventPBXRestarted)
+	rec.WaitEvent(t, "", pbx.EventLinkDown)
+	e := rec.WaitEvent(t, "", pbx.EventPBXRestarted)
 	if e.Reason == "" {
 		t.Error("no reason")
 	}
-	rec.waitFor(t, "link up after restart", func(evs []pbx.Event) bool { return countType(evs, "", pbx.EventLinkUp) >= 2 })
-	if e := rec.waitEvent(t, "leg-r1", pbx.EventEnded); e.Cause != pbx.CauseNormalClearing {
+	rec.WaitFor(t, "link up after restart", func(evs []pbx.Event) bool { return pbxtest.CountType(evs, "", pbx.EventLinkUp) >= 2 })
+	if e := rec.WaitEvent(t, "leg-r1", pbx.EventEnded); e.Cause != pbx.CauseNormalClearing {
 		t.Errorf("leg ended %+v", e)
 	}
 	// Usable again: a new conference and leg.
@@ -479,9 +446,9 @@ func TestEmu_givenCrash_thenPBXRestarted(t *testing.T) {
 	createConf(t, d, "conf-k")
 	connectLeg(t, d, rec, "leg-k1", "conf-k")
 	emu.Crash()
-	rec.waitEvent(t, "", pbx.EventPBXRestarted)
-	rec.waitFor(t, "link up after crash", func(evs []pbx.Event) bool { return countType(evs, "", pbx.EventLinkUp) >= 2 })
-	if n := countType(rec.all(), "leg-k1", pbx.EventEnded); n != 0 {
+	rec.WaitEvent(t, "", pbx.EventPBXRestarted)
+	rec.WaitFor(t, "link up after crash", func(evs []pbx.Event) bool { return pbxtest.CountType(evs, "", pbx.EventLinkUp) >= 2 })
+	if n := pbxtest.CountType(rec.All(), "leg-k1", pbx.EventEnded); n != 0 {
 		t.Errorf("a crash gave a leg event; the recording (f2) has none")
 	}
 }
@@ -496,7 +463,7 @@ func TestEmu_givenPBXDownAtStart_thenNotBlockedDialUnavailableThenLinkUp(t *test
 	addr := ln.Addr().String()
 	ln.Close()
 	d, rec := runDriver(t, "http://"+addr+"/ari", false, nil)
-	eventually(t, "a status detail", func() bool {
+	pbxtest.Eventually(t, "a status detail", func() bool {
 		st := d.Status()
 		return !st.Ready && st.Detail != "connecting" && st.Detail != "not started"
 	})
@@ -508,12 +475,12 @@ func TestEmu_givenPBXDownAtStart_thenNotBlockedDialUnavailableThenLinkUp(t *test
 	if time.Since(t0) > time.Second {
 		t.Errorf("dial while down took %v", time.Since(t0))
 	}
-	emu := ariemu.New(ariemu.Config{User: emuUser, Password: emuPass, Logger: testLogger(t)})
+	emu := ariemu.New(ariemu.Config{User: emuUser, Password: emuPass, Logger: pbxtest.Logger(t)})
 	if err := emu.Start(addr); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	rec.waitEvent(t, "", pbx.EventLinkUp)
+	rec.WaitEvent(t, "", pbx.EventLinkUp)
 	createConf(t, d, "conf-x")
 	connectLeg(t, d, rec, "leg-x", "conf-x")
 }

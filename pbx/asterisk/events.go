@@ -87,7 +87,7 @@ func (d *Driver) runTask(ctx context.Context, t task) {
 
 // noteLost counts a lost event and asks for a resync + pbx.EventLost.
 func (d *Driver) noteLost() {
-	d.lost.Add(1)
+	d.health.Lost()
 	d.requestResync()
 }
 

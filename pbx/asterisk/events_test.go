@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // replay feeds a recording's websocket frames to the driver, in order.
@@ -19,16 +20,16 @@ func replay(d *Driver, f fixture) {
 	}
 }
 
-func wantTypes(t *testing.T, rec *recorder, leg string, want ...pbx.EventType) {
+func wantTypes(t *testing.T, rec *pbxtest.Recorder, leg string, want ...pbx.EventType) {
 	t.Helper()
-	if got := rec.types(leg); !slices.Equal(got, want) {
-		t.Fatalf("leg %s: events %v, want %v\n%s", leg, got, want, dump(rec.all()))
+	if got := rec.Types(leg); !slices.Equal(got, want) {
+		t.Fatalf("leg %s: events %v, want %v\n%s", leg, got, want, pbxtest.Dump(rec.All()))
 	}
 }
 
-func endedOf(t *testing.T, rec *recorder, leg string) pbx.Event {
+func endedOf(t *testing.T, rec *pbxtest.Recorder, leg string) pbx.Event {
 	t.Helper()
-	return rec.waitEvent(t, leg, pbx.EventEnded)
+	return rec.WaitEvent(t, leg, pbx.EventEnded)
 }
 
 // Recording a: two phones answer, each is added to the bridge on its
@@ -142,7 +143,7 @@ func TestGivenRecordingJ_farEndHangup_thenEnded16AndOtherLegUntouched(t *testing
 		t.Fatalf("far-end hangup: cause %d reason %q, want 16 and no reason", e.Cause, e.Reason)
 	}
 	wantTypes(t, rec, "lab-chan-j-0200", pbx.EventRinging, pbx.EventConnected, pbx.EventEnded)
-	rec.waitEvent(t, "lab-chan-j-0101", pbx.EventConnected)
+	rec.WaitEvent(t, "lab-chan-j-0101", pbx.EventConnected)
 	wantTypes(t, rec, "lab-chan-j-0101", pbx.EventRinging, pbx.EventConnected)
 }
 
@@ -191,10 +192,10 @@ func TestGivenTalkDetectSpeech_thenTalkingStartedAndFinished(t *testing.T) {
 	}
 	d.dialedForTest(leg, "conf-h2")
 	replay(d, fx)
-	rec.waitEvent(t, leg, pbx.EventTalkingFinished)
-	evs := rec.of(leg)
+	rec.WaitEvent(t, leg, pbx.EventTalkingFinished)
+	evs := rec.Of(leg)
 	if evs[0].Type == pbx.EventTalkingFinished {
-		t.Fatalf("finished before started: %s", dump(evs))
+		t.Fatalf("finished before started: %s", pbxtest.Dump(evs))
 	}
 }
 
@@ -235,7 +236,7 @@ func TestGivenStasisStartOfUnknownLeg_thenJoinedToConferenceFromArgs(t *testing.
 	d, rec := newOfflineDriver(t, f, nil)
 	fx := loadFixture(t, "e_originate_with_channel_id.json")
 	replay(d, fx)
-	rec.waitEvent(t, "lab-chan-e-0001", pbx.EventEnded)
+	rec.WaitEvent(t, "lab-chan-e-0001", pbx.EventEnded)
 	if n := f.count("POST", "/bridges/with-id/addChannel"); n != 1 {
 		t.Fatalf("addChannel into the args' conference: %d calls, want 1: %v", n, f.requests())
 	}
@@ -266,7 +267,7 @@ func TestGivenConferenceEnded_whenLegAnswersLate_thenHungUpNotJoined(t *testing.
 	if n := f.count("DELETE", "/channels/lab-chan-e-0001"); n != 1 {
 		t.Errorf("late leg not hung up (DELETEs: %d)", n)
 	}
-	if c := countType(rec.all(), "lab-chan-e-0001", pbx.EventConnected); c != 0 {
+	if c := pbxtest.CountType(rec.All(), "lab-chan-e-0001", pbx.EventConnected); c != 0 {
 		t.Errorf("late leg reported connected")
 	}
 }
@@ -281,7 +282,7 @@ func TestGivenUndecodableFrame_thenLostCountedAndEventLost(t *testing.T) {
 	d.dispatch([]byte(`{"type": "ChannelVarset", "channel": {"id": "x"}, "cause": "n/a"}`))
 	d.dispatch([]byte(`{"type": "ChannelDestroyed", "channel": {"id": "x"}, "cause": "sixteen"}`))
 	d.dispatch([]byte(`not json`))
-	rec.waitEvent(t, "", pbx.EventLost)
+	rec.WaitEvent(t, "", pbx.EventLost)
 	if got := d.Status().LostEvents; got != 2 {
 		t.Fatalf("LostEvents = %d, want 2", got)
 	}
@@ -295,9 +296,7 @@ func TestGivenSlowHandler_whenQueueOverflows_thenLostCountedAndReported(t *testi
 	d, rec := newOfflineDriver(t, f, nil)
 	d.queueWait = time.Millisecond
 	block := make(chan struct{})
-	rec.mu.Lock()
-	rec.block = block
-	rec.mu.Unlock()
+	rec.Block(block)
 	d.dialedForTest("lab-chan-h-0101", "lab-bridge-h")
 	var talk []byte
 	for _, fr := range loadFixture(t, "h_mute_and_talk_detect.json").frames() {
@@ -312,11 +311,9 @@ func TestGivenSlowHandler_whenQueueOverflows_thenLostCountedAndReported(t *testi
 	if got := d.Status().LostEvents; got < 1 {
 		t.Fatalf("LostEvents = %d after overflowing the queue", got)
 	}
-	rec.mu.Lock()
-	rec.block = nil
-	rec.mu.Unlock()
+	rec.Block(nil)
 	close(block)
-	rec.waitEvent(t, "", pbx.EventLost)
+	rec.WaitEvent(t, "", pbx.EventLost)
 }
 
 // Noise (ChannelVarset, soft ChannelHangupRequest, bridge events) reaches
@@ -343,7 +340,7 @@ func TestGivenOnlyNoiseFrames_thenNoEvents(t *testing.T) {
 			t.Fatalf("noise was queued")
 		}
 	}
-	if evs := rec.all(); len(evs) != 0 {
-		t.Fatalf("noise made events:\n%s", dump(evs))
+	if evs := rec.All(); len(evs) != 0 {
+		t.Fatalf("noise made events:\n%s", pbxtest.Dump(evs))
 	}
 }

@@ -9,10 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +17,7 @@ import (
 	"github.com/CyCoreSystems/ari/v5"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // ---- fuzzing the event path: decoding and dispatch --------------------------
@@ -80,20 +78,8 @@ func settle(d *Driver) {
 
 // recordedFrames is every websocket message of every recording.
 func recordedFrames(tb testing.TB) [][]byte {
-	paths, err := filepath.Glob("../../testdata/asterisk/*.json")
-	if err != nil || len(paths) == 0 {
-		tb.Fatalf("no recordings in testdata/asterisk (%v)", err)
-	}
 	var out [][]byte
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		var f fixture
-		if err := json.Unmarshal(b, &f); err != nil {
-			tb.Fatalf("%s: %v", p, err)
-		}
+	for _, f := range pbxtest.Recordings[fixture](tb, "asterisk") {
 		out = append(out, f.frames()...)
 	}
 	return out
@@ -170,88 +156,6 @@ func talkFrames(t *testing.T, id string, n int, base time.Time) [][]byte {
 	return out
 }
 
-// slowConsumer is a handler that takes its time over every leg event and
-// can be held still (a controller stuck on its database).
-type slowConsumer struct {
-	delay   time.Duration
-	hold    chan struct{} // while open, leg events wait
-	mu      sync.Mutex
-	byLeg   map[string][]pbx.Event
-	lost    []pbx.Event
-	handled int
-	notify  chan struct{}
-}
-
-func newSlowConsumer(delay time.Duration) *slowConsumer {
-	return &slowConsumer{delay: delay, byLeg: map[string][]pbx.Event{}, notify: make(chan struct{}, 1)}
-}
-
-func (c *slowConsumer) HandleEvent(e pbx.Event) {
-	if e.LegID != "" {
-		if c.hold != nil {
-			<-c.hold
-		}
-		time.Sleep(c.delay)
-	}
-	c.mu.Lock()
-	if e.Type == pbx.EventLost {
-		c.lost = append(c.lost, e)
-	}
-	if e.Type == pbx.EventTalkingStarted || e.Type == pbx.EventTalkingFinished {
-		c.byLeg[e.LegID] = append(c.byLeg[e.LegID], e)
-		c.handled++
-	}
-	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (c *slowConsumer) wait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		c.mu.Lock()
-		ok := cond()
-		c.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-c.notify:
-		case <-time.After(20 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
-// checkOrder fails unless every leg's handled events are in the order sent
-// (stamps strictly increasing, Started/Finished alternating as sent).
-func (c *slowConsumer) checkOrder(t *testing.T, base time.Time) {
-	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for leg, evs := range c.byLeg {
-		prev := -1
-		for _, e := range evs {
-			i := int(e.At.Sub(base) / time.Millisecond)
-			if i <= prev {
-				t.Fatalf("leg %s: event #%d handled after #%d", leg, i, prev)
-			}
-			want := pbx.EventTalkingStarted
-			if i%2 == 1 {
-				want = pbx.EventTalkingFinished
-			}
-			if e.Type != want {
-				t.Fatalf("leg %s: event #%d is %s, sent as %s", leg, i, e.Type, want)
-			}
-			prev = i
-		}
-	}
-}
-
 func burstDriver(t *testing.T, h pbx.Handler, mod func(*Driver)) (*Driver, *fakeREST) {
 	t.Helper()
 	f := newFakeREST(t)
@@ -270,7 +174,7 @@ func burstDriver(t *testing.T, h pbx.Handler, mod func(*Driver)) (*Driver, *fake
 // on the PBX's socket), every event is handled, in the order sent per
 // channel, and nothing is counted lost.
 func TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsSlow_ThenAllHandledInOrderPerChannel(t *testing.T) {
-	c := newSlowConsumer(20 * time.Microsecond)
+	c := pbxtest.NewSlowConsumer(20*time.Microsecond, false)
 	d, _ := burstDriver(t, c, nil)
 	legs := []string{"burst-leg-1", "burst-leg-2"}
 	base := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
@@ -284,13 +188,13 @@ func TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsSlow_ThenAllHandle
 			d.dispatch(fr[i])
 		}
 	}
-	c.wait(t, "10,000 events handled", func() bool { return c.handled == 10000 })
-	c.checkOrder(t, base)
+	c.Wait(t, "10,000 events handled", func() bool { return c.Handled == 10000 })
+	c.CheckOrder(t, base, legs, 0)
 	if st := d.Status(); st.LostEvents != 0 {
 		t.Fatalf("LostEvents = %d with a slow (not stuck) consumer", st.LostEvents)
 	}
-	if len(c.lost) != 0 {
-		t.Fatalf("EventLost reported: %+v", c.lost)
+	if len(c.Lost) != 0 {
+		t.Fatalf("EventLost reported: %+v", c.Lost)
 	}
 }
 
@@ -302,8 +206,7 @@ func TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsSlow_ThenAllHandle
 // resyncs with the PBX (GET /channels) and then reports pbx.EventLost so the
 // controller resyncs too.
 func TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsStuck_ThenLossIsCountedResyncedAndReported(t *testing.T) {
-	c := newSlowConsumer(0)
-	c.hold = make(chan struct{})
+	c := pbxtest.NewSlowConsumer(0, true)
 	d, f := burstDriver(t, c, func(d *Driver) { d.queueWait = time.Millisecond })
 	readyForTest(d) // a resync only runs on a live link
 	legs := []string{"stuck-leg-1", "stuck-leg-2"}
@@ -326,7 +229,7 @@ func TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsStuck_ThenLossIsCo
 		}
 		// Stuck until a hundred frames are gone, then slow again.
 		if !released && d.Status().LostEvents >= 100 {
-			close(c.hold)
+			c.Release()
 			released = true
 		}
 	}
@@ -334,14 +237,14 @@ func TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsStuck_ThenLossIsCo
 		t.Fatalf("the queues never overflowed (LostEvents %d)", d.Status().LostEvents)
 	}
 	lost := d.Status().LostEvents
-	c.wait(t, "every event handled or counted lost", func() bool { return int64(c.handled)+lost == 10000 })
-	c.checkOrder(t, base)
-	c.wait(t, "EventLost", func() bool { return len(c.lost) > 0 })
+	c.Wait(t, "every event handled or counted lost", func() bool { return int64(c.Handled)+lost == 10000 })
+	c.CheckOrder(t, base, legs, 0)
+	c.Wait(t, "EventLost", func() bool { return len(c.Lost) > 0 })
 	if n := f.count("GET", "/channels"); n < 1 {
 		t.Fatalf("EventLost reported without a resync (GET /channels %d times)", n)
 	}
-	if !strings.Contains(c.lost[0].Reason, "dropped") {
-		t.Fatalf("EventLost reason %q", c.lost[0].Reason)
+	if !strings.Contains(c.Lost[0].Reason, "dropped") {
+		t.Fatalf("EventLost reason %q", c.Lost[0].Reason)
 	}
 	if st := d.Status(); st.LostEvents != lost {
 		t.Fatalf("LostEvents moved from %d to %d after the burst", lost, st.LostEvents)
@@ -377,7 +280,7 @@ func TestReliability_GivenOriginateThatTimesOut_WhenTheCallShowsUpLater_ThenItIs
 	if !errors.Is(err, pbx.ErrUnavailable) {
 		t.Fatalf("Dial: %v, want ErrUnavailable", err)
 	}
-	eventually(t, "the cancel attempt", func() bool { return deletes.Load() >= 1 })
+	pbxtest.Eventually(t, "the cancel attempt", func() bool { return deletes.Load() >= 1 })
 
 	d.dispatch([]byte(`{"type":"ChannelStateChange","timestamp":"2026-11-27T05:00:00.000+0000","channel":{"id":"leg-late","name":"PJSIP/trunk-00000001","state":"Ringing"},"application":"convoice"}`))
 	d.dispatch([]byte(`{"type":"StasisStart","timestamp":"2026-11-27T05:00:01.000+0000","args":["conf-late"],"channel":{"id":"leg-late","name":"PJSIP/trunk-00000001","state":"Up","dialplan":{"context":"default","exten":"s","priority":1,"app_name":"Stasis","app_data":"convoice,conf-late"}},"application":"convoice"}`))
@@ -388,7 +291,7 @@ func TestReliability_GivenOriginateThatTimesOut_WhenTheCallShowsUpLater_ThenItIs
 	if n := f.count("POST", "/bridges/conf-late/addChannel"); n != 0 {
 		t.Fatalf("the late call was put into the conference")
 	}
-	for _, e := range rec.of("leg-late") {
+	for _, e := range rec.Of("leg-late") {
 		if e.Type == pbx.EventConnected || e.Type == pbx.EventRinging {
 			t.Fatalf("the late call was reported %s", e.Type)
 		}

@@ -3,19 +3,13 @@ package asterisk
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // ---- recorded fixtures ----
@@ -94,236 +88,14 @@ func (f fixture) responseAfter(t *testing.T, method, path string, tms float64) (
 	return 0, nil
 }
 
-// ---- a programmable fake ARI REST server ----
-
-type reqRecord struct {
-	Method, Path, Query, Body string
-}
-
-type fakeREST struct {
-	mu      sync.Mutex
-	routes  map[string]func(w http.ResponseWriter, r *http.Request)
-	reqs    []reqRecord
-	srv     *httptest.Server
-	blocked chan struct{} // when set, matching requests stall until closed
-}
-
-func newFakeREST(t *testing.T) *fakeREST {
-	f := &fakeREST{routes: map[string]func(http.ResponseWriter, *http.Request){}}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
-	return f
-}
-
-func (f *fakeREST) url() string { return f.srv.URL + "/ari" }
-
-// on answers "METHOD /path" (below /ari) with status and body.
-func (f *fakeREST) on(method, path string, status int, body string) {
-	f.handle(method, path, func(w http.ResponseWriter, r *http.Request) {
-		if body != "" {
-			w.Header().Set("Content-Type", "application/json")
-		}
-		w.WriteHeader(status)
-		io.WriteString(w, body)
-	})
-}
-
-func (f *fakeREST) handle(method, path string, h func(http.ResponseWriter, *http.Request)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.routes[method+" "+path] = h
-}
-
-func (f *fakeREST) serve(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	path := strings.TrimPrefix(r.URL.EscapedPath(), "/ari")
-	f.mu.Lock()
-	f.reqs = append(f.reqs, reqRecord{r.Method, path, r.URL.RawQuery, string(body)})
-	h := f.routes[r.Method+" "+path]
-	f.mu.Unlock()
-	if path == "/events" {
-		if r.URL.Query().Get("api_key") != "convoice:s3cret" {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-	} else if u, p, ok := r.BasicAuth(); !ok || u != "convoice" || p != "s3cret" {
-		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"message": "Authentication required"}`)
-		return
-	}
-	if h == nil {
-		// Asterisk's default for the calls a test does not care about.
-		switch {
-		case r.Method == http.MethodPost && strings.HasSuffix(path, "/addChannel"),
-			r.Method == http.MethodPost && strings.HasSuffix(path, "/variable"),
-			r.Method == http.MethodDelete:
-			w.WriteHeader(http.StatusNoContent)
-		default:
-			w.WriteHeader(http.StatusNotFound)
-			io.WriteString(w, `{"message": "Resource not found"}`)
-		}
-		return
-	}
-	h(w, r)
-}
-
-func (f *fakeREST) requests() []reqRecord {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]reqRecord(nil), f.reqs...)
-}
-
-// count of requests with this method and path.
-func (f *fakeREST) count(method, path string) int {
-	n := 0
-	for _, r := range f.requests() {
-		if r.Method == method && r.Path == path {
-			n++
-		}
-	}
-	return n
-}
-
-// ---- event recorder ----
-
-type recorder struct {
-	mu     sync.Mutex
-	events []pbx.Event
-	notify chan struct{}
-	block  chan struct{} // when not nil, HandleEvent waits on it
-}
-
-func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} }
-
-func (r *recorder) HandleEvent(e pbx.Event) {
-	r.mu.Lock()
-	block := r.block
-	r.mu.Unlock()
-	if block != nil {
-		<-block
-	}
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-	select {
-	case r.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (r *recorder) all() []pbx.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]pbx.Event(nil), r.events...)
-}
-
-// of gives the events of one leg, in order.
-func (r *recorder) of(leg string) []pbx.Event {
-	var out []pbx.Event
-	for _, e := range r.all() {
-		if e.LegID == leg {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (r *recorder) types(leg string) []pbx.EventType {
-	var out []pbx.EventType
-	for _, e := range r.of(leg) {
-		out = append(out, e.Type)
-	}
-	return out
-}
-
-// waitFor waits (generously) until pred holds for the recorded events.
-func (r *recorder) waitFor(t *testing.T, what string, pred func([]pbx.Event) bool) []pbx.Event {
-	t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		evs := r.all()
-		if pred(evs) {
-			return evs
-		}
-		select {
-		case <-r.notify:
-		case <-time.After(50 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s; events so far:\n%s", what, dump(evs))
-		}
-	}
-}
-
-// waitEvent waits for an event of this type for this leg ("" = link events).
-func (r *recorder) waitEvent(t *testing.T, leg string, typ pbx.EventType) pbx.Event {
-	t.Helper()
-	var found pbx.Event
-	r.waitFor(t, fmt.Sprintf("%s %s", leg, typ), func(evs []pbx.Event) bool {
-		for _, e := range evs {
-			if e.LegID == leg && e.Type == typ {
-				found = e
-				return true
-			}
-		}
-		return false
-	})
-	return found
-}
-
-func countType(evs []pbx.Event, leg string, typ pbx.EventType) int {
-	n := 0
-	for _, e := range evs {
-		if e.LegID == leg && e.Type == typ {
-			n++
-		}
-	}
-	return n
-}
-
-func dump(evs []pbx.Event) string {
-	var b strings.Builder
-	for _, e := range evs {
-		fmt.Fprintf(&b, "  %s leg=%s conf=%s cause=%d %q reason=%q\n", e.Type, e.LegID, e.ConferenceID, e.Cause, e.CauseText, e.Reason)
-	}
-	return b.String()
-}
-
 // ---- a driver without a websocket: workers and resync loop only ----
-
-// testLogger logs through t.Log until the test ends; goroutines of the
-// driver or the emulator that log after that are silenced (t.Log after the
-// end panics).
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
 
 // newOfflineDriver gives a driver whose REST goes to f and whose event
 // workers run, without a websocket: tests feed frames to dispatch.
-func newOfflineDriver(t *testing.T, f *fakeREST, mod func(*Config)) (*Driver, *recorder) {
+func newOfflineDriver(t *testing.T, f *fakeREST, mod func(*Config)) (*Driver, *pbxtest.Recorder) {
 	t.Helper()
 	cfg := Config{URL: f.url(), User: "convoice", Password: "s3cret", App: "convoice",
-		RequestTimeout: 2 * time.Second, Logger: testLogger(t)}
+		RequestTimeout: 2 * time.Second, Logger: pbxtest.Logger(t)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -331,7 +103,7 @@ func newOfflineDriver(t *testing.T, f *fakeREST, mod func(*Config)) (*Driver, *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := newRecorder()
+	rec := pbxtest.NewRecorder()
 	var h pbx.Handler = rec
 	d.handler.Store(&h)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -349,26 +121,4 @@ func (d *Driver) dialedForTest(legID, confID string) {
 	if d.confs[confID] == nil {
 		d.confs[confID] = &conf{id: confID}
 	}
-}
-
-// lockedBuffer is a strings.Builder safe for the driver's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newTextLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -15,61 +15,28 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
 var errReplaced = errors.New("ARI application replaced by another websocket (another convoice with the same app name?)")
 
 // Run connects, keeps the event websocket up and delivers events to h until
 // ctx is done; it then returns nil. It never blocks start-up on Asterisk:
-// while Asterisk is down Run keeps retrying (backoff capped at MaxBackoff)
+// while Asterisk is down Run keeps retrying (backoff capped at link.MaxBackoff)
 // and Status says why it is not ready. Handler calls come from several
 // goroutines (one per shard, plus link events); the events of one leg are
 // always delivered in order from one goroutine.
 func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
-	if h == nil {
-		return errors.New("asterisk: Run needs a handler")
-	}
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("asterisk: Run is already running")
-	}
-	defer d.running.Store(false)
-	d.handler.Store(&h)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	d.runShards(ctx)
-	go d.resyncLoop(ctx)
-	go d.gcLoop(ctx)
-
-	d.setStatus(false, "connecting")
-	backoff := pbx.Backoff{Max: MaxBackoff}
-	connects := 0
-	lastFailure := ""
-	for ctx.Err() == nil {
-		up, err := d.session(ctx, connects)
-		if up {
-			connects++
-			backoff.Reset()
-			lastFailure = ""
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		if err != nil && !up {
-			// Warn once per kind of failure, not every few seconds
-			// while Asterisk is down.
-			if msg := describe(err); msg != lastFailure {
-				d.log.Warn("ARI connection attempt failed; retrying", "err", msg)
-				lastFailure = msg
-			} else {
-				d.log.Debug("ARI connection attempt failed; retrying", "err", msg)
-			}
-		}
-		if !backoff.Wait(ctx) {
-			break
-		}
-	}
-	d.setStatus(false, "stopped")
-	return nil
+	return d.health.HoldRun("asterisk", h, func() {
+		d.handler.Store(&h)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		d.runShards(ctx)
+		go d.resyncLoop(ctx)
+		go link.Sweep(ctx, d.forgetOld)
+		link.Keeper{State: d.health, Log: d.log,
+			Failed: "ARI connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
+	})
 }
 
 // session is one life of the event connection: preflight, websocket,
@@ -78,12 +45,12 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 func (d *Driver) session(ctx context.Context, connects int) (up bool, err error) {
 	startup, err := d.preflight(ctx)
 	if err != nil {
-		d.setStatus(false, describe(err))
+		d.health.Set(false, describe(err))
 		return false, err
 	}
 	ws, lc, err := d.dialWS(ctx)
 	if err != nil {
-		d.setStatus(false, "websocket: "+describe(err))
+		d.health.Set(false, "websocket: "+describe(err))
 		return false, err
 	}
 	defer lc.Close()
@@ -110,22 +77,22 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 	err = d.resync(rctx, true, startup)
 	cancel()
 	if err != nil {
-		d.setStatus(false, "resync after connect failed: "+describe(err))
+		d.health.Set(false, "resync after connect failed: "+describe(err))
 		return false, fmt.Errorf("resync after connect: %w", err)
 	}
 	select {
 	case err := <-readerDone:
-		d.setStatus(false, "websocket closed during resync: "+describe(err))
+		d.health.Set(false, "websocket closed during resync: "+describe(err))
 		return false, err
 	default:
 	}
 
 	reason := "connected"
 	if connects > 0 {
-		d.reconnects.Add(1)
+		d.health.Reconnected()
 		reason = "reconnected"
 	}
-	d.setStatus(true, "connected to "+d.cfg.URL)
+	d.health.Set(true, "connected to "+d.cfg.URL)
 	d.log.Info("ARI event link up", "reason", reason)
 	d.emit(pbx.Event{Type: pbx.EventLinkUp, Reason: reason})
 
@@ -134,7 +101,7 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 	if ctx.Err() != nil {
 		return true, nil
 	}
-	d.setStatus(false, "link down: "+why)
+	d.health.Set(false, "link down: "+why)
 	d.log.Warn("ARI event link down", "reason", why)
 	d.emit(pbx.Event{Type: pbx.EventLinkDown, Reason: why})
 	return true, nil
@@ -192,37 +159,6 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// liveConn wraps the websocket's TCP connection and notes when bytes last
-// arrived: a pong or any event proves the peer is alive. x/net/websocket
-// answers the server's pings itself but swallows the pongs to ours, so
-// this is where they become visible.
-type liveConn struct {
-	net.Conn
-	origin   time.Time
-	lastRead atomic.Int64 // ns since origin (monotonic)
-	closed   atomic.Bool
-}
-
-func (c *liveConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.lastRead.Store(int64(time.Since(c.origin)))
-	}
-	return n, err
-}
-
-func (c *liveConn) Close() error {
-	if c.closed.Swap(true) {
-		return nil
-	}
-	return c.Conn.Close()
-}
-
-// readSince reports whether bytes arrived at or after t.
-func (c *liveConn) readSince(t time.Duration) bool { return time.Duration(c.lastRead.Load()) >= t }
-
-func (c *liveConn) now() time.Duration { return time.Since(c.origin) }
-
 // wsURL is the events URL with the credentials in api_key: never log it.
 func (d *Driver) wsURL() string {
 	u := d.cfg.URL
@@ -237,9 +173,11 @@ func (d *Driver) wsURL() string {
 }
 
 // dialWS opens the events websocket with a bounded handshake. The TCP
-// connection is dialed here (not by websocket.DialConfig) so that liveConn
-// sees every byte read.
-func (d *Driver) dialWS(ctx context.Context) (*websocket.Conn, *liveConn, error) {
+// connection is dialed here (not by websocket.DialConfig) so that the
+// watchdog sees every byte read: x/net/websocket answers the server's
+// pings itself but swallows the pongs to ours, so this is where they
+// become visible.
+func (d *Driver) dialWS(ctx context.Context) (*websocket.Conn, *link.Conn, error) {
 	cfg, err := websocket.NewConfig(d.wsURL(), d.cfg.URL)
 	if err != nil {
 		return nil, nil, errors.New("bad websocket URL")
@@ -265,7 +203,7 @@ func (d *Driver) dialWS(ctx context.Context) (*websocket.Conn, *liveConn, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	lc := &liveConn{Conn: raw, origin: time.Now()}
+	lc := link.Watch(raw)
 	_ = raw.SetDeadline(time.Now().Add(d.cfg.RequestTimeout))
 	ws, err := websocket.NewClient(cfg, lc)
 	if err != nil {
@@ -283,15 +221,15 @@ func (d *Driver) dialWS(ctx context.Context) (*websocket.Conn, *liveConn, error)
 
 // supervise pings until the connection ends, ctx is done, or two rounds in
 // a row go unanswered. It returns why the link ended.
-func (d *Driver) supervise(ctx context.Context, ws *websocket.Conn, lc *liveConn, readerDone <-chan error) string {
+func (d *Driver) supervise(ctx context.Context, ws *websocket.Conn, lc *link.Conn, readerDone <-chan error) string {
 	interval := d.cfg.PingInterval
 	restTimeout := min(interval, d.cfg.RequestTimeout)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 
 	type round struct {
-		sent     time.Duration
-		sentWall time.Time
+		sent     time.Duration // on lc's clock
+		restSent time.Duration // on the REST client's clock
 		restOK   atomic.Bool
 	}
 	var pending *round
@@ -308,13 +246,13 @@ func (d *Driver) supervise(ctx context.Context, ws *websocket.Conn, lc *liveConn
 		case <-tick.C:
 		}
 		if pending != nil {
-			wsOK := lc.readSince(pending.sent)
+			wsOK := lc.Since(pending.sent)
 			// REST lives if the ping was answered, or if any other
 			// request was: a busy Asterisk may answer the ping late.
-			restOK := pending.restOK.Load() || d.rest.answeredSince(pending.sentWall)
+			restOK := pending.restOK.Load() || d.rest.answers.Since(pending.restSent)
 			if wsOK && restOK {
 				if misses > 0 {
-					d.setStatus(true, "connected to "+d.cfg.URL)
+					d.health.Set(true, "connected to "+d.cfg.URL)
 					d.log.Info("ARI answers pings again")
 				}
 				misses = 0
@@ -330,11 +268,11 @@ func (d *Driver) supervise(ctx context.Context, ws *websocket.Conn, lc *liveConn
 					d.stats.halfOpen.Add(1)
 					return why + " (half-open connection)"
 				}
-				d.setStatus(false, why)
+				d.health.Set(false, why)
 				d.log.Warn("ARI ping unanswered", "what", what)
 			}
 		}
-		r := &round{sent: lc.now(), sentWall: time.Now()}
+		r := &round{sent: lc.Now(), restSent: d.rest.answers.Now()}
 		pending = r
 		_ = lc.SetWriteDeadline(time.Now().Add(interval))
 		if _, err := ws.Write([]byte("convoice")); err != nil {
@@ -364,30 +302,17 @@ func (d *Driver) resyncLoop(ctx context.Context) {
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
-		if ok, _ := d.isReady(); ok {
+		if ok, _ := d.health.Ready(); ok {
 			rctx, cancel := context.WithTimeout(ctx, 4*d.cfg.RequestTimeout)
 			if err := d.resync(rctx, false, ""); err != nil {
 				d.log.Warn("resync after lost events failed", "err", err)
 			}
 			cancel()
 		}
-		if n := d.lost.Load(); n > reported {
+		if n := d.health.LostEvents(); n > reported {
 			d.emit(pbx.Event{Type: pbx.EventLost,
 				Reason: fmt.Sprintf("%d ARI event(s) dropped or undecodable", n-reported)})
 			reported = n
-		}
-	}
-}
-
-func (d *Driver) gcLoop(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.forgetOld(10 * time.Minute)
 		}
 	}
 }

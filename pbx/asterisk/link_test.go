@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // wsFake adds an events websocket to a fakeREST: tests push frames, drop
@@ -81,14 +82,14 @@ func (f *wsFake) send(t *testing.T, frame []byte) {
 	}
 }
 
-func runOnFake(t *testing.T, f *wsFake, ping time.Duration) (*Driver, *recorder) {
+func runOnFake(t *testing.T, f *wsFake, ping time.Duration) (*Driver, *pbxtest.Recorder) {
 	t.Helper()
 	d, err := New(Config{URL: f.url(), User: "convoice", Password: "s3cret", RequestTimeout: time.Second,
-		PingInterval: ping, Logger: testLogger(t)})
+		PingInterval: ping, Logger: pbxtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := newRecorder()
+	rec := pbxtest.NewRecorder()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, rec) }()
@@ -100,7 +101,7 @@ func runOnFake(t *testing.T, f *wsFake, ping time.Duration) (*Driver, *recorder)
 			t.Error("Run did not return")
 		}
 	})
-	rec.waitEvent(t, "", pbx.EventLinkUp)
+	rec.WaitEvent(t, "", pbx.EventLinkUp)
 	return d, rec
 }
 
@@ -119,14 +120,14 @@ func TestLink_givenWebsocket_whenDropped_thenLinkDownReconnectLinkUp(t *testing.
 	for _, fr := range loadFixture(t, "c_originate_noanswer_timeout.json").frames() {
 		f.send(t, fr)
 	}
-	if e := rec.waitEvent(t, "1795756090.3", pbx.EventEnded); e.Cause != 19 {
+	if e := rec.WaitEvent(t, "1795756090.3", pbx.EventEnded); e.Cause != 19 {
 		t.Fatalf("ended %+v", e)
 	}
 	// The server ends the websocket (the driver treats a close frame
 	// and a bare TCP close alike: the read fails).
 	f.last().Close()
-	rec.waitEvent(t, "", pbx.EventLinkDown)
-	rec.waitFor(t, "link up again", func(evs []pbx.Event) bool { return countType(evs, "", pbx.EventLinkUp) == 2 })
+	rec.WaitEvent(t, "", pbx.EventLinkDown)
+	rec.WaitFor(t, "link up again", func(evs []pbx.Event) bool { return pbxtest.CountType(evs, "", pbx.EventLinkUp) == 2 })
 	if st := d.Status(); !st.Ready || st.Reconnects != 1 {
 		t.Fatalf("status %+v, want ready with 1 reconnect", st)
 	}
@@ -153,7 +154,7 @@ func TestLink_givenHalfOpen_thenNotReadyThenLinkDownWithinBound(t *testing.T) {
 	})
 	f.goDeaf()
 	start := time.Now()
-	e := rec.waitEvent(t, "", pbx.EventLinkDown)
+	e := rec.WaitEvent(t, "", pbx.EventLinkDown)
 	took := time.Since(start)
 	if !strings.Contains(e.Reason, "half-open") {
 		t.Errorf("reason %q", e.Reason)
@@ -176,7 +177,7 @@ func TestLink_givenDeadWebsocketButLiveREST_thenDetected(t *testing.T) {
 	const ping = 200 * time.Millisecond
 	_, rec := runOnFake(t, f, ping)
 	f.goDeaf()
-	e := rec.waitEvent(t, "", pbx.EventLinkDown)
+	e := rec.WaitEvent(t, "", pbx.EventLinkDown)
 	if !strings.Contains(e.Reason, "websocket ping") {
 		t.Errorf("reason %q", e.Reason)
 	}

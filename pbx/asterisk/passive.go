@@ -2,14 +2,9 @@ package asterisk
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
-
-	"github.com/convoice/convoice/pbx"
 )
-
-var _ pbx.Passive = (*Driver)(nil)
 
 // RunPassive serves commands without the event websocket (another convoice
 // replica holds it) until ctx is done. Readiness comes from GET
@@ -23,11 +18,12 @@ var _ pbx.Passive = (*Driver)(nil)
 // flight: without events nothing would ever end them, and the owner's
 // driver is the one that tracks the calls.
 func (d *Driver) RunPassive(ctx context.Context) error {
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("asterisk: Run or RunPassive is already running")
-	}
-	defer d.running.Store(false)
-	d.setStatus(false, "probing (passive: another replica holds the event link)")
+	return d.health.HoldPassive("asterisk", func() { d.probeLoop(ctx) })
+}
+
+// probeLoop probes every PingInterval until ctx is done.
+func (d *Driver) probeLoop(ctx context.Context) {
+	d.health.Set(false, "probing (passive: another replica holds the event link)")
 	t := time.NewTicker(d.cfg.PingInterval)
 	defer t.Stop()
 	for {
@@ -35,8 +31,8 @@ func (d *Driver) RunPassive(ctx context.Context) error {
 		d.forgetPassive()
 		select {
 		case <-ctx.Done():
-			d.setStatus(false, "stopped")
-			return nil
+			d.health.Set(false, "stopped")
+			return
 		case <-t.C:
 		}
 	}
@@ -51,10 +47,10 @@ func (d *Driver) probe(ctx context.Context) {
 		return
 	}
 	if err != nil {
-		d.setStatus(false, "passive: ping: "+describe(err))
+		d.health.Set(false, "passive: ping: "+describe(err))
 		return
 	}
-	d.setStatus(true, "passive: ARI answers pings (another replica holds the event link)")
+	d.health.Set(true, "passive: ARI answers pings (another replica holds the event link)")
 }
 
 // forgetPassive drops what the driver remembered of requests that are

@@ -10,10 +10,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
 // APIError is a failed ARI request. It keeps what the ari library loses: the
@@ -62,17 +62,10 @@ type restClient struct {
 	timeout  time.Duration
 	http     *http.Client
 
-	// origin and lastAnswer (ns since origin) tell when a booted Asterisk
-	// last answered any request: under load the supervisor's own ping may
-	// wait behind other requests that are being answered.
-	origin     time.Time
-	lastAnswer atomic.Int64
-}
-
-// answeredSince reports whether any request got an answer from a booted
-// Asterisk at or after t.
-func (c *restClient) answeredSince(t time.Time) bool {
-	return time.Duration(c.lastAnswer.Load()) >= t.Sub(c.origin)
+	// answers notes when a booted Asterisk last answered any request:
+	// under load the supervisor's own ping may wait behind other requests
+	// that are being answered.
+	answers *link.Clock
 }
 
 // maxRESTConns bounds the REST connections to one Asterisk.
@@ -96,8 +89,8 @@ func newRESTClient(base, user, password string, timeout time.Duration) *restClie
 		timeout:  timeout,
 		// No Client.Timeout: every request carries a context deadline
 		// (the caller's, bounded by timeout).
-		http:   &http.Client{Transport: tr},
-		origin: time.Now(),
+		http:    &http.Client{Transport: tr},
+		answers: link.NewClock(),
 	}
 }
 
@@ -145,7 +138,7 @@ func (c *restClient) doTimeout(ctx context.Context, timeout time.Duration, metho
 	}
 	defer resp.Body.Close()
 	if st := resp.StatusCode; st != http.StatusUnauthorized && st != http.StatusForbidden && st < 502 {
-		c.lastAnswer.Store(int64(time.Since(c.origin)))
+		c.answers.Note()
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {

@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
-func readyForTest(d *Driver) { d.setStatus(true, "test") }
+func readyForTest(d *Driver) { d.health.Set(true, "test") }
 
 func dialReq(leg, number string) pbx.DialRequest {
 	return pbx.DialRequest{LegID: leg, ConferenceID: "conf-1", Number: number,
@@ -133,7 +134,7 @@ func TestGivenNothingListens_whenDial_thenUnavailable(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	d, err := New(Config{URL: "http://" + addr + "/ari", User: "u", Password: "p", Logger: testLogger(t)})
+	d, err := New(Config{URL: "http://" + addr + "/ari", User: "u", Password: "p", Logger: pbxtest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,29 +281,20 @@ func contains(xs []string, s string) bool {
 // logs or reports contains the password.
 func TestGivenBadCredentials_thenStatusSaysSoAndPasswordNeverShows(t *testing.T) {
 	f := newFakeREST(t)
-	var logs lockedBuffer
+	var logs pbxtest.LockedBuffer
 	d, err := New(Config{URL: f.url(), User: "convoice", Password: "wrong-pass-XYZ", App: "convoice",
-		Logger: newTextLogger(&logs)})
+		Logger: pbxtest.TextLogger(&logs)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, newRecorder()) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(d.Status().Detail, "credentials rejected") {
-		if time.Now().After(deadline) {
-			t.Fatalf("status %+v", d.Status())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	stop := pbxtest.Run(t, d, pbxtest.NewRecorder())
+	pbxtest.Eventually(t, "status says credentials rejected", func() bool {
+		return strings.Contains(d.Status().Detail, "credentials rejected")
+	})
 	if d.Status().Ready {
 		t.Fatal("ready with bad credentials")
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run returned %v on cancel", err)
-	}
+	stop()
 	if strings.Contains(logs.String(), "wrong-pass-XYZ") || strings.Contains(d.Status().Detail, "wrong-pass-XYZ") {
 		t.Fatalf("password leaked:\n%s", logs.String())
 	}

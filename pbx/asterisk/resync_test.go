@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // serveRecordedState makes the fake answer the resync reads with what the
@@ -89,17 +90,17 @@ func TestGivenRecordingM_whenResyncAfterReconnect_thenLegsGoneInTheGapEndedNoRes
 		t.Fatal(err)
 	}
 	for _, leg := range []string{"lab-chan-m-0200", "lab-chan-m-0111"} {
-		e := rec.waitEvent(t, leg, pbx.EventEnded)
+		e := rec.WaitEvent(t, leg, pbx.EventEnded)
 		if e.Cause != 0 || e.Reason == "" {
 			t.Errorf("%s: ended cause %d reason %q", leg, e.Cause, e.Reason)
 		}
 	}
-	evs := rec.all()
-	if n := countType(evs, "", pbx.EventPBXRestarted); n != 0 {
-		t.Fatalf("a websocket drop was taken for a restart:\n%s", dump(evs))
+	evs := rec.All()
+	if n := pbxtest.CountType(evs, "", pbx.EventPBXRestarted); n != 0 {
+		t.Fatalf("a websocket drop was taken for a restart:\n%s", pbxtest.Dump(evs))
 	}
-	if len(rec.of("lab-chan-m-0101")) != 0 {
-		t.Fatalf("the bridged leg got events:\n%s", dump(evs))
+	if len(rec.Of("lab-chan-m-0101")) != 0 {
+		t.Fatalf("the bridged leg got events:\n%s", pbxtest.Dump(evs))
 	}
 	for _, r := range f.requests() {
 		if strings.HasSuffix(r.Path, "/addChannel") {
@@ -138,11 +139,11 @@ func TestGivenLegAnsweredWhileBlind_whenResync_thenAddedToBridgeAndConnected(t *
 			t.Fatal(err)
 		}
 	}
-	e := rec.waitEvent(t, "lab-chan-l-0111", pbx.EventConnected)
+	e := rec.WaitEvent(t, "lab-chan-l-0111", pbx.EventConnected)
 	if e.ConferenceID != "lab-bridge-l" || !strings.Contains(e.Reason, "while the event link was down") {
 		t.Errorf("connected %+v", e)
 	}
-	if n := countType(rec.all(), "lab-chan-l-0111", pbx.EventConnected); n != 1 {
+	if n := pbxtest.CountType(rec.All(), "lab-chan-l-0111", pbx.EventConnected); n != 1 {
 		t.Errorf("connected reported %d times", n)
 	}
 	var adds []string
@@ -154,8 +155,8 @@ func TestGivenLegAnsweredWhileBlind_whenResync_thenAddedToBridgeAndConnected(t *
 	if len(adds) < 1 || adds[0] != "/bridges/lab-bridge-l/addChannel?channel=lab-chan-l-0111" {
 		t.Fatalf("addChannel requests %v", adds)
 	}
-	if len(rec.of("lab-chan-l-0101"))+len(rec.of("lab-chan-l-0480")) != 0 {
-		t.Errorf("untouched legs got events:\n%s", dump(rec.all()))
+	if len(rec.Of("lab-chan-l-0101"))+len(rec.Of("lab-chan-l-0480")) != 0 {
+		t.Errorf("untouched legs got events:\n%s", pbxtest.Dump(rec.All()))
 	}
 	if d.Stats().BridgeFixes < 1 {
 		t.Errorf("bridge fix not counted")
@@ -182,7 +183,7 @@ func TestGivenRecordingF_whenReconnectAfterRestart_thenPBXRestarted(t *testing.T
 			if err := d.resync(context.Background(), true, tc.startup); err != nil {
 				t.Fatal(err)
 			}
-			e := rec.waitEvent(t, "", pbx.EventPBXRestarted)
+			e := rec.WaitEvent(t, "", pbx.EventPBXRestarted)
 			if e.Reason == "" {
 				t.Error("no reason")
 			}
@@ -190,7 +191,7 @@ func TestGivenRecordingF_whenReconnectAfterRestart_thenPBXRestarted(t *testing.T
 			if err := d.resync(context.Background(), true, tc.startup); err != nil {
 				t.Fatal(err)
 			}
-			if n := countType(rec.all(), "", pbx.EventPBXRestarted); n != 1 {
+			if n := pbxtest.CountType(rec.All(), "", pbx.EventPBXRestarted); n != 1 {
 				t.Fatalf("restarted reported %d times", n)
 			}
 		})
@@ -206,8 +207,8 @@ func TestGivenNothingKnown_whenFirstConnect_thenNoRestart(t *testing.T) {
 	if err := d.resync(context.Background(), true, "2026-11-27T05:08:49.108+0000"); err != nil {
 		t.Fatal(err)
 	}
-	if evs := rec.all(); len(evs) != 0 {
-		t.Fatalf("events on a first connect:\n%s", dump(evs))
+	if evs := rec.All(); len(evs) != 0 {
+		t.Fatalf("events on a first connect:\n%s", pbxtest.Dump(evs))
 	}
 	if d.startupTime != "2026-11-27T05:08:49.108+0000" {
 		t.Fatalf("startup time not kept")

@@ -12,10 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fiorix/go-eventsocket/eventsocket"
+
+	"github.com/convoice/convoice/pbx/link"
 )
 
 // Limits on what we accept from the server. FreeSWITCH itself refuses
@@ -176,7 +177,10 @@ func decodeEvent(f frame) (*eventsocket.Event, error) {
 // lock with a deadline, every request bounded by a timeout, and any
 // protocol surprise turned into an error for the supervisor.
 type eslConn struct {
-	nc      net.Conn
+	// nc notes when bytes last arrived: a server that keeps sending is
+	// alive even when the answer to a command is queued behind a burst of
+	// events.
+	nc      *link.Conn
 	br      *bufio.Reader
 	timeout time.Duration
 	onEvent func(*eventsocket.Event)
@@ -185,39 +189,17 @@ type eslConn struct {
 	wmu     sync.Mutex // serialises writes and the order of pending replies
 	pending []pendingReply
 
-	// origin and lastRead (ns since origin) tell when bytes last arrived:
-	// a server that keeps sending is alive even when the answer to a
-	// command is queued behind a burst of events.
-	origin   time.Time
-	lastRead atomic.Int64
-
 	done    chan struct{}
 	errOnce sync.Once
 	err     error
 }
 
 // pendingReply is a command waiting for its reply, with when it was sent
-// (since origin).
+// (on the connection's clock).
 type pendingReply struct {
 	ch   chan frame
 	sent time.Duration
 }
-
-// liveReader notes when bytes arrive on the connection.
-type liveReader struct{ c *eslConn }
-
-func (r liveReader) Read(p []byte) (int, error) {
-	n, err := r.c.nc.Read(p)
-	if n > 0 {
-		r.c.lastRead.Store(int64(time.Since(r.c.origin)))
-	}
-	return n, err
-}
-
-func (c *eslConn) now() time.Duration { return time.Since(c.origin) }
-
-// readSince reports whether bytes arrived at or after t (since origin).
-func (c *eslConn) readSince(t time.Duration) bool { return time.Duration(c.lastRead.Load()) >= t }
 
 // oldestWait is how long the oldest command still waiting for its reply
 // has waited (0: none waits).
@@ -227,19 +209,19 @@ func (c *eslConn) oldestWait() time.Duration {
 	if len(c.pending) == 0 {
 		return 0
 	}
-	return c.now() - c.pending[0].sent
+	return c.nc.Now() - c.pending[0].sent
 }
 
 // dial connects and authenticates. The password is only written to the
 // socket, never logged or put in an error.
 func dial(ctx context.Context, addr, password string, timeout time.Duration) (*eslConn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &eslConn{nc: nc, timeout: timeout, done: make(chan struct{}), origin: time.Now()}
-	c.br = bufio.NewReader(liveReader{c})
+	nc := link.Watch(raw)
+	c := &eslConn{nc: nc, br: bufio.NewReader(nc), timeout: timeout, done: make(chan struct{})}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
 	defer stop()
 	_ = nc.SetDeadline(time.Now().Add(timeout))
@@ -378,7 +360,7 @@ func (c *eslConn) request(ctx context.Context, cmd string) (frame, error) {
 		return frame{}, fmt.Errorf("%w: %w", errUnsent, c.err)
 	default:
 	}
-	sent := c.now()
+	sent := c.nc.Now()
 	c.pending = append(c.pending, pendingReply{ch: w, sent: sent})
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
 	_, err := io.WriteString(c.nc, cmd+"\n\n")
@@ -398,7 +380,7 @@ func (c *eslConn) request(ctx context.Context, cmd string) (frame, error) {
 	case <-ctx.Done():
 		return frame{}, ctx.Err()
 	case <-t.C:
-		if c.readSince(sent) {
+		if c.nc.Since(sent) {
 			// Frames keep coming: FreeSWITCH lives and the answer is
 			// queued behind them (a burst of events). The caller gets
 			// its timeout; the connection stays, the late answer is
@@ -421,7 +403,7 @@ func (c *eslConn) close() {
 	}
 	w := make(chan frame, 1)
 	c.wmu.Lock()
-	c.pending = append(c.pending, pendingReply{ch: w, sent: c.now()})
+	c.pending = append(c.pending, pendingReply{ch: w, sent: c.nc.Now()})
 	_ = c.nc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	_, err := io.WriteString(c.nc, "exit\n\n")
 	c.wmu.Unlock()

@@ -1,5 +1,5 @@
-// Package freeswitch is the pbx.Driver for FreeSWITCH, over the inbound
-// event socket (mod_event_socket).
+// Package freeswitch is the pbx.Driver for FreeSWITCH over the inbound event socket: framing, commands, event mapping.
+// Never the Asterisk driver, an emulator or the controller; supervision shared with Asterisk is in pbx/link.
 //
 // A conference is a mod_conference room named by our conference id, made by
 // the first leg that joins it; a leg is "bgapi originate" with our leg id as

@@ -5,137 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/fiorix/go-eventsocket/eventsocket"
-
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
-
-// Defaults applied by New to zero Config fields.
-const (
-	DefaultAddr           = "127.0.0.1:8021"
-	DefaultProfile        = "default"
-	DefaultNode           = "convoice"
-	DefaultRingTimeout    = 30 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultPingInterval   = 2 * time.Second
-	// MaxBackoff caps the wait between reconnection attempts.
-	MaxBackoff = 5 * time.Second
-	// stallFactor×RequestTimeout is how long a command may wait for its
-	// reply behind a stream of events before the server counts as wedged.
-	stallFactor = 5
-	// maxQueue bounds the events waiting for the handler; past it events
-	// are dropped and counted (FreeSWITCH's own listener queue is 100000).
-	maxQueue = 100000
-)
-
-// Config configures one FreeSWITCH node.
-type Config struct {
-	// Addr is mod_event_socket's host:port (default 127.0.0.1:8021).
-	Addr string
-	// Password is event_socket.conf.xml's password. Never logged.
-	Password string
-	// Profile is the mod_conference profile of our rooms
-	// (&conference(<id>@<profile>)); default "default". A profile used by
-	// convoice alone keeps other rooms' events off our socket.
-	Profile string
-	// Node tags our calls (channel variable convoice_node); the event
-	// filter lets through only channels with this tag, our rooms' events
-	// and background jobs. Convoice instances sharing one FreeSWITCH
-	// should use different tags. Default "convoice".
-	Node string
-	// Routes turn a number into a dial string ("sofia/gateway/pbx/{e164}").
-	// Required; Asterisk dial strings (PJSIP/…) are refused.
-	Routes pbx.Routes
-	// RingTimeout is originate_timeout (whole seconds, rounded up) when
-	// the DialRequest gives none. Default 30 s.
-	RingTimeout time.Duration
-	// RequestTimeout bounds the connection, the login and every command.
-	// A command without an answer in time closes the connection: the
-	// server is considered hung. Default 5 s.
-	RequestTimeout time.Duration
-	// PingInterval is how often an idle connection is checked
-	// ("api status"). Default 2 s.
-	PingInterval time.Duration
-	// Logger receives the driver's logs; nil means slog.Default().
-	Logger *slog.Logger
-}
-
-// safeWord is what may go into a dial string or a conference name
-// unquoted: no spaces, commas, braces, quotes, '@', '&' or parentheses.
-var safeWord = regexp.MustCompile(`^[A-Za-z0-9._:+-]{1,128}$`)
-
-func (c Config) withDefaults() (Config, error) {
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
-	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return c, fmt.Errorf("freeswitch: event-socket address %q: %v", c.Addr, err)
-	}
-	if c.Password == "" {
-		return c, errors.New("freeswitch: the event-socket password is required")
-	}
-	if c.Profile == "" {
-		c.Profile = DefaultProfile
-	}
-	if !safeWord.MatchString(c.Profile) {
-		return c, fmt.Errorf("freeswitch: conference profile %q: letters, digits and ._:+- only", c.Profile)
-	}
-	if c.Node == "" {
-		c.Node = DefaultNode
-	}
-	if !safeWord.MatchString(c.Node) {
-		return c, fmt.Errorf("freeswitch: node tag %q: letters, digits and ._:+- only", c.Node)
-	}
-	if c.Routes == nil {
-		return c, errors.New("freeswitch: dial routes are required (e.g. .*=sofia/gateway/pbx/{e164})")
-	}
-	for _, r := range c.Routes {
-		// An Asterisk channel technology can never work here (FreeSWITCH
-		// answers CHAN_NOT_IMPLEMENTED to every call): say so at start-up.
-		tech, _, _ := strings.Cut(r.Template, "/")
-		switch strings.ToUpper(tech) {
-		case "PJSIP", "SIP", "IAX2", "DAHDI", "LOCAL":
-			return c, fmt.Errorf("freeswitch: dial route %s=%s is an Asterisk dial string; FreeSWITCH needs e.g. sofia/gateway/<gateway>/{e164}",
-				r.Pattern, r.Template)
-		}
-	}
-	if c.RingTimeout <= 0 {
-		c.RingTimeout = DefaultRingTimeout
-	}
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = DefaultRequestTimeout
-	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = DefaultPingInterval
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return c, nil
-}
 
 // Driver is a pbx.Driver for one FreeSWITCH node over the event socket.
 type Driver struct {
 	cfg Config
 	log *slog.Logger
 
-	running atomic.Bool
-	conn    atomic.Pointer[eslConn]
+	conn atomic.Pointer[eslConn]
 
-	statusMu sync.Mutex
-	ready    bool
-	detail   string
-	since    time.Time
-
-	reconnects atomic.Int64
-	lost       atomic.Int64
+	health *link.State // ready, detail, reconnects, lost events
 
 	// The dispatcher: one goroutine applies FreeSWITCH events to the leg
 	// table and calls the handler, in arrival order. The queue is fed by
@@ -172,7 +58,10 @@ type leg struct {
 	endedAt   time.Time
 }
 
-var _ pbx.Driver = (*Driver)(nil)
+var (
+	_ pbx.Driver  = (*Driver)(nil)
+	_ pbx.Passive = (*Driver)(nil)
+)
 
 // New checks the configuration; Run connects.
 func New(cfg Config) (*Driver, error) {
@@ -181,77 +70,33 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	return &Driver{cfg: cfg, log: cfg.Logger, legs: map[string]*leg{}, qwake: make(chan struct{}, 1),
-		detail: "not started", since: time.Now()}, nil
+		health: link.NewState()}, nil
 }
 
 // Kind is "freeswitch".
 func (d *Driver) Kind() string { return "freeswitch" }
 
 // Status reports readiness without blocking.
-func (d *Driver) Status() pbx.Status {
-	d.statusMu.Lock()
-	defer d.statusMu.Unlock()
-	return pbx.Status{Ready: d.ready, Detail: d.detail, Since: d.since,
-		Reconnects: d.reconnects.Load(), LostEvents: d.lost.Load()}
-}
-
-func (d *Driver) setStatus(ready bool, detail string) {
-	d.statusMu.Lock()
-	defer d.statusMu.Unlock()
-	if ready != d.ready {
-		d.since = time.Now()
-	}
-	d.ready, d.detail = ready, detail
-}
+func (d *Driver) Status() pbx.Status { return d.health.Status() }
 
 // Run keeps the event connection up and delivers events to h until ctx
 // ends. While FreeSWITCH is down, refuses us or stops answering, Run
 // retries with backoff (capped at MaxBackoff) and Status says why.
 func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
-	if h == nil {
-		return errors.New("freeswitch: Run needs a handler")
-	}
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("freeswitch: Run is already running")
-	}
-	defer d.running.Store(false)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	dispatchDone := make(chan struct{})
-	go func() {
-		defer close(dispatchDone)
-		d.dispatch(ctx, h)
-	}()
-	go d.gcLoop(ctx)
-
-	d.setStatus(false, "connecting")
-	backoff := pbx.Backoff{Max: MaxBackoff}
-	lastFailure := ""
-	connects := 0
-	for ctx.Err() == nil {
-		up, err := d.session(ctx, connects)
-		if up {
-			connects++
-			backoff.Reset()
-			lastFailure = ""
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		if err != nil && !up {
-			if msg := err.Error(); msg != lastFailure {
-				d.log.Warn("event-socket connection attempt failed; retrying", "addr", d.cfg.Addr, "err", msg)
-				lastFailure = msg
-			}
-		}
-		if !backoff.Wait(ctx) {
-			break
-		}
-	}
-	d.setStatus(false, "stopped")
-	cancel()
-	<-dispatchDone
-	return nil
+	return d.health.HoldRun("freeswitch", h, func() {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		dispatchDone := make(chan struct{})
+		go func() {
+			defer close(dispatchDone)
+			d.dispatch(ctx, h)
+		}()
+		go link.Sweep(ctx, d.forgetOld)
+		link.Keeper{State: d.health, Log: d.log.With("addr", d.cfg.Addr),
+			Failed: "event-socket connection attempt failed; retrying", Describe: describe}.Keep(ctx, d.session)
+		cancel()
+		<-dispatchDone
+	})
 }
 
 // session is one life of the connection: login, subscription, resync,
@@ -259,14 +104,14 @@ func (d *Driver) Run(ctx context.Context, h pbx.Handler) error {
 func (d *Driver) session(ctx context.Context, connects int) (up bool, err error) {
 	c, err := dial(ctx, d.cfg.Addr, d.cfg.Password, d.cfg.RequestTimeout)
 	if err != nil {
-		d.setStatus(false, describe(err))
+		d.health.Set(false, describe(err))
 		return false, err
 	}
 	c.start(d.onEvent, d.onLost)
 	defer c.close()
 	if err := d.subscribe(ctx, c); err != nil {
 		c.fail(err)
-		d.setStatus(false, "subscribing to events: "+describe(err))
+		d.health.Set(false, "subscribing to events: "+describe(err))
 		return false, err
 	}
 	// Subscribe first, then read the state: nothing that happens between
@@ -274,48 +119,60 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 	snap, err := d.snapshotOn(ctx, c)
 	if err != nil {
 		c.fail(err)
-		d.setStatus(false, "resync: "+describe(err))
+		d.health.Set(false, "resync: "+describe(err))
 		return false, err
 	}
 	d.conn.Store(c)
 	defer d.conn.CompareAndSwap(c, nil)
 	if connects > 0 {
-		d.reconnects.Add(1)
+		d.health.Reconnected()
 	}
 	// The reconcile runs on the dispatcher, in order with the events that
 	// arrived since the subscription; link up follows it.
 	reconnect := connects > 0
 	d.enqueue(func() { d.reconcile(snap, reconnect) })
-	d.setStatus(true, "connected to "+d.cfg.Addr)
-	d.log.Info("event-socket link up", "addr", d.cfg.Addr, "reconnects", d.reconnects.Load())
+	d.health.Set(true, "connected to "+d.cfg.Addr)
+	d.log.Info("event-socket link up", "addr", d.cfg.Addr, "reconnects", d.health.Reconnects())
 	d.emitLink(pbx.Event{Type: pbx.EventLinkUp, Reason: "connected to " + d.cfg.Addr, At: time.Now()})
 
+	if err := d.keepAlive(ctx, c, nil); err == nil {
+		return true, nil
+	}
+	reason := describe(c.Err())
+	d.health.Set(false, reason)
+	d.log.Warn("event-socket link down", "addr", d.cfg.Addr, "reason", reason)
+	d.emitLink(pbx.Event{Type: pbx.EventLinkDown, Reason: reason, At: time.Now()})
+	return true, c.Err()
+}
+
+// keepAlive watches a live connection until ctx is done (nil) or the
+// connection ends (its error). Every PingInterval it calls tick (when not
+// nil) and asks "api status" unless a command is still waiting. A command
+// that gets no answer while nothing else arrives closes the connection
+// (see request), so a hung server is noticed within
+// PingInterval+RequestTimeout. One that keeps sending events but answers
+// no command for stallFactor×RequestTimeout is wedged too.
+func (d *Driver) keepAlive(ctx context.Context, c *eslConn, tick func()) error {
 	ping := time.NewTicker(d.cfg.PingInterval)
 	defer ping.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return true, nil
+			return nil
 		case <-c.done:
-			reason := describe(c.Err())
-			d.setStatus(false, reason)
-			d.log.Warn("event-socket link down", "addr", d.cfg.Addr, "reason", reason)
-			d.emitLink(pbx.Event{Type: pbx.EventLinkDown, Reason: reason, At: time.Now()})
-			return true, c.Err()
+			return c.Err()
 		case <-ping.C:
-			// A command that gets no answer while nothing else arrives
-			// closes the connection (see request), so a hung server is
-			// noticed within PingInterval+RequestTimeout. One that keeps
-			// sending events but answers no command for
-			// stallFactor×RequestTimeout is wedged too.
-			if w := c.oldestWait(); w > 0 {
-				if w > stallFactor*d.cfg.RequestTimeout {
-					c.fail(fmt.Errorf("no answer to a command for %s while events keep coming", w.Round(time.Millisecond)))
-				}
-				continue // a command is still waiting: no need to ask more
-			}
-			_, _ = c.request(ctx, "api status")
 		}
+		if tick != nil {
+			tick()
+		}
+		if w := c.oldestWait(); w > 0 {
+			if w > stallFactor*d.cfg.RequestTimeout {
+				c.fail(fmt.Errorf("no answer to a command for %s while events keep coming", w.Round(time.Millisecond)))
+			}
+			continue // a command is still waiting: no need to ask more
+		}
+		_, _ = c.request(ctx, "api status")
 	}
 }
 
@@ -356,102 +213,10 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// ---- dispatcher -------------------------------------------------------------
-
-func (d *Driver) enqueue(f func()) {
-	d.qmu.Lock()
-	if len(d.queue) >= maxQueue {
-		d.qmu.Unlock()
-		d.onLost("event queue full (the handler is not keeping up)")
-		return
-	}
-	d.queue = append(d.queue, f)
-	d.qmu.Unlock()
-	select {
-	case d.qwake <- struct{}{}:
-	default:
-	}
-}
-
-func (d *Driver) dispatch(ctx context.Context, h pbx.Handler) {
-	d.handler = h
-	for {
-		d.qmu.Lock()
-		batch := d.queue
-		d.queue = nil
-		d.qmu.Unlock()
-		for _, f := range batch {
-			f()
-		}
-		if len(batch) > 0 {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.qwake:
-		}
-	}
-}
-
-// onEvent is called by the socket reader: queue, never block.
-func (d *Driver) onEvent(ev *eventsocket.Event) {
-	d.enqueue(func() { d.apply(ev) })
-}
-
-// onLost counts an event we could not use and tells the controller once
-// (coalesced) so it resyncs.
-func (d *Driver) onLost(reason string) {
-	d.lost.Add(1)
-	d.log.Warn("event lost", "reason", reason)
-	d.qmu.Lock()
-	if d.lostPending {
-		d.qmu.Unlock()
-		return
-	}
-	d.lostPending = true
-	d.queue = append(d.queue, func() {
-		d.qmu.Lock()
-		d.lostPending = false
-		d.qmu.Unlock()
-		d.emit(pbx.Event{Type: pbx.EventLost, Reason: reason, At: time.Now()})
-	})
-	d.qmu.Unlock()
-	select {
-	case d.qwake <- struct{}{}:
-	default:
-	}
-}
-
-func (d *Driver) emitLink(e pbx.Event) { d.enqueue(func() { d.emit(e) }) }
-
-// emit calls the handler; only from the dispatcher goroutine.
-func (d *Driver) emit(e pbx.Event) {
-	if e.At.IsZero() {
-		e.At = time.Now()
-	}
-	if d.handler != nil {
-		d.handler.HandleEvent(e)
-	}
-}
-
-// gcLoop forgets ended legs after a while (they are kept to ignore late
-// events and to answer ErrExists to a repeated Dial).
-func (d *Driver) gcLoop(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.mu.Lock()
-			for id, l := range d.legs {
-				if (l.ended || l.abandoned) && time.Since(l.endedAt) > 10*time.Minute {
-					delete(d.legs, id)
-				}
-			}
-			d.mu.Unlock()
-		}
-	}
+// forgetOld drops the tombstones of legs that ended before cut (they are
+// kept to ignore late events and to answer ErrExists to a repeated Dial).
+func (d *Driver) forgetOld(cut time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	link.Forget(d.legs, cut, func(l *leg) (time.Time, bool) { return l.endedAt, l.ended || l.abandoned })
 }

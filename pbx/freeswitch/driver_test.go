@@ -9,6 +9,7 @@ import (
 
 	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 func TestGivenAnsweringPhoneWhenDialedThenRingingThenConnectedInTheRoom(t *testing.T) {
@@ -16,8 +17,8 @@ func TestGivenAnsweringPhoneWhenDialedThenRingingThenConnectedInTheRoom(t *testi
 	td := startDriver(t, emu.Addr(), true, nil)
 	leg := td.dial(t, "conf-1", "+12025550101")
 
-	td.rec.waitFor(t, "ringing", is(pbx.EventRinging, leg))
-	c := td.rec.waitFor(t, "connected", is(pbx.EventConnected, leg))
+	td.rec.WaitFirst(t, "ringing", pbxtest.Is(pbx.EventRinging, leg))
+	c := td.rec.WaitFirst(t, "connected", pbxtest.Is(pbx.EventConnected, leg))
 	if c.ConferenceID != "conf-1" {
 		t.Errorf("connected event conference = %q, want conf-1", c.ConferenceID)
 	}
@@ -41,7 +42,7 @@ func TestGivenAnsweringPhoneWhenDialedThenRingingThenConnectedInTheRoom(t *testi
 		}
 	}
 	// Ringing comes before connected, once each.
-	evs := td.rec.all()
+	evs := td.rec.All()
 	ri, ci := -1, -1
 	for i, e := range evs {
 		if e.LegID != leg {
@@ -84,17 +85,17 @@ func TestGivenScriptedPhonesWhenDialedThenEndedWithTheRecordedCause(t *testing.T
 	}
 	for _, c := range cases {
 		leg := legs[c.number]
-		e := td.rec.waitFor(t, "end of "+c.number, is(pbx.EventEnded, leg))
+		e := td.rec.WaitFirst(t, "end of "+c.number, pbxtest.Is(pbx.EventEnded, leg))
 		if e.Cause != c.cause || e.CauseText != c.causeText {
 			t.Errorf("%s: ended with %d %q, want %d %q", c.number, e.Cause, e.CauseText, c.cause, c.causeText)
 		}
-		if n := td.rec.count(is(pbx.EventConnected, leg)); n != 0 {
+		if n := td.rec.Count(pbxtest.Is(pbx.EventConnected, leg)); n != 0 {
 			t.Errorf("%s: reported connected", c.number)
 		}
-		if rang := td.rec.count(is(pbx.EventRinging, leg)) > 0; rang != c.rings {
+		if rang := td.rec.Count(pbxtest.Is(pbx.EventRinging, leg)) > 0; rang != c.rings {
 			t.Errorf("%s: ringing reported = %v, want %v", c.number, rang, c.rings)
 		}
-		if n := td.rec.count(is(pbx.EventEnded, leg)); n != 1 {
+		if n := td.rec.Count(pbxtest.Is(pbx.EventEnded, leg)); n != 1 {
 			t.Errorf("%s: ended reported %d times", c.number, n)
 		}
 	}
@@ -107,17 +108,17 @@ func TestGivenEarlyMediaWhenRingingThenNeverConnected(t *testing.T) {
 	emu := startEmu(t, func(c *eslemu.Config) { c.EarlyMedia = true })
 	td := startDriver(t, emu.Addr(), true, func(c *Config) { c.RingTimeout = time.Second })
 	leg := td.dial(t, "conf-early", "+12025550480")
-	td.rec.waitFor(t, "ringing (183)", is(pbx.EventRinging, leg))
-	e := td.rec.waitFor(t, "no answer", is(pbx.EventEnded, leg))
-	if e.Cause != 19 || td.rec.count(is(pbx.EventConnected, leg)) != 0 {
-		t.Fatalf("early media leg: ended %d, connected %d times; want 19 and never", e.Cause, td.rec.count(is(pbx.EventConnected, leg)))
+	td.rec.WaitFirst(t, "ringing (183)", pbxtest.Is(pbx.EventRinging, leg))
+	e := td.rec.WaitFirst(t, "no answer", pbxtest.Is(pbx.EventEnded, leg))
+	if e.Cause != 19 || td.rec.Count(pbxtest.Is(pbx.EventConnected, leg)) != 0 {
+		t.Fatalf("early media leg: ended %d, connected %d times; want 19 and never", e.Cause, td.rec.Count(pbxtest.Is(pbx.EventConnected, leg)))
 	}
 }
 
 func TestGivenBadRequestsWhenDialingThenRefused(t *testing.T) {
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
-	ctx := ctxT(t)
+	ctx := pbxtest.Ctx(t)
 	for name, req := range map[string]pbx.DialRequest{
 		"not a number":       {LegID: newID(), ConferenceID: "c1", Number: "12ab"},
 		"dial string breaks": {LegID: newID(), ConferenceID: "c1", Number: "+1202555&0101"},
@@ -137,7 +138,7 @@ func TestGivenBadRequestsWhenDialingThenRefused(t *testing.T) {
 	// FreeSWITCH refusing the job (the route names a gateway it does not
 	// have): the leg ends with its cause.
 	leg := td.dial(t, "c1", "+15550000101")
-	e := td.rec.waitFor(t, "refused originate", is(pbx.EventEnded, leg))
+	e := td.rec.WaitFirst(t, "refused originate", pbxtest.Is(pbx.EventEnded, leg))
 	if e.Cause != 608 || e.CauseText != "INVALID_GATEWAY" {
 		t.Errorf("unknown gateway: ended %d %q, want 608 INVALID_GATEWAY", e.Cause, e.CauseText)
 	}
@@ -154,8 +155,8 @@ func TestGivenConnectedLegWhenMutedAndUnmutedThenTheRoomFollows(t *testing.T) {
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
 	leg := td.dial(t, "conf-mute", "+12025550101")
-	td.rec.waitFor(t, "connected", is(pbx.EventConnected, leg))
-	ctx := ctxT(t)
+	td.rec.WaitFirst(t, "connected", pbxtest.Is(pbx.EventConnected, leg))
+	ctx := pbxtest.Ctx(t)
 
 	if err := td.SetMute(ctx, "conf-mute", leg, true); err != nil {
 		t.Fatalf("mute: %v", err)
@@ -186,7 +187,7 @@ func TestGivenConnectedLegWhenMutedAndUnmutedThenTheRoomFollows(t *testing.T) {
 	}
 
 	ringing := td.dial(t, "conf-mute", "+12025550480")
-	td.rec.waitFor(t, "ringing", is(pbx.EventRinging, ringing))
+	td.rec.WaitFirst(t, "ringing", pbxtest.Is(pbx.EventRinging, ringing))
 	if err := td.SetMute(ctx, "conf-mute", ringing, true); !errors.Is(err, pbx.ErrNotReady) {
 		t.Errorf("mute a ringing leg = %v, want ErrNotReady", err)
 	}
@@ -198,15 +199,15 @@ func TestGivenConnectedLegWhenMutedAndUnmutedThenTheRoomFollows(t *testing.T) {
 func TestGivenLegsWhenHungUpKickedOrByeThenEndedWithCause(t *testing.T) {
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
-	ctx := ctxT(t)
+	ctx := pbxtest.Ctx(t)
 
 	// Hangup of a connected leg: NORMAL_CLEARING, and it was us.
 	a := td.dial(t, "conf-h", "+12025550101")
-	td.rec.waitFor(t, "connected a", is(pbx.EventConnected, a))
+	td.rec.WaitFirst(t, "connected a", pbxtest.Is(pbx.EventConnected, a))
 	if err := td.Hangup(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	e := td.rec.waitFor(t, "end a", is(pbx.EventEnded, a))
+	e := td.rec.WaitFirst(t, "end a", pbxtest.Is(pbx.EventEnded, a))
 	if e.Cause != 16 || e.Reason != "hung up by convoice" {
 		t.Errorf("hangup connected: %d %q %q", e.Cause, e.CauseText, e.Reason)
 	}
@@ -216,40 +217,40 @@ func TestGivenLegsWhenHungUpKickedOrByeThenEndedWithCause(t *testing.T) {
 
 	// Hangup of a ringing leg: cancelled (ORIGINATOR_CANCEL, recording i).
 	b := td.dial(t, "conf-h", "+12025550480")
-	td.rec.waitFor(t, "ringing b", is(pbx.EventRinging, b))
+	td.rec.WaitFirst(t, "ringing b", pbxtest.Is(pbx.EventRinging, b))
 	if err := td.Hangup(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	e = td.rec.waitFor(t, "end b", is(pbx.EventEnded, b))
+	e = td.rec.WaitFirst(t, "end b", pbxtest.Is(pbx.EventEnded, b))
 	if e.Cause != 487 || e.CauseText != "ORIGINATOR_CANCEL" {
 		t.Errorf("hangup ringing: %d %q, want 487 ORIGINATOR_CANCEL", e.Cause, e.CauseText)
 	}
 
 	// Kicked out of the room by someone else (another ESL client).
 	c := td.dial(t, "conf-h", "+12025550101")
-	td.rec.waitFor(t, "connected c", is(pbx.EventConnected, c))
+	td.rec.WaitFirst(t, "connected c", pbxtest.Is(pbx.EventConnected, c))
 	ch, _ := emuChannel(emu, c)
 	other := rawClient(t, emu.Addr())
 	if reply := other.api("conference conf-h kick " + itoa(ch.MemberID)); !strings.HasPrefix(reply, "+OK kicked") {
 		t.Fatalf("kick: %q", reply)
 	}
-	e = td.rec.waitFor(t, "end c", is(pbx.EventEnded, c))
+	e = td.rec.WaitFirst(t, "end c", pbxtest.Is(pbx.EventEnded, c))
 	if e.Cause != 16 || e.Reason != "" {
 		t.Errorf("kicked: %d %q reason %q", e.Cause, e.CauseText, e.Reason)
 	}
 
 	// The far end hangs up (BYE), and the 0200 phone that does it alone.
 	dLeg := td.dial(t, "conf-h", "+12025550101")
-	td.rec.waitFor(t, "connected d", is(pbx.EventConnected, dLeg))
+	td.rec.WaitFirst(t, "connected d", pbxtest.Is(pbx.EventConnected, dLeg))
 	if err := emu.FarEndHangup(dLeg); err != nil {
 		t.Fatal(err)
 	}
-	if e = td.rec.waitFor(t, "end d", is(pbx.EventEnded, dLeg)); e.Cause != 16 {
+	if e = td.rec.WaitFirst(t, "end d", pbxtest.Is(pbx.EventEnded, dLeg)); e.Cause != 16 {
 		t.Errorf("far end BYE: %d", e.Cause)
 	}
 	self := td.dial(t, "conf-h", "+12025550200")
-	td.rec.waitFor(t, "connected 0200", is(pbx.EventConnected, self))
-	if e = td.rec.waitFor(t, "end 0200", is(pbx.EventEnded, self)); e.Cause != 16 || e.Reason != "" {
+	td.rec.WaitFirst(t, "connected 0200", pbxtest.Is(pbx.EventConnected, self))
+	if e = td.rec.WaitFirst(t, "end 0200", pbxtest.Is(pbx.EventEnded, self)); e.Cause != 16 || e.Reason != "" {
 		t.Errorf("0200 phone: %d %q", e.Cause, e.Reason)
 	}
 }
@@ -258,15 +259,15 @@ func TestGivenConnectedLegWhenThePhoneTalksThenTalkingEvents(t *testing.T) {
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
 	leg := td.dial(t, "conf-talk", "+12025550101")
-	td.rec.waitFor(t, "connected", is(pbx.EventConnected, leg))
+	td.rec.WaitFirst(t, "connected", pbxtest.Is(pbx.EventConnected, leg))
 	if err := emu.SetTalking(leg, true); err != nil {
 		t.Fatal(err)
 	}
-	td.rec.waitFor(t, "talking started", is(pbx.EventTalkingStarted, leg))
+	td.rec.WaitFirst(t, "talking started", pbxtest.Is(pbx.EventTalkingStarted, leg))
 	if err := emu.SetTalking(leg, false); err != nil {
 		t.Fatal(err)
 	}
-	td.rec.waitFor(t, "talking finished", is(pbx.EventTalkingFinished, leg))
+	td.rec.WaitFirst(t, "talking finished", pbxtest.Is(pbx.EventTalkingFinished, leg))
 }
 
 func TestGivenARoomWithRingingAndConnectedLegsWhenEndedThenNothingIsLeft(t *testing.T) {
@@ -277,16 +278,16 @@ func TestGivenARoomWithRingingAndConnectedLegsWhenEndedThenNothingIsLeft(t *test
 	r := td.dial(t, "conf-end", "+12025550480")
 	other := td.dial(t, "conf-other", "+12025550121")
 	for _, l := range []string{a, b, other} {
-		td.rec.waitFor(t, "connected", is(pbx.EventConnected, l))
+		td.rec.WaitFirst(t, "connected", pbxtest.Is(pbx.EventConnected, l))
 	}
-	td.rec.waitFor(t, "ringing", is(pbx.EventRinging, r))
+	td.rec.WaitFirst(t, "ringing", pbxtest.Is(pbx.EventRinging, r))
 
-	ctx := ctxT(t)
+	ctx := pbxtest.Ctx(t)
 	if err := td.EndConference(ctx, "conf-end"); err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range []string{a, b, r} {
-		if e := td.rec.waitFor(t, "ended", is(pbx.EventEnded, l)); e.Reason != "hung up by convoice" {
+		if e := td.rec.WaitFirst(t, "ended", pbxtest.Is(pbx.EventEnded, l)); e.Reason != "hung up by convoice" {
 			t.Errorf("leg ended by EndConference: reason %q", e.Reason)
 		}
 	}

@@ -3,7 +3,6 @@ package freeswitch
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +19,8 @@ import (
 
 	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // ---- fuzzing the event socket: frames, events, their effect on legs -----------
@@ -36,19 +36,7 @@ type recording struct {
 // recordedStreams gives every frame FreeSWITCH sent in the recordings (as
 // received) and, per recording, its first frames back to back.
 func recordedStreams(tb testing.TB) (frames []string, streams []string) {
-	paths, err := filepath.Glob("../../testdata/freeswitch/*.json")
-	if err != nil || len(paths) == 0 {
-		tb.Fatalf("no recordings in testdata/freeswitch (%v)", err)
-	}
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		var r recording
-		if err := json.Unmarshal(b, &r); err != nil {
-			tb.Fatalf("%s: %v", p, err)
-		}
+	for _, r := range pbxtest.Recordings[recording](tb, "freeswitch") {
 		// The start of each connection's stream (a few frames back to
 		// back): big seeds only slow the fuzzer's minimisation down.
 		var head strings.Builder
@@ -153,7 +141,7 @@ func FuzzESLFrames(f *testing.F) {
 		// The connection's reader, with a command waiting for its reply.
 		a, b := net.Pipe()
 		defer b.Close()
-		c := &eslConn{nc: a, br: bufio.NewReader(bytes.NewReader(data)), timeout: time.Second, done: make(chan struct{})}
+		c := &eslConn{nc: link.Watch(a), br: bufio.NewReader(bytes.NewReader(data)), timeout: time.Second, done: make(chan struct{})}
 		c.pending = []pendingReply{{ch: make(chan frame, 1)}}
 		c.onEvent = d.apply
 		c.onLost = func(string) {}
@@ -222,57 +210,6 @@ func talkTemplate(t *testing.T) map[string]string {
 	return nil
 }
 
-// slowConsumer takes its time over every leg event.
-type slowConsumer struct {
-	delay     time.Duration
-	mu        sync.Mutex
-	byLeg     map[string][]pbx.Event
-	connected map[string]bool
-	lost      int
-	handled   int
-	notify    chan struct{}
-}
-
-func (c *slowConsumer) HandleEvent(e pbx.Event) {
-	if e.Type == pbx.EventTalkingStarted || e.Type == pbx.EventTalkingFinished {
-		time.Sleep(c.delay)
-	}
-	c.mu.Lock()
-	switch e.Type {
-	case pbx.EventConnected:
-		c.connected[e.LegID] = true
-	case pbx.EventLost:
-		c.lost++
-	case pbx.EventTalkingStarted, pbx.EventTalkingFinished:
-		c.byLeg[e.LegID] = append(c.byLeg[e.LegID], e)
-		c.handled++
-	}
-	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (c *slowConsumer) wait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		c.mu.Lock()
-		ok := cond()
-		c.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-c.notify:
-		case <-time.After(20 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s (handled %d, lost %d)", what, c.handled, c.lost)
-		}
-	}
-}
-
 // TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsSlow_ThenAllHandledInOrderPerLeg:
 // two legs connected in a room on the event-socket emulator; FreeSWITCH
 // then sends 10,000 conference talking events for them back to back over
@@ -291,30 +228,20 @@ func TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsSlow_ThenAllHandle
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &slowConsumer{delay: 20 * time.Microsecond, byLeg: map[string][]pbx.Event{}, connected: map[string]bool{},
-		notify: make(chan struct{}, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, c) }()
-	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for !d.Status().Ready {
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %+v", d.Status())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c := pbxtest.NewSlowConsumer(20*time.Microsecond, false)
+	pbxtest.Run(t, d, c)
+	pbxtest.WaitReady(t, d)
 	const room = "burst-room"
 	legs := []string{newID(), newID()}
 	for i, id := range legs {
-		if err := d.CreateConference(ctxT(t), room); err != nil {
+		if err := d.CreateConference(pbxtest.Ctx(t), room); err != nil {
 			t.Fatal(err)
 		}
-		if err := d.Dial(ctxT(t), pbx.DialRequest{LegID: id, ConferenceID: room, Number: fmt.Sprintf("+1202555150%d", i)}); err != nil {
+		if err := d.Dial(pbxtest.Ctx(t), pbx.DialRequest{LegID: id, ConferenceID: room, Number: fmt.Sprintf("+1202555150%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c.wait(t, "both legs connected", func() bool { return c.connected[legs[0]] && c.connected[legs[1]] })
+	c.Wait(t, "both legs connected", func() bool { return c.Connected[legs[0]] && c.Connected[legs[1]] })
 
 	tmpl := talkTemplate(t)
 	base := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
@@ -325,32 +252,16 @@ func TestReliability_GivenBurstOf10000Events_WhenTheConsumerIsSlow_ThenAllHandle
 	}
 	// The supervisor's pings wait behind the burst meanwhile: answered
 	// late, never taken for a dead link.
-	c.wait(t, "10,000 events handled", func() bool { return c.handled == 10000 })
-	if _, err := d.Snapshot(ctxT(t)); err != nil {
+	c.Wait(t, "10,000 events handled", func() bool { return c.Handled == 10000 })
+	if _, err := d.Snapshot(pbxtest.Ctx(t)); err != nil {
 		t.Fatalf("snapshot after the burst: %v", err)
 	}
 	if st := d.Status(); !st.Ready || st.Reconnects != 0 {
 		t.Fatalf("the burst took the link down: %+v", st)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, id := range legs {
-		evs := c.byLeg[id]
-		if len(evs) != 5000 {
-			t.Fatalf("leg %s: %d events handled, 5000 sent", id, len(evs))
-		}
-		for i, e := range evs {
-			want := pbx.EventTalkingStarted
-			if i%2 == 1 {
-				want = pbx.EventTalkingFinished
-			}
-			if got := int(e.At.Sub(base) / time.Millisecond); got != i || e.Type != want {
-				t.Fatalf("leg %s: handled #%d is event #%d %s, want #%d %s", id, i, got, e.Type, i, want)
-			}
-		}
-	}
-	if st := d.Status(); st.LostEvents != 0 || c.lost != 0 {
-		t.Fatalf("LostEvents %d, EventLost %d", st.LostEvents, c.lost)
+	c.CheckOrder(t, base, legs, 5000)
+	if st := d.Status(); st.LostEvents != 0 || len(c.Lost) != 0 {
+		t.Fatalf("LostEvents %d, EventLost %d", st.LostEvents, len(c.Lost))
 	}
 }
 
@@ -449,12 +360,12 @@ func TestReliability_GivenOriginateAnsweredLate_WhenTheCallIsPlacedAnyway_ThenIt
 		c.RequestTimeout, c.PingInterval = 500*time.Millisecond, 10*time.Second
 	})
 	const room = "late-room"
-	if err := td.CreateConference(ctxT(t), room); err != nil {
+	if err := td.CreateConference(pbxtest.Ctx(t), room); err != nil {
 		t.Fatal(err)
 	}
 	leg := newID()
 	proxy.arm.Store(true)
-	err := td.Dial(ctxT(t), pbx.DialRequest{LegID: leg, ConferenceID: room, Number: "+12025551801"})
+	err := td.Dial(pbxtest.Ctx(t), pbx.DialRequest{LegID: leg, ConferenceID: room, Number: "+12025551801"})
 	if !errors.Is(err, pbx.ErrUnavailable) {
 		t.Fatalf("Dial with its reply held back: %v, want ErrUnavailable", err)
 	}
@@ -472,7 +383,7 @@ func TestReliability_GivenOriginateAnsweredLate_WhenTheCallIsPlacedAnyway_ThenIt
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := td.rec.count(is(pbx.EventConnected, leg)); n != 0 {
+	if n := td.rec.Count(pbxtest.Is(pbx.EventConnected, leg)); n != 0 {
 		t.Fatalf("the late call was reported connected")
 	}
 	if !td.Status().Ready {

@@ -2,75 +2,51 @@ package freeswitch
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
 
 	"github.com/fiorix/go-eventsocket/eventsocket"
 
-	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/link"
 )
 
-var _ pbx.Passive = (*Driver)(nil)
-
-// RunPassive serves commands over an event-socket connection that
-// subscribes to nothing (another convoice replica holds the node's event
-// connection) until ctx is done. Readiness comes from "api status" every
-// PingInterval; a command without an answer closes the connection (see
-// request) and RunPassive reconnects with backoff. The leg table is not
-// kept: without events nothing would update it, and the owner's driver
-// tracks the calls (SetMute looks the member id up in the room's list).
+// RunPassive keeps a command-only event-socket connection (subscribed to
+// nothing: another convoice replica holds the node's event connection)
+// until ctx is done, reconnecting with backoff as Run does; its status
+// follows "api status", asked every PingInterval. No leg table is kept —
+// no event would ever update it; the owner's driver tracks the calls, and
+// SetMute looks the member id up in the room's list.
 func (d *Driver) RunPassive(ctx context.Context) error {
-	if !d.running.CompareAndSwap(false, true) {
-		return errors.New("freeswitch: Run or RunPassive is already running")
-	}
-	defer d.running.Store(false)
-	d.setStatus(false, "connecting (passive: another replica holds the event connection)")
-	backoff := pbx.Backoff{Max: MaxBackoff}
-	for ctx.Err() == nil {
-		if err := d.passiveSession(ctx); err != nil && ctx.Err() == nil {
-			d.setStatus(false, "passive: "+describe(err))
-			if !backoff.Wait(ctx) {
-				break
-			}
-		} else {
-			backoff.Reset()
-		}
-	}
-	d.setStatus(false, "stopped")
-	return nil
+	return d.health.HoldPassive("freeswitch", func() {
+		link.Keeper{State: d.health, Connecting: "connecting (passive: another replica holds the event connection)",
+			Log: d.log.With("addr", d.cfg.Addr), Failed: "passive event-socket connection failed; retrying",
+			Describe: describe}.Keep(ctx, d.passiveSession)
+	})
 }
 
-// passiveSession is one life of the command-only connection.
-func (d *Driver) passiveSession(ctx context.Context) error {
+// passiveSession is one life of the command-only connection; up says
+// whether it got to serving commands.
+func (d *Driver) passiveSession(ctx context.Context, _ int) (up bool, err error) {
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			d.health.Set(false, "passive: "+describe(err))
+		}
+	}()
 	c, err := dial(ctx, d.cfg.Addr, d.cfg.Password, d.cfg.RequestTimeout)
 	if err != nil {
-		return err
+		return false, err
 	}
 	c.start(func(*eventsocket.Event) {}, func(string) {})
 	defer c.close()
 	if _, err := c.request(ctx, "api status"); err != nil {
-		return err
+		return false, err
 	}
 	d.conn.Store(c)
 	defer d.conn.CompareAndSwap(c, nil)
-	d.setStatus(true, "passive: connected to "+d.cfg.Addr+" (another replica holds the event connection)")
-	ping := time.NewTicker(d.cfg.PingInterval)
-	defer ping.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-c.done:
-			return fmt.Errorf("connection lost: %w", c.Err())
-		case <-ping.C:
-			d.forgetPassive()
-			if c.oldestWait() > 0 {
-				continue
-			}
-			_, _ = c.request(ctx, "api status")
-		}
+	d.health.Set(true, "passive: connected to "+d.cfg.Addr+" (another replica holds the event connection)")
+	if err := d.keepAlive(ctx, c, d.forgetPassive); err != nil {
+		return true, fmt.Errorf("connection lost: %w", err)
 	}
+	return true, nil
 }
 
 // forgetPassive drops the leg table: in passive mode no event will ever

@@ -1,44 +1,17 @@
 package freeswitch
 
 import (
-	"context"
-	"log/slog"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // startPassive runs a driver in passive mode (commands only) against addr
 // and waits until it is ready.
 func startPassive(t *testing.T, addr string) *Driver {
 	t.Helper()
-	routes, err := pbx.ParseRoutes(`^\+1555=sofia/gateway/nosuchgw/{e164};.*=sofia/gateway/pbx/{e164}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := New(Config{Addr: addr, Password: testPassword, Routes: routes, RingTimeout: 5 * time.Second,
-		RequestTimeout: 500 * time.Millisecond, PingInterval: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.RunPassive(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("RunPassive: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("RunPassive did not return after its context was cancelled")
-		}
-	})
-	(&testDriver{Driver: d}).waitReady(t)
-	return d
+	return pbxtest.StartPassive(t, newTestDriver(t, addr, nil))
 }
 
 // A replica without the event connection dials, mutes and hangs up on the
@@ -48,29 +21,13 @@ func TestGivenPassiveDriverWhenItRunsCommandsThenTheOwnerHearsTheOutcome(t *test
 	emu := startEmu(t, nil)
 	owner := startDriver(t, emu.Addr(), true, nil)
 	passive := startPassive(t, emu.Addr())
-	if st := passive.Status(); !strings.Contains(st.Detail, "passive") {
-		t.Errorf("passive status detail = %q", st.Detail)
-	}
-	if err := passive.Run(context.Background(), owner.rec); err == nil {
-		t.Fatal("Run while RunPassive runs: want an error")
-	}
-	ctx := ctxT(t)
-
-	leg := (&testDriver{Driver: passive}).dial(t, "conf-p", "+12025550101")
-	owner.rec.waitFor(t, "connected", is(pbx.EventConnected, leg))
-	if err := passive.SetMute(ctx, "conf-p", leg, true); err != nil {
-		t.Fatalf("mute through the passive driver: %v", err)
-	}
-	if ch, _ := emuChannel(emu, leg); !ch.Muted {
-		t.Fatalf("emulator member not muted: %+v", ch)
-	}
-	if err := passive.Hangup(ctx, leg); err != nil {
-		t.Fatalf("hangup through the passive driver: %v", err)
-	}
-	owner.rec.waitFor(t, "ended", is(pbx.EventEnded, leg))
+	pbxtest.PassiveCommands(t, pbxtest.Replicas{Owner: owner.rec, Passive: passive,
+		Conference: "conf-p", Leg: newID(), Number: "+12025550101",
+		MutedOnPBX: func(leg string) bool { ch, _ := emuChannel(emu, leg); return ch.Muted },
+	})
 
 	bad := (&testDriver{Driver: passive}).dial(t, "conf-p", "+15550000001")
-	e := owner.rec.waitFor(t, "failed originate ended", is(pbx.EventEnded, bad))
+	e := owner.rec.WaitEvent(t, bad, pbx.EventEnded)
 	if e.Cause == 0 || e.ConferenceID != "conf-p" {
 		t.Errorf("failed originate: %+v", e)
 	}
@@ -81,11 +38,5 @@ func TestGivenPassiveDriverWhenItRunsCommandsThenTheOwnerHearsTheOutcome(t *test
 func TestGivenPassiveDriverWhenTheNodeGoesAwayThenNotReady(t *testing.T) {
 	emu := startEmu(t, nil)
 	passive := startPassive(t, emu.Addr())
-	emu.SetUnresponsive(true)
-	(&testDriver{Driver: passive}).waitNotReady(t)
-	emu.SetUnresponsive(false)
-	(&testDriver{Driver: passive}).waitReady(t)
-	if _, err := passive.Snapshot(ctxT(t)); err != nil {
-		t.Fatalf("snapshot through the passive driver: %v", err)
-	}
+	pbxtest.PassiveFollowsNode(t, passive, emu.SetUnresponsive, newID(), "conf-x", "+12025550101")
 }

@@ -9,13 +9,14 @@ import (
 	"github.com/convoice/convoice/emulator/emuphone"
 	"github.com/convoice/convoice/emulator/eslemu"
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // snapshotMatchesEmulator compares the driver's Snapshot with the
 // emulator's own state, leg by leg.
 func snapshotMatchesEmulator(t *testing.T, td *testDriver, emu *eslemu.Server) pbx.Snapshot {
 	t.Helper()
-	snap, err := td.Snapshot(ctxT(t))
+	snap, err := td.Snapshot(pbxtest.Ctx(t))
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
@@ -65,17 +66,17 @@ func TestGivenRingingLegsWhenTheSocketIsCutAndRestoredThenSnapshotMatchesAndMiss
 	b := td.dial(t, "conf-cut", "+12025550111") // answers at 600 ms
 	n := td.dial(t, "conf-cut", "+12025550480") // gives up at 1 s
 	s := newID()                                // rings on through the outage
-	if err := td.Dial(ctxT(t), pbx.DialRequest{LegID: s, ConferenceID: "conf-cut", Number: "+12025550480",
+	if err := td.Dial(pbxtest.Ctx(t), pbx.DialRequest{LegID: s, ConferenceID: "conf-cut", Number: "+12025550480",
 		RingTimeout: 30 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range []string{a, b, n, s} {
-		td.rec.waitFor(t, "ringing", is(pbx.EventRinging, l))
+		td.rec.WaitFirst(t, "ringing", pbxtest.Is(pbx.EventRinging, l))
 	}
 
 	emu.SetRudeRejection(true) // reconnect attempts fail meanwhile
 	emu.DropConnections()
-	td.waitNotReady(t)
+	pbxtest.WaitNotReady(t, td)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		ca, _ := emuChannel(emu, a)
@@ -89,16 +90,16 @@ func TestGivenRingingLegsWhenTheSocketIsCutAndRestoredThenSnapshotMatchesAndMiss
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	missedBefore := td.rec.count(is(pbx.EventConnected, a)) + td.rec.count(is(pbx.EventConnected, b))
+	missedBefore := td.rec.Count(pbxtest.Is(pbx.EventConnected, a)) + td.rec.Count(pbxtest.Is(pbx.EventConnected, b))
 	if missedBefore != 0 {
 		t.Fatalf("connected reported while the link was down")
 	}
 	emu.SetRudeRejection(false)
-	td.waitReady(t)
+	pbxtest.WaitReady(t, td)
 
-	td.rec.waitFor(t, "connected a (missed)", is(pbx.EventConnected, a))
-	td.rec.waitFor(t, "connected b (missed)", is(pbx.EventConnected, b))
-	e := td.rec.waitFor(t, "end of n (missed)", is(pbx.EventEnded, n))
+	td.rec.WaitFirst(t, "connected a (missed)", pbxtest.Is(pbx.EventConnected, a))
+	td.rec.WaitFirst(t, "connected b (missed)", pbxtest.Is(pbx.EventConnected, b))
+	e := td.rec.WaitFirst(t, "end of n (missed)", pbxtest.Is(pbx.EventEnded, n))
 	if e.Reason == "" {
 		t.Errorf("synthesised end has no reason: %+v", e)
 	}
@@ -109,12 +110,12 @@ func TestGivenRingingLegsWhenTheSocketIsCutAndRestoredThenSnapshotMatchesAndMiss
 	if len(snap.Legs) != 3 {
 		t.Errorf("want a, b and the ringing leg in the snapshot, got %+v", snap.Legs)
 	}
-	if n := td.rec.count(is(pbx.EventEnded, s)) + td.rec.count(is(pbx.EventConnected, s)); n != 0 {
+	if n := td.rec.Count(pbxtest.Is(pbx.EventEnded, s)) + td.rec.Count(pbxtest.Is(pbx.EventConnected, s)); n != 0 {
 		t.Errorf("the still ringing leg was reported ended or connected")
 	}
 	// Mute works on a leg that joined while we were away (member id from
 	// the resync).
-	if err := td.SetMute(ctxT(t), "conf-cut", a, true); err != nil {
+	if err := td.SetMute(pbxtest.Ctx(t), "conf-cut", a, true); err != nil {
 		t.Fatalf("mute after resync: %v", err)
 	}
 	snapshotMatchesEmulator(t, td, emu)
@@ -130,35 +131,35 @@ func TestGivenCallsWhenFreeSWITCHRestartsThenPBXRestarted(t *testing.T) {
 			emu := startEmu(t, nil)
 			td := startDriver(t, emu.Addr(), true, nil)
 			leg := td.dial(t, "conf-restart", "+12025550101")
-			td.rec.waitFor(t, "connected", is(pbx.EventConnected, leg))
+			td.rec.WaitFirst(t, "connected", pbxtest.Is(pbx.EventConnected, leg))
 			if hard {
 				emu.RestartHard()
 			} else {
 				emu.Restart()
 			}
-			td.rec.waitFor(t, "pbx restarted or ended", func(e pbx.Event) bool {
-				return e.Type == pbx.EventPBXRestarted || is(pbx.EventEnded, leg)(e)
+			td.rec.WaitFirst(t, "pbx restarted or ended", func(e pbx.Event) bool {
+				return e.Type == pbx.EventPBXRestarted || pbxtest.Is(pbx.EventEnded, leg)(e)
 			})
 			if hard {
 				// Nothing was said on the socket: only the resync can tell.
-				td.rec.waitFor(t, "pbx restarted", isType(pbx.EventPBXRestarted))
+				td.rec.WaitFirst(t, "pbx restarted", pbxtest.IsType(pbx.EventPBXRestarted))
 			} else {
 				// The graceful stop hangs the call up on the socket first
 				// (SYSTEM_SHUTDOWN, recording g_shutdown_fsctl).
-				e := td.rec.waitFor(t, "ended", is(pbx.EventEnded, leg))
+				e := td.rec.WaitFirst(t, "ended", pbxtest.Is(pbx.EventEnded, leg))
 				if e.CauseText != "SYSTEM_SHUTDOWN" {
 					t.Errorf("graceful restart: %+v", e)
 				}
 			}
-			td.rec.waitFor(t, "link down", isType(pbx.EventLinkDown))
+			td.rec.WaitFirst(t, "link down", pbxtest.IsType(pbx.EventLinkDown))
 			deadline := time.Now().Add(10 * time.Second)
-			for td.rec.count(isType(pbx.EventLinkUp)) < 2 {
+			for td.rec.Count(pbxtest.IsType(pbx.EventLinkUp)) < 2 {
 				if time.Now().After(deadline) {
-					t.Fatalf("no reconnect: %s", describeEvents(td.rec.all()))
+					t.Fatalf("no reconnect: %s", pbxtest.Dump(td.rec.All()))
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			td.waitReady(t)
+			pbxtest.WaitReady(t, td)
 			snapshotMatchesEmulator(t, td, emu)
 		})
 	}
@@ -170,31 +171,29 @@ func TestGivenCallsOfAPreviousProcessWhenANewDriverStartsThenItAdoptsThem(t *tes
 	emu := startEmu(t, nil)
 	first := startDriver(t, emu.Addr(), true, nil)
 	leg := first.dial(t, "conf-adopt", "+12025550101")
-	first.rec.waitFor(t, "connected", is(pbx.EventConnected, leg))
-	first.cancel()
-	<-first.done
-	first.done <- nil // for the cleanup
+	first.rec.WaitFirst(t, "connected", pbxtest.Is(pbx.EventConnected, leg))
+	first.stop()
 
 	second := startDriver(t, emu.Addr(), true, nil)
 	snap := snapshotMatchesEmulator(t, second, emu)
 	if len(snap.Legs) != 1 || snap.Legs[0].ConferenceID != "conf-adopt" {
 		t.Fatalf("snapshot of the new driver: %+v", snap)
 	}
-	if err := second.Dial(ctxT(t), pbx.DialRequest{LegID: leg, ConferenceID: "conf-adopt", Number: "+12025550101"}); !errors.Is(err, pbx.ErrExists) {
+	if err := second.Dial(pbxtest.Ctx(t), pbx.DialRequest{LegID: leg, ConferenceID: "conf-adopt", Number: "+12025550101"}); !errors.Is(err, pbx.ErrExists) {
 		t.Errorf("dialing an existing leg again = %v, want ErrExists", err)
 	}
-	if err := second.SetMute(ctxT(t), "conf-adopt", leg, true); err != nil {
+	if err := second.SetMute(pbxtest.Ctx(t), "conf-adopt", leg, true); err != nil {
 		t.Errorf("mute an adopted leg: %v", err)
 	}
 	if err := emu.FarEndHangup(leg); err != nil {
 		t.Fatal(err)
 	}
-	second.rec.waitFor(t, "end of the adopted leg", is(pbx.EventEnded, leg))
+	second.rec.WaitFirst(t, "end of the adopted leg", pbxtest.Is(pbx.EventEnded, leg))
 }
 
 func TestGivenNoConnectionThenOperationsAreUnavailable(t *testing.T) {
 	td := startDriver(t, "127.0.0.1:1", false, nil)
-	ctx := ctxT(t)
+	ctx := pbxtest.Ctx(t)
 	if err := td.Dial(ctx, pbx.DialRequest{LegID: newID(), ConferenceID: "c", Number: "+12025550101"}); !errors.Is(err, pbx.ErrUnavailable) {
 		t.Errorf("Dial = %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/pbx/pbxtest"
 )
 
 // Each fault below would end or hang a process using go-eventsocket's
@@ -21,7 +22,7 @@ import (
 func linkCycle(t *testing.T, td *testDriver, downsBefore int, reasonPart string) {
 	t.Helper()
 	n := 0
-	down := td.rec.waitFor(t, "link down", func(e pbx.Event) bool {
+	down := td.rec.WaitFirst(t, "link down", func(e pbx.Event) bool {
 		if e.Type != pbx.EventLinkDown {
 			return false
 		}
@@ -32,20 +33,20 @@ func linkCycle(t *testing.T, td *testDriver, downsBefore int, reasonPart string)
 		t.Errorf("link down reason %q does not say %q", down.Reason, reasonPart)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for td.rec.count(isType(pbx.EventLinkUp)) < downsBefore+2 {
+	for td.rec.Count(pbxtest.IsType(pbx.EventLinkUp)) < downsBefore+2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no reconnect after %q; events: %s", reasonPart, describeEvents(td.rec.all()))
+			t.Fatalf("no reconnect after %q; events: %s", reasonPart, pbxtest.Dump(td.rec.All()))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	td.waitReady(t)
+	pbxtest.WaitReady(t, td)
 }
 
 func TestGivenUnknownContentTypeThenClearErrorNotReadyAndReconnect(t *testing.T) {
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
 	emu.SendUnknownContentType()
-	st := td.waitNotReady(t)
+	st := pbxtest.WaitNotReady(t, td)
 	if !strings.Contains(st.Detail, "unknown Content-Type") {
 		t.Errorf("status detail %q does not name the problem", st.Detail)
 	}
@@ -55,14 +56,14 @@ func TestGivenUnknownContentTypeThenClearErrorNotReadyAndReconnect(t *testing.T)
 	}
 	// Still working.
 	leg := td.dial(t, "conf-r", "+12025550101")
-	td.rec.waitFor(t, "connected after reconnect", is(pbx.EventConnected, leg))
+	td.rec.WaitFirst(t, "connected after reconnect", pbxtest.Is(pbx.EventConnected, leg))
 }
 
 func TestGivenTruncatedFrameThenClearErrorNotReadyAndReconnect(t *testing.T) {
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
 	emu.SendTruncatedFrame()
-	st := td.waitNotReady(t)
+	st := pbxtest.WaitNotReady(t, td)
 	if !strings.Contains(st.Detail, "truncated frame") {
 		t.Errorf("status detail %q does not name the problem", st.Detail)
 	}
@@ -73,13 +74,13 @@ func TestGivenServerThatStopsAnsweringThenNotReadyNoHangAndReconnect(t *testing.
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
 	emu.SetUnresponsive(true)
-	st := td.waitNotReady(t)
+	st := pbxtest.WaitNotReady(t, td)
 	if !strings.Contains(st.Detail, "no answer") {
 		t.Errorf("status detail %q does not say the server stopped answering", st.Detail)
 	}
 	// Calls fail fast instead of hanging.
 	start := time.Now()
-	err := td.Dial(ctxT(t), pbx.DialRequest{LegID: newID(), ConferenceID: "c", Number: "+12025550101"})
+	err := td.Dial(pbxtest.Ctx(t), pbx.DialRequest{LegID: newID(), ConferenceID: "c", Number: "+12025550101"})
 	if !errors.Is(err, pbx.ErrUnavailable) {
 		t.Errorf("Dial while the server is hung = %v, want ErrUnavailable", err)
 	}
@@ -110,12 +111,12 @@ func TestGivenACLRejectionThenClearErrorNotReadyAndReconnectOnceAllowed(t *testi
 	if td.Status().Ready {
 		t.Fatal("ready while rejected")
 	}
-	if err := td.Dial(ctxT(t), pbx.DialRequest{LegID: newID(), ConferenceID: "c", Number: "+12025550101"}); !errors.Is(err, pbx.ErrUnavailable) {
+	if err := td.Dial(pbxtest.Ctx(t), pbx.DialRequest{LegID: newID(), ConferenceID: "c", Number: "+12025550101"}); !errors.Is(err, pbx.ErrUnavailable) {
 		t.Errorf("Dial while rejected = %v, want ErrUnavailable", err)
 	}
 	emu.SetRudeRejection(false)
-	td.waitReady(t)
-	td.rec.waitFor(t, "link up", isType(pbx.EventLinkUp))
+	pbxtest.WaitReady(t, td)
+	td.rec.WaitFirst(t, "link up", pbxtest.IsType(pbx.EventLinkUp))
 }
 
 func TestGivenWrongPasswordThenNotReadyWithClearDetail(t *testing.T) {
@@ -138,15 +139,15 @@ func TestGivenUndecodableEventThenLostCountedAndLinkStaysUp(t *testing.T) {
 	td := startDriver(t, emu.Addr(), true, nil)
 	body := `{"Event-Name":"CHANNEL_ANSWER","Unique-ID":`
 	emu.SendRaw("Content-Length: " + itoa(len(body)) + "\nContent-Type: text/event-json\n\n" + body)
-	td.rec.waitFor(t, "lost", isType(pbx.EventLost))
+	td.rec.WaitFirst(t, "lost", pbxtest.IsType(pbx.EventLost))
 	if st := td.Status(); st.LostEvents != 1 || !st.Ready {
 		t.Errorf("status %+v, want ready with 1 lost event", st)
 	}
-	if n := td.rec.count(isType(pbx.EventLinkDown)); n != 0 {
+	if n := td.rec.Count(pbxtest.IsType(pbx.EventLinkDown)); n != 0 {
 		t.Errorf("link went down %d times for one bad event", n)
 	}
 	leg := td.dial(t, "conf-l", "+12025550101")
-	td.rec.waitFor(t, "connected", is(pbx.EventConnected, leg))
+	td.rec.WaitFirst(t, "connected", pbxtest.Is(pbx.EventConnected, leg))
 }
 
 // A handler that blocks must not stop the socket reader: commands still
@@ -154,10 +155,10 @@ func TestGivenUndecodableEventThenLostCountedAndLinkStaysUp(t *testing.T) {
 func TestGivenBlockedHandlerThenCommandsStillWorkAndNoEventIsLost(t *testing.T) {
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
-	td.rec.waitFor(t, "link up", isType(pbx.EventLinkUp))
+	td.rec.WaitFirst(t, "link up", pbxtest.IsType(pbx.EventLinkUp))
 	gate := make(chan struct{})
 	var once sync.Once
-	rec2 := newRecorder()
+	rec2 := pbxtest.NewRecorder()
 	blocking := pbx.HandlerFunc(func(e pbx.Event) {
 		once.Do(func() { <-gate })
 		rec2.HandleEvent(e)
@@ -170,29 +171,20 @@ func TestGivenBlockedHandlerThenCommandsStillWorkAndNoEventIsLost(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- d2.Run(ctx, blocking) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for !d2.Status().Ready {
-		if time.Now().After(deadline) {
-			t.Fatal("second driver not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stop := pbxtest.Run(t, d2, blocking)
+	pbxtest.WaitReady(t, d2)
 	var legs []string
 	for range 5 {
 		leg := newID()
-		if err := d2.Dial(ctxT(t), pbx.DialRequest{LegID: leg, ConferenceID: "conf-b", Number: "+12025550101"}); err != nil {
+		if err := d2.Dial(pbxtest.Ctx(t), pbx.DialRequest{LegID: leg, ConferenceID: "conf-b", Number: "+12025550101"}); err != nil {
 			t.Fatalf("Dial with a blocked handler: %v", err)
 		}
 		legs = append(legs, leg)
 	}
 	// All five answer and join while the handler is blocked.
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
-		snap, err := d2.Snapshot(ctxT(t))
+		snap, err := d2.Snapshot(pbxtest.Ctx(t))
 		if err != nil {
 			t.Fatalf("Snapshot with a blocked handler: %v", err)
 		}
@@ -212,16 +204,15 @@ func TestGivenBlockedHandlerThenCommandsStillWorkAndNoEventIsLost(t *testing.T) 
 	}
 	close(gate)
 	for _, leg := range legs {
-		rec2.waitFor(t, "connected after unblocking", is(pbx.EventConnected, leg))
-		if td.rec.count(func(e pbx.Event) bool { return e.LegID == leg }) != 0 {
+		rec2.WaitFirst(t, "connected after unblocking", pbxtest.Is(pbx.EventConnected, leg))
+		if td.rec.Count(func(e pbx.Event) bool { return e.LegID == leg }) != 0 {
 			t.Errorf("the first driver reported a call of the second")
 		}
 	}
 	if d2.Status().LostEvents != 0 {
 		t.Errorf("events lost: %d", d2.Status().LostEvents)
 	}
-	cancel()
-	<-done
+	stop()
 }
 
 // Commands from many goroutines go out one at a time and each gets its own
@@ -230,7 +221,7 @@ func TestGivenConcurrentCommandsThenEachGetsItsOwnReply(t *testing.T) {
 	emu := startEmu(t, nil)
 	td := startDriver(t, emu.Addr(), true, nil)
 	leg := td.dial(t, "conf-c", "+12025550101")
-	td.rec.waitFor(t, "connected", is(pbx.EventConnected, leg))
+	td.rec.WaitFirst(t, "connected", pbxtest.Is(pbx.EventConnected, leg))
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for i := range 20 {

@@ -1,0 +1,121 @@
+package pbxtest
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/convoice/convoice/pbx"
+)
+
+// SlowConsumer is a handler that takes its time over every leg event and
+// can be held still (a controller stuck on its database). It keeps the
+// talking events per leg, the EventLost reports and which legs connected.
+type SlowConsumer struct {
+	delay  time.Duration
+	hold   chan struct{} // while open, leg events wait
+	notify chan struct{}
+
+	mu sync.Mutex
+	// Read these only inside a Wait condition (it runs under the lock)
+	// or after the events stopped.
+	ByLeg     map[string][]pbx.Event // talking events, per leg, in order handled
+	Lost      []pbx.Event            // EventLost reports
+	Connected map[string]bool        // legs that got EventConnected
+	Handled   int                    // talking events handled
+}
+
+// NewSlowConsumer sleeps delay over every leg event. With held, leg events
+// wait until Release.
+func NewSlowConsumer(delay time.Duration, held bool) *SlowConsumer {
+	c := &SlowConsumer{delay: delay, notify: make(chan struct{}, 1),
+		ByLeg: map[string][]pbx.Event{}, Connected: map[string]bool{}}
+	if held {
+		c.hold = make(chan struct{})
+	}
+	return c
+}
+
+// Release lets held leg events through (once).
+func (c *SlowConsumer) Release() { close(c.hold) }
+
+// HandleEvent is slow for leg events, quick for link events.
+func (c *SlowConsumer) HandleEvent(e pbx.Event) {
+	if e.LegID != "" {
+		if c.hold != nil {
+			<-c.hold
+		}
+		time.Sleep(c.delay)
+	}
+	c.mu.Lock()
+	switch e.Type {
+	case pbx.EventConnected:
+		c.Connected[e.LegID] = true
+	case pbx.EventLost:
+		c.Lost = append(c.Lost, e)
+	case pbx.EventTalkingStarted, pbx.EventTalkingFinished:
+		c.ByLeg[e.LegID] = append(c.ByLeg[e.LegID], e)
+		c.Handled++
+	}
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Wait waits until cond holds; cond runs with the consumer locked.
+func (c *SlowConsumer) Wait(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		c.mu.Lock()
+		ok := cond()
+		handled, lost := c.Handled, len(c.Lost)
+		c.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-c.notify:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s (handled %d, EventLost %d)", what, handled, lost)
+		}
+	}
+}
+
+// CheckOrder fails unless every leg's talking events were handled in the
+// order sent: the i-th sent is stamped base+i ms and is Started for even
+// i, Finished for odd; stamps must strictly increase. With complete > 0,
+// each of legs must also have exactly complete of them (none lost).
+func (c *SlowConsumer) CheckOrder(t testing.TB, base time.Time, legs []string, complete int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for leg, evs := range c.ByLeg {
+		prev := -1
+		for _, e := range evs {
+			i := int(e.At.Sub(base) / time.Millisecond)
+			if i <= prev {
+				t.Fatalf("leg %s: event #%d handled after #%d", leg, i, prev)
+			}
+			want := pbx.EventTalkingStarted
+			if i%2 == 1 {
+				want = pbx.EventTalkingFinished
+			}
+			if e.Type != want {
+				t.Fatalf("leg %s: event #%d is %s, sent as %s", leg, i, e.Type, want)
+			}
+			prev = i
+		}
+	}
+	if complete <= 0 {
+		return
+	}
+	for _, leg := range legs {
+		if n := len(c.ByLeg[leg]); n != complete {
+			t.Fatalf("leg %s: %d events handled, %d sent", leg, n, complete)
+		}
+	}
+}
