@@ -47,6 +47,19 @@ func (gu *Guests) lobbyGuest(ctx context.Context, a core.Actor, convID, guestID 
 	return conv, g, nil
 }
 
+// waitingGuest loads a guest for change in tx, refusing one who is no
+// longer waiting in the lobby.
+func waitingGuest(ctx context.Context, tx *storage.Store, guestID string) (*storage.Guest, error) {
+	g, err := tx.GetGuestForUpdate(ctx, guestID)
+	if err != nil {
+		return nil, err
+	}
+	if g.State != storage.GuestLobby {
+		return nil, core.Conflict("guest_not_waiting", "the guest is %s, not waiting to be admitted", g.State)
+	}
+	return g, nil
+}
+
 // AdmitGuest lets a guest in from the lobby and has the PBX call them. The
 // guest stays admitted when the call cannot be placed (they can ask to be
 // called again).
@@ -59,12 +72,9 @@ func (gu *Guests) AdmitGuest(ctx context.Context, a core.Actor, convID, guestID 
 		return AdmitResult{}, core.Conflict("conversation_ended", "the conversation has ended")
 	}
 	err = gu.store.InTx(ctx, func(tx *storage.Store) error {
-		cur, err := tx.GetGuestForUpdate(ctx, g.ID)
+		cur, err := waitingGuest(ctx, tx, g.ID)
 		if err != nil {
 			return err
-		}
-		if cur.State != storage.GuestLobby {
-			return core.Conflict("guest_not_waiting", "the guest is %s, not waiting to be admitted", cur.State)
 		}
 		now := time.Now().UTC()
 		cur.State, cur.AdmittedAt = storage.GuestAdmitted, &now
@@ -95,12 +105,9 @@ func (gu *Guests) RefuseGuest(ctx context.Context, a core.Actor, convID, guestID
 		return AdmitResult{}, err
 	}
 	err = gu.store.InTx(ctx, func(tx *storage.Store) error {
-		cur, err := tx.GetGuestForUpdate(ctx, g.ID)
+		cur, err := waitingGuest(ctx, tx, g.ID)
 		if err != nil {
 			return err
-		}
-		if cur.State != storage.GuestLobby {
-			return core.Conflict("guest_not_waiting", "the guest is %s, not waiting to be admitted", cur.State)
 		}
 		if _, err := gu.endGuestTx(ctx, tx, cur, storage.GuestRefused, "refused by "+a.Name); err != nil {
 			return err
