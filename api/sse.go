@@ -13,7 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/convoice/convoice/storage"
+	"github.com/convoice/convoice/controller"
 )
 
 // streamEvent is the JSON of one event on the stream: the envelope, with
@@ -71,7 +71,7 @@ func lastEventID(c echo.Context) (int64, error) {
 // stream after it; Check is polled at every heartbeat and closes the
 // stream when it fails.
 type streamFilter interface {
-	Filter(ctx context.Context, ev storage.Event) (out storage.Event, keep, end bool)
+	Filter(ctx context.Context, ev controller.Event) (out controller.Event, keep, end bool)
 	Check(ctx context.Context) error
 }
 
@@ -103,7 +103,7 @@ func (s *Server) stream(c echo.Context, convID string, last int64, f streamFilte
 	// Tell EventSource how fast to come back after a drop.
 	fmt.Fprintf(bw, "retry: 1000\n\n")
 
-	write := func(ev storage.Event) error {
+	write := func(ev controller.Event) error {
 		if ev.Seq <= last {
 			return nil // already sent (replay and live overlap)
 		}

@@ -1,120 +1,60 @@
-// Package controller is convoice's behaviour: the directory, conversations,
-// messages, conferences, legs and invitations, and the reaction to PBX
-// events. It speaks to storage and to pbx drivers; it knows no HTTP and
-// writes no SQL. Every state change is stored (with its event in the
-// conversation's log) in one transaction, and announced only after commit.
+// Package controller is convoice's behaviour behind one entry point: it
+// wires the parts below (directory, conversations, audio, guests, the call
+// engine, the audit log) and is all the api layer sees. It holds no
+// behaviour of its own beyond the wiring and the replay of dial requests
+// (idempotency.go); it knows no HTTP and writes no SQL. Every state change
+// is stored (with its event in the conversation's log) in one transaction,
+// and announced only after commit.
 package controller
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
-	"regexp"
-	"sort"
-	"sync"
-	"sync/atomic"
-	"time"
 
+	"github.com/convoice/convoice/controller/audio"
+	"github.com/convoice/convoice/controller/audit"
+	"github.com/convoice/convoice/controller/conversations"
+	"github.com/convoice/convoice/controller/directory"
+	"github.com/convoice/convoice/controller/engine"
+	"github.com/convoice/convoice/controller/guests"
+	"github.com/convoice/convoice/controller/policy"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
 )
 
-// Config is the controller's behaviour knobs.
-type Config struct {
-	Region         string         // default region for numbers without "+"
-	Extensions     *regexp.Regexp // internal extensions (nil: none)
-	CallerIDName   string         // what called phones display
-	CallerIDNumber string
-	RingTimeout    time.Duration // originate timeout; default 30 s
-	// RingGrace is how long past RingTimeout we wait for the PBX to end a
-	// ringing leg before we end it ourselves (the PBX went silent).
-	RingGrace time.Duration // default 15 s
-	// ResyncYoungLeg: legs younger than this are left alone by resync, their
-	// originate may still be on its way to the PBX.
-	ResyncYoungLeg time.Duration // default 5 s
-	// NodeLostAfter: a PBX node that has not been ready for this long is
-	// given up: its live legs end ("PBX node <name> unreachable") and its
-	// conferences with them. Default 30 s.
-	NodeLostAfter time.Duration
-	// Policy is the dial policy: what may be dialed, by whom, how often.
-	Policy PolicyConfig
-	Logger *slog.Logger
-}
-
-// Node is one PBX the controller can place conferences on.
-type Node struct {
-	Name   string
-	Weight int
-	Driver pbx.Driver
-
-	owner  atomic.Bool // this process holds the node's lease (nodes.go)
-	ending atomic.Bool // a "node lost" sweep is running
-	// switchUntil (unix ns) is set while the node's driver switches from
-	// commands-only to its event connection after this replica won the
-	// lease: dials wait for it instead of answering 503 (nodes.go).
-	switchUntil atomic.Int64
-}
-
-// Controller is convoice's behaviour.
+// Controller is convoice's behaviour. The requests of each part are its
+// embedded parts' methods (JoinAudio is audio's, JoinAsGuest guests', …);
+// the engine's and the audit log's are forwarded below, so that only what
+// the api layer needs of them is on the Controller.
 type Controller struct {
-	// policy is cfg.Policy resolved once (country lists, prefix sets):
-	// every dial consults it.
-	policy  *policy
-	cfg     Config
+	*directory.Directory
+	*conversations.Conversations
+	*audio.Audio
+	*guests.Guests
+
+	engine  *engine.Engine
+	audit   *audit.Log
 	store   *storage.Store
 	hub     *Hub
-	log     *slog.Logger
 	numbers Numbers
-	nodes   []*Node
-	byName  map[string]*Node
-	metrics *Metrics
-
-	draining atomic.Bool
-	inflight sync.WaitGroup
-
-	resyncMu   sync.Mutex
-	resyncWant map[string]bool // nodes with a resync requested while one ran
-	resyncBusy map[string]bool
+	log     *slog.Logger
 }
 
 // New wires a controller. The store's commits are published on hub.
 func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Metrics) *Controller {
-	if cfg.RingTimeout <= 0 {
-		cfg.RingTimeout = 30 * time.Second
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.RingGrace <= 0 {
-		cfg.RingGrace = 15 * time.Second
-	}
-	if cfg.ResyncYoungLeg <= 0 {
-		cfg.ResyncYoungLeg = 5 * time.Second
-	}
-	if cfg.NodeLostAfter <= 0 {
-		cfg.NodeLostAfter = 30 * time.Second
-	}
-	if cfg.CallerIDName == "" {
-		cfg.CallerIDName = "convoice"
-	}
-	lg := cfg.Logger
-	if lg == nil {
-		lg = slog.New(slog.DiscardHandler)
-	}
-	if metrics == nil {
-		metrics = NewMetrics(nil)
-	}
+	numbers := policy.Numbers{Region: cfg.Region, Extensions: cfg.Extensions}
+	trail := audit.New(store, cfg.Logger)
+	eng := engine.New(cfg, store, trail, nodes, metrics)
+	convs := conversations.New(store, eng)
 	c := &Controller{
-		cfg: cfg, store: store, hub: hub, log: lg, metrics: metrics,
-		numbers:    Numbers{Region: cfg.Region, Extensions: cfg.Extensions},
-		policy:     resolvePolicy(cfg.Policy, cfg.Region),
-		nodes:      nodes,
-		byName:     map[string]*Node{},
-		resyncWant: map[string]bool{},
-		resyncBusy: map[string]bool{},
-	}
-	for _, n := range nodes {
-		if n.Weight <= 0 {
-			n.Weight = 1
-		}
-		c.byName[n.Name] = n
+		Directory:     directory.New(store, numbers, trail),
+		Conversations: convs,
+		Audio:         audio.New(store, numbers, eng, convs, trail),
+		Guests:        guests.New(store, cfg.Logger, numbers, eng, convs, trail),
+		engine:        eng, audit: trail, store: store, hub: hub, numbers: numbers, log: cfg.Logger,
 	}
 	store.OnCommit(hub.Publish)
 	return c
@@ -129,120 +69,52 @@ func (c *Controller) Hub() *Hub { return c.hub }
 // Numbers gives the number normaliser.
 func (c *Controller) Numbers() Numbers { return c.numbers }
 
-// Run drives every PBX node until ctx is done: per node, the lease and the
-// event loop or the command-only mode (nodes.go), and the watchdog that ends
-// legs the PBX forgot.
-func (c *Controller) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, n := range c.nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.runNode(ctx, n)
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.watchdog(ctx)
-	}()
-	wg.Wait()
-	return ctx.Err()
-}
+// Run drives every PBX node until ctx is done (engine.Engine.Run).
+func (c *Controller) Run(ctx context.Context) error { return c.engine.Run(ctx) }
 
-// Drain stops taking new dial requests and waits (up to ctx) for the ones in
-// flight to finish. Calls stay up: the PBX keeps them, and the next start
-// resyncs.
-func (c *Controller) Drain(ctx context.Context) {
-	c.draining.Store(true)
-	done := make(chan struct{})
-	go func() { c.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-}
+// Drain stops taking new dial requests and waits (up to ctx) for the ones
+// in flight to finish (engine.Engine.Drain).
+func (c *Controller) Drain(ctx context.Context) { c.engine.Drain(ctx) }
 
-// NodeStatus is one PBX node's health.
-type NodeStatus struct {
-	Name   string     `json:"name"`
-	Kind   string     `json:"kind"`
-	Owner  bool       `json:"owner"` // this replica holds the node's lease
-	Status pbx.Status `json:"status"`
-}
+// Ready reports whether a PBX node can take calls and convoice is not
+// draining.
+func (c *Controller) Ready() bool { return c.engine.Ready() }
 
 // PBXStatus reports every node.
-func (c *Controller) PBXStatus() []NodeStatus {
-	out := make([]NodeStatus, 0, len(c.nodes))
-	for _, n := range c.nodes {
-		out = append(out, NodeStatus{Name: n.Name, Kind: n.Driver.Kind(), Owner: n.owner.Load(), Status: n.Driver.Status()})
-	}
-	return out
+func (c *Controller) PBXStatus() []NodeStatus { return c.engine.PBXStatus() }
+
+// Owner reports whether this replica holds the lease of the named node.
+func (c *Controller) Owner(node string) bool { return c.engine.Owner(node) }
+
+// HandlePBXEvent applies one driver event (engine/transitions.go).
+func (c *Controller) HandlePBXEvent(ctx context.Context, node string, e pbx.Event) {
+	c.engine.HandlePBXEvent(ctx, node, e)
 }
 
-// Ready reports whether at least one PBX node can take calls, and
-// convoice is not draining (so a load balancer stops sending new calls).
-func (c *Controller) Ready() bool {
-	if c.draining.Load() {
-		return false
-	}
-	for _, n := range c.nodes {
-		if n.Driver.Status().Ready {
-			return true
-		}
-	}
-	return false
+// Resync reconciles the store with what the PBX node holds.
+func (c *Controller) Resync(ctx context.Context, node string) { c.engine.Resync(ctx, node) }
+
+// Audit records e in the audit log, outside any transaction (audit.Log.Add).
+func (c *Controller) Audit(ctx context.Context, e AuditEntry) { c.audit.Add(ctx, e) }
+
+// AuditTx records e in tx: it is kept only if tx commits.
+func (c *Controller) AuditTx(ctx context.Context, tx *storage.Store, e AuditEntry) error {
+	return c.audit.AddTx(ctx, tx, e)
 }
 
-// placeConference picks a healthy node for a new conference: the one with
-// the fewest live legs per unit of weight.
-func (c *Controller) placeConference(ctx context.Context) (*Node, error) {
-	var ready []*Node
-	for _, n := range c.nodes {
-		if n.Driver.Status().Ready {
-			ready = append(ready, n)
-		}
-	}
-	if len(ready) == 0 {
-		return nil, unavailable("the PBX is not reachable right now; no call was placed, try again shortly")
-	}
-	if len(ready) == 1 {
-		return ready[0], nil
-	}
-	load, err := c.store.CountLiveLegs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sort.SliceStable(ready, func(i, j int) bool {
-		return float64(load[ready[i].Name])/float64(ready[i].Weight) < float64(load[ready[j].Name])/float64(ready[j].Weight)
-	})
-	return ready[0], nil
+// AuditAuthFailure records a failed authentication, throttled per remote
+// address (audit.Log.AddAuthFailure).
+func (c *Controller) AuditAuthFailure(ctx context.Context, remote, route, reason string) {
+	c.audit.AddAuthFailure(ctx, remote, route, reason)
 }
 
-// nodeOf returns the node a conference lives on.
-func (c *Controller) nodeOf(conf *storage.Conference) (*Node, error) {
-	if n, ok := c.byName[conf.Node]; ok {
-		return n, nil
-	}
-	if len(c.nodes) == 1 && conf.Node == "" {
-		return c.nodes[0], nil
-	}
-	return nil, unavailable("the PBX node %q of this conference is not configured", conf.Node)
+// AuditLog pages through the audit log, newest first (admins only).
+func (c *Controller) AuditLog(ctx context.Context, a Actor, q AuditQuery) (AuditPage, error) {
+	return c.audit.Read(ctx, a, q)
 }
 
-// appendEvent stores an event with its JSON payload in tx.
-func appendEvent(ctx context.Context, tx *storage.Store, convID, typ string, payload any) error {
-	b, err := json.Marshal(payload)
-	if err != nil {
-		return err
-	}
-	_, err = tx.AppendEvent(ctx, convID, typ, string(b))
-	return err
-}
-
-// pbxCtx bounds one PBX request made on behalf of a request; detached from
-// the HTTP request so a client hanging up mid-dial cannot leave a leg half
-// placed.
-func pbxCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+// ExportAudit hands every matching entry to emit, oldest first (admins
+// only).
+func (c *Controller) ExportAudit(ctx context.Context, a Actor, q AuditQuery, emit func(AuditRecord) error) error {
+	return c.audit.Export(ctx, a, q, emit)
 }

@@ -63,7 +63,12 @@ func TestDial_WhoseRecordIsNotDurable_IsHungUpAndAnswersAnError(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	drv := &recordingPBX{}
-	c := New(Config{Region: "US", Policy: noLimits(PolicyConfig{})}, st, NewHub(), []*Node{{Name: "pbx", Weight: 1, Driver: drv}}, nil)
+	// Every dial limit off: the dial policy then writes nothing, and the
+	// one write that fails is the leg's.
+	unlimited := PolicyConfig{MaxLiveLegsPerUser: Unlimited, MaxLiveLegsPerGuest: Unlimited,
+		MaxLiveLegsPerConversation: Unlimited, MaxLiveLegs: Unlimited, DialsPerUser: Unlimited, DialsPerGuest: Unlimited,
+		DialsPerConversation: Unlimited, GuestDialsPerConversation: Unlimited, DialsTotal: Unlimited}
+	c := New(Config{Region: "US", Policy: unlimited}, st, NewHub(), []*Node{{Name: "pbx", Weight: 1, Driver: drv}}, nil)
 	admin := Actor{Admin: true, Name: "test"}
 	alice, err := c.CreateUser(ctx, admin, NewUser{DisplayName: "Alice", Email: "alice@example.com",
 		Numbers: []NumberInput{{Label: "work", Number: "+12025550101"}}})

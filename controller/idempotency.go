@@ -7,6 +7,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/convoice/convoice/controller/core"
 	"github.com/convoice/convoice/storage"
 )
 
@@ -31,7 +32,7 @@ func (c *Controller) Idempotent(ctx context.Context, scope, key string, request 
 		return do(), nil
 	}
 	if len(key) > maxIdempotencyKey {
-		return Answer{}, invalid("Idempotency-Key", "Idempotency-Key: at most %d characters", maxIdempotencyKey)
+		return Answer{}, core.Invalid("Idempotency-Key", "Idempotency-Key: at most %d characters", maxIdempotencyKey)
 	}
 	h := sha256.Sum256(request)
 	reqHash := hex.EncodeToString(h[:])
@@ -65,13 +66,13 @@ func (c *Controller) Idempotent(ctx context.Context, scope, key string, request 
 			return Answer{}, err
 		}
 		if got.RequestHash != reqHash {
-			return Answer{}, conflict("idempotency_key_reused", "this Idempotency-Key was used for a different request")
+			return Answer{}, core.Conflict("idempotency_key_reused", "this Idempotency-Key was used for a different request")
 		}
 		if got.Status != 0 {
 			return Answer{Status: got.Status, Body: []byte(got.Body)}, nil
 		}
 		if time.Now().After(deadline) {
-			return Answer{}, conflict("idempotency_in_progress", "a request with this Idempotency-Key is still being processed")
+			return Answer{}, core.Conflict("idempotency_in_progress", "a request with this Idempotency-Key is still being processed")
 		}
 		select {
 		case <-ctx.Done():

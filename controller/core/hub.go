@@ -1,10 +1,13 @@
-package controller
+package core
 
 import (
 	"sync"
 
 	"github.com/convoice/convoice/storage"
 )
+
+// Event is one entry of a conversation's log, as stored and as streamed.
+type Event = storage.Event
 
 // Hub fans committed events out to the live streams of their conversation.
 // It never is the source of truth: a subscriber that falls behind is told
@@ -30,7 +33,7 @@ type Subscription struct {
 	Wake chan struct{}
 
 	mu      sync.Mutex
-	queue   []storage.Event
+	queue   []Event
 	lagged  bool
 	maxSeen int64
 }
@@ -64,7 +67,7 @@ func (s *Subscription) Close() {
 
 // Publish hands committed events (in seq order per conversation) to the
 // listeners. It never blocks.
-func (h *Hub) Publish(events []storage.Event) {
+func (h *Hub) Publish(events []Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range events {
@@ -107,7 +110,7 @@ func (h *Hub) PokeAll() {
 	}
 }
 
-func (s *Subscription) push(ev storage.Event) {
+func (s *Subscription) push(ev Event) {
 	s.mu.Lock()
 	if ev.Seq > s.maxSeen {
 		s.maxSeen = ev.Seq
@@ -134,7 +137,7 @@ func (s *Subscription) wake() {
 // Take returns the queued events, or lagged=true when the listener must
 // re-read the store from its last seq (the queue overflowed or another
 // replica wrote).
-func (s *Subscription) Take() (events []storage.Event, lagged bool) {
+func (s *Subscription) Take() (events []Event, lagged bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	events, lagged = s.queue, s.lagged

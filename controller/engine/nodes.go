@@ -1,4 +1,4 @@
-package controller
+package engine
 
 import (
 	"context"
@@ -25,12 +25,12 @@ func leaseName(node string) string { return "pbx-node:" + node }
 //	    run passive until the lease is acquired
 //	    run the event loop (link up → resync) until the lease is lost or ctx is done
 //	}
-func (c *Controller) runNode(ctx context.Context, n *Node) {
-	h := pbx.HandlerFunc(func(e pbx.Event) { c.HandlePBXEvent(context.WithoutCancel(ctx), n.Name, e) })
-	c.setOwner(n, false)
+func (en *Engine) runNode(ctx context.Context, n *Node) {
+	h := pbx.HandlerFunc(func(e pbx.Event) { en.HandlePBXEvent(context.WithoutCancel(ctx), n.Name, e) })
+	en.setOwner(n, false)
 	var yield time.Duration
 	for ctx.Err() == nil {
-		lease, wasReady, err := c.acquireNode(ctx, n, yield)
+		lease, wasReady, err := en.acquireNode(ctx, n, yield)
 		yield = 0
 		if err != nil {
 			return // ctx done
@@ -38,10 +38,10 @@ func (c *Controller) runNode(ctx context.Context, n *Node) {
 		if wasReady {
 			// The node answered commands a moment ago; until the event
 			// connection is up (well under a second) dials wait for it.
-			c.startSwitch(ctx, n)
+			en.startSwitch(ctx, n)
 		}
-		c.setOwner(n, true)
-		c.log.Info("holding the PBX node's lease: running its event connection", "node", n.Name, "was_ready", wasReady)
+		en.setOwner(n, true)
+		en.log.Info("holding the PBX node's lease: running its event connection", "node", n.Name, "was_ready", wasReady)
 		lctx, cancel := context.WithCancel(ctx)
 		go func() {
 			select {
@@ -53,17 +53,17 @@ func (c *Controller) runNode(ctx context.Context, n *Node) {
 		err = n.Driver.Run(lctx, h)
 		lost := lctx.Err() != nil && ctx.Err() == nil
 		cancel()
-		c.setOwner(n, false)
+		en.setOwner(n, false)
 		lease.Release()
 		switch {
 		case err != nil && !errors.Is(err, context.Canceled):
 			// The configuration can never work (Run's contract).
-			c.log.Error("pbx driver stopped", "node", n.Name, "err", err)
+			en.log.Error("pbx driver stopped", "node", n.Name, "err", err)
 			return
 		case lost:
 			// Our database session failed: we are the suspect replica.
 			// Let a healthy one take the lease first.
-			c.log.Warn("lost the PBX node's lease: back to commands only", "node", n.Name)
+			en.log.Warn("lost the PBX node's lease: back to commands only", "node", n.Name)
 			yield = leaseYield
 		case ctx.Err() == nil:
 			// Run returned by itself: do not spin.
@@ -87,18 +87,18 @@ const switchGrace = 5 * time.Second
 // startSwitch opens n's switch window: until its driver is ready (or
 // switchGrace has passed) dials wait for it. It closes as soon as the driver
 // is ready, so a fault right after still fails dials fast.
-func (c *Controller) startSwitch(ctx context.Context, n *Node) {
+func (en *Engine) startSwitch(ctx context.Context, n *Node) {
 	deadline := time.Now().Add(switchGrace).UnixNano()
 	n.switchUntil.Store(deadline)
 	go func() {
-		c.awaitSwitch(ctx, n)
+		en.awaitSwitch(ctx, n)
 		n.switchUntil.CompareAndSwap(deadline, 0)
 	}()
 }
 
 // awaitSwitch waits (within ctx) while n is switching to its event
 // connection and not ready yet.
-func (c *Controller) awaitSwitch(ctx context.Context, n *Node) {
+func (en *Engine) awaitSwitch(ctx context.Context, n *Node) {
 	for !n.Driver.Status().Ready && time.Now().UnixNano() < n.switchUntil.Load() {
 		select {
 		case <-ctx.Done():
@@ -111,10 +111,10 @@ func (c *Controller) awaitSwitch(ctx context.Context, n *Node) {
 // acquireNode waits for the node's lease (trying after yield), serving
 // commands in passive mode meanwhile (on PostgreSQL, when the driver can).
 // wasReady says the passive driver was ready when the lease came.
-func (c *Controller) acquireNode(ctx context.Context, n *Node, yield time.Duration) (*storage.Lease, bool, error) {
+func (en *Engine) acquireNode(ctx context.Context, n *Node, yield time.Duration) (*storage.Lease, bool, error) {
 	p, ok := n.Driver.(pbx.Passive)
-	if c.store.Dialect() != "postgres" || !ok {
-		lease, err := c.store.AcquireLease(ctx, leaseName(n.Name))
+	if en.store.Dialect() != "postgres" || !ok {
+		lease, err := en.store.AcquireLease(ctx, leaseName(n.Name))
 		return lease, false, err
 	}
 	pctx, cancel := context.WithCancel(ctx)
@@ -122,7 +122,7 @@ func (c *Controller) acquireNode(ctx context.Context, n *Node, yield time.Durati
 	go func() {
 		defer close(done)
 		if err := p.RunPassive(pctx); err != nil {
-			c.log.Error("pbx driver: passive mode stopped", "node", n.Name, "err", err)
+			en.log.Error("pbx driver: passive mode stopped", "node", n.Name, "err", err)
 		}
 	}()
 	var lease *storage.Lease
@@ -131,7 +131,7 @@ func (c *Controller) acquireNode(ctx context.Context, n *Node, yield time.Durati
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-time.After(yield):
-		lease, err = c.store.AcquireLease(ctx, leaseName(n.Name))
+		lease, err = en.store.AcquireLease(ctx, leaseName(n.Name))
 	}
 	wasReady := err == nil && n.Driver.Status().Ready
 	cancel()
@@ -139,18 +139,18 @@ func (c *Controller) acquireNode(ctx context.Context, n *Node, yield time.Durati
 	return lease, wasReady, err
 }
 
-func (c *Controller) setOwner(n *Node, owner bool) {
+func (en *Engine) setOwner(n *Node, owner bool) {
 	n.owner.Store(owner)
 	v := 0.0
 	if owner {
 		v = 1
 	}
-	c.metrics.NodeOwner.WithLabelValues(n.Name).Set(v)
+	en.metrics.NodeOwner.WithLabelValues(n.Name).Set(v)
 }
 
 // Owner reports whether this replica holds the lease of the named node.
-func (c *Controller) Owner(node string) bool {
-	n, ok := c.byName[node]
+func (en *Engine) Owner(node string) bool {
+	n, ok := en.byName[node]
 	return ok && n.owner.Load()
 }
 
@@ -159,9 +159,9 @@ func (c *Controller) Owner(node string) bool {
 // (and their conferences with the last of them). New conferences already
 // avoid it (placeConference takes ready nodes only). Runs from the
 // watchdog; one sweep per node at a time.
-func (c *Controller) checkNodeLost(ctx context.Context, n *Node) {
+func (en *Engine) checkNodeLost(ctx context.Context, n *Node) {
 	st := n.Driver.Status()
-	if st.Ready || !n.owner.Load() || time.Since(st.Since) < c.cfg.NodeLostAfter {
+	if st.Ready || !n.owner.Load() || time.Since(st.Since) < en.cfg.NodeLostAfter {
 		return
 	}
 	if !n.ending.CompareAndSwap(false, true) {
@@ -169,16 +169,16 @@ func (c *Controller) checkNodeLost(ctx context.Context, n *Node) {
 	}
 	go func() {
 		defer n.ending.Store(false)
-		legs, err := c.store.AllLiveLegs(ctx, n.Name)
+		legs, err := en.store.AllLiveLegs(ctx, n.Name)
 		if err != nil || len(legs) == 0 {
 			return
 		}
 		reason := "PBX node " + n.Name + " unreachable"
-		c.log.Warn("PBX node unreachable for too long: ending its calls", "node", n.Name,
+		en.log.Warn("PBX node unreachable for too long: ending its calls", "node", n.Name,
 			"not_ready_since", st.Since, "detail", st.Detail, "legs", len(legs))
 		for _, l := range legs {
-			c.metrics.NodeLost.WithLabelValues(n.Name).Inc()
-			c.endLeg(ctx, l.ID, 0, "", reason)
+			en.metrics.NodeLost.WithLabelValues(n.Name).Inc()
+			en.endLeg(ctx, l.ID, 0, "", reason)
 		}
 	}()
 }

@@ -1,4 +1,4 @@
-package controller
+package policy
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/convoice/convoice/controller/core"
 	"github.com/nyaruka/phonenumbers"
 )
 
@@ -26,10 +27,10 @@ type Numbers struct {
 func (n Numbers) Normalize(field, input string) (string, error) {
 	s := strings.Trim(input, " \t") // a newline or other control character is refused below
 	if s == "" {
-		return "", invalid(field, "%s: a phone number is required", field)
+		return "", core.Invalid(field, "%s: a phone number is required", field)
 	}
 	if len(s) > maxNumberInput {
-		return "", invalid(field, "%s: too long to be a phone number (at most %d characters)", field, maxNumberInput)
+		return "", core.Invalid(field, "%s: too long to be a phone number (at most %d characters)", field, maxNumberInput)
 	}
 	// Only ASCII digits and the punctuation people write numbers with. This
 	// refuses letters (vanity numbers are not dialed), Unicode digits that
@@ -41,7 +42,7 @@ func (n Numbers) Normalize(field, input string) (string, error) {
 		case r == '+' && i == 0:
 		case r == ' ' || r == '-' || r == '.' || r == '(' || r == ')':
 		default:
-			return "", invalid(field, "%s: %q is not allowed in a phone number (digits, a leading +, spaces, dots, dashes and parentheses only)", field, r)
+			return "", core.Invalid(field, "%s: %q is not allowed in a phone number (digits, a leading +, spaces, dots, dashes and parentheses only)", field, r)
 		}
 	}
 	if n.Extensions != nil && !strings.HasPrefix(s, "+") && n.Extensions.MatchString(s) {
@@ -53,10 +54,10 @@ func (n Numbers) Normalize(field, input string) (string, error) {
 	}
 	num, err := phonenumbers.Parse(s, region)
 	if err != nil {
-		return "", invalid(field, "%s: %q is not a phone number: %v", field, input, err)
+		return "", core.Invalid(field, "%s: %q is not a phone number: %v", field, input, err)
 	}
 	if !phonenumbers.IsValidNumber(num) {
-		return "", invalid(field, "%s: %q is not a valid phone number for its country (region %s assumed without +)", field, input, region)
+		return "", core.Invalid(field, "%s: %q is not a valid phone number for its country (region %s assumed without +)", field, input, region)
 	}
 	return phonenumbers.Format(num, phonenumbers.E164), nil
 }
@@ -64,17 +65,17 @@ func (n Numbers) Normalize(field, input string) (string, error) {
 // Labels a published number may have.
 var numberLabels = map[string]bool{"work": true, "mobile": true, "home": true, "other": true}
 
-// checkLabel validates a published number's label.
-func checkLabel(field, label string) (string, error) {
+// CheckLabel validates a published number's label.
+func CheckLabel(field, label string) (string, error) {
 	l := strings.ToLower(strings.TrimSpace(label))
 	if !numberLabels[l] {
-		return "", invalid(field, "%s: label %q is not one of work, mobile, home, other", field, label)
+		return "", core.Invalid(field, "%s: label %q is not one of work, mobile, home, other", field, label)
 	}
 	return l, nil
 }
 
-// describeNumber is for log lines and audit: the number's country and type.
-func describeNumber(e164 string) string {
+// DescribeNumber is for log lines and audit: the number's country and type.
+func DescribeNumber(e164 string) string {
 	f, ok := e164Facts(e164)
 	if !ok {
 		return "extension"

@@ -1,12 +1,12 @@
-package controller
+package policy
 
 import (
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/convoice/convoice/controller/core"
 	"github.com/convoice/convoice/pbx"
-	"github.com/convoice/convoice/storage"
 )
 
 func TestNormalize_AcceptsWhatPeopleTypeAndGivesE164(t *testing.T) {
@@ -39,8 +39,8 @@ func TestNormalize_RefusesHostileAndWrongInputNamingTheField(t *testing.T) {
 		"1001\r\n", "${DIAL}", "+1 (202) 555-0101 ext. 12",
 	} {
 		_, err := n.Normalize("number", in)
-		e, ok := AsError(err)
-		if !ok || e.Kind != KindInvalid || e.Field != "number" || !strings.Contains(e.Message, "number") {
+		e, ok := core.AsError(err)
+		if !ok || e.Kind != core.KindInvalid || e.Field != "number" || !strings.Contains(e.Message, "number") {
 			t.Errorf("Normalize(%q) = %v; want a 400 naming the field", in, err)
 		}
 	}
@@ -65,33 +65,4 @@ func FuzzNormalize_NeverLetsADialStringCharacterThrough(f *testing.F) {
 			t.Fatalf("dial string %q, %v", ds, err)
 		}
 	})
-}
-
-func TestEndStateFor_MapsCausesAsTheContractSays(t *testing.T) {
-	ringing := func() *storage.Leg { return &storage.Leg{State: storage.LegRinging} }
-	cases := []struct {
-		leg   *storage.Leg
-		cause int
-		want  string
-	}{
-		{ringing(), 17, storage.LegBusy},
-		{ringing(), 18, storage.LegNoAnswer},
-		{ringing(), 19, storage.LegNoAnswer},
-		{ringing(), 21, storage.LegRejected},
-		{ringing(), 1, storage.LegFailed},
-		{ringing(), 34, storage.LegFailed},
-		{ringing(), 38, storage.LegFailed},
-		{ringing(), 0, storage.LegFailed},
-		{ringing(), 16, storage.LegFailed},
-		{&storage.Leg{State: storage.LegRinging, HangupRequested: true}, 16, storage.LegCancelled},
-		{&storage.Leg{State: storage.LegDialing, HangupRequested: true}, 21, storage.LegCancelled},
-		{&storage.Leg{State: storage.LegConnected}, 16, storage.LegEnded},
-		{&storage.Leg{State: storage.LegConnected}, 17, storage.LegEnded},
-		{&storage.Leg{State: storage.LegConnected, HangupRequested: true}, 16, storage.LegEnded},
-	}
-	for _, tc := range cases {
-		if got := endStateFor(tc.leg, tc.cause); got != tc.want {
-			t.Errorf("leg %s (hangup requested %v) cause %d → %s, want %s", tc.leg.State, tc.leg.HangupRequested, tc.cause, got, tc.want)
-		}
-	}
 }

@@ -1,9 +1,10 @@
-package controller
+package engine
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,15 +17,18 @@ import (
 
 	"github.com/nyaruka/phonenumbers"
 
+	"github.com/convoice/convoice/controller/audit"
+	"github.com/convoice/convoice/controller/core"
+	"github.com/convoice/convoice/controller/policy"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
 )
 
-// policyController is a controller with no PBX over a fresh store:
+// policyController is an engine with no PBX over a fresh store:
 // enough for checkDial, which decides before anything reaches a PBX. The
 // store is a new SQLite file, or, with CONVOICE_TEST_POSTGRES (a DSN of a
 // throw-away server), a new PostgreSQL database.
-func policyController(t testing.TB, p PolicyConfig) *Controller {
+func policyController(t testing.TB, p policy.Config) *Engine {
 	t.Helper()
 	dsn := filepath.Join(t.TempDir(), "policy.db")
 	if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
@@ -35,7 +39,8 @@ func policyController(t testing.TB, p PolicyConfig) *Controller {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return New(Config{Region: "US", Extensions: regexp.MustCompile(`^[0-9]{4}$`), Policy: p}, st, NewHub(), nil, nil)
+	return New(Config{Region: "US", Extensions: regexp.MustCompile(`^[0-9]{4}$`), Policy: p}, st,
+		audit.New(st, slog.New(slog.DiscardHandler)), nil, nil)
 }
 
 // freshPostgres creates an empty database on the server of dsn and gives
@@ -46,7 +51,7 @@ func freshPostgres(t testing.TB, dsn string) string {
 	if err != nil {
 		t.Fatalf("postgres: %v", err)
 	}
-	name := "policy_" + strings.ReplaceAll(NewID(), "-", "")
+	name := "policy_" + strings.ReplaceAll(core.NewID(), "-", "")
 	if err := admin.DB().Exec("CREATE DATABASE " + name).Error; err != nil {
 		t.Fatalf("create database: %v", err)
 	}
@@ -64,22 +69,22 @@ func freshPostgres(t testing.TB, dsn string) string {
 
 // noLimits switches off every limit p does not set, to look at the number
 // rules (or one limit) alone.
-func noLimits(p PolicyConfig) PolicyConfig {
+func noLimits(p policy.Config) policy.Config {
 	for _, l := range []*int{&p.MaxLiveLegsPerUser, &p.MaxLiveLegsPerGuest, &p.MaxLiveLegsPerConversation, &p.MaxLiveLegs,
 		&p.DialsPerUser, &p.DialsPerGuest, &p.DialsPerConversation, &p.GuestDialsPerConversation, &p.DialsTotal} {
 		if *l == 0 {
-			*l = Unlimited
+			*l = policy.Unlimited
 		}
 	}
 	return p
 }
 
 func userDial(userID, conv, number, source string) DialCheck {
-	return DialCheck{Actor: Actor{UserID: userID, Name: "U " + userID}, ConversationID: conv, UserID: &userID, Number: number, Source: source}
+	return DialCheck{Actor: core.Actor{UserID: userID, Name: "U " + userID}, ConversationID: conv, UserID: &userID, Number: number, Source: source}
 }
 
 func guestDial(guestID, conv, number string) DialCheck {
-	return DialCheck{Actor: Actor{Name: "Guest " + guestID}, ConversationID: conv, GuestID: &guestID, Number: number, Source: "guest"}
+	return DialCheck{Actor: core.Actor{Name: "Guest " + guestID}, ConversationID: conv, GuestID: &guestID, Number: number, Source: "guest"}
 }
 
 // ruleOf is the refusal code of err ("" when allowed), failing on any
@@ -89,13 +94,13 @@ func ruleOf(t testing.TB, err error) string {
 	if err == nil {
 		return ""
 	}
-	e, ok := AsError(err)
+	e, ok := core.AsError(err)
 	if !ok {
 		t.Fatalf("checkDial failed with %v, not a refusal", err)
 	}
 	switch {
-	case e.Code == RuleRateLimited && e.Kind != KindRateLimited,
-		e.Code != RuleRateLimited && e.Kind != KindForbidden:
+	case e.Code == policy.RuleRateLimited && e.Kind != core.KindRateLimited,
+		e.Code != policy.RuleRateLimited && e.Kind != core.KindForbidden:
 		t.Fatalf("refusal %s has kind %d", e.Code, e.Kind)
 	}
 	if e.Message == "" {
@@ -104,7 +109,7 @@ func ruleOf(t testing.TB, err error) string {
 	return e.Code
 }
 
-func auditCount(t testing.TB, c *Controller, action string) int {
+func auditCount(t testing.TB, c *Engine, action string) int {
 	t.Helper()
 	es, err := c.store.AuditEntries(context.Background(), storage.AuditFilter{Action: action})
 	if err != nil {
@@ -114,7 +119,7 @@ func auditCount(t testing.TB, c *Controller, action string) int {
 }
 
 func TestPolicy_NumberRulesForUsersAndGuests(t *testing.T) {
-	c := policyController(t, noLimits(PolicyConfig{
+	c := policyController(t, noLimits(policy.Config{
 		AllowPrefixes: []string{"+4420", "+449"},
 		DenyPrefixes:  []string{"+1202555099", "+44207946", "9"},
 	}))
@@ -125,35 +130,35 @@ func TestPolicy_NumberRulesForUsersAndGuests(t *testing.T) {
 		{"+12025550101", "new_number", ""},
 		{"+12025550101", "redirect", ""},
 		{"+12025550101", "guest", ""},
-		{"+18005550199", "new_number", ""},                        // toll free: fine for users
-		{"+18005550199", "guest", RuleNumberTypeNotAllowed},       // … not for guests
-		{"+19005550123", "published", RuleNumberTypeNotAllowed},   // US premium rate
-		{"+19002001234", "guest", RuleNumberTypeNotAllowed},       // US premium rate
-		{"+15005550123", "new_number", RuleNumberTypeNotAllowed},  // US personal number (5XX)
-		{"+18765551234", "new_number", RuleCountryNotAllowed},     // Jamaica shares +1: the region decides
-		{"+18095551234", "redirect", RuleCountryNotAllowed},       // Dominican Republic
-		{"+14165550123", "new_number", RuleCountryNotAllowed},     // Canada
-		{"+33612345678", "new_number", RuleCountryNotAllowed},     // France
-		{"+881612345678", "new_number", RuleCountryNotAllowed},    // Iridium satellite
-		{"+979123456789", "new_number", RuleCountryNotAllowed},    // international premium rate
-		{"+442071234567", "new_number", ""},                       // London, admitted by the allow list
-		{"+442071234567", "guest", RuleCountryNotAllowed},         // the allow list is not for guests
-		{"+449098790123", "new_number", RuleNumberTypeNotAllowed}, // allowed prefix, but premium rate
-		{"+442079460958", "new_number", RuleNumberNotAllowed},     // allowed and denied: deny wins
-		{"+12025550999", "published", RuleNumberNotAllowed},       // deny list
-		{"+12025550999", "guest", RuleNumberNotAllowed},           // deny list
-		{"1001", "new_number", ""},                                // extension
-		{"1001", "guest", RuleExtensionNotAllowed},                // no extensions for guests
-		{"9001", "new_number", RuleNumberNotAllowed},              // denied extension range
-		{"10011", "new_number", RuleNumberNotAllowed},             // not the extension pattern
-		{"10 01", "new_number", RuleNumberNotAllowed},             // checkDial trusts no caller
-		{"(1001)", "new_number", RuleNumberNotAllowed},            // …
-		{"+1 202 555 0101", "new_number", RuleNumberNotAllowed},   // not normalised
-		{"+12025550101&Local/x@evil", "new_number", RuleNumberNotAllowed},
-		{"+1202555010１", "new_number", RuleNumberNotAllowed}, // a fullwidth digit
-		{"+" + strings.Repeat("1", 16), "new_number", RuleNumberNotAllowed},
-		{"", "new_number", RuleNumberNotAllowed},
-		{"+18005550199", "carrier-pigeon", RuleNumberTypeNotAllowed}, // unknown source: the guest rules
+		{"+18005550199", "new_number", ""},                               // toll free: fine for users
+		{"+18005550199", "guest", policy.RuleNumberTypeNotAllowed},       // … not for guests
+		{"+19005550123", "published", policy.RuleNumberTypeNotAllowed},   // US premium rate
+		{"+19002001234", "guest", policy.RuleNumberTypeNotAllowed},       // US premium rate
+		{"+15005550123", "new_number", policy.RuleNumberTypeNotAllowed},  // US personal number (5XX)
+		{"+18765551234", "new_number", policy.RuleCountryNotAllowed},     // Jamaica shares +1: the region decides
+		{"+18095551234", "redirect", policy.RuleCountryNotAllowed},       // Dominican Republic
+		{"+14165550123", "new_number", policy.RuleCountryNotAllowed},     // Canada
+		{"+33612345678", "new_number", policy.RuleCountryNotAllowed},     // France
+		{"+881612345678", "new_number", policy.RuleCountryNotAllowed},    // Iridium satellite
+		{"+979123456789", "new_number", policy.RuleCountryNotAllowed},    // international premium rate
+		{"+442071234567", "new_number", ""},                              // London, admitted by the allow list
+		{"+442071234567", "guest", policy.RuleCountryNotAllowed},         // the allow list is not for guests
+		{"+449098790123", "new_number", policy.RuleNumberTypeNotAllowed}, // allowed prefix, but premium rate
+		{"+442079460958", "new_number", policy.RuleNumberNotAllowed},     // allowed and denied: deny wins
+		{"+12025550999", "published", policy.RuleNumberNotAllowed},       // deny list
+		{"+12025550999", "guest", policy.RuleNumberNotAllowed},           // deny list
+		{"1001", "new_number", ""},                                       // extension
+		{"1001", "guest", policy.RuleExtensionNotAllowed},                // no extensions for guests
+		{"9001", "new_number", policy.RuleNumberNotAllowed},              // denied extension range
+		{"10011", "new_number", policy.RuleNumberNotAllowed},             // not the extension pattern
+		{"10 01", "new_number", policy.RuleNumberNotAllowed},             // checkDial trusts no caller
+		{"(1001)", "new_number", policy.RuleNumberNotAllowed},            // …
+		{"+1 202 555 0101", "new_number", policy.RuleNumberNotAllowed},   // not normalised
+		{"+12025550101&Local/x@evil", "new_number", policy.RuleNumberNotAllowed},
+		{"+1202555010１", "new_number", policy.RuleNumberNotAllowed}, // a fullwidth digit
+		{"+" + strings.Repeat("1", 16), "new_number", policy.RuleNumberNotAllowed},
+		{"", "new_number", policy.RuleNumberNotAllowed},
+		{"+18005550199", "carrier-pigeon", policy.RuleNumberTypeNotAllowed}, // unknown source: the guest rules
 	}
 	refused := 0
 	for _, tc := range cases {
@@ -168,7 +173,7 @@ func TestPolicy_NumberRulesForUsersAndGuests(t *testing.T) {
 			refused++
 		}
 	}
-	es, err := c.store.AuditEntries(context.Background(), storage.AuditFilter{Action: ActionDialRefused, Ascending: true})
+	es, err := c.store.AuditEntries(context.Background(), storage.AuditFilter{Action: audit.ActionDialRefused, Ascending: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +188,7 @@ func TestPolicy_NumberRulesForUsersAndGuests(t *testing.T) {
 }
 
 func TestPolicy_ConfiguredCountriesTypesAndGuestRules(t *testing.T) {
-	c := policyController(t, noLimits(PolicyConfig{
+	c := policyController(t, noLimits(policy.Config{
 		AllowedCountries:      []string{"US", "+44"},
 		GuestAllowedCountries: []string{"US"},
 		BlockedTypes:          []phonenumbers.PhoneNumberType{phonenumbers.PREMIUM_RATE, phonenumbers.TOLL_FREE},
@@ -191,15 +196,15 @@ func TestPolicy_ConfiguredCountriesTypesAndGuestRules(t *testing.T) {
 		GuestExtensions:       true,
 	}))
 	for _, tc := range []struct{ number, source, want string }{
-		{"+442079460958", "new_number", ""},                      // +44 allowed by calling code
-		{"+447911123456", "new_number", ""},                      // … Guernsey shares +44
-		{"+18005550199", "new_number", RuleNumberTypeNotAllowed}, // toll free blocked by configuration
-		{"+15005550123", "new_number", ""},                       // personal numbers no longer blocked
-		{"+442079460958", "guest", RuleCountryNotAllowed},        // guests: US only
-		{"+18005550199", "guest", ""},                            // guests: toll free allowed by configuration
-		{"+12025550101", "guest", ""},                            // FIXED_LINE_OR_MOBILE
-		{"1001", "guest", ""},                                    // extensions allowed for guests
-		{"+19005550123", "guest", RuleNumberTypeNotAllowed},      // not in the guest types
+		{"+442079460958", "new_number", ""},                             // +44 allowed by calling code
+		{"+447911123456", "new_number", ""},                             // … Guernsey shares +44
+		{"+18005550199", "new_number", policy.RuleNumberTypeNotAllowed}, // toll free blocked by configuration
+		{"+15005550123", "new_number", ""},                              // personal numbers no longer blocked
+		{"+442079460958", "guest", policy.RuleCountryNotAllowed},        // guests: US only
+		{"+18005550199", "guest", ""},                                   // guests: toll free allowed by configuration
+		{"+12025550101", "guest", ""},                                   // FIXED_LINE_OR_MOBILE
+		{"1001", "guest", ""},                                           // extensions allowed for guests
+		{"+19005550123", "guest", policy.RuleNumberTypeNotAllowed},      // not in the guest types
 	} {
 		d := userDial("u1", "c1", tc.number, tc.source)
 		if tc.source == "guest" {
@@ -211,41 +216,10 @@ func TestPolicy_ConfiguredCountriesTypesAndGuestRules(t *testing.T) {
 	}
 }
 
-func TestPolicy_ConfigListsParseAndRefuseNonsense(t *testing.T) {
-	if got, err := ParseCountries(" US, gb ;+44 "); err != nil || strings.Join(got, "|") != "US|gb|+44" {
-		t.Errorf("ParseCountries: %v %v", got, err)
-	}
-	for _, bad := range []string{"XX", "USA", "+0", "+999", "+1234", "U$"} {
-		if _, err := ParseCountries(bad); err == nil {
-			t.Errorf("ParseCountries(%q) accepted", bad)
-		}
-	}
-	if got, err := ParseNumberTypes("premium_rate, Shared-Cost"); err != nil || len(got) != 2 || got[0] != phonenumbers.PREMIUM_RATE || got[1] != phonenumbers.SHARED_COST {
-		t.Errorf("ParseNumberTypes: %v %v", got, err)
-	}
-	if got, err := ParseNumberTypes("none"); err != nil || got == nil || len(got) != 0 {
-		t.Errorf("ParseNumberTypes(none) = %#v, %v; want an empty, non-nil list", got, err)
-	}
-	if _, err := ParseNumberTypes("PREMIUM"); err == nil {
-		t.Errorf("ParseNumberTypes accepted PREMIUM")
-	}
-	if got, err := ParsePrefixes("+1 900, +44 (9)"); err != nil || strings.Join(got, "|") != "+1900|+449" {
-		t.Errorf("ParsePrefixes: %v %v", got, err)
-	}
-	for _, bad := range []string{"+", "+1&", "1900@x", "+44 9 /"} {
-		if _, err := ParsePrefixes(bad); err == nil {
-			t.Errorf("ParsePrefixes(%q) accepted", bad)
-		}
-	}
-	if err := (PolicyConfig{AllowedCountries: []string{"ZZ"}}).Check(); err == nil {
-		t.Errorf("Check accepted an unknown region")
-	}
-	if err := (PolicyConfig{DenyPrefixes: []string{"+1;x"}}).Check(); err == nil {
-		t.Errorf("Check accepted a bad prefix")
-	}
-	// A country entry that Check would refuse never widens the list.
-	c := policyController(t, noLimits(PolicyConfig{AllowedCountries: []string{"ZZ"}}))
-	if got := ruleOf(t, c.checkDial(context.Background(), userDial("u", "c", "+12025550101", "new_number"))); got != RuleCountryNotAllowed {
+// A country entry that Check would refuse never widens the list.
+func TestPolicy_ABadCountryNeverWidensTheList(t *testing.T) {
+	c := policyController(t, noLimits(policy.Config{AllowedCountries: []string{"ZZ"}}))
+	if got := ruleOf(t, c.checkDial(context.Background(), userDial("u", "c", "+12025550101", "new_number"))); got != policy.RuleCountryNotAllowed {
 		t.Errorf("with only a bad country configured, a US number gives %q", got)
 	}
 }
@@ -261,15 +235,15 @@ func (f *fakeClock) add(d time.Duration) { f.mu.Lock(); f.t = f.t.Add(d); f.mu.U
 
 func TestPolicy_RateLimitsRefuseTheNPlusFirstUntilTheWindowMoves(t *testing.T) {
 	clk := &fakeClock{t: time.Now()}
-	p := noLimits(PolicyConfig{DialsPerUser: 3, DialsPerConversation: 5, GuestDialsPerConversation: 2, DialsTotal: 8, Window: time.Minute})
-	p.now = clk.now
+	p := noLimits(policy.Config{DialsPerUser: 3, DialsPerConversation: 5, GuestDialsPerConversation: 2, DialsTotal: 8, Window: time.Minute})
+	p.Now = clk.now
 	c := policyController(t, p)
 	ctx := context.Background()
 	dial := func(d DialCheck) string {
 		t.Helper()
 		err := c.checkDial(ctx, d)
 		if err == nil {
-			c.dialed(ctx, d.Actor, d.ConversationID, dialTarget{userID: d.UserID, guestID: d.GuestID, number: d.Number, source: d.Source}, nil, errors.New("no leg in this test"))
+			c.dialed(ctx, d.Actor, d.ConversationID, Target{UserID: d.UserID, GuestID: d.GuestID, Number: d.Number, Source: d.Source}, nil, errors.New("no leg in this test"))
 		}
 		return ruleOf(t, err)
 	}
@@ -279,7 +253,7 @@ func TestPolicy_RateLimitsRefuseTheNPlusFirstUntilTheWindowMoves(t *testing.T) {
 			t.Fatalf("dial %d refused: %s", i+1, got)
 		}
 	}
-	if got := dial(userDial("alice", "c2", "+12025550101", "published")); got != RuleRateLimited {
+	if got := dial(userDial("alice", "c2", "+12025550101", "published")); got != policy.RuleRateLimited {
 		t.Fatalf("4th dial of alice in the window: %q, want rate_limited", got)
 	}
 	// Another user is not held by alice's limit; the conversation's (5) is
@@ -289,7 +263,7 @@ func TestPolicy_RateLimitsRefuseTheNPlusFirstUntilTheWindowMoves(t *testing.T) {
 			t.Fatalf("bob's dial %d refused: %s", i+1, got)
 		}
 	}
-	if got := dial(userDial("carol", "c1", "+12025550121", "published")); got != RuleRateLimited {
+	if got := dial(userDial("carol", "c1", "+12025550121", "published")); got != policy.RuleRateLimited {
 		t.Fatalf("6th dial of conversation c1: %q, want rate_limited", got)
 	}
 	// Guests of a conversation together: 2.
@@ -299,14 +273,14 @@ func TestPolicy_RateLimitsRefuseTheNPlusFirstUntilTheWindowMoves(t *testing.T) {
 	if got := dial(guestDial("g2", "c3", "+12025550132")); got != "" {
 		t.Fatal(got)
 	}
-	if got := dial(guestDial("g3", "c3", "+12025550133")); got != RuleRateLimited {
+	if got := dial(guestDial("g3", "c3", "+12025550133")); got != policy.RuleRateLimited {
 		t.Fatalf("3rd guest dial in c3: %q, want rate_limited", got)
 	}
 	// The whole service: 8 (7 so far).
 	if got := dial(userDial("dave", "c4", "+12025550141", "published")); got != "" {
 		t.Fatal(got)
 	}
-	if got := dial(userDial("erin", "c5", "+12025550151", "published")); got != RuleRateLimited {
+	if got := dial(userDial("erin", "c5", "+12025550151", "published")); got != policy.RuleRateLimited {
 		t.Fatalf("9th dial of the service: %q, want rate_limited", got)
 	}
 	// A minute later everything is free again.
@@ -317,19 +291,19 @@ func TestPolicy_RateLimitsRefuseTheNPlusFirstUntilTheWindowMoves(t *testing.T) {
 			t.Fatalf("after the window, %+v still refused: %s", d, got)
 		}
 	}
-	if n := auditCount(t, c, ActionDialRefused); n != 4 {
+	if n := auditCount(t, c, audit.ActionDialRefused); n != 4 {
 		t.Fatalf("%d refusals audited, want 4", n)
 	}
 }
 
 func TestPolicy_CapsCountLiveLegsAndDialsOnTheirWay(t *testing.T) {
-	p := noLimits(PolicyConfig{MaxLiveLegsPerUser: 2, MaxLiveLegsPerGuest: 1, MaxLiveLegsPerConversation: 3, MaxLiveLegs: 4})
+	p := noLimits(policy.Config{MaxLiveLegsPerUser: 2, MaxLiveLegsPerGuest: 1, MaxLiveLegsPerConversation: 3, MaxLiveLegs: 4})
 	c := policyController(t, p)
 	ctx := context.Background()
 	addLeg := func(conv string, user, guest *string, state string) *storage.Leg {
 		t.Helper()
 		now := time.Now().UTC()
-		l := &storage.Leg{ID: NewID(), ConferenceID: "conf-" + conv, ConversationID: conv, UserID: user, GuestID: guest,
+		l := &storage.Leg{ID: core.NewID(), ConferenceID: "conf-" + conv, ConversationID: conv, UserID: user, GuestID: guest,
 			Number: "+12025550101", State: state, CreatedAt: now, UpdatedAt: now}
 		if err := c.store.CreateLeg(ctx, l); err != nil {
 			t.Fatal(err)
@@ -344,47 +318,47 @@ func TestPolicy_CapsCountLiveLegsAndDialsOnTheirWay(t *testing.T) {
 	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c2", "+12025550102", "new_number"))); got != "" {
 		t.Fatal(got)
 	}
-	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c3", "+12025550103", "new_number"))); got != RuleTooManyCalls {
+	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c3", "+12025550103", "new_number"))); got != policy.RuleTooManyCalls {
 		t.Fatalf("alice's 3rd call: %q, want too_many_calls", got)
 	}
 	// Its leg is written: the grant is released, the leg counts instead.
-	c.dialed(ctx, Actor{UserID: alice}, "c2", dialTarget{userID: &alice, number: "+12025550102", source: "new_number"},
+	c.dialed(ctx, core.Actor{UserID: alice}, "c2", Target{UserID: &alice, Number: "+12025550102", Source: "new_number"},
 		addLeg("c2", &alice, nil, storage.LegDialing), nil)
-	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c3", "+12025550103", "new_number"))); got != RuleTooManyCalls {
+	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c3", "+12025550103", "new_number"))); got != policy.RuleTooManyCalls {
 		t.Fatalf("alice's 3rd call, leg written: %q, want too_many_calls", got)
 	}
 	// A guest: one call at a time.
 	addLeg("c1", nil, &g1, storage.LegRinging)
-	if got := ruleOf(t, c.checkDial(ctx, guestDial("g1", "c1", "+12025550131"))); got != RuleTooManyCalls {
+	if got := ruleOf(t, c.checkDial(ctx, guestDial("g1", "c1", "+12025550131"))); got != policy.RuleTooManyCalls {
 		t.Fatalf("guest's 2nd call: %q", got)
 	}
 	// Conversation c1 has 2 live legs (alice, g1): one more fits, then no.
 	if got := ruleOf(t, c.checkDial(ctx, userDial("bob", "c1", "+12025550111", "published"))); got != "" {
 		t.Fatalf("3rd call in c1: %s", got)
 	}
-	if got := ruleOf(t, c.checkDial(ctx, userDial("carol", "c1", "+12025550121", "published"))); got != RuleTooManyCalls {
+	if got := ruleOf(t, c.checkDial(ctx, userDial("carol", "c1", "+12025550121", "published"))); got != policy.RuleTooManyCalls {
 		t.Fatalf("4th call in c1: %q", got)
 	}
 	// The service: alice ×2, g1, bob's grant = 4 = the cap.
-	if got := ruleOf(t, c.checkDial(ctx, userDial("dave", "c9", "+12025550141", "published"))); got != RuleTooManyCalls {
+	if got := ruleOf(t, c.checkDial(ctx, userDial("dave", "c9", "+12025550141", "published"))); got != policy.RuleTooManyCalls {
 		t.Fatalf("5th call of the service: %q", got)
 	}
 	// Bob's dial failed before its leg was written: released, room again.
 	bob := "bob"
-	c.dialed(ctx, Actor{UserID: bob}, "c1", dialTarget{userID: &bob, number: "+12025550111", source: "published"}, nil, errors.New("pbx down"))
+	c.dialed(ctx, core.Actor{UserID: bob}, "c1", Target{UserID: &bob, Number: "+12025550111", Source: "published"}, nil, errors.New("pbx down"))
 	if got := ruleOf(t, c.checkDial(ctx, userDial("dave", "c9", "+12025550141", "published"))); got != "" {
 		t.Fatalf("after a release: %s", got)
 	}
-	if n := auditCount(t, c, ActionDial); n != 1 {
+	if n := auditCount(t, c, audit.ActionDial); n != 1 {
 		t.Fatalf("%d dial-outs audited, want 1 (the one with a leg)", n)
 	}
-	if n := auditCount(t, c, ActionDialRefused); n != 5 {
+	if n := auditCount(t, c, audit.ActionDialRefused); n != 5 {
 		t.Fatalf("%d refusals audited, want 5", n)
 	}
 }
 
 func TestPolicy_CapHoldsUnderConcurrentDials(t *testing.T) {
-	c := policyController(t, noLimits(PolicyConfig{MaxLiveLegs: 5}))
+	c := policyController(t, noLimits(policy.Config{MaxLiveLegs: 5}))
 	var allowed, refused atomic.Int32
 	var wg sync.WaitGroup
 	for i := 0; i < 24; i++ {
@@ -394,7 +368,7 @@ func TestPolicy_CapHoldsUnderConcurrentDials(t *testing.T) {
 			err := c.checkDial(context.Background(), userDial(fmt.Sprint("u", i), fmt.Sprint("c", i), "+12025550101", "published"))
 			if err == nil {
 				allowed.Add(1)
-			} else if e, ok := AsError(err); ok && e.Code == RuleTooManyCalls {
+			} else if e, ok := core.AsError(err); ok && e.Code == policy.RuleTooManyCalls {
 				refused.Add(1)
 			} else {
 				t.Errorf("dial %d: %v", i, err)
@@ -404,28 +378,6 @@ func TestPolicy_CapHoldsUnderConcurrentDials(t *testing.T) {
 	wg.Wait()
 	if allowed.Load() != 5 || refused.Load() != 19 {
 		t.Fatalf("%d allowed, %d refused; want exactly 5 allowed by the cap", allowed.Load(), refused.Load())
-	}
-}
-
-func TestPolicy_DefaultsAreTheSafeOnes(t *testing.T) {
-	p := resolvePolicy(PolicyConfig{}, "GB")
-	if !p.countries.regions["GB"] || len(p.countries.regions) != 1 || len(p.countries.codes) != 0 {
-		t.Errorf("default countries %v, want the default region only", p.countries)
-	}
-	for _, typ := range DefaultBlockedTypes {
-		if !p.blocked[typ] {
-			t.Errorf("%s not blocked by default", NumberTypeName(typ))
-		}
-	}
-	if len(p.guestTypes) != 3 || p.guestExtensions || len(p.allow) != 0 {
-		t.Errorf("guest defaults: types %v, extensions %v, allow %v", p.guestTypes, p.guestExtensions, p.allow)
-	}
-	if p.maxLegsUser != defaultMaxLiveLegsPerUser || p.maxLegs != defaultMaxLiveLegs || p.dialsUser != defaultDialsPerUser ||
-		p.dialsTotal != defaultDialsTotal || p.guestDialsConv != defaultGuestDialsPerConversation || p.window != time.Minute {
-		t.Errorf("default limits %+v", p)
-	}
-	if off := resolvePolicy(noLimits(PolicyConfig{}), "US"); off.maxLegs != 0 || off.dialsUser != 0 {
-		t.Errorf("Unlimited does not switch limits off: %+v", off)
 	}
 }
 
@@ -440,7 +392,7 @@ func FuzzPolicy_NormalizeThenCheckDialAllowsOnlySafeNumbers(f *testing.F) {
 		f.Add(s, uint8(0))
 		f.Add(s, uint8(3))
 	}
-	c := policyController(f, noLimits(PolicyConfig{DenyPrefixes: []string{"9"}}))
+	c := policyController(f, noLimits(policy.Config{DenyPrefixes: []string{"9"}}))
 	routes, _ := pbx.ParseRoutes(pbx.DefaultRoutes)
 	plain := regexp.MustCompile(`^(\+[0-9]{2,15}|[0-9]{4})$`)
 	sources := []string{"published", "new_number", "redirect", "guest", "", "something"}
@@ -454,7 +406,7 @@ func FuzzPolicy_NormalizeThenCheckDialAllowsOnlySafeNumbers(f *testing.F) {
 			d.Number = number
 			err := c.checkDial(context.Background(), d)
 			if err != nil {
-				if e, ok := AsError(err); !ok || (e.Kind != KindForbidden && e.Kind != KindRateLimited) {
+				if e, ok := core.AsError(err); !ok || (e.Kind != core.KindForbidden && e.Kind != core.KindRateLimited) {
 					t.Fatalf("checkDial(%q): %v, want a refusal", number, err)
 				}
 				return
@@ -466,7 +418,7 @@ func FuzzPolicy_NormalizeThenCheckDialAllowsOnlySafeNumbers(f *testing.F) {
 				t.Fatalf("allowed %q makes dial string %q, %v", number, ds, err)
 			}
 			if !strings.HasPrefix(number, "+") {
-				if isGuestSource(source) || strings.HasPrefix(number, "9") {
+				if policy.IsGuestSource(source) || strings.HasPrefix(number, "9") {
 					t.Fatalf("%s allowed extension %q", source, number)
 				}
 				return
@@ -476,13 +428,13 @@ func FuzzPolicy_NormalizeThenCheckDialAllowsOnlySafeNumbers(f *testing.F) {
 				t.Fatalf("allowed %q outside the US", number)
 			}
 			typ := phonenumbers.GetNumberType(num)
-			for _, b := range DefaultBlockedTypes {
+			for _, b := range policy.DefaultBlockedTypes {
 				if typ == b {
-					t.Fatalf("allowed %q of blocked type %s", number, NumberTypeName(typ))
+					t.Fatalf("allowed %q of blocked type %s", number, policy.NumberTypeName(typ))
 				}
 			}
-			if isGuestSource(source) && typ != phonenumbers.FIXED_LINE && typ != phonenumbers.MOBILE && typ != phonenumbers.FIXED_LINE_OR_MOBILE {
-				t.Fatalf("guest allowed %q of type %s", number, NumberTypeName(typ))
+			if policy.IsGuestSource(source) && typ != phonenumbers.FIXED_LINE && typ != phonenumbers.MOBILE && typ != phonenumbers.FIXED_LINE_OR_MOBILE {
+				t.Fatalf("guest allowed %q of type %s", number, policy.NumberTypeName(typ))
 			}
 		}
 		check(in)

@@ -1,16 +1,17 @@
-package controller
+package audit
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/convoice/convoice/controller/core"
 	"github.com/convoice/convoice/storage"
 )
 
-// Audit actions. Others may be added by callers of Audit; keep them
+// Audit actions. Others may be added by callers of Add; keep them
 // "noun.verb", lower case.
 const (
 	ActionDial        = "dial"         // a leg was placed: number, source
@@ -28,12 +29,12 @@ const (
 	ActionJoinLinkRevoke = "join_link.revoke"
 )
 
-// AuditEntry is one thing to record in the audit log: who (Actor, or
+// Entry is one thing to record in the audit log: who (Actor, or
 // GuestID for a guest), what (Action), to which conversation, leg/link/user
 // (TargetID) and number. Never put a token, password or full join-link
 // token in any field.
-type AuditEntry struct {
-	Actor          Actor
+type Entry struct {
+	Actor          core.Actor
 	GuestID        string
 	Action         string
 	ConversationID string
@@ -46,8 +47,8 @@ type AuditEntry struct {
 	Detail         string
 }
 
-// AuditRecord is a stored audit entry as the API shows it.
-type AuditRecord struct {
+// Record is a stored audit entry as the API shows it.
+type Record struct {
 	ID             string    `json:"id"`
 	At             time.Time `json:"at"`
 	Action         string    `json:"action"`
@@ -64,24 +65,34 @@ type AuditRecord struct {
 	Detail         string    `json:"detail,omitempty"`
 }
 
-// Audit records e in the audit log. Call it after (outside) any
+// Log is the audit log: who did what, when, to what. It is written in the
+// transaction of the change it records (AddTx) or right after it (Add).
+type Log struct {
+	store *storage.Store
+	log   *slog.Logger
+}
+
+// New makes the audit log over store; failures to record go to lg.
+func New(store *storage.Store, lg *slog.Logger) *Log { return &Log{store: store, log: lg} }
+
+// Add records e in the audit log. Call it after (outside) any
 // transaction of yours: on SQLite a write from inside another write
 // transaction waits for that transaction, which waits for it. Inside one,
-// use AuditTx. A failure to record is logged, never returned: the action
+// use AddTx. A failure to record is logged, never returned: the action
 // itself has happened.
-func (c *Controller) Audit(ctx context.Context, e AuditEntry) {
+func (l *Log) Add(ctx context.Context, e Entry) {
 	ctx = context.WithoutCancel(ctx) // a client hanging up does not erase its trace
-	if err := c.store.InTx(ctx, func(tx *storage.Store) error { return c.AuditTx(ctx, tx, e) }); err != nil {
-		c.log.Error("audit entry not recorded", "action", e.Action, "conversation", e.ConversationID, "err", err)
+	if err := l.store.InTx(ctx, func(tx *storage.Store) error { return l.AddTx(ctx, tx, e) }); err != nil {
+		l.log.Error("audit entry not recorded", "action", e.Action, "conversation", e.ConversationID, "err", err)
 	}
 }
 
-// AuditTx records e in tx: it is kept only if tx commits.
-func (c *Controller) AuditTx(ctx context.Context, tx *storage.Store, e AuditEntry) error {
-	return tx.AppendAudit(ctx, c.auditRow(e))
+// AddTx records e in tx: it is kept only if tx commits.
+func (l *Log) AddTx(ctx context.Context, tx *storage.Store, e Entry) error {
+	return tx.AppendAudit(ctx, rowOf(e))
 }
 
-func (c *Controller) auditRow(e AuditEntry) *storage.AuditEntry {
+func rowOf(e Entry) *storage.AuditEntry {
 	kind, id := "anonymous", ""
 	switch {
 	case e.GuestID != "":
@@ -91,22 +102,10 @@ func (c *Controller) auditRow(e AuditEntry) *storage.AuditEntry {
 	case e.Actor.Admin:
 		kind, id = "admin", "admin"
 	}
-	return &storage.AuditEntry{At: time.Now().UTC(), Action: clip(e.Action, 64), ActorKind: kind, ActorID: clip(id, 64),
-		ActorName: clip(e.Actor.Name, 200), ConversationID: clip(e.ConversationID, 36), TargetID: clip(e.TargetID, 64),
-		Number: clip(e.Number, 32), Source: clip(e.Source, 16), Rule: clip(e.Rule, 64), Remote: clip(e.Remote, 100),
-		Route: clip(e.Route, 200), Detail: clip(e.Detail, 500)}
-}
-
-// clip bounds a field to n bytes without splitting a character.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
+	return &storage.AuditEntry{At: time.Now().UTC(), Action: core.Clip(e.Action, 64), ActorKind: kind, ActorID: core.Clip(id, 64),
+		ActorName: core.Clip(e.Actor.Name, 200), ConversationID: core.Clip(e.ConversationID, 36), TargetID: core.Clip(e.TargetID, 64),
+		Number: core.Clip(e.Number, 32), Source: core.Clip(e.Source, 16), Rule: core.Clip(e.Rule, 64), Remote: core.Clip(e.Remote, 100),
+		Route: core.Clip(e.Route, 200), Detail: core.Clip(e.Detail, 500)}
 }
 
 // authFailuresPerMinute bounds the auth failures recorded per remote
@@ -115,47 +114,28 @@ func clip(s string, n int) string {
 // next recorded entry's detail.
 const authFailuresPerMinute = 20
 
-// AuditAuthFailure records a failed authentication: from which address,
+// AddAuthFailure records a failed authentication: from which address,
 // which route, why (never the token). Give as remote the address the
 // connection came from, not what forwarding headers claim (a client can
 // write those): it is also the key of the throttle, which writes nothing
 // more from one address past authFailuresPerMinute in a minute. The check
 // is a read, so a flood of bad tokens cannot become a flood of writes.
-func (c *Controller) AuditAuthFailure(ctx context.Context, remote, route, reason string) {
+func (l *Log) AddAuthFailure(ctx context.Context, remote, route, reason string) {
 	ctx = context.WithoutCancel(ctx)
-	remote = clip(remote, 100)
-	n, err := c.store.CountAuditFrom(ctx, ActionAuthFailed, remote, time.Now().UTC().Add(-time.Minute))
+	remote = core.Clip(remote, 100)
+	n, err := l.store.CountAuditFrom(ctx, ActionAuthFailed, remote, time.Now().UTC().Add(-time.Minute))
 	if err != nil {
-		c.log.Error("audit entry not recorded", "action", ActionAuthFailed, "err", err)
+		l.log.Error("audit entry not recorded", "action", ActionAuthFailed, "err", err)
 		return
 	}
 	if n >= authFailuresPerMinute {
 		return
 	}
-	c.Audit(ctx, AuditEntry{Action: ActionAuthFailed, Remote: remote, Route: route, Detail: reason})
+	l.Add(ctx, Entry{Action: ActionAuthFailed, Remote: remote, Route: route, Detail: reason})
 }
 
-// auditLeg records a moderation action on a leg when it succeeded.
-func (c *Controller) auditLeg(ctx context.Context, a Actor, action string, l *storage.Leg, err error) {
-	if err != nil || l == nil {
-		return
-	}
-	detail := "someone else's call"
-	if ownsLeg(a, l) {
-		detail = "own call"
-	}
-	c.Audit(ctx, AuditEntry{Actor: a, Action: action, ConversationID: l.ConversationID, TargetID: l.ID, Number: l.Number, Detail: detail})
-}
-
-func muteAction(muted bool) string {
-	if muted {
-		return ActionLegMute
-	}
-	return ActionLegUnmute
-}
-
-// AuditQuery selects audit entries.
-type AuditQuery struct {
+// Query selects audit entries.
+type Query struct {
 	ConversationID string
 	Actor          string // actor id: a user id, a guest id, or "admin"
 	Action         string
@@ -164,21 +144,21 @@ type AuditQuery struct {
 	Limit          int    // default 100, at most 1000
 }
 
-// AuditPage is one page of the audit log, newest first.
-type AuditPage struct {
-	Entries    []AuditRecord `json:"entries"`
-	NextCursor string        `json:"next_cursor"`
+// Page is one page of the audit log, newest first.
+type Page struct {
+	Entries    []Record `json:"entries"`
+	NextCursor string   `json:"next_cursor"`
 }
 
 const maxAuditPage = 1000
 
-func (q AuditQuery) filter() (storage.AuditFilter, error) {
+func (q Query) filter() (storage.AuditFilter, error) {
 	f := storage.AuditFilter{ConversationID: strings.TrimSpace(q.ConversationID), ActorID: strings.TrimSpace(q.Actor),
 		Action: strings.TrimSpace(q.Action), Since: q.Since}
 	if q.Cursor != "" {
 		v, err := strconv.ParseInt(q.Cursor, 10, 64)
 		if err != nil || v <= 0 {
-			return f, invalid("cursor", "cursor: %q is not a cursor from this API", q.Cursor)
+			return f, core.Invalid("cursor", "cursor: %q is not a cursor from this API", q.Cursor)
 		}
 		f.BeforeID = v
 	}
@@ -186,45 +166,45 @@ func (q AuditQuery) filter() (storage.AuditFilter, error) {
 	case q.Limit == 0:
 		f.Limit = 100
 	case q.Limit < 0 || q.Limit > maxAuditPage:
-		return f, invalid("limit", "limit: from 1 to %d", maxAuditPage)
+		return f, core.Invalid("limit", "limit: from 1 to %d", maxAuditPage)
 	default:
 		f.Limit = q.Limit
 	}
 	return f, nil
 }
 
-// AuditLog pages through the audit log, newest first (admins only).
-func (c *Controller) AuditLog(ctx context.Context, a Actor, q AuditQuery) (AuditPage, error) {
-	if err := requireAdmin(a); err != nil {
-		return AuditPage{}, err
+// Read pages through the audit log, newest first (admins only).
+func (l *Log) Read(ctx context.Context, a core.Actor, q Query) (Page, error) {
+	if err := core.RequireAdmin(a); err != nil {
+		return Page{}, err
 	}
 	f, err := q.filter()
 	if err != nil {
-		return AuditPage{}, err
+		return Page{}, err
 	}
 	want := f.Limit
 	f.Limit++ // one more tells whether there is a next page
-	rows, err := c.store.AuditEntries(ctx, f)
+	rows, err := l.store.AuditEntries(ctx, f)
 	if err != nil {
-		return AuditPage{}, err
+		return Page{}, err
 	}
-	page := AuditPage{Entries: make([]AuditRecord, 0, len(rows))}
+	page := Page{Entries: make([]Record, 0, len(rows))}
 	for i := range rows {
 		if i == want {
 			page.NextCursor = strconv.FormatInt(rows[i-1].ID, 10)
 			break
 		}
-		page.Entries = append(page.Entries, auditRecord(&rows[i]))
+		page.Entries = append(page.Entries, recordOf(&rows[i]))
 	}
 	return page, nil
 }
 
-// ExportAudit hands every matching entry to emit, oldest first, reading
+// Export hands every matching entry to emit, oldest first, reading
 // the log in batches (admins only). The query's cursor and limit are not
 // used. Authorization and the query are checked before emit is first
 // called.
-func (c *Controller) ExportAudit(ctx context.Context, a Actor, q AuditQuery, emit func(AuditRecord) error) error {
-	if err := requireAdmin(a); err != nil {
+func (l *Log) Export(ctx context.Context, a core.Actor, q Query, emit func(Record) error) error {
+	if err := core.RequireAdmin(a); err != nil {
 		return err
 	}
 	q.Cursor, q.Limit = "", 0
@@ -234,12 +214,12 @@ func (c *Controller) ExportAudit(ctx context.Context, a Actor, q AuditQuery, emi
 	}
 	f.Ascending, f.Limit = true, 500
 	for {
-		rows, err := c.store.AuditEntries(ctx, f)
+		rows, err := l.store.AuditEntries(ctx, f)
 		if err != nil {
 			return err
 		}
 		for i := range rows {
-			if err := emit(auditRecord(&rows[i])); err != nil {
+			if err := emit(recordOf(&rows[i])); err != nil {
 				return err
 			}
 		}
@@ -250,8 +230,8 @@ func (c *Controller) ExportAudit(ctx context.Context, a Actor, q AuditQuery, emi
 	}
 }
 
-func auditRecord(e *storage.AuditEntry) AuditRecord {
-	return AuditRecord{ID: strconv.FormatInt(e.ID, 10), At: e.At.UTC(), Action: e.Action, ActorKind: e.ActorKind,
+func recordOf(e *storage.AuditEntry) Record {
+	return Record{ID: strconv.FormatInt(e.ID, 10), At: e.At.UTC(), Action: e.Action, ActorKind: e.ActorKind,
 		ActorID: e.ActorID, ActorName: e.ActorName, ConversationID: e.ConversationID, TargetID: e.TargetID,
 		Number: e.Number, Source: e.Source, Rule: e.Rule, Remote: e.Remote, Route: e.Route, Detail: e.Detail}
 }

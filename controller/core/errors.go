@@ -1,4 +1,4 @@
-package controller
+package core
 
 import (
 	"errors"
@@ -39,7 +39,8 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-func invalid(field, format string, args ...any) *Error {
+// Invalid is bad input: the code names the field ("invalid_number").
+func Invalid(field, format string, args ...any) *Error {
 	return &Error{Kind: KindInvalid, Code: "invalid_" + fieldCode(field), Message: fmt.Sprintf(format, args...), Field: field}
 }
 
@@ -55,22 +56,25 @@ func fieldCode(field string) string {
 
 var indexRe = regexp.MustCompile(`\[[0-9]+\]`)
 
-// ErrNotFoundConversation is the one answer for a conversation that does
-// not exist and one the caller is not in: the same code and words, so ids
-// cannot be probed.
-func notFoundErr(what string) *Error {
+// NotFound is the one answer for a thing that does not exist and one the
+// caller may not see (a conversation they are not in): the same code and
+// words, so ids cannot be probed.
+func NotFound(what string) *Error {
 	return &Error{Kind: KindNotFound, Code: "not_found", Message: what + " not found"}
 }
 
-func conflict(code, format string, args ...any) *Error {
+// Conflict is a request the current state refuses.
+func Conflict(code, format string, args ...any) *Error {
 	return &Error{Kind: KindConflict, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-func forbidden(code, format string, args ...any) *Error {
+// Forbidden is a request the caller may not make.
+func Forbidden(code, format string, args ...any) *Error {
 	return &Error{Kind: KindForbidden, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-func unavailable(format string, args ...any) *Error {
+// Unavailable is no PBX to take the call right now.
+func Unavailable(format string, args ...any) *Error {
 	return &Error{Kind: KindUnavailable, Code: "pbx_unavailable", Message: fmt.Sprintf(format, args...)}
 }
 

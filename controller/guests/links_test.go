@@ -1,4 +1,4 @@
-package controller
+package guests
 
 import (
 	"net/url"

@@ -1,0 +1,218 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/convoice/convoice/controller/audit"
+	"github.com/convoice/convoice/controller/core"
+	"github.com/convoice/convoice/controller/policy"
+	"github.com/convoice/convoice/storage"
+)
+
+// DialCheck is what the dial policy is asked before any leg is written or
+// dialed.
+type DialCheck struct {
+	Actor          core.Actor
+	ConversationID string
+	UserID         *string
+	GuestID        *string
+	// Number is validated E.164 (or a configured extension).
+	Number string
+	// Source: "published", "new_number", "redirect" or "guest".
+	Source string
+}
+
+// checkDial applies the dial policy; nil allows, and then counts the dial
+// against the limits (the grant is released when the leg is written, see
+// dialed). Every refusal is audited.
+func (en *Engine) checkDial(ctx context.Context, d DialCheck) error {
+	guest := policy.IsGuestSource(d.Source) || d.GuestID != nil
+	p := en.policy
+	if r := p.NumberRule(en.numbers, d.Number, guest); r != nil {
+		en.auditRefusal(ctx, nil, d, r)
+		return r.Err()
+	}
+	if !p.Limited() {
+		return nil // nothing to count: no transaction, no grant
+	}
+	var ref *policy.Refusal
+	err := en.store.InTx(ctx, func(tx *storage.Store) error {
+		if err := tx.LockDialPolicy(ctx); err != nil {
+			return err
+		}
+		var err error
+		ref, err = en.countDial(ctx, tx, p, d, guest)
+		if err != nil {
+			return err
+		}
+		if ref != nil {
+			return en.auditRefusal(ctx, tx, d, ref)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if ref != nil {
+		return ref.Err()
+	}
+	return nil
+}
+
+// countDial checks the caps and rates inside the policy lock and, when the
+// Dial is within them, records its grant.
+func (en *Engine) countDial(ctx context.Context, tx *storage.Store, p *policy.Policy, d DialCheck, guest bool) (*policy.Refusal, error) {
+	now := p.Now().UTC()
+	// Forget grants no limit looks at any more (an index range delete).
+	if err := tx.DeleteDialGrantsBefore(ctx, now.Add(-max(p.Window, policy.GrantTTL)-time.Minute)); err != nil {
+		return nil, err
+	}
+	who := storage.DialScope{}
+	whoWord := "you have"
+	maxLegs, maxDials := p.MaxLegsUser, p.DialsUser
+	switch {
+	case d.GuestID != nil:
+		who.GuestID = *d.GuestID
+		maxLegs, maxDials = p.MaxLegsGuest, p.DialsGuest
+	case d.UserID != nil:
+		who.UserID = *d.UserID
+	default:
+		maxLegs, maxDials = 0, 0 // nobody to count against; the other limits still hold
+	}
+	conv := storage.DialScope{ConversationID: d.ConversationID}
+	// Calls up at once: live legs, plus dials allowed whose leg is not
+	// written yet.
+	live := func(sc storage.DialScope) (int64, error) {
+		n, err := tx.CountLiveLegsIn(ctx, sc)
+		if err != nil {
+			return 0, err
+		}
+		m, err := tx.CountDialGrants(ctx, sc, now.Add(-policy.GrantTTL), true)
+		return n + m, err
+	}
+	caps := []struct {
+		scope storage.DialScope
+		max   int
+		name  string
+		words string
+	}{
+		{who, maxLegs, "max_live_legs_per_caller", whoWord + " %d calls up already; hang one up first"},
+		{conv, p.MaxLegsConv, "max_live_legs_per_conversation", "this conversation has %d calls up already"},
+		{storage.DialScope{}, p.MaxLegs, "max_live_legs", "convoice has %d calls up, its limit; try again when some have ended"},
+	}
+	for _, cp := range caps {
+		if cp.max <= 0 {
+			continue
+		}
+		n, err := live(cp.scope)
+		if err != nil {
+			return nil, err
+		}
+		if n >= int64(cp.max) {
+			return &policy.Refusal{Rule: policy.RuleTooManyCalls, Message: fmt.Sprintf(cp.words, n),
+				Detail: fmt.Sprintf("%s=%d", cp.name, cp.max)}, nil
+		}
+	}
+	since := now.Add(-p.Window)
+	guests := storage.DialScope{ConversationID: d.ConversationID, AnyGuest: true}
+	rates := []struct {
+		scope storage.DialScope
+		max   int
+		name  string
+		words string
+	}{
+		{who, maxDials, "dials_per_caller", "you have placed %d calls in the last %s"},
+		{conv, p.DialsConv, "dials_per_conversation", "this conversation has placed %d calls in the last %s"},
+		{storage.DialScope{}, p.DialsTotal, "dials_total", "convoice has placed %d calls in the last %s, its limit"},
+	}
+	if guest {
+		rates = append(rates, struct {
+			scope storage.DialScope
+			max   int
+			name  string
+			words string
+		}{guests, p.GuestDialsConv, "guest_dials_per_conversation", "guests of this conversation have placed %d calls in the last %s"})
+	}
+	for _, r := range rates {
+		if r.max <= 0 {
+			continue
+		}
+		n, err := tx.CountDialGrants(ctx, r.scope, since, false)
+		if err != nil {
+			return nil, err
+		}
+		if n >= int64(r.max) {
+			wait := p.Window
+			if oldest, err := tx.OldestDialGrant(ctx, r.scope, since); err == nil && !oldest.IsZero() {
+				wait = oldest.Add(p.Window).Sub(now)
+			}
+			return &policy.Refusal{Rule: policy.RuleRateLimited,
+				Message: fmt.Sprintf(r.words+"; try again in %s", n, p.Window, wait.Round(time.Second)+time.Second),
+				Detail:  fmt.Sprintf("%s=%d/%s", r.name, r.max, p.Window)}, nil
+		}
+	}
+	g := &storage.DialGrant{ID: core.NewID(), At: now, ConversationID: d.ConversationID, Number: d.Number,
+		UserID: who.UserID, GuestID: who.GuestID}
+	return nil, tx.CreateDialGrant(ctx, g)
+}
+
+// dialed is told by Dial, right after the leg's transaction, what became
+// of an allowed dial: the grant is released either way (a written leg
+// counts for itself), and a written leg is audited as a dial-out.
+func (en *Engine) dialed(ctx context.Context, a core.Actor, convID string, t Target, leg *storage.Leg, err error) {
+	ctx = context.WithoutCancel(ctx)
+	werr := en.store.InTx(ctx, func(tx *storage.Store) error {
+		if err != nil || leg == nil {
+			return tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.Number)
+		}
+		return en.dialedTx(ctx, tx, a, convID, t, leg)
+	})
+	if werr != nil {
+		en.log.Error("recording a dial-out failed", "conversation", convID, "err", werr)
+	}
+}
+
+// dialedTx records a leg's dial-out in the transaction that creates the
+// leg: the audit entry, and the dial's reservation released (the live leg
+// counts from now on). Doing it there keeps a second write transaction out
+// of the path between the request and the originate.
+func (en *Engine) dialedTx(ctx context.Context, tx *storage.Store, a core.Actor, convID string, t Target, leg *storage.Leg) error {
+	// With every limit off checkDial made no grant: nothing to release.
+	if en.policy.Limited() {
+		if err := tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.Number); err != nil {
+			return err
+		}
+	}
+	return en.audit.AddTx(ctx, tx, audit.Entry{Actor: a, GuestID: deref(t.GuestID), Action: audit.ActionDial, ConversationID: convID,
+		TargetID: leg.ID, Number: t.Number, Source: t.Source, Detail: policy.NumberKind(t.Number)})
+}
+
+func dialScope(convID string, t Target) storage.DialScope {
+	sc := storage.DialScope{ConversationID: convID}
+	if t.GuestID != nil {
+		sc.GuestID = *t.GuestID
+	} else if t.UserID != nil {
+		sc.UserID = *t.UserID
+	}
+	return sc
+}
+
+// auditRefusal records a refused dial (in tx when given).
+func (en *Engine) auditRefusal(ctx context.Context, tx *storage.Store, d DialCheck, r *policy.Refusal) error {
+	e := audit.Entry{Actor: d.Actor, GuestID: deref(d.GuestID), Action: audit.ActionDialRefused, ConversationID: d.ConversationID,
+		Number: d.Number, Source: d.Source, Rule: r.Rule, Detail: r.Detail}
+	if tx != nil {
+		return en.audit.AddTx(ctx, tx, e)
+	}
+	en.audit.Add(ctx, e)
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

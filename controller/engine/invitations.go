@@ -1,0 +1,73 @@
+package engine
+
+// Invitations are written here because the engine's own transitions write
+// most of them: a new conference invites everyone else, joining answers
+// one's own, the conference's end cancels the pending ones. The requests
+// that answer them (accept, decline, redirect, invite someone) are audio's.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/convoice/convoice/controller/core"
+	"github.com/convoice/convoice/storage"
+)
+
+// inviteOthers invites every present participant but the starter.
+func (en *Engine) inviteOthers(ctx context.Context, tx *storage.Store, conv *storage.Conversation, conf *storage.Conference, by string, except *string) error {
+	ps, err := tx.Participants(ctx, conv.ID)
+	if err != nil {
+		return err
+	}
+	// The conference is new, so nobody has an invitation yet: write them
+	// all, and their events, with one statement each rather than four
+	// statements per person inside the writer's transaction.
+	now := time.Now().UTC()
+	var invs []storage.Invitation
+	var datas []string
+	for _, p := range ps {
+		if p.LeftAt != nil || (except != nil && p.UserID == *except) {
+			continue
+		}
+		inv := storage.Invitation{ID: core.NewID(), ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: p.UserID,
+			InvitedBy: by, State: storage.InvitationPending, CreatedAt: now, UpdatedAt: now}
+		b, err := json.Marshal(core.InvitationViewOf(&inv))
+		if err != nil {
+			return err
+		}
+		invs = append(invs, inv)
+		datas = append(datas, string(b))
+	}
+	if err := tx.CreateInvitations(ctx, invs); err != nil {
+		return err
+	}
+	_, err = tx.AppendEvents(ctx, conv.ID, "invitation.updated", datas)
+	return err
+}
+
+// Invite creates a pending invitation (or returns the pending one).
+func (en *Engine) Invite(ctx context.Context, tx *storage.Store, conf *storage.Conference, userID, by string) (*storage.Invitation, error) {
+	if inv, err := tx.PendingInvitation(ctx, conf.ID, userID); err == nil {
+		return inv, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	inv := &storage.Invitation{ID: core.NewID(), ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: userID,
+		InvitedBy: by, State: storage.InvitationPending, CreatedAt: now, UpdatedAt: now}
+	if err := tx.CreateInvitation(ctx, inv); err != nil {
+		return nil, err
+	}
+	return inv, core.AppendEvent(ctx, tx, conf.ConversationID, "invitation.updated", core.InvitationViewOf(inv))
+}
+
+// SetInvitationState changes an invitation in tx and logs it.
+func (en *Engine) SetInvitationState(ctx context.Context, tx *storage.Store, inv *storage.Invitation, state string) error {
+	inv.State = state
+	if err := tx.SaveInvitation(ctx, inv); err != nil {
+		return err
+	}
+	return core.AppendEvent(ctx, tx, inv.ConversationID, "invitation.updated", core.InvitationViewOf(inv))
+}

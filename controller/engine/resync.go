@@ -1,0 +1,254 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/storage"
+)
+
+// endNodeLegs ends every live leg of a node that lost its calls.
+func (en *Engine) endNodeLegs(ctx context.Context, node, reason string) {
+	legs, err := en.store.AllLiveLegs(ctx, node)
+	if err != nil {
+		en.log.Error("listing live legs failed", "node", node, "err", err)
+		return
+	}
+	for _, l := range legs {
+		en.endLeg(ctx, l.ID, 0, "", reason)
+	}
+}
+
+// Resync reconciles the store with what the PBX node holds. It runs after
+// every (re)connect and after lost events; requests for a node that is
+// already resyncing are coalesced into one more run.
+func (en *Engine) Resync(ctx context.Context, nodeName string) {
+	en.resyncMu.Lock()
+	if en.resyncBusy[nodeName] {
+		en.resyncWant[nodeName] = true
+		en.resyncMu.Unlock()
+		return
+	}
+	en.resyncBusy[nodeName] = true
+	en.resyncMu.Unlock()
+	for {
+		if err := en.resyncOnce(ctx, nodeName); err != nil {
+			en.metrics.Resyncs.WithLabelValues(nodeName, "error").Inc()
+			en.log.Warn("resync failed", "node", nodeName, "err", err)
+		} else {
+			en.metrics.Resyncs.WithLabelValues(nodeName, "ok").Inc()
+		}
+		en.resyncMu.Lock()
+		if !en.resyncWant[nodeName] {
+			en.resyncBusy[nodeName] = false
+			en.resyncMu.Unlock()
+			return
+		}
+		en.resyncWant[nodeName] = false
+		en.resyncMu.Unlock()
+	}
+}
+
+func (en *Engine) resyncOnce(ctx context.Context, nodeName string) error {
+	node, ok := en.byName[nodeName]
+	if !ok {
+		return errors.New("unknown node")
+	}
+	started := time.Now().UTC()
+	pctx, cancel := pbxCtx(ctx)
+	snap, err := node.Driver.Snapshot(pctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	onPBX := map[string]pbx.LegSnapshot{}
+	for _, l := range snap.Legs {
+		onPBX[l.LegID] = l
+	}
+	fix := func(what string) { en.metrics.ResyncFixes.WithLabelValues(nodeName, what).Inc() }
+
+	live, err := en.store.AllLiveLegs(ctx, nodeName)
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, l := range live {
+		known[l.ID] = true
+		s, there := onPBX[l.ID]
+		switch {
+		case !there:
+			// A leg the PBX reported alive (ringing, connected) before
+			// this snapshot was asked for is gone. One it has said
+			// nothing about may still have its originate on the way:
+			// leave young ones to the next resync or the watchdog.
+			if !aliveBefore(&l, started) && started.Sub(l.CreatedAt) < en.cfg.ResyncYoungLeg {
+				continue
+			}
+			fix("leg_gone")
+			en.endLeg(ctx, l.ID, 0, "", "gone from the PBX while convoice was not listening")
+		case s.InConference && l.State != storage.LegConnected:
+			fix("leg_connected")
+			en.HandlePBXEvent(ctx, nodeName, pbx.Event{Type: pbx.EventConnected, LegID: l.ID})
+		case l.HangupRequested:
+			fix("leg_hangup_retry")
+			en.hangupByID(ctx, l.ID)
+		}
+	}
+	// Calls of ours the store does not hold as live: hang them up.
+	for id := range onPBX {
+		if known[id] {
+			continue
+		}
+		l, err := en.store.GetLeg(ctx, id)
+		if err == nil && storage.LegLive(l.State) {
+			continue // became live after our list was read
+		}
+		fix("orphan_leg")
+		pctx, cancel := pbxCtx(ctx)
+		if err := node.Driver.Hangup(pctx, id); err != nil && !errors.Is(err, pbx.ErrNotFound) {
+			en.log.Warn("hanging up orphan call failed", "node", nodeName, "leg", id, "err", err)
+		}
+		cancel()
+	}
+	// Rooms of ours that no active conference owns: destroy them.
+	active, err := en.store.ActiveConferences(ctx)
+	if err != nil {
+		return err
+	}
+	activeIDs := map[string]*storage.Conference{}
+	for i := range active {
+		if active[i].Node == nodeName || (active[i].Node == "" && len(en.nodes) == 1) {
+			activeIDs[active[i].ID] = &active[i]
+		}
+	}
+	for _, room := range snap.Conferences {
+		if _, ok := activeIDs[room]; ok {
+			continue
+		}
+		fix("orphan_conference")
+		pctx, cancel := pbxCtx(ctx)
+		if err := node.Driver.EndConference(pctx, room); err != nil && !errors.Is(err, pbx.ErrNotFound) {
+			en.log.Warn("destroying orphan conference failed", "node", nodeName, "conference", room, "err", err)
+		}
+		cancel()
+	}
+	// Active conferences with no live leg left: end them.
+	for _, conf := range activeIDs {
+		if started.Sub(conf.CreatedAt) < en.cfg.ResyncYoungLeg {
+			continue
+		}
+		legs, err := en.store.LiveLegs(ctx, conf.ID)
+		if err != nil {
+			return err
+		}
+		if len(legs) == 0 {
+			fix("conference_empty")
+			if err := en.EndConference(ctx, conf, "no calls left after resync"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ownsLeg reports whether this replica holds the lease of the leg's node
+// (a leg of an unconfigured node is everybody's: nobody else would end it).
+func (en *Engine) ownsLeg(l *storage.Leg) bool {
+	node := l.Node
+	if node == "" && len(en.nodes) == 1 {
+		node = en.nodes[0].Name
+	}
+	n, ok := en.byName[node]
+	return !ok || n.owner.Load()
+}
+
+// aliveBefore reports whether the PBX said the leg's call existed (it rang
+// or was answered) before t.
+func aliveBefore(l *storage.Leg, t time.Time) bool {
+	return (l.RingingAt != nil && l.RingingAt.Before(t)) || (l.ConnectedAt != nil && l.ConnectedAt.Before(t))
+}
+
+// periodicResync is how often every ready node is reconciled even when no
+// link event asked for it: the safety net for PBX requests that failed
+// while the link stayed up (a hangup or a room's end that timed out during
+// a blip), which the next resync retries.
+const periodicResync = 30 * time.Second
+
+// hangupRetry: a leg we hung up (or whose conference we ended) that is
+// still live this long after is hung up again by a resync; the PBX may not
+// have taken the first request.
+const hangupRetry = 3 * time.Second
+
+// hangupsPending reports whether a node has legs we hung up that are still
+// live after hangupRetry.
+func (en *Engine) hangupsPending(ctx context.Context, node string) bool {
+	legs, err := en.store.AllLiveLegs(ctx, node)
+	if err != nil {
+		return false
+	}
+	old := time.Now().Add(-hangupRetry)
+	for _, l := range legs {
+		if l.HangupRequested && l.UpdatedAt.Before(old) {
+			return true
+		}
+	}
+	return false
+}
+
+// watchdog ends legs the PBX has said nothing about for too long: a leg
+// cannot stay "dialing" or "ringing" forever even if the PBX goes silent.
+// It also resyncs a node that becomes ready again without a reconnect (a
+// blip of unanswered pings: the link never dropped, so no link event comes,
+// but PBX requests may have failed meanwhile), a node with hangups that
+// did not take (checked every few seconds), and every node every
+// periodicResync.
+func (en *Engine) watchdog(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	wasReady := map[string]bool{}
+	lastResync := time.Now()
+	tick := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		periodic := time.Since(lastResync) >= periodicResync
+		if periodic {
+			lastResync = time.Now()
+		}
+		tick++
+		for _, n := range en.nodes {
+			// Resyncs and the node's health are the lease holder's
+			// duties (nodes.go): one replica per node.
+			if !n.owner.Load() {
+				delete(wasReady, n.Name)
+				continue
+			}
+			ready := n.Driver.Status().Ready
+			was, seen := wasReady[n.Name]
+			wasReady[n.Name] = ready
+			if ready && ((seen && !was) || periodic || (tick%3 == 0 && en.hangupsPending(ctx, n.Name))) {
+				go en.Resync(ctx, n.Name)
+			}
+			en.checkNodeLost(ctx, n)
+		}
+		limit := en.cfg.RingTimeout + en.cfg.RingGrace
+		legs, err := en.store.StaleRingingLegs(ctx, time.Now().UTC().Add(-limit))
+		if err != nil {
+			continue
+		}
+		for _, l := range legs {
+			if !en.ownsLeg(&l) {
+				continue // the owner of its node sees to it
+			}
+			en.metrics.WatchdogEnds.Inc()
+			en.log.Warn("leg rang past the ring timeout with no word from the PBX; ending it", "leg", l.ID, "state", l.State)
+			en.hangupByID(ctx, l.ID)
+			en.endLeg(ctx, l.ID, pbx.CauseNoAnswer, "", "ring timeout: no answer reported by the PBX")
+		}
+	}
+}

@@ -1,0 +1,64 @@
+package controller
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The imports of the controller's parts point one way (README,
+// Architecture): api → controller → guests, audio → conversations →
+// engine → policy, audit → core → storage. Each folder here may import of
+// ours only what it lists; its tests may import more.
+var allowedImports = map[string][]string{
+	"../api":        {"controller"},
+	".":             {"controller/audio", "controller/audit", "controller/conversations", "controller/core", "controller/directory", "controller/engine", "controller/guests", "controller/policy", "pbx", "storage"},
+	"guests":        {"controller/audit", "controller/conversations", "controller/core", "controller/engine", "controller/policy", "storage"},
+	"audio":         {"controller/audit", "controller/conversations", "controller/core", "controller/engine", "controller/policy", "storage"},
+	"directory":     {"controller/audit", "controller/core", "controller/policy", "storage"},
+	"conversations": {"controller/core", "controller/engine", "storage"},
+	"engine":        {"controller/audit", "controller/core", "controller/policy", "pbx", "storage"},
+	"audit":         {"controller/core", "storage"},
+	"policy":        {"controller/core"},
+	"core":          {"storage"},
+}
+
+func TestLayout_ImportsPointOneWay(t *testing.T) {
+	const module = "github.com/convoice/convoice/"
+	dirs, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		if _, ok := allowedImports[d.Name()]; d.IsDir() && !ok {
+			t.Errorf("controller/%s is not in allowedImports: say what it may import", d.Name())
+		}
+	}
+	for dir, allowed := range allowedImports {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Errorf("%s: no Go files (%v)", dir, err)
+			continue
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			ast, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range ast.Imports {
+				path := strings.Trim(imp.Path.Value, `"`)
+				ours, found := strings.CutPrefix(path, module)
+				if found && !slices.Contains(allowed, ours) {
+					t.Errorf("%s imports %s: not one of %v", f, ours, allowed)
+				}
+			}
+		}
+	}
+}
