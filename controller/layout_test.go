@@ -25,6 +25,18 @@ var allowedImports = map[string][]string{
 	"audit":         {"controller/core", "storage"},
 	"policy":        {"controller/core"},
 	"core":          {"storage"},
+	// Below the controller: drivers import only the contract and its
+	// supervision, emulators nothing of convoice but their phone table and
+	// their own scaffolding, storage nothing of ours.
+	"../pbx":                         {},
+	"../pbx/link":                    {"pbx"},
+	"../pbx/asterisk":                {"pbx", "pbx/link"},
+	"../pbx/freeswitch":              {"pbx", "pbx/link"},
+	"../emulator/emuphone":           {},
+	"../emulator/ariemu":             {"emulator/emuphone", "emulator/internal/emuserver"},
+	"../emulator/eslemu":             {"emulator/emuphone", "emulator/internal/emuserver"},
+	"../emulator/internal/emuserver": {},
+	"../storage":                     {},
 }
 
 func TestLayout_ImportsPointOneWay(t *testing.T) {
