@@ -53,6 +53,30 @@ type DialRequest struct {
 	// RingTimeout is how long the PBX lets the phone ring before giving up
 	// (cause 19). Zero means the driver's default.
 	RingTimeout time.Duration
+	// Confirm, when set, keeps an answered leg out of the mix until the
+	// callee presses Confirm.Key (confirm-to-join: a voicemail box or an
+	// answering machine that picks up never joins). Nil: answering joins.
+	Confirm *Confirm
+}
+
+// Confirm is how an answered leg proves a person is there: the driver plays
+// Prompt on the answered call and waits Timeout for Key, Tries times in all;
+// on the key it moves the leg into the conference (EventConnected), without
+// it it hangs the call up (EventEnded; the controller reads "answered, never
+// confirmed" from the leg having been EventAnswered). Other keys, a key
+// pressed while the prompt still plays and a second press do no harm.
+type Confirm struct {
+	// Key is the DTMF key that joins, "1" by default.
+	Key string
+	// Timeout is how long one try waits for the key after its prompt.
+	Timeout time.Duration
+	// Tries is how often the prompt is played (2: repeated once).
+	Tries int
+	// Prompt is the sound to play, in the PBX's own terms: an ARI media URI
+	// ("sound:conf-getpin") for Asterisk, a file or tone_stream:// for
+	// FreeSWITCH. Empty means the driver's default, which exists in a stock
+	// install of that PBX's English sounds.
+	Prompt string
 }
 
 // EventType says what happened to a leg or to the connection.
@@ -66,6 +90,10 @@ const (
 	// driver itself moves an answered leg into the conference; the controller
 	// only ever hears "connected".
 	EventConnected EventType = "connected"
+	// EventAnswered: the phone answered but is not in the mix yet: it hears
+	// the confirm-to-join prompt (DialRequest.Confirm). EventConnected
+	// follows when the key is pressed, EventEnded when it never is.
+	EventAnswered EventType = "answered"
 	// EventEnded: the leg is gone from the PBX. Cause holds the Q.850 cause of
 	// the final event (ARI ChannelDestroyed.cause; FreeSWITCH
 	// Hangup-Cause mapped to its Q.850 number).
