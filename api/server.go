@@ -140,13 +140,20 @@ func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz answers whether this replica can serve: its database answers and
+// it is not shutting down. A PBX that is down does not make it unready —
+// chat, join pages and event streams go on, and dial requests answer 503
+// pbx_unavailable by themselves — so that a PBX outage never takes every
+// replica out of a load balancer. The PBX nodes' state is in the body
+// (pbx_ready, pbx) and in /metrics.
 func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
 	dbErr := s.ctl.Store().Ping(ctx)
-	nodes := s.ctl.PBXStatus()
-	ready := dbErr == nil && s.ctl.Ready()
-	body := map[string]any{"ready": ready, "database": "ok", "pbx": nodes}
+	draining := s.ctl.Draining()
+	ready := dbErr == nil && !draining
+	body := map[string]any{"ready": ready, "database": "ok", "draining": draining,
+		"pbx_ready": s.ctl.Ready(), "pbx": s.ctl.PBXStatus()}
 	if dbErr != nil {
 		body["database"] = dbErr.Error()
 	}

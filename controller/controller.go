@@ -80,6 +80,9 @@ func (c *Controller) Drain(ctx context.Context) { c.engine.Drain(ctx) }
 // draining.
 func (c *Controller) Ready() bool { return c.engine.Ready() }
 
+// Draining reports whether this replica is shutting down (readiness).
+func (c *Controller) Draining() bool { return c.engine.Draining() }
+
 // PBXStatus reports every node.
 func (c *Controller) PBXStatus() []NodeStatus { return c.engine.PBXStatus() }
 

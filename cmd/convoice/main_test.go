@@ -89,13 +89,16 @@ func start(t *testing.T, env []string, args ...string) *proc {
 	return p
 }
 
+// waitHTTP waits for url to answer 200; for /readyz also for a ready PBX
+// node (the replica is ready before its PBX link is up).
 func waitHTTP(t *testing.T, url string, p *proc) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if r, err := http.Get(url); err == nil {
+			body, _ := io.ReadAll(r.Body)
 			r.Body.Close()
-			if r.StatusCode == 200 {
+			if r.StatusCode == 200 && (!strings.HasSuffix(url, "/readyz") || bytes.Contains(body, []byte(`"pbx_ready":true`))) {
 				return
 			}
 		}
