@@ -10,6 +10,7 @@ package controller
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/convoice/convoice/controller/audio"
 	"github.com/convoice/convoice/controller/audit"
@@ -38,12 +39,20 @@ type Controller struct {
 	hub     *Hub
 	numbers Numbers
 	log     *slog.Logger
+
+	idemAttempt, idemRetention time.Duration // idempotency.go
 }
 
 // New wires a controller. The store's commits are published on hub.
 func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Metrics) *Controller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.IdempotencyAttempt <= 0 {
+		cfg.IdempotencyAttempt = defaultIdempotencyAttempt
+	}
+	if cfg.IdempotencyRetention <= 0 {
+		cfg.IdempotencyRetention = defaultIdempotencyRetention
 	}
 	numbers := policy.Numbers{Region: cfg.Region, Extensions: cfg.Extensions}
 	trail := audit.New(store, cfg.Logger)
@@ -55,6 +64,7 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 		Audio:         audio.New(store, numbers, eng, convs, trail),
 		Guests:        guests.New(store, cfg.Logger, numbers, eng, convs, trail),
 		engine:        eng, audit: trail, store: store, hub: hub, numbers: numbers, log: cfg.Logger,
+		idemAttempt: cfg.IdempotencyAttempt, idemRetention: cfg.IdempotencyRetention,
 	}
 	store.OnCommit(hub.Publish)
 	return c
@@ -69,8 +79,12 @@ func (c *Controller) Hub() *Hub { return c.hub }
 // Numbers gives the number normaliser.
 func (c *Controller) Numbers() Numbers { return c.numbers }
 
-// Run drives every PBX node until ctx is done (engine.Engine.Run).
-func (c *Controller) Run(ctx context.Context) error { return c.engine.Run(ctx) }
+// Run drives every PBX node until ctx is done (engine.Engine.Run), and
+// purges old idempotency keys meanwhile.
+func (c *Controller) Run(ctx context.Context) error {
+	go c.purgeIdempotency(ctx)
+	return c.engine.Run(ctx)
+}
 
 // Drain stops taking new dial requests and waits (up to ctx) for the ones
 // in flight to finish (engine.Engine.Drain).

@@ -200,6 +200,17 @@ func (s *Store) DeleteIdempotencyBefore(ctx context.Context, t time.Time) error 
 	return s.q(ctx).Where("created_at < ?", t).Delete(&IdempotencyRecord{}).Error
 }
 
+// ReclaimIdempotency takes over a reservation whose attempt died: the
+// record of (scope, key) for the same request, still without an answer and
+// reserved before staleBefore, is reserved again at now. It reports
+// whether this caller got it (exactly one of several racing callers does).
+func (s *Store) ReclaimIdempotency(ctx context.Context, scope, key, requestHash string, staleBefore, now time.Time) (bool, error) {
+	res := s.q(ctx).Model(&IdempotencyRecord{}).
+		Where("scope = ? AND key = ? AND request_hash = ? AND status = 0 AND created_at < ?", scope, key, requestHash, staleBefore).
+		Update("created_at", now)
+	return res.RowsAffected == 1, res.Error
+}
+
 // DeleteIdempotency forgets one record (a request that failed before it
 // had an answer worth keeping).
 func (s *Store) DeleteIdempotency(ctx context.Context, scope, key string) error {

@@ -44,6 +44,8 @@ type config struct {
 	LogFormat      string
 	LogLevel       string
 	NoSeed         bool
+	// IdempotencyRetention: how long Idempotency-Keys are kept.
+	IdempotencyRetention time.Duration
 	// Policy is the dial policy (CONVOICE_ALLOWED_COUNTRIES, …; env only).
 	Policy controller.PolicyConfig
 }
@@ -96,6 +98,8 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", env("CONVOICE_LOG_LEVEL", "info"), "debug, info, warn, error (CONVOICE_LOG_LEVEL)")
 	noSeed, _ := strconv.ParseBool(env("CONVOICE_NO_SEED", "false"))
 	fs.BoolVar(&c.NoSeed, "no-seed", noSeed, "do not seed the demo directory on an empty database with the emulator (CONVOICE_NO_SEED)")
+	keep := env("CONVOICE_IDEMPOTENCY_RETENTION", "24h")
+	fs.StringVar(&keep, "idempotency-retention", keep, "how long an Idempotency-Key and its answer are kept (CONVOICE_IDEMPOTENCY_RETENTION)")
 	proxies := env("CONVOICE_TRUSTED_PROXIES", "")
 	fs.StringVar(&proxies, "trusted-proxies", proxies, "CIDRs of reverse proxies whose X-Forwarded-For is believed (CONVOICE_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
@@ -117,6 +121,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	}
 	if c.NodeLostAfter, err = time.ParseDuration(lost); err != nil || c.NodeLostAfter < time.Second {
 		return c, fmt.Errorf("CONVOICE_NODE_LOST_AFTER %q: want a duration of at least 1s", lost)
+	}
+	if c.IdempotencyRetention, err = time.ParseDuration(keep); err != nil || c.IdempotencyRetention < time.Minute {
+		return c, fmt.Errorf("CONVOICE_IDEMPOTENCY_RETENTION %q: want a duration of at least 1m", keep)
 	}
 	if c.AdminToken, err = secret("CONVOICE_ADMIN_TOKEN"); err != nil {
 		return c, err

@@ -142,7 +142,8 @@ func runServe(args []string) error {
 		ext = regexp.MustCompile(cfg.Extensions)
 	}
 	ctl := controller.New(controller.Config{Region: cfg.Region, Extensions: ext, CallerIDName: cfg.CallerName,
-		CallerIDNumber: cfg.CallerNum, RingTimeout: cfg.RingTimeout, NodeLostAfter: cfg.NodeLostAfter, Policy: cfg.Policy, Logger: lg},
+		CallerIDNumber: cfg.CallerNum, RingTimeout: cfg.RingTimeout, NodeLostAfter: cfg.NodeLostAfter, Policy: cfg.Policy, Logger: lg,
+		IdempotencyRetention: cfg.IdempotencyRetention},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 
 	if cfg.PBX == "emulator" && cfg.PBXNodes == "" && !cfg.NoSeed {

@@ -36,6 +36,14 @@ type Config struct {
 	// Policy is the dial policy: what may be dialed, by whom, how often.
 	Policy policy.Config
 	Logger *slog.Logger
+	// IdempotencyAttempt bounds one dial request kept under an
+	// Idempotency-Key: a key whose first attempt has no answer after this
+	// long died half-way (the process was killed) and may be retried.
+	// Default 2 min (a dial answers within the PBX request timeout).
+	IdempotencyAttempt time.Duration
+	// IdempotencyRetention is how long a key and its answer are kept;
+	// older ones are purged in the background. Default 24 h.
+	IdempotencyRetention time.Duration
 }
 
 // Node is one PBX the controller can place conferences on.
