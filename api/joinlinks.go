@@ -445,7 +445,7 @@ func (s *Server) guestEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	last, err := lastEventID(c)
+	last, err := s.resumeAt(c, g.ConversationID)
 	if err != nil {
 		return err
 	}

@@ -41,11 +41,31 @@ func (s *Server) events(c echo.Context) error {
 	if err := s.ctl.CheckMember(ctx, a, convID); err != nil {
 		return err
 	}
-	last, err := lastEventID(c)
+	last, err := s.resumeAt(c, convID)
 	if err != nil {
 		return err
 	}
 	return s.stream(c, convID, last, nil)
+}
+
+// resumeAt is where a client resumes convID's stream (lastEventID); an id
+// beyond the stream's newest event is refused with 400 rather than
+// accepted into a stream that would stay silent until the log caught up
+// with an id it never sent (a client mixing up streams, or a database
+// restored from a backup): the client starts again without it.
+func (s *Server) resumeAt(c echo.Context, convID string) (int64, error) {
+	last, err := lastEventID(c)
+	if err != nil || last == 0 {
+		return last, err
+	}
+	newest, err := s.ctl.LastEventSeq(c.Request().Context(), convID)
+	if err != nil {
+		return 0, err
+	}
+	if last > newest {
+		return 0, badBody("Last-Event-ID", "Last-Event-ID: %d is beyond this stream's newest event (%d); reconnect without it to start from the beginning", last, newest)
+	}
+	return last, nil
 }
 
 // lastEventID reads where a client resumes: the Last-Event-ID header, else
