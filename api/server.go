@@ -36,7 +36,9 @@ type Config struct {
 	TrustedProxies []*net.IPNet
 	// Heartbeat is the SSE keep-alive comment interval (default 15 s).
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// Limits bound connections and event streams (limits.go).
+	Limits Limits
+	Logger *slog.Logger
 }
 
 // Server is the HTTP handler.
@@ -45,6 +47,9 @@ type Server struct {
 	ctl  *controller.Controller
 	echo *echo.Echo
 	log  *slog.Logger
+
+	streams        *streamGate
+	streamsRefused prometheus.Counter
 }
 
 // New builds the handler with every route.
@@ -55,13 +60,19 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.DefaultGatherer
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	s := &Server{cfg: cfg, ctl: ctl, echo: e, log: lg}
+	s := &Server{cfg: cfg, ctl: ctl, echo: e, log: lg, streams: newStreamGate(cfg.Limits),
+		streamsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "convoice_event_streams_refused_total",
+			Help: "Event streams refused because a cap (per person, per address, in all) was full."})}
+	if r, ok := cfg.Gatherer.(prometheus.Registerer); ok {
+		_ = r.Register(s.streamsRefused)
+	}
 	e.HTTPErrorHandler = s.errorHandler
 	e.IPExtractor = echo.ExtractIPDirect()
 	if len(cfg.TrustedProxies) > 0 {

@@ -45,7 +45,7 @@ func (s *Server) events(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.stream(c, convID, last, nil)
+	return s.stream(c, "user:"+a.UserID, convID, last, nil)
 }
 
 // resumeAt is where a client resumes convID's stream (lastEventID); an id
@@ -100,8 +100,19 @@ var errStreamEnd = errors.New("end of stream")
 
 // stream sends the events of convID after seq last as SSE until the client
 // goes (or the filter ends it), passing each through f when f is not nil.
-func (s *Server) stream(c echo.Context, convID string, last int64, f streamFilter) error {
+// who (the principal) and the client's address are counted against the
+// stream caps (Limits) while it is open.
+func (s *Server) stream(c echo.Context, who, convID string, last int64, f streamFilter) error {
 	ctx := c.Request().Context()
+	release, full := s.streams.admit(who, c.RealIP())
+	if full != "" {
+		s.streamsRefused.Inc()
+		return &controller.Error{Kind: controller.KindRateLimited, Code: "too_many_streams", Message: full}
+	}
+	defer release()
+	// The request is read: a stream may stay open for hours, so the
+	// server's read deadline (a bound on slow request bodies) is lifted.
+	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Time{})
 	sub := s.ctl.Hub().Subscribe(convID)
 	defer sub.Close()
 

@@ -45,6 +45,9 @@ const AdminToken = "test-admin-token-0123456789abcdef"
 
 // Options tune an Env.
 type Options struct {
+	// Limits bound connections and event streams (api.Limits; zero:
+	// production's defaults).
+	Limits api.Limits
 	// DB is the database (default: a new SQLite file in t.TempDir()).
 	DB string
 	// Emu is an already running emulator to use (default: a new one).
@@ -252,15 +255,15 @@ func (e *Env) start() {
 		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller")},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
-		Gatherer: reg, Logger: e.logger("api")}, e.Ctl)
+		Gatherer: reg, Logger: e.logger("api"), Limits: e.opts.Limits}, e.Ctl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	e.listener = ln
 	e.URL = "http://" + ln.Addr().String()
-	e.srv = &http.Server{Handler: srv}
-	go e.srv.Serve(ln)
+	e.srv = srv.HTTPServer()
+	go e.srv.Serve(srv.LimitListener(ln))
 	go store.ListenEvents(ctx, e.opts.DB, e.Ctl.Hub().Poke, e.Ctl.Hub().PokeAll)
 	e.runDone = make(chan struct{})
 	go func() { _ = e.Ctl.Run(ctx); close(e.runDone) }()

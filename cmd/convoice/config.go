@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/convoice/convoice/api"
 	"github.com/convoice/convoice/controller"
 	"github.com/convoice/convoice/pbx"
 )
@@ -46,6 +47,8 @@ type config struct {
 	NoSeed         bool
 	// IdempotencyRetention: how long Idempotency-Keys are kept.
 	IdempotencyRetention time.Duration
+	// Limits bound HTTP connections and event streams.
+	Limits api.Limits
 	// Policy is the dial policy (CONVOICE_ALLOWED_COUNTRIES, …; env only).
 	Policy controller.PolicyConfig
 }
@@ -100,6 +103,11 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	fs.BoolVar(&c.NoSeed, "no-seed", noSeed, "do not seed the demo directory on an empty database with the emulator (CONVOICE_NO_SEED)")
 	keep := env("CONVOICE_IDEMPOTENCY_RETENTION", "24h")
 	fs.StringVar(&keep, "idempotency-retention", keep, "how long an Idempotency-Key and its answer are kept (CONVOICE_IDEMPOTENCY_RETENTION)")
+	readTimeout := env("CONVOICE_HTTP_READ_TIMEOUT", "30s")
+	idleTimeout := env("CONVOICE_HTTP_IDLE_TIMEOUT", "60s")
+	counts := map[string]*int{"CONVOICE_MAX_CONNECTIONS": &c.Limits.MaxConnections,
+		"CONVOICE_MAX_STREAMS_PER_PERSON":  &c.Limits.MaxStreamsPerPrincipal,
+		"CONVOICE_MAX_STREAMS_PER_ADDRESS": &c.Limits.MaxStreamsPerAddress, "CONVOICE_MAX_STREAMS": &c.Limits.MaxStreams}
 	proxies := env("CONVOICE_TRUSTED_PROXIES", "")
 	fs.StringVar(&proxies, "trusted-proxies", proxies, "CIDRs of reverse proxies whose X-Forwarded-For is believed (CONVOICE_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
@@ -121,6 +129,19 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	}
 	if c.NodeLostAfter, err = time.ParseDuration(lost); err != nil || c.NodeLostAfter < time.Second {
 		return c, fmt.Errorf("CONVOICE_NODE_LOST_AFTER %q: want a duration of at least 1s", lost)
+	}
+	if c.Limits.ReadTimeout, err = time.ParseDuration(readTimeout); err != nil || c.Limits.ReadTimeout < time.Second {
+		return c, fmt.Errorf("CONVOICE_HTTP_READ_TIMEOUT %q: want a duration of at least 1s", readTimeout)
+	}
+	if c.Limits.IdleTimeout, err = time.ParseDuration(idleTimeout); err != nil || c.Limits.IdleTimeout < time.Second {
+		return c, fmt.Errorf("CONVOICE_HTTP_IDLE_TIMEOUT %q: want a duration of at least 1s", idleTimeout)
+	}
+	for name, v := range counts {
+		if s := env(name, ""); s != "" {
+			if *v, err = strconv.Atoi(s); err != nil || *v < 1 {
+				return c, fmt.Errorf("%s %q: want a whole number of at least 1", name, s)
+			}
+		}
 	}
 	if c.IdempotencyRetention, err = time.ParseDuration(keep); err != nil || c.IdempotencyRetention < time.Minute {
 		return c, fmt.Errorf("CONVOICE_IDEMPOTENCY_RETENTION %q: want a duration of at least 1m", keep)

@@ -165,13 +165,13 @@ func runServe(args []string) error {
 		lg.Info("no CONVOICE_ADMIN_TOKEN: the admin API is closed (use `convoice user add` on this machine)")
 	}
 	srv := api.New(api.Config{AdminTokenHash: adminHash, PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies,
-		Gatherer: reg, Logger: lg}, ctl)
+		Gatherer: reg, Logger: lg, Limits: cfg.Limits}, ctl)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := srv.HTTPServer()
 	// With several replicas on one PostgreSQL, every replica's event
 	// streams hear of what the others committed.
 	go store.ListenEvents(ctx, cfg.DB, ctl.Hub().Poke, ctl.Hub().PokeAll)
@@ -181,7 +181,7 @@ func runServe(args []string) error {
 		close(runDone)
 	}()
 	go func() {
-		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(srv.LimitListener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			lg.Error("http server stopped", "err", err)
 			stop()
 		}
