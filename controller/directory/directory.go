@@ -103,9 +103,9 @@ func (dir *Directory) CreateUser(ctx context.Context, a core.Actor, in NewUser) 
 	if err := core.RequireAdmin(a); err != nil {
 		return UserView{}, err
 	}
-	name := strings.TrimSpace(in.DisplayName)
-	if name == "" || len(name) > 200 {
-		return UserView{}, core.Invalid("display_name", "display_name: required, at most 200 characters")
+	name, err := core.Name("display_name", in.DisplayName)
+	if err != nil {
+		return UserView{}, err
 	}
 	addr, err := mail.ParseAddress(strings.TrimSpace(in.Email))
 	if err != nil || addr.Name != "" {

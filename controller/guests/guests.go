@@ -18,7 +18,6 @@ const (
 	defaultLinkExpiry = 24 * time.Hour
 	maxLinkExpiry     = 30 * 24 * time.Hour
 	maxLinkUses       = 10000
-	maxGuestName      = 100
 	// maxTokenInput bounds a token before it is even hashed (ours are 43
 	// characters).
 	maxTokenInput = 200

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/convoice/convoice/controller/core"
 	"github.com/convoice/convoice/controller/engine"
@@ -117,19 +115,7 @@ type GuestJoinResult struct {
 	Guest          GuestView     `json:"guest"`
 }
 
-func checkGuestName(s string) (string, error) {
-	name := strings.TrimSpace(s)
-	n := utf8.RuneCountInString(name)
-	if n == 0 || n > maxGuestName {
-		return "", core.Invalid("display_name", "display_name: your name, from 1 to %d characters", maxGuestName)
-	}
-	for _, r := range name {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
-			return "", core.Invalid("display_name", "display_name: %q is not allowed in a name", r)
-		}
-	}
-	return name, nil
-}
+func checkGuestName(s string) (string, error) { return core.Name("display_name", s) }
 
 // JoinAsGuest makes the holder of a join-link token a guest of its
 // conversation and, unless the link asks for admission, has the PBX call
