@@ -228,6 +228,10 @@ func errorStatus(err error) (int, errorBody) {
 		}
 		return he.Code, errorBody{errorDetail{Code: code, Message: msg}}
 	}
+	if errors.Is(err, controller.ErrStorageFull) {
+		return http.StatusInsufficientStorage, errorBody{errorDetail{Code: "storage_full",
+			Message: "the server's storage is full: nothing was saved; try again in a while (the operators have been told)"}}
+	}
 	if errors.Is(err, context.Canceled) {
 		return 499, errorBody{errorDetail{Code: "client_gone", Message: "the request was cancelled"}}
 	}

@@ -48,6 +48,9 @@ type Options struct {
 	// Limits bound connections and event streams (api.Limits; zero:
 	// production's defaults).
 	Limits api.Limits
+	// WriteFault fails SQLite write batches as a full disk would
+	// (storage.Options.WriteFault).
+	WriteFault func() error
 	// DB is the database (default: a new SQLite file in t.TempDir()).
 	DB string
 	// Emu is an already running emulator to use (default: a new one).
@@ -191,7 +194,7 @@ func (e *Env) start() {
 	t := e.t
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	store, err := storage.Open(ctx, e.opts.DB, storage.Options{Logger: e.logger("storage")})
+	store, err := storage.Open(ctx, e.opts.DB, storage.Options{Logger: e.logger("storage"), WriteFault: e.opts.WriteFault})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
