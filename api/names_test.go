@@ -36,3 +36,23 @@ func TestNames_OneRuleForPeopleAndGuestsCountingCharacters(t *testing.T) {
 		}
 	}
 }
+
+// Putting any user id on your contact list does not reveal their e-mail:
+// it is shown only for people you have been in a conversation with.
+func TestContacts_EmailOnlyOfPeopleYouHaveMet(t *testing.T) {
+	env := apitest.Start(t, apitest.Options{NoPBX: true})
+	ann, bo, cy := env.AddUser("Ann"), env.AddUser("Bo"), env.AddUser("Cy")
+	newConversation(t, env, ann, bo)
+	me := env.Must(200, "PUT", "/api/v1/me/contacts", ann.Token, map[string]any{"user_ids": []string{bo.ID, cy.ID}}).Map(t)
+	emails := map[string]any{}
+	for _, c := range me["contacts"].([]any) {
+		m := c.(map[string]any)
+		emails[m["id"].(string)] = m["email"]
+	}
+	if emails[bo.ID] == nil || emails[bo.ID] == "" {
+		t.Errorf("Bo, met in a conversation: no e-mail: %v", me["contacts"])
+	}
+	if e, shown := emails[cy.ID]; shown && e != nil {
+		t.Errorf("Cy, never met: e-mail %v revealed", e)
+	}
+}

@@ -208,9 +208,24 @@ func (dir *Directory) Me(ctx context.Context, a core.Actor) (MeView, error) {
 	if err != nil {
 		return MeView{}, err
 	}
+	// A contact's e-mail address is shown only once you have been in a
+	// conversation together: putting any user id on your list must not
+	// reveal who that is beyond their name.
+	ids := make([]string, len(cs))
+	for i := range cs {
+		ids[i] = cs[i].ID
+	}
+	met, err := dir.store.MetUsers(ctx, a.UserID, ids)
+	if err != nil {
+		return MeView{}, err
+	}
 	v.Contacts = make([]ContactView, 0, len(cs))
 	for _, cu := range cs {
-		v.Contacts = append(v.Contacts, ContactView{ID: cu.ID, DisplayName: cu.DisplayName, Email: cu.Email})
+		c := ContactView{ID: cu.ID, DisplayName: cu.DisplayName}
+		if met[cu.ID] {
+			c.Email = cu.Email
+		}
+		v.Contacts = append(v.Contacts, c)
 	}
 	return v, nil
 }
