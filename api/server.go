@@ -16,7 +16,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/convoice/convoice/controller"
 )
@@ -30,6 +29,11 @@ type Config struct {
 	PublicURL string
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
+	// MetricsTokenHash, when set, is the SHA-256 (hex) of the bearer token
+	// /metrics asks for; MetricsElsewhere leaves /metrics off this handler
+	// (served on its own listen address: MetricsHandler).
+	MetricsTokenHash string
+	MetricsElsewhere bool
 	// TrustedProxies are the address ranges of reverse proxies whose
 	// X-Forwarded-For names the client. Empty: the connection's peer is the
 	// client, and no header can change that (rate limits, audit).
@@ -87,7 +91,9 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	if !cfg.MetricsElsewhere {
+		e.GET("/metrics", echo.WrapHandler(s.MetricsHandler()))
+	}
 	e.GET("/api/openapi.yaml", s.openAPI)
 
 	v1 := e.Group("/api/v1")

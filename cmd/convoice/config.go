@@ -49,6 +49,10 @@ type config struct {
 	IdempotencyRetention time.Duration
 	// Limits bound HTTP connections and event streams.
 	Limits api.Limits
+	// MetricsToken protects /metrics; MetricsListen serves it on its own
+	// address instead of the API's.
+	MetricsToken  string
+	MetricsListen string
 	// Policy is the dial policy (CONVOICE_ALLOWED_COUNTRIES, …; env only).
 	Policy controller.PolicyConfig
 }
@@ -103,6 +107,7 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	fs.BoolVar(&c.NoSeed, "no-seed", noSeed, "do not seed the demo directory on an empty database with the emulator (CONVOICE_NO_SEED)")
 	keep := env("CONVOICE_IDEMPOTENCY_RETENTION", "24h")
 	fs.StringVar(&keep, "idempotency-retention", keep, "how long an Idempotency-Key and its answer are kept (CONVOICE_IDEMPOTENCY_RETENTION)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", env("CONVOICE_METRICS_LISTEN", ""), "serve /metrics on this address only, not on the API's (CONVOICE_METRICS_LISTEN)")
 	readTimeout := env("CONVOICE_HTTP_READ_TIMEOUT", "30s")
 	idleTimeout := env("CONVOICE_HTTP_IDLE_TIMEOUT", "60s")
 	counts := map[string]*int{"CONVOICE_MAX_CONNECTIONS": &c.Limits.MaxConnections,
@@ -145,6 +150,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	}
 	if c.IdempotencyRetention, err = time.ParseDuration(keep); err != nil || c.IdempotencyRetention < time.Minute {
 		return c, fmt.Errorf("CONVOICE_IDEMPOTENCY_RETENTION %q: want a duration of at least 1m", keep)
+	}
+	if c.MetricsToken, err = secret("CONVOICE_METRICS_TOKEN"); err != nil {
+		return c, err
 	}
 	if c.AdminToken, err = secret("CONVOICE_ADMIN_TOKEN"); err != nil {
 		return c, err

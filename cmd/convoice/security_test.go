@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -81,5 +83,40 @@ func TestPolicy_FromEnvReadsEveryVariableAndRefusesNonsense(t *testing.T) {
 				t.Fatalf("%s=%q: %v, want an error naming it", k, v, err)
 			}
 		})
+	}
+}
+
+// /metrics can be protected: with CONVOICE_METRICS_TOKEN it asks for the
+// token; with CONVOICE_METRICS_LISTEN it is served only there, not on the
+// API's address.
+func TestServe_MetricsBehindATokenOrOnTheirOwnAddress(t *testing.T) {
+	get := func(url, token string) int {
+		req, _ := http.NewRequest("GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	dir := t.TempDir()
+	addr, maddr := freeAddr(t), freeAddr(t)
+	p := start(t, []string{"CONVOICE_LISTEN=" + addr, "CONVOICE_DB=" + filepath.Join(dir, "a.db"),
+		"CONVOICE_METRICS_TOKEN=metrics-secret", "CONVOICE_METRICS_LISTEN=" + maddr}, "serve")
+	waitHTTP(t, "http://"+addr+"/readyz", p)
+	if st := get("http://"+addr+"/metrics", "metrics-secret"); st != 404 {
+		t.Errorf("/metrics on the API's address: %d, want 404 (served elsewhere)", st)
+	}
+	if st := get("http://"+maddr+"/metrics", ""); st != 401 {
+		t.Errorf("/metrics without the token: %d, want 401", st)
+	}
+	if st := get("http://"+maddr+"/metrics", "wrong"); st != 401 {
+		t.Errorf("/metrics with a wrong token: %d, want 401", st)
+	}
+	if st := get("http://"+maddr+"/metrics", "metrics-secret"); st != 200 {
+		t.Errorf("/metrics with the token: %d, want 200", st)
 	}
 }

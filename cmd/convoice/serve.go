@@ -164,8 +164,12 @@ func runServe(args []string) error {
 	} else {
 		lg.Info("no CONVOICE_ADMIN_TOKEN: the admin API is closed (use `convoice user add` on this machine)")
 	}
+	metricsHash := ""
+	if cfg.MetricsToken != "" {
+		metricsHash = controller.HashSecret(cfg.MetricsToken)
+	}
 	srv := api.New(api.Config{AdminTokenHash: adminHash, PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies,
-		Gatherer: reg, Logger: lg, Limits: cfg.Limits}, ctl)
+		Gatherer: reg, Logger: lg, Limits: cfg.Limits, MetricsTokenHash: metricsHash, MetricsElsewhere: cfg.MetricsListen != ""}, ctl)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -187,6 +191,18 @@ func runServe(args []string) error {
 		}
 	}()
 	lg.Info("convoice is listening", "url", "http://"+ln.Addr().String(), "pbx", cfg.PBX)
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("CONVOICE_METRICS_LISTEN: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		lg.Info("metrics are served on their own address", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
