@@ -261,6 +261,14 @@ func (s *Server) startDialLocked(ch *channel) {
 		s.farEndRefuseLocked(ch, p.Cause, p.SIPStatus)
 		return
 	}
+	if p.EarlyMedia > 0 {
+		// 183 Session Progress with SDP (recording o): Dial PROGRESS, no
+		// ChannelStateChange (the leg stays Down), no StasisStart until
+		// the 200 OK; the early media never reaches a bridge.
+		s.evDial(ch, "PROGRESS")
+		s.armRingLocked(ch)
+		return
+	}
 	ch.state = stateRinging
 	s.evStateChange(ch)
 	s.evDial(ch, "RINGING")
@@ -271,15 +279,23 @@ func (s *Server) startDialLocked(ch *channel) {
 // originate timeout, which counts until the answer (recording n).
 func (s *Server) armRingLocked(ch *channel) {
 	p := ch.phone
-	answers := p.Outcome == emuphone.Answer || p.Outcome == emuphone.AnswerThenHangup
+	wait := p.Ring // until the far end's final answer
+	if p.EarlyMedia > 0 {
+		wait = p.EarlyMedia
+	}
 	timeout := time.Duration(ch.timeoutMs) * time.Millisecond
 	switch {
-	case answers && (ch.timeoutMs < 0 || p.Ring < timeout):
-		if p.Ring <= 0 {
+	case p.Answers() && (ch.timeoutMs < 0 || wait < timeout):
+		if wait <= 0 {
 			s.answerLocked(ch)
 			return
 		}
-		s.setTimerLocked(ch, p.Ring, func() { s.answerLocked(ch) })
+		s.setTimerLocked(ch, wait, func() { s.answerLocked(ch) })
+	case p.Outcome == emuphone.Unavailable && (ch.timeoutMs < 0 || wait < timeout):
+		// 480 after the early media (recording o): HangupRequest cause 19
+		// with tech_cause 480 and no soft, Dial NOANSWER, ChannelDestroyed
+		// 19 with tech_cause 480; never StasisStart.
+		s.setTimerLocked(ch, wait, func() { s.farEndRefuseLocked(ch, 19, p.SIPStatus) })
 	case ch.timeoutMs >= 0:
 		s.setTimerLocked(ch, timeout, func() {
 			// Timeout: only ChannelDestroyed 19, no HangupRequest and no

@@ -425,6 +425,27 @@ func (s *Server) originate(arg, job string) (string, bool) {
 	}
 }
 
+// varOfList is the value of variable k in an originate's {vars}.
+func varOfList(vars []hdr, k string) string {
+	for _, h := range vars {
+		if h.k == k {
+			return h.v
+		}
+	}
+	return ""
+}
+
+// astTrue is switch_true: yes, on, true, t, enabled, active, allow or a
+// non-zero number.
+func astTrue(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "yes", "on", "true", "t", "enabled", "active", "allow":
+		return true
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	return err == nil && n != 0
+}
+
 // parseVars splits "a=b,c='d, e'" into ordered variables.
 func parseVars(s string) []hdr {
 	var out []hdr

@@ -44,8 +44,12 @@ type Config struct {
 	// carrier did (a 440 Hz tone): members then start-talking after
 	// joining. Otherwise phones are silent until SetTalking.
 	AutoTalk bool
-	// EarlyMedia makes ringing phones send 183 with media instead of 180:
-	// CHANNEL_PROGRESS_MEDIA and call state EARLY before any answer.
+	// EarlyMedia makes every ringing phone send 183 with media instead of
+	// 180, as "0183"/"0187" always do: CHANNEL_PROGRESS_MEDIA and call
+	// state EARLY, and — as recorded (p) — without ignore_early_media in
+	// the originate's {vars} the originate succeeds on it (BACKGROUND_JOB
+	// +OK, the application runs, add-member while unanswered) and
+	// originate_timeout no longer applies.
 	EarlyMedia bool
 	// FirstMemberID is the first conference member id after a (re)start
 	// (FreeSWITCH counts from 1, globally across rooms).
