@@ -135,6 +135,7 @@ type Server struct {
 	mu        sync.Mutex
 	channels  map[string]*channel
 	bridges   map[string]*bridge
+	playbacks map[string]*playback
 	apps      map[string]*app
 	websocks  map[*wsConn]struct{}
 	subAll    map[string]int // app → websockets with subscribeAll=true
@@ -200,6 +201,7 @@ func (s *Server) resetLocked(now time.Time) {
 	s.channels = map[string]*channel{}
 	s.bridges = map[string]*bridge{}
 	s.apps = map[string]*app{}
+	s.playbacks = map[string]*playback{}
 	s.uniq, s.pjsipSeq, s.localSeq = 0, 0, 0
 	s.startup = now
 }

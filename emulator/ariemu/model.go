@@ -49,6 +49,7 @@ type channel struct {
 	bridge     *bridge
 	peer       *channel // the other half of a Local pair
 	timer      *time.Timer
+	playQ      []*playback       // playing first, then queued
 	vars       map[string]string // only when someone set one
 	timeoutMs  int               // originate timeout; -1: none
 	silenceMs  int               // TALK_DETECT silence threshold
@@ -319,6 +320,15 @@ func (s *Server) answerLocked(ch *channel) {
 		if o == emuphone.AnswerThenHangup {
 			s.setTimerLocked(ch, ch.phone.Hold, func() { s.farEndByeLocked(ch) })
 		}
+		if ch.phone.Digits != "" {
+			time.AfterFunc(ch.phone.DigitAfter, func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if !s.closed && !ch.gone {
+					s.pressLocked(ch, ch.phone.Digits)
+				}
+			})
+		}
 		return
 	}
 	// Stasis() fails when the application has no websocket (Asterisk logs
@@ -402,6 +412,7 @@ func (s *Server) destroyLocked(ch *channel, cause, techCause int) {
 	ch.stopTimer()
 	ch.talkGen++
 	ch.talking = false
+	s.endPlaybacksLocked(ch)
 	if ch.bridge != nil {
 		s.leaveBridgeLocked(ch, false)
 	}
