@@ -311,6 +311,15 @@ func (s *Server) showLocked(arg string) string {
 // originate parses "[{vars}]<dial string> <&app(args)|exten> [...]" the way
 // the recordings show FreeSWITCH reacting to good and bad dial strings.
 func (s *Server) originate(arg, job string) (string, bool) {
+	if d := time.Duration(s.originateDelay.Load()); d > 0 {
+		s.mu.Lock()
+		gen := s.gen
+		s.mu.Unlock()
+		if !emuserver.Sleep(d, s.genDone(gen)) {
+			// The process ended meanwhile: the job is lost with it.
+			return "", true
+		}
+	}
 	toks := splitQuoted(arg)
 	if len(toks) < 2 {
 		return "-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] [<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n", false
@@ -399,7 +408,7 @@ func (s *Server) originate(arg, job string) (string, bool) {
 		s.mu.Unlock()
 		return "-ERR DESTINATION_OUT_OF_ORDER\n", false
 	}
-	ch.phone = emuphone.ForEndpoint(dial, s.cfg.Timing)
+	ch.phone = emuphone.ForEndpoint(dial, s.timing())
 	o := &origination{job: job, arg: arg}
 	if job == "" {
 		o.result = make(chan string, 1)
@@ -423,6 +432,27 @@ func (s *Server) originate(arg, job string) (string, bool) {
 	case <-s.genDone(gen):
 		return "-ERR SYSTEM_SHUTDOWN\n", false
 	}
+}
+
+// varOfList is the value of variable k in an originate's {vars}.
+func varOfList(vars []hdr, k string) string {
+	for _, h := range vars {
+		if h.k == k {
+			return h.v
+		}
+	}
+	return ""
+}
+
+// astTrue is switch_true: yes, on, true, t, enabled, active, allow or a
+// non-zero number.
+func astTrue(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "yes", "on", "true", "t", "enabled", "active", "allow":
+		return true
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	return err == nil && n != 0
 }
 
 // parseVars splits "a=b,c='d, e'" into ordered variables.

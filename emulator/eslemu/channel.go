@@ -69,6 +69,10 @@ func refusalFor(p emuphone.Phone) refusal {
 		// The lab's carrier answered 503 and FreeSWITCH reported
 		// NORMAL_TEMPORARY_FAILURE (41), not congestion (34): recording d.
 		return refusal{"NORMAL_TEMPORARY_FAILURE", 503, "Service Unavailable"}
+	case emuphone.Unavailable:
+		// 183 then 480 Temporarily Unavailable: NO_USER_RESPONSE (18),
+		// recording p.
+		return refusal{"NO_USER_RESPONSE", 480, "Temporarily Unavailable"}
 	default: // Unreachable: never recorded over sofia; a request timeout.
 		return refusal{"RECOVERY_ON_TIMER_EXPIRE", 408, "Request Timeout"}
 	}
@@ -113,7 +117,14 @@ type channel struct {
 	flipped   bool
 	executing bool
 	hanging   bool // teardown started
-	verbose   bool // every event carries the variables
+	// ignoreEarly: ignore_early_media=true in the originate's {vars}.
+	ignoreEarly bool
+	// appStarted: the originate succeeded and the application runs (at
+	// the answer, or at the 183 when early media counts).
+	appStarted bool
+	// onDigit receives the keys the phone presses (play_and_get_digits).
+	onDigit func(digit string)
+	verbose bool // every event carries the variables
 
 	created, progress, progressMedia, answered, hungup time.Time
 

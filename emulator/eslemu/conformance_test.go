@@ -90,8 +90,8 @@ func TestConformanceWithRecordings(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no recordings found: %v", err)
 	}
-	if len(files) != 18 {
-		t.Errorf("expected the 18 recordings of the lab, found %d", len(files))
+	if len(files) != 19 {
+		t.Errorf("expected the 19 recordings of the lab, found %d", len(files))
 	}
 	for _, path := range files {
 		name := filepath.Base(path)
@@ -125,6 +125,10 @@ func replay(t *testing.T, file string, rec recording) {
 	}
 	if heartbeat {
 		cfg.HeartbeatInterval = 300 * time.Millisecond
+	}
+	if strings.HasPrefix(file, "p_") || strings.HasPrefix(file, "q_") {
+		// Recorded 2026-12-06 with the gateway on the "external" profile.
+		cfg.GatewayProfile = "external"
 	}
 	emu := New(cfg)
 	if err := emu.Start("127.0.0.1:0"); err != nil {
