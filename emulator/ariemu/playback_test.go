@@ -48,6 +48,7 @@ func TestGivenPromptWhenPlayedStoppedOrHungUpThenPlaybackEventsAsRecorded(t *tes
 	if el := time.Since(start); el < time.Second {
 		t.Errorf("addChannel answered after %v, before the 2.4 s prompt was over", el)
 	}
+	c.waitEvent(t, "ChannelEnteredBridge", "key")
 	evs := c.events()
 	if i, j := indexOf(evs, "PlaybackFinished"), indexOf(evs, "ChannelEnteredBridge"); i < 0 || j < i {
 		t.Errorf("want PlaybackFinished then ChannelEnteredBridge: %s", summarize(evs))

@@ -57,6 +57,29 @@ func (s *Server) execAPI(cmd, arg, job string) (result string, pending bool) {
 		}
 		s.hangupLocked(ch, cause, hangKill)
 		return "+OK\n", false
+	case "uuid_transfer":
+		// uuid_transfer <uuid> [-bleg|-both] <dest> [dialplan] [context]:
+		// not recorded; emulated as the running app ending (a conference
+		// member leaves) and the transfer app running with those args.
+		f := strings.Fields(arg)
+		if len(f) > 1 && strings.HasPrefix(f[1], "-") {
+			f = append(f[:1], f[2:]...)
+		}
+		if len(f) < 2 {
+			return "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n", false
+		}
+		ch := s.chans[f[0]]
+		if ch == nil {
+			return "-ERR No such channel!\n", false
+		}
+		ch.onDigit = nil
+		if ch.member != nil {
+			s.leaveLocked(ch.member)
+		}
+		s.closeAppLocked(ch)
+		ch.appStarted = true
+		s.runAppsLocked(ch, []dpApp{{"transfer", strings.Join(f[1:], " ")}})
+		return "+OK\n", false
 	case "uuid_exists":
 		_, ok := s.chans[strings.TrimSpace(arg)]
 		return strconv.FormatBool(ok), false
@@ -347,9 +370,28 @@ func (s *Server) originate(arg, job string) (string, bool) {
 		uuid = emuserver.UUID()
 	}
 	app, appData := "park", ""
+	var inline []dpApp
+	inlineText := ""
 	if a := toks[1]; strings.HasPrefix(a, "&") {
 		name, rest, _ := strings.Cut(a[1:], "(")
 		app, appData = name, strings.TrimSuffix(rest, ")")
+	} else {
+		// An extension: "<apps>" in the inline dialplan, or an extension
+		// of the emulator's XML dialplan (dialplan.go).
+		ext := strings.TrimSuffix(strings.TrimPrefix(a, "'"), "'")
+		dialplan := "XML"
+		if len(toks) > 2 {
+			dialplan = toks[2]
+		}
+		switch {
+		case strings.EqualFold(dialplan, "inline"):
+			inline, inlineText = parseInline(ext), ext
+		case strings.HasPrefix(ext, "conf-") && len(ext) > len("conf-"):
+			inline, inlineText = []dpApp{{"answer", ""}, {"conference", ext[len("conf-"):] + "@default"}}, ext
+		}
+		if inline != nil {
+			app = "inline"
+		}
 	}
 	timeout := 60 * time.Second
 	if t, err := strconv.Atoi(varOf("originate_timeout")); err == nil && t > 0 {
@@ -368,6 +410,7 @@ func (s *Server) originate(arg, job string) (string, bool) {
 		return fail("CHAN_NOT_IMPLEMENTED", false)
 	}
 	ch := &channel{uuid: uuid, dial: dial, app: app, appData: appData, appUUID: emuserver.UUID(),
+		inline: inline, inlineText: inlineText,
 		timeout: timeout, vars: newVarList(), speaking: s.cfg.AutoTalk,
 		cidName: varOf("origination_caller_id_name"), cidNum: varOf("origination_caller_id_number")}
 	if ch.cidNum == "" {

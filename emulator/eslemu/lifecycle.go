@@ -213,6 +213,10 @@ func (s *Server) startAppLocked(ch *channel) {
 		return
 	}
 	ch.appStarted = true
+	if ch.inline != nil {
+		s.startInlineLocked(ch)
+		return
+	}
 	ch.flipped, ch.hitDial = true, true
 	if ch.answered.IsZero() {
 		ch.vars.set("endpoint_disposition", "EARLY MEDIA")
@@ -383,8 +387,11 @@ func (s *Server) closeAppLocked(ch *channel) {
 		s.codecLocked(ch, false)
 	}
 	s.fireLocked(s.chanEventLocked(ch, "CHANNEL_EXECUTE_COMPLETE", func(e *event) {
-		e.add("Application", ch.app).add("Application-Data", ch.appData).
-			add("Application-Response", "_none_").add("Application-UUID", ch.appUUID)
+		e.add("Application", ch.app)
+		if ch.appData != "" || ch.inline == nil { // answer, hangup: none (q)
+			e.add("Application-Data", ch.appData)
+		}
+		e.add("Application-Response", "_none_").add("Application-UUID", ch.appUUID)
 	}))
 }
 
