@@ -288,3 +288,59 @@ func TestGivenPassiveReplica_whenItHangsUpALegItNeverPlaced_thenTheLegEnds(t *te
 		t.Errorf("left on the PBX: %+v", emu.Channels())
 	}
 }
+
+// Confirm-to-join (recording q): …0111 answers, hears the prompt, presses 1
+// and only then enters the room (EventAnswered, then EventConnected on
+// add-member); …0190 never presses, is hung up after Tries×Timeout and
+// never was in the room. The originate runs the recorded inline dialplan.
+func TestGivenConfirm_then0111JoinsOnlyAfterTheKeyAnd0190IsHungUpNeverInTheRoom(t *testing.T) {
+	emu := startEmu(t, func(c *eslemu.Config) { c.Timing.DigitAfter = 1200 * time.Millisecond })
+	td := startDriver(t, emu.Addr(), true, nil)
+	confirm := &pbx.Confirm{Timeout: 400 * time.Millisecond, Tries: 2}
+	legs := map[string]string{}
+	for _, number := range []string{"+12025550111", "+12025550190"} {
+		leg := newID()
+		legs[number] = leg
+		if err := td.Dial(pbxtest.Ctx(t), pbx.DialRequest{LegID: leg, ConferenceID: "conf-k", Number: number, Confirm: confirm}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, vm := legs["+12025550111"], legs["+12025550190"]
+	wKey, wVM := watchMember(t, emu, key), watchMember(t, emu, vm)
+	answered := td.rec.WaitFirst(t, "0111 answered", pbxtest.Is(pbx.EventAnswered, key))
+	connected := td.rec.WaitFirst(t, "0111 connected", pbxtest.Is(pbx.EventConnected, key))
+	pbxtest.Eventually(t, "0111 in the room", func() bool { in, _ := wKey.result(); return in })
+	_, firstIn := wKey.result()
+	if firstIn.Before(answered.At.Add(time.Second)) {
+		t.Errorf("0111 in the room %v after the answer, before its key", firstIn.Sub(answered.At))
+	}
+	if connected.At.Before(answered.At.Add(time.Second)) {
+		t.Errorf("connected %v after the answer, before the key", connected.At.Sub(answered.At))
+	}
+	td.rec.WaitFirst(t, "0190 answered", pbxtest.Is(pbx.EventAnswered, vm))
+	e := td.rec.WaitFirst(t, "0190 ended", pbxtest.Is(pbx.EventEnded, vm))
+	wVM.done()
+	if in, _ := wVM.result(); in {
+		t.Error("the voicemail box was in the room")
+	}
+	if n := td.rec.Count(pbxtest.Is(pbx.EventConnected, vm)); n != 0 || e.Cause != pbx.CauseNormalClearing {
+		t.Errorf("0190: connected %d times, ended %+v", n, e)
+	}
+	var originate string
+	for _, cmd := range emu.Commands() {
+		if strings.HasPrefix(cmd, "bgapi originate ") && strings.Contains(cmd, key) {
+			originate = cmd
+		}
+	}
+	want := " '^^;play_and_get_digits:1 1 2 400 # file_string://voicemail/vm-press.wav!digits/1.wav silence_stream://250 convoice_confirm_digit 1;transfer:${cond(x${convoice_confirm_digit} == x1 ? conf-conf-k XML default : hangup inline)}' inline"
+	if !strings.HasSuffix(originate, want) {
+		t.Errorf("originate %q\nwant it to end with %q", originate, want)
+	}
+	// Without Confirm nothing changed: the room on the answer, no
+	// EventAnswered.
+	plain := td.dial(t, "conf-k", "+12025550101")
+	td.rec.WaitFirst(t, "plain connected", pbxtest.Is(pbx.EventConnected, plain))
+	if n := td.rec.Count(pbxtest.Is(pbx.EventAnswered, plain)); n != 0 {
+		t.Errorf("EventAnswered without Confirm")
+	}
+}
