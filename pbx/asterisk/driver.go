@@ -303,12 +303,14 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 			log.Warn("originate failed: PBX unavailable", "err", err)
 		default:
 			d.stats.dialsRefused.Add(1)
-			log.Warn("originate refused", "endpoint", endpoint, "err", err)
+			log.Warn("originate refused", "endpoint", pbx.MaskNumber(endpoint), "err", err)
+			log.Debug("originate refused", "endpoint", endpoint)
 		}
 		return err
 	}
 	d.stats.dials.Add(1)
-	log.Info("originated", "endpoint", endpoint, "timeout_s", secs)
+	log.Info("originated", "endpoint", pbx.MaskNumber(endpoint), "timeout_s", secs)
+	log.Debug("originated", "endpoint", endpoint)
 	return nil
 }
 
