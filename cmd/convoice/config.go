@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,6 +51,10 @@ type config struct {
 	IdempotencyRetention time.Duration
 	// Limits bound HTTP connections and event streams.
 	Limits api.Limits
+	// ARITLS is the TLS configuration for https ARI URLs (nil: system
+	// roots): CONVOICE_ARI_CA_FILE, CONVOICE_ARI_CERT_FILE and
+	// CONVOICE_ARI_KEY_FILE.
+	ARITLS *tls.Config
 	// MetricsToken protects /metrics; MetricsListen serves it on its own
 	// address instead of the API's.
 	MetricsToken  string
@@ -150,6 +156,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	}
 	if c.IdempotencyRetention, err = time.ParseDuration(keep); err != nil || c.IdempotencyRetention < time.Minute {
 		return c, fmt.Errorf("CONVOICE_IDEMPOTENCY_RETENTION %q: want a duration of at least 1m", keep)
+	}
+	if c.ARITLS, err = ariTLS(env("CONVOICE_ARI_CA_FILE", ""), env("CONVOICE_ARI_CERT_FILE", ""), env("CONVOICE_ARI_KEY_FILE", "")); err != nil {
+		return c, err
 	}
 	if c.MetricsToken, err = secret("CONVOICE_METRICS_TOKEN"); err != nil {
 		return c, err
@@ -322,4 +331,36 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 		}
 	})
 	return set
+}
+
+// ariTLS builds the TLS configuration towards Asterisk from a CA file (PEM:
+// the CA that signed Asterisk's certificate, instead of the system roots)
+// and a client certificate and key (PEM), each optional; nil when none is
+// given.
+func ariTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("CONVOICE_ARI_CA_FILE: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CONVOICE_ARI_CA_FILE %s: no PEM certificate in it", caFile)
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("CONVOICE_ARI_CERT_FILE and CONVOICE_ARI_KEY_FILE go together: set both or neither")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("CONVOICE_ARI_CERT_FILE/CONVOICE_ARI_KEY_FILE: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

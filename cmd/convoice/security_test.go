@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -118,5 +119,27 @@ func TestServe_MetricsBehindATokenOrOnTheirOwnAddress(t *testing.T) {
 	}
 	if st := get("http://"+maddr+"/metrics", "metrics-secret"); st != 200 {
 		t.Errorf("/metrics with the token: %d, want 200", st)
+	}
+}
+
+// The TLS settings towards Asterisk are read from files and refused
+// clearly when wrong.
+func TestConfig_ARITLSFilesReadAndNonsenseRefused(t *testing.T) {
+	if c, err := ariTLS("", "", ""); c != nil || err != nil {
+		t.Fatalf("no files: %v %v, want the system roots", c, err)
+	}
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ariTLS(notPEM, "", ""); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a CA file without a certificate: %v", err)
+	}
+	if _, err := ariTLS(filepath.Join(dir, "missing.pem"), "", ""); err == nil || !strings.Contains(err.Error(), "CONVOICE_ARI_CA_FILE") {
+		t.Errorf("a missing CA file: %v", err)
+	}
+	if _, err := ariTLS("", filepath.Join(dir, "cert.pem"), ""); err == nil || !strings.Contains(err.Error(), "go together") {
+		t.Errorf("a certificate without its key: %v", err)
 	}
 }

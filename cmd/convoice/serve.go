@@ -50,7 +50,7 @@ func buildNodes(ctx context.Context, cfg config, lg *slog.Logger) ([]*controller
 	}
 	cleanup := func() {}
 	astDriver := func(name, url, user, pass string) (pbx.Driver, error) {
-		return asterisk.New(asterisk.Config{URL: url, User: user, Password: pass, App: cfg.ARIApp, Routes: routes,
+		return asterisk.New(asterisk.Config{URL: url, User: user, Password: pass, App: cfg.ARIApp, Routes: routes, TLS: cfg.ARITLS,
 			RingTimeout: cfg.RingTimeout, TalkDetect: true, Logger: lg.With("node", name)})
 	}
 	fsDriver := func(name, addr, pass string) (pbx.Driver, error) {

@@ -118,7 +118,7 @@ func New(cfg Config) (*Driver, error) {
 	d := &Driver{
 		cfg:       cfg,
 		log:       cfg.Logger.With("pbx", "asterisk", "ari", cfg.URL, "app", cfg.App),
-		rest:      newRESTClient(cfg.URL, cfg.User, cfg.Password, cfg.RequestTimeout),
+		rest:      newRESTClient(cfg.URL, cfg.User, cfg.Password, cfg.RequestTimeout, cfg.TLS),
 		lostCh:    make(chan struct{}, 1),
 		shards:    newShards(),
 		queueWait: defaultQueueWait,

@@ -170,7 +170,7 @@ func TestEmu_givenPartition_whenAllOurCallsEndedMeanwhile_thenNoRestart(t *testi
 	// Another replica ends the conference's bridge, then the network
 	// between us and Asterisk breaks and the last call ends: nothing of
 	// ours is left when we are back.
-	other := newRESTClient(emu.URL(), emuUser, emuPass, 2*time.Second)
+	other := newRESTClient(emu.URL(), emuUser, emuPass, 2*time.Second, nil)
 	if err := other.do(context.Background(), "DELETE", "/bridges/conf-all", nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
