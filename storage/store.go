@@ -74,6 +74,9 @@ type Store struct {
 
 	// req is the writer's request this transaction store runs (SQLite).
 	req *writeReq
+
+	// beforeCommit is Options.BeforeCommit (tests).
+	beforeCommit func()
 }
 
 // Options for Open.
@@ -84,6 +87,11 @@ type Options struct {
 	// SyncWAL, when set, replaces the fsync of the SQLite WAL (given its
 	// path): tests use it to make the disk fail. Leave it nil.
 	SyncWAL func(walPath string) error
+	// BeforeCommit, when set, is called by the SQLite writer after a
+	// batch's transactions have run and before it commits: tests block in
+	// it to widen the window in which an InTxEarly caller acts on work
+	// that other connections cannot see yet. Leave it nil.
+	BeforeCommit func()
 }
 
 // Open opens (and creates) the database named by dsn: a postgres:// or
@@ -100,7 +108,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
 	}
-	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}}
+	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}, beforeCommit: opts.BeforeCommit}
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"
