@@ -27,7 +27,11 @@ const (
 // available again. When the PBX then really goes (a crash), the legs end
 // with "pbx restarted".
 func TestPartition_GivenCallsUp_WhenTheControlLinkIsCutAndHealed_ThenNoHealthyCallEnds(t *testing.T) {
-	env, logs := reliabEnv(t, "asterisk", func(o *apitest.Options) {
+	forEachPBX(t, func(t *testing.T, kind string) { partitionThenHeal(t, kind) })
+}
+
+func partitionThenHeal(t *testing.T, kind string) {
+	env, logs := reliabEnv(t, kind, func(o *apitest.Options) {
 		o.NodeLostAfter = longBound
 		o.PingInterval, o.RequestTimeout = 100*time.Millisecond, 500*time.Millisecond
 	})

@@ -750,11 +750,8 @@ func TestReliability_GivenStalledPBX_ThenEveryPBXCallTimesOutAndResyncFinishesTh
 // ended) and the ring watchdog leaves it alone; once the link is back the
 // leg converges to what the PBX did: it rang out, no_answer with cause 19.
 func TestReliability_GivenRingingLegAndUnreachablePBX_ThenItKeepsItsStateUntilTheLinkIsBackAndEndsNoAnswer(t *testing.T) {
-	// Asterisk only: after this partition, in which its one call rang
-	// out, the FreeSWITCH driver finds none of its calls and reports a
-	// PBX restart (pbx/freeswitch/resync.go's heuristic).
-	func() {
-		env, logs := reliabEnv(t, "asterisk", func(o *apitest.Options) {
+	forEachPBX(t, func(t *testing.T, kind string) {
+		env, logs := reliabEnv(t, kind, func(o *apitest.Options) {
 			o.RingTimeout, o.RingGrace = 2*time.Second, time.Second
 		})
 		u := env.AddUser("Ann")
@@ -786,7 +783,7 @@ func TestReliability_GivenRingingLegAndUnreachablePBX_ThenItKeepsItsStateUntilTh
 		waitAudio(t, env, conv, u.Token, "conference ended", func(c map[string]any) bool { return c["state"] == "ended" })
 		waitConverged(t, env, 15*time.Second)
 		noLockErrors(t, logs)
-	}()
+	})
 }
 
 // Given a live call and a dial request in flight (the PBX is slow to take
