@@ -98,25 +98,7 @@ func TestResync_DuringADialsUncommittedWindow_LeavesTheNewCallAndRoomAlone(t *te
 	}
 	t.Cleanup(func() { st.Close() })
 	drv := newSnapshotPBX()
-	unlimited := PolicyConfig{MaxLiveLegsPerUser: Unlimited, MaxLiveLegsPerGuest: Unlimited,
-		MaxLiveLegsPerConversation: Unlimited, MaxLiveLegs: Unlimited, DialsPerUser: Unlimited, DialsPerGuest: Unlimited,
-		DialsPerConversation: Unlimited, GuestDialsPerConversation: Unlimited, DialsTotal: Unlimited}
-	c := New(Config{Region: "US", Policy: unlimited}, st, NewHub(), []*Node{{Name: "pbx", Weight: 1, Driver: drv}}, nil)
-	admin := Actor{Admin: true, Name: "test"}
-	alice, err := c.CreateUser(ctx, admin, NewUser{DisplayName: "Alice", Email: "alice@example.com",
-		Numbers: []NumberInput{{Label: "work", Number: "+12025550101"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob, err := c.CreateUser(ctx, admin, NewUser{DisplayName: "Bob", Email: "bob@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := Actor{UserID: alice.ID, Name: "Alice"}
-	conv, err := c.CreateConversation(ctx, a, NewConversation{Kind: "im", Participants: []string{bob.ID}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, a, conv := aliceAndBob(t, st, drv)
 
 	release := make(chan struct{})
 	hold.Store(&release)
