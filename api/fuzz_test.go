@@ -19,7 +19,7 @@ var requestBodies = map[string]func() any{
 	"user_ids":     func() any { return new(userIDsRequest) },
 	"conversation": func() any { return new(controller.NewConversation) },
 	"text":         func() any { return new(textRequest) },
-	"join":         func() any { return new(controller.JoinRequest) },
+	"join":         func() any { return new(joinRequest) },
 	"accept":       func() any { return new(acceptRequest) },
 	"redirect":     func() any { return new(redirectRequest) },
 	"empty":        func() any { return new(struct{}) },

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -23,7 +24,31 @@ type textRequest struct {
 }
 
 type acceptRequest struct {
-	Published string `json:"published,omitempty"`
+	Published *string `json:"published,omitempty"`
+}
+
+// joinRequest is POST …/audio's body. Its fields are pointers so that a
+// field given empty ({"number": ""}) is told apart from a field left out:
+// left out picks the default published number, given empty is a mistake
+// (an emptied form field) and is refused naming the field, never dialed
+// as the default.
+type joinRequest struct {
+	Published *string `json:"published,omitempty"`
+	Number    *string `json:"number,omitempty"`
+}
+
+// given returns a field's value, refusing one given but blank.
+func given(field string, v *string) (string, error) {
+	if v == nil {
+		return "", nil
+	}
+	if strings.TrimSpace(*v) == "" {
+		if field == "number" {
+			return "", badBody(field, "number: empty; type a phone number, or leave the field out to be called on your default number")
+		}
+		return "", badBody(field, "%s: empty; pick one of your numbers, or leave the field out to be called on your default number", field)
+	}
+	return *v, nil
 }
 
 type redirectRequest struct {
@@ -246,11 +271,19 @@ func (s *Server) idempotent(c echo.Context, status int, do func(body []byte) (an
 
 func (s *Server) joinAudio(c echo.Context) error {
 	return s.idempotent(c, http.StatusCreated, func(body []byte) (any, error) {
-		var req controller.JoinRequest
+		var req joinRequest
 		if err := decodeJSON(c.Request(), body, &req); err != nil {
 			return nil, err
 		}
-		return s.ctl.JoinAudio(c.Request().Context(), actorOf(c), c.Param("id"), req)
+		published, err := given("published", req.Published)
+		if err != nil {
+			return nil, err
+		}
+		number, err := given("number", req.Number)
+		if err != nil {
+			return nil, err
+		}
+		return s.ctl.JoinAudio(c.Request().Context(), actorOf(c), c.Param("id"), controller.JoinRequest{Published: published, Number: number})
 	})
 }
 
@@ -295,7 +328,11 @@ func (s *Server) acceptInvitation(c echo.Context) error {
 		if err := decodeJSON(c.Request(), body, &req); err != nil {
 			return nil, err
 		}
-		return s.ctl.AcceptInvitation(c.Request().Context(), actorOf(c), c.Param("id"), req.Published)
+		published, err := given("published", req.Published)
+		if err != nil {
+			return nil, err
+		}
+		return s.ctl.AcceptInvitation(c.Request().Context(), actorOf(c), c.Param("id"), published)
 	})
 }
 

@@ -56,3 +56,26 @@ func TestContacts_EmailOnlyOfPeopleYouHaveMet(t *testing.T) {
 		t.Errorf("Cy, never met: e-mail %v revealed", e)
 	}
 }
+
+// An empty number is a mistake (an emptied field), not a request for the
+// default number: 400 naming the field, nothing dialed. (Leaving the field
+// out dials the default published number, as before.)
+func TestJoin_EmptyNumberOrLabelIsRefusedNamingTheField(t *testing.T) {
+	env, _ := reliabEnv(t, "asterisk", nil)
+	ann, bo := env.AddUser("Ann"), env.AddUser("Bo")
+	conv := newConversation(t, env, ann, bo)
+	for _, body := range []map[string]any{{"number": ""}, {"number": "   "}, {"published": ""}} {
+		r := env.Do("POST", "/api/v1/conversations/"+conv+"/audio", ann.Token, body)
+		field := "number"
+		if _, ok := body["published"]; ok {
+			field = "published"
+		}
+		if r.Status != 400 || r.ErrorCode() != "invalid_"+field || r.Map(t)["error"].(map[string]any)["field"] != field {
+			t.Errorf("%v: %d %s; want 400 naming %s", body, r.Status, r.Body, field)
+		}
+	}
+	if n := env.PBXOriginates(); n != 0 {
+		t.Fatalf("refused requests dialed %d calls", n)
+	}
+	env.Must(201, "POST", "/api/v1/conversations/"+conv+"/audio", ann.Token, map[string]any{"number": "+12025551601"})
+}
