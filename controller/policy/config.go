@@ -302,7 +302,7 @@ func (c countries) allows(region string, code int) bool { return c.regions[regio
 func (c countries) String() string {
 	var out []string
 	for r := range c.regions {
-		out = append(out, r)
+		out = append(out, RegionName(r))
 	}
 	for cc := range c.codes {
 		out = append(out, "+"+strconv.Itoa(cc))

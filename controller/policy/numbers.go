@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"golang.org/x/text/language"
+	"golang.org/x/text/language/display"
 	"fmt"
 	"regexp"
 	"strings"
@@ -42,7 +44,7 @@ func (n Numbers) Normalize(field, input string) (string, error) {
 		case r == '+' && i == 0:
 		case r == ' ' || r == '-' || r == '.' || r == '(' || r == ')':
 		default:
-			return "", core.Invalid(field, "%s: %q is not allowed in a phone number (digits, a leading +, spaces, dots, dashes and parentheses only)", field, r)
+			return "", core.Invalid(field, "%s: %q can't be part of a phone number; type digits only (spaces and dashes are fine), with + and the country code for a number abroad", field, r)
 		}
 	}
 	if n.Extensions != nil && !strings.HasPrefix(s, "+") && n.Extensions.MatchString(s) {
@@ -53,11 +55,11 @@ func (n Numbers) Normalize(field, input string) (string, error) {
 		region = "US"
 	}
 	num, err := phonenumbers.Parse(s, region)
-	if err != nil {
-		return "", core.Invalid(field, "%s: %q is not a phone number: %v", field, input, err)
-	}
-	if !phonenumbers.IsValidNumber(num) {
-		return "", core.Invalid(field, "%s: %q is not a valid phone number for its country (region %s assumed without +)", field, input, region)
+	if err != nil || !phonenumbers.IsValidNumber(num) {
+		if strings.HasPrefix(s, "+") {
+			return "", core.Invalid(field, "%s: %q is not a phone number that exists; check the country code and the digits after it", field, input)
+		}
+		return "", core.Invalid(field, "%s: %q is not a %s phone number; for a number in another country, start with + and its country code", field, input, RegionName(region))
 	}
 	return phonenumbers.Format(num, phonenumbers.E164), nil
 }
@@ -130,4 +132,17 @@ func e164Facts(number string) (numberFacts, bool) {
 	factsCache.m[number] = f
 	factsCache.Unlock()
 	return f, f.parsed
+}
+
+// RegionName is a region's name for people ("GG" → "Guernsey"), or the
+// code itself when it has none.
+func RegionName(region string) string {
+	r, err := language.ParseRegion(region)
+	if err != nil {
+		return region
+	}
+	if name := display.English.Regions().Name(r); name != "" && name != "World" {
+		return name
+	}
+	return region
 }

@@ -148,11 +148,11 @@ func IsGuestSource(source string) bool {
 // that fully matches the extension pattern.
 func (p *Policy) NumberRule(n Numbers, number string, guest bool) *Refusal {
 	if pre, ok := hasPrefix(p.deny, number); ok {
-		return &Refusal{RuleNumberNotAllowed, fmt.Sprintf("%s may not be called (it is on the deny list)", number), "deny " + pre}
+		return &Refusal{RuleNumberNotAllowed, fmt.Sprintf("%s is on this service's list of numbers that can't be called", number), "deny " + pre}
 	}
 	if !strings.HasPrefix(number, "+") {
 		if !isExtension(n, number) {
-			return &Refusal{RuleNumberNotAllowed, "only E.164 numbers and internal extensions can be called", "not e164 or extension"}
+			return &Refusal{RuleNumberNotAllowed, "this is neither a full international number (+ and country code) nor one of the company's extensions", "not e164 or extension"}
 		}
 		if guest && !p.guestExtensions {
 			return &Refusal{RuleExtensionNotAllowed, "internal extensions cannot be called from a join link; give a phone number", "extension"}
@@ -161,36 +161,38 @@ func (p *Policy) NumberRule(n Numbers, number string, guest bool) *Refusal {
 	}
 	digits := number[1:]
 	if len(digits) < 2 || len(digits) > 15 || strings.Trim(digits, "0123456789") != "" {
-		return &Refusal{RuleNumberNotAllowed, "only E.164 numbers and internal extensions can be called", "not e164"}
+		return &Refusal{RuleNumberNotAllowed, "this is neither a full international number (+ and country code) nor one of the company's extensions", "not e164"}
 	}
 	f, ok := e164Facts(number)
 	if !ok || !f.valid {
-		return &Refusal{RuleNumberNotAllowed, "only valid E.164 numbers can be called", "not valid e164"}
+		return &Refusal{RuleNumberNotAllowed, "this is not a phone number that exists; check the country code and the digits", "not valid e164"}
 	}
 	region, code, typ := f.region, f.code, f.typ
-	where := region
+	// Named for people, with the country code: a UK mobile that
+	// libphonenumber places in Guernsey reads "Guernsey (+44)", not "GG".
+	where := RegionName(region) + " (+" + strconv.Itoa(code) + ")"
 	if region == "001" || region == "" {
-		where = "+" + strconv.Itoa(code) + " (non-geographic)"
+		where = "the non-geographic +" + strconv.Itoa(code) + " range"
 	}
 	if guest {
 		if !p.guestCountries.allows(region, code) {
-			return &Refusal{RuleCountryNotAllowed, fmt.Sprintf("numbers in %s cannot be called from a join link (allowed: %s)", where, p.guestCountries),
+			return &Refusal{RuleCountryNotAllowed, fmt.Sprintf("this number is in %s, and a join link can only call numbers in %s; give a number there", where, p.guestCountries),
 				"country " + where}
 		}
 		if !p.guestTypes[typ] {
-			return &Refusal{RuleNumberTypeNotAllowed, fmt.Sprintf("a %s number cannot be called from a join link; give a landline or mobile number", typeWords(typ)),
+			return &Refusal{RuleNumberTypeNotAllowed, fmt.Sprintf("this is a %s number, which a join link can't call; give a landline or mobile number", typeWords(typ)),
 				"type " + NumberTypeName(typ)}
 		}
 		return nil
 	}
 	if !p.countries.allows(region, code) {
 		if _, ok := hasPrefix(p.allow, number); !ok {
-			return &Refusal{RuleCountryNotAllowed, fmt.Sprintf("numbers in %s cannot be called (allowed: %s)", where, p.countries),
+			return &Refusal{RuleCountryNotAllowed, fmt.Sprintf("this number is in %s; calls can only go to %s here — ask your administrator if you need to reach it", where, p.countries),
 				"country " + where}
 		}
 	}
 	if p.blocked[typ] {
-		return &Refusal{RuleNumberTypeNotAllowed, fmt.Sprintf("%s numbers cannot be called", typeWords(typ)), "type " + NumberTypeName(typ)}
+		return &Refusal{RuleNumberTypeNotAllowed, fmt.Sprintf("this is a %s number, which can't be called from here — ask your administrator if you need to reach it", typeWords(typ)), "type " + NumberTypeName(typ)}
 	}
 	return nil
 }
