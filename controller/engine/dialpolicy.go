@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,6 +24,10 @@ type DialCheck struct {
 	// Source: "published", "new_number", "redirect" or "guest".
 	Source string
 }
+
+// Policy is the dial policy in force (the guests' side reads its join-link
+// limits).
+func (en *Engine) Policy() *policy.Policy { return en.policy }
 
 // checkDial applies the dial policy; nil allows, and then counts the dial
 // against the limits (the grant is released when the leg is written, see
@@ -81,6 +86,26 @@ func (en *Engine) countDial(ctx context.Context, tx *storage.Store, p *policy.Po
 	default:
 		maxLegs, maxDials = 0, 0 // nobody to count against; the other limits still hold
 	}
+	// The account answers for the dial: the user, or for a guest the user
+	// who made their join link, so that nobody spends the service's budget
+	// through links without it counting against them.
+	account := who.UserID
+	if d.GuestID != nil {
+		maker, err := tx.LinkMakerOfGuest(ctx, *d.GuestID)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		account = maker
+	}
+	acct := storage.DialScope{Account: account}
+	acctLegs, acctDials := p.AccountShareOf(p.MaxLegs), p.AccountShareOf(p.DialsTotal)
+	makerDials := 0
+	if d.GuestID != nil {
+		makerDials = p.GuestDialsMaker
+	}
+	if account == "" {
+		acctLegs, acctDials, makerDials = 0, 0, 0
+	}
 	conv := storage.DialScope{ConversationID: d.ConversationID}
 	// Calls up at once: live legs, plus dials allowed whose leg is not
 	// written yet.
@@ -100,6 +125,7 @@ func (en *Engine) countDial(ctx context.Context, tx *storage.Store, p *policy.Po
 	}{
 		{who, maxLegs, "max_live_legs_per_caller", whoWord + " %d calls up already; hang one up first"},
 		{conv, p.MaxLegsConv, "max_live_legs_per_conversation", "this conversation has %d calls up already"},
+		{acct, acctLegs, "max_live_legs_per_account", accountWords(d, "%d calls up, the share of convoice's calls one account may hold (max_live_legs_per_account)")},
 		{storage.DialScope{}, p.MaxLegs, "max_live_legs", "convoice has %d calls up, its limit; try again when some have ended"},
 	}
 	for _, cp := range caps {
@@ -125,6 +151,9 @@ func (en *Engine) countDial(ctx context.Context, tx *storage.Store, p *policy.Po
 	}{
 		{who, maxDials, "dials_per_caller", "you have placed %d calls in the last %s"},
 		{conv, p.DialsConv, "dials_per_conversation", "this conversation has placed %d calls in the last %s"},
+		{storage.DialScope{Account: account, AnyGuest: true}, makerDials, "guest_dials_per_link_maker",
+			"the guests of the join links of this link's maker have placed %d calls in the last %s (guest_dials_per_link_maker)"},
+		{acct, acctDials, "dials_per_account", accountWords(d, "placed %d calls in the last %s, the share of convoice's calls one account may place (dials_per_account)")},
 		{storage.DialScope{}, p.DialsTotal, "dials_total", "convoice has placed %d calls in the last %s, its limit"},
 	}
 	if guest {
@@ -154,8 +183,17 @@ func (en *Engine) countDial(ctx context.Context, tx *storage.Store, p *policy.Po
 		}
 	}
 	g := &storage.DialGrant{ID: core.NewID(), At: now, ConversationID: d.ConversationID, Number: d.Number,
-		UserID: who.UserID, GuestID: who.GuestID}
+		UserID: who.UserID, GuestID: who.GuestID, Account: account}
 	return nil, tx.CreateDialGrant(ctx, g)
+}
+
+// accountWords starts a refusal of an account-wide limit: the account is
+// the caller's own, or for a guest their link maker's.
+func accountWords(d DialCheck, rest string) string {
+	if d.GuestID != nil {
+		return "the guests of this link's maker and the maker together have " + rest
+	}
+	return "you and the guests of your join links have " + rest
 }
 
 // dialed is told by Dial, right after the leg's transaction, what became

@@ -71,7 +71,8 @@ func freshPostgres(t testing.TB, dsn string) string {
 // rules (or one limit) alone.
 func noLimits(p policy.Config) policy.Config {
 	for _, l := range []*int{&p.MaxLiveLegsPerUser, &p.MaxLiveLegsPerGuest, &p.MaxLiveLegsPerConversation, &p.MaxLiveLegs,
-		&p.DialsPerUser, &p.DialsPerGuest, &p.DialsPerConversation, &p.GuestDialsPerConversation, &p.DialsTotal} {
+		&p.DialsPerUser, &p.DialsPerGuest, &p.DialsPerConversation, &p.GuestDialsPerConversation, &p.DialsTotal,
+		&p.GuestDialsPerLinkMaker, &p.MaxJoinLinksPerUser, &p.MaxGuestsPerLink, &p.AccountSharePercent} {
 		if *l == 0 {
 			*l = policy.Unlimited
 		}
