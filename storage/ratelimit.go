@@ -75,16 +75,6 @@ func (sc DialScope) where(q *gorm.DB, grants bool) *gorm.DB {
 	return q
 }
 
-// LockDialPolicy serialises dial-policy decisions across replicas for the
-// rest of the transaction, so that counting and granting are one step. On
-// SQLite the write transaction is exclusive already.
-func (s *Store) LockDialPolicy(ctx context.Context) error {
-	if s.dialect != "postgres" {
-		return nil
-	}
-	return s.q(ctx).Exec(`SELECT pg_advisory_xact_lock(74118)`).Error
-}
-
 // LockScopes serialises, across replicas and for the rest of the
 // transaction, the transactions that name one of keys (a user, a guest, a
 // conversation…): two transactions with no key in common never wait for
@@ -93,14 +83,34 @@ func (s *Store) LockDialPolicy(ctx context.Context) error {
 // share several keys cannot deadlock. On SQLite the write transaction is
 // exclusive already.
 func (s *Store) LockScopes(ctx context.Context, keys ...string) error {
-	if s.dialect != "postgres" || len(keys) == 0 {
+	if s.dialect != "postgres" {
 		return nil
+	}
+	q, ids := lockScopesSQL(keys)
+	if q == "" {
+		return nil
+	}
+	_, err := s.conn().ExecContext(ctx, q, ids...)
+	return err
+}
+
+// ScopeLockID is the PostgreSQL advisory-lock id of a scope key (tests hold
+// one to stand for a dial deciding in that scope).
+func ScopeLockID(key string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return int64(h.Sum64())
+}
+
+// lockScopesSQL is the statement that takes the advisory locks of keys
+// ("" for none), and its arguments.
+func lockScopesSQL(keys []string) (string, []any) {
+	if len(keys) == 0 {
+		return "", nil
 	}
 	ids := make([]int64, 0, len(keys))
 	for _, k := range keys {
-		h := fnv.New64a()
-		h.Write([]byte(k))
-		ids = append(ids, int64(h.Sum64()))
+		ids = append(ids, ScopeLockID(k))
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
@@ -115,8 +125,7 @@ func (s *Store) LockScopes(ctx context.Context, keys ...string) error {
 		fmt.Fprintf(&b, "pg_advisory_xact_lock($%d)", i+1)
 		args[i] = id
 	}
-	_, err := s.conn().ExecContext(ctx, b.String(), args...)
-	return err
+	return b.String(), args
 }
 
 // CountLiveLegsIn counts the legs that still hold a phone in scope.
