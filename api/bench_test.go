@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -323,14 +324,25 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 func BenchmarkDialOutReplicas(b *testing.B) {
 	const users, convs = 30, 10 // 300 legs, 10 conferences of 30
 	cluster := apitest.Postgres(b)
-	for _, n := range []int{1, 3} {
-		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
+	// SQLite in the same run, for the ratio; every variant with the dial
+	// policy on (benchPolicy), so each dial takes its decision's locks.
+	variants := []struct {
+		name string
+		n    int
+		pg   bool
+	}{{"sqlite", 1, false}, {"replicas=1", 1, true}, {"replicas=3", 3, true}}
+	for _, v := range variants {
+		n := v.n
+		b.Run(v.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				db := apitest.FreshPostgres(b, cluster)
+				db := filepath.Join(b.TempDir(), "convoice.db")
+				if v.pg {
+					db = apitest.FreshPostgres(b, cluster)
+				}
 				emu := startBenchEmu(b, nil)
 				var reps []*apitest.Env
 				for r := 0; r < n; r++ {
-					reps = append(reps, apitest.Start(b, apitest.Options{DB: db, Emu: emu}))
+					reps = append(reps, apitest.Start(b, apitest.Options{DB: db, Emu: emu, Policy: benchPolicy()}))
 				}
 				w := newBenchWorld(b, reps[0], users, convs)
 				for _, r := range reps {
@@ -359,6 +371,14 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchPolicy is the production dial policy with its limits raised past
+// what a benchmark's users do (each joins every conversation at once), so
+// every dial is decided and counted, none refused.
+func benchPolicy() *controller.PolicyConfig {
+	return &controller.PolicyConfig{MaxLiveLegsPerUser: 100, MaxLiveLegsPerConversation: 1000, MaxLiveLegs: 100000,
+		DialsPerUser: 1000, DialsPerConversation: 1000, DialsTotal: 1000000}
 }
 
 // benchEmuConfig is the emulator of every benchmark: phones that answer
@@ -548,6 +568,60 @@ func BenchmarkHeapPerLeg(b *testing.B) {
 		after := heapInUse()
 		perLeg := float64(int64(after)-int64(before)) / float64(total) / 1024
 		b.ReportMetric(perLeg, "heap-KiB/leg")
+		b.ReportMetric(float64(total), "live-legs")
+		env.Stop()
+	}
+}
+
+// BenchmarkResync holds 10,000 connected legs on one node (the emulator in
+// a process of its own), stops convoice, hangs 100 of the calls up on the
+// PBX meanwhile, and times from convoice's restart — the link coming up
+// and the resync it triggers — to the store agreeing with the PBX again
+// (9,900 live legs, the 100 ended).
+func BenchmarkResync(b *testing.B) {
+	const users, convs, gone = 100, 100, 100
+	for i := 0; i < b.N; i++ {
+		emuURL, _ := emulatorProcess(b)
+		env := apitest.Start(b, apitest.Options{DB: filepath.Join(b.TempDir(), "convoice.db"), NoPBX: true, ExternalARI: emuURL})
+		w := newBenchWorld(b, env, users, convs)
+		w.joinAll(b)
+		total := users * convs
+		live := func() int {
+			n, _ := env.Store.CountLiveLegs(context.Background())
+			return n["emulator"]
+		}
+		env.WaitFor("all legs connected", 3*time.Minute, func() bool {
+			legs, _ := env.Store.AllLiveLegs(context.Background(), "")
+			connected := 0
+			for _, l := range legs {
+				if l.State == "connected" {
+					connected++
+				}
+			}
+			return connected == total
+		})
+		legs, err := env.Store.AllLiveLegs(context.Background(), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		env.Stop()
+		for _, l := range legs[:gone] {
+			req, _ := http.NewRequest("DELETE", emuURL+"/channels/"+l.ID, nil)
+			req.SetBasicAuth("convoice", "emu-secret")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode/100 != 2 {
+				b.Fatalf("hanging up %s on the emulator: %s", l.ID, resp.Status)
+			}
+		}
+		start := time.Now()
+		env.Resume()
+		env.WaitFor("the store to converge with the PBX", 2*time.Minute, func() bool { return live() == total-gone })
+		converged := time.Since(start)
+		b.ReportMetric(float64(converged.Milliseconds()), "ms-to-converge")
 		b.ReportMetric(float64(total), "live-legs")
 		env.Stop()
 	}

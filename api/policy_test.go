@@ -24,7 +24,8 @@ import (
 // limits set in p.
 func noLimitsBut(p controller.PolicyConfig) *controller.PolicyConfig {
 	for _, l := range []*int{&p.MaxLiveLegsPerUser, &p.MaxLiveLegsPerGuest, &p.MaxLiveLegsPerConversation, &p.MaxLiveLegs,
-		&p.DialsPerUser, &p.DialsPerGuest, &p.DialsPerConversation, &p.GuestDialsPerConversation, &p.DialsTotal} {
+		&p.DialsPerUser, &p.DialsPerGuest, &p.DialsPerConversation, &p.GuestDialsPerConversation, &p.DialsTotal,
+		&p.GuestDialsPerLinkMaker, &p.MaxJoinLinksPerUser, &p.MaxGuestsPerLink, &p.AccountSharePercent} {
 		if *l == 0 {
 			*l = controller.Unlimited
 		}

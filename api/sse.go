@@ -228,6 +228,9 @@ func (s *Server) stream(c echo.Context, who, convID string, last int64, f stream
 			if err := flush(); err != nil {
 				return nil
 			}
+			for _, ev := range evs {
+				s.ctl.ObserveEventToStream(time.Since(ev.CreatedAt))
+			}
 		}
 	}
 }

@@ -67,7 +67,15 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 		idemAttempt: cfg.IdempotencyAttempt, idemRetention: cfg.IdempotencyRetention,
 	}
 	store.OnCommit(hub.Publish)
+	commits := eng.Metrics().Commit.WithLabelValues(store.Dialect())
+	store.OnCommitTime(func(d time.Duration) { commits.Observe(d.Seconds()) })
 	return c
+}
+
+// ObserveEventToStream records how long an event took from its append to
+// its write on a live event stream (the API's streams tell it).
+func (c *Controller) ObserveEventToStream(d time.Duration) {
+	c.engine.Metrics().EventToStream.Observe(d.Seconds())
 }
 
 // Store gives the store (for the API's readiness check).

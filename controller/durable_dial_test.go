@@ -95,7 +95,8 @@ func aliceAndBob(t *testing.T, st *storage.Store, drv pbx.Driver) (*Controller, 
 	ctx := context.Background()
 	unlimited := PolicyConfig{MaxLiveLegsPerUser: Unlimited, MaxLiveLegsPerGuest: Unlimited,
 		MaxLiveLegsPerConversation: Unlimited, MaxLiveLegs: Unlimited, DialsPerUser: Unlimited, DialsPerGuest: Unlimited,
-		DialsPerConversation: Unlimited, GuestDialsPerConversation: Unlimited, DialsTotal: Unlimited}
+		DialsPerConversation: Unlimited, GuestDialsPerConversation: Unlimited, DialsTotal: Unlimited,
+		GuestDialsPerLinkMaker: Unlimited, MaxJoinLinksPerUser: Unlimited, MaxGuestsPerLink: Unlimited, AccountSharePercent: Unlimited}
 	c := New(Config{Region: "US", Policy: unlimited}, st, NewHub(), []*Node{{Name: "pbx", Weight: 1, Driver: drv}}, nil)
 	admin := Actor{Admin: true, Name: "test"}
 	alice, err := c.CreateUser(ctx, admin, NewUser{DisplayName: "Alice", Email: "alice@example.com",

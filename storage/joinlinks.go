@@ -16,7 +16,7 @@ import (
 type JoinLink struct {
 	ID               string `gorm:"primaryKey;size:36"`
 	ConversationID   string `gorm:"size:36;not null;index"`
-	CreatedBy        string `gorm:"size:36;not null"`
+	CreatedBy        string `gorm:"size:36;not null;index"`
 	TokenHash        string `gorm:"size:64;not null;uniqueIndex"`
 	ExpiresAt        time.Time
 	MaxUses          int  `gorm:"not null;default:0"` // 0: unlimited
@@ -111,6 +111,25 @@ func (s *Store) UseJoinLink(ctx context.Context, id string, now time.Time) (bool
 		Where("id = ? AND revoked_at IS NULL AND expires_at > ? AND (max_uses = 0 OR uses < max_uses)", id, now).
 		Update("uses", gorm.Expr("uses + 1"))
 	return res.RowsAffected == 1, res.Error
+}
+
+// CountUsableJoinLinks counts the links a user made that are usable at now
+// (not revoked, not expired, uses left).
+func (s *Store) CountUsableJoinLinks(ctx context.Context, userID string, now time.Time) (int64, error) {
+	var n int64
+	err := s.q(ctx).Model(&JoinLink{}).
+		Where("created_by = ? AND revoked_at IS NULL AND expires_at > ? AND (max_uses = 0 OR uses < max_uses)", userID, now.UTC()).
+		Count(&n).Error
+	return n, err
+}
+
+// CountLiveGuestsOfLink counts the guests of a link still in their
+// conversation (waiting or admitted).
+func (s *Store) CountLiveGuestsOfLink(ctx context.Context, linkID string) (int64, error) {
+	var n int64
+	err := s.q(ctx).Model(&Guest{}).Where("join_link_id = ? AND state IN ?", linkID, []string{GuestLobby, GuestAdmitted}).
+		Count(&n).Error
+	return n, err
 }
 
 // UnuseJoinLink gives back one use (a join whose call could not be placed).

@@ -2,6 +2,10 @@ package storage
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -17,12 +21,15 @@ import (
 // the database so that every replica counts the same dials.
 type DialGrant struct {
 	ID             string    `gorm:"primaryKey;size:36"`
-	At             time.Time `gorm:"not null;index;index:ix_dial_grant_user,priority:2;index:ix_dial_grant_conv,priority:2"`
+	At             time.Time `gorm:"not null;index;index:ix_dial_grant_user,priority:2;index:ix_dial_grant_conv,priority:2;index:ix_dial_grant_account,priority:2"`
 	UserID         string    `gorm:"size:36;not null;default:'';index:ix_dial_grant_user,priority:1"`
 	GuestID        string    `gorm:"size:36;not null;default:''"`
 	ConversationID string    `gorm:"size:36;not null;default:'';index:ix_dial_grant_conv,priority:1"`
 	Number         string    `gorm:"size:32;not null;default:''"`
 	Released       bool      `gorm:"not null;default:false"`
+	// Account is who answers for the dial: the user for their own dials,
+	// the maker of the join link for a guest's (migration 6).
+	Account string `gorm:"size:36;not null;default:'';index:ix_dial_grant_account,priority:1"`
 }
 
 // DialScope narrows a count to one user, guest or conversation; the zero
@@ -33,6 +40,9 @@ type DialScope struct {
 	ConversationID string
 	// AnyGuest narrows to legs and grants of guests (not users).
 	AnyGuest bool
+	// Account narrows to one account: the user's own legs and grants and
+	// those of the guests of the join links they made.
+	Account string
 }
 
 // where applies the scope to a query on legs or dial grants (grants keep
@@ -47,6 +57,14 @@ func (sc DialScope) where(q *gorm.DB, grants bool) *gorm.DB {
 	if sc.ConversationID != "" {
 		q = q.Where("conversation_id = ?", sc.ConversationID)
 	}
+	if sc.Account != "" {
+		if grants {
+			q = q.Where("account = ?", sc.Account)
+		} else {
+			q = q.Where("(user_id = ? OR guest_id IN (SELECT g.id FROM guests g JOIN join_links j ON j.id = g.join_link_id WHERE j.created_by = ?))",
+				sc.Account, sc.Account)
+		}
+	}
 	if sc.AnyGuest {
 		if grants {
 			q = q.Where("guest_id <> ''")
@@ -57,14 +75,57 @@ func (sc DialScope) where(q *gorm.DB, grants bool) *gorm.DB {
 	return q
 }
 
-// LockDialPolicy serialises dial-policy decisions across replicas for the
-// rest of the transaction, so that counting and granting are one step. On
-// SQLite the write transaction is exclusive already.
-func (s *Store) LockDialPolicy(ctx context.Context) error {
+// LockScopes serialises, across replicas and for the rest of the
+// transaction, the transactions that name one of keys (a user, a guest, a
+// conversation…): two transactions with no key in common never wait for
+// each other. The keys are hashed to PostgreSQL advisory-lock ids and
+// taken in ascending order in one statement, so two transactions that
+// share several keys cannot deadlock. On SQLite the write transaction is
+// exclusive already.
+func (s *Store) LockScopes(ctx context.Context, keys ...string) error {
 	if s.dialect != "postgres" {
 		return nil
 	}
-	return s.q(ctx).Exec(`SELECT pg_advisory_xact_lock(74118)`).Error
+	q, ids := lockScopesSQL(keys)
+	if q == "" {
+		return nil
+	}
+	_, err := s.conn().ExecContext(ctx, q, ids...)
+	return err
+}
+
+// ScopeLockID is the PostgreSQL advisory-lock id of a scope key (tests hold
+// one to stand for a dial deciding in that scope).
+func ScopeLockID(key string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return int64(h.Sum64())
+}
+
+// lockScopesSQL is the statement that takes the advisory locks of keys
+// ("" for none), and its arguments.
+func lockScopesSQL(keys []string) (string, []any) {
+	if len(keys) == 0 {
+		return "", nil
+	}
+	ids := make([]int64, 0, len(keys))
+	for _, k := range keys {
+		ids = append(ids, ScopeLockID(k))
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var b strings.Builder
+	args := make([]any, len(ids))
+	b.WriteString("SELECT ")
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		// The target list is evaluated left to right: ascending order.
+		fmt.Fprintf(&b, "pg_advisory_xact_lock($%d)", i+1)
+		args[i] = id
+	}
+	return b.String(), args
 }
 
 // CountLiveLegsIn counts the legs that still hold a phone in scope.
@@ -118,6 +179,17 @@ func (s *Store) ReleaseDialGrant(ctx context.Context, sc DialScope, number strin
 		return err
 	}
 	return s.q(ctx).Model(&DialGrant{}).Where("id = ?", gs[0].ID).Update("released", true).Error
+}
+
+// LinkMakerOfGuest is the user who made the join link a guest came with.
+func (s *Store) LinkMakerOfGuest(ctx context.Context, guestID string) (string, error) {
+	var maker []string
+	err := s.q(ctx).Table("guests g").Joins("JOIN join_links j ON j.id = g.join_link_id").
+		Where("g.id = ?", guestID).Limit(1).Pluck("j.created_by", &maker).Error
+	if err != nil || len(maker) == 0 {
+		return "", notFound(err)
+	}
+	return maker[0], nil
 }
 
 // DeleteDialGrantsBefore forgets grants made before t.

@@ -81,7 +81,16 @@ type Store struct {
 
 	// beforeCommit is Options.BeforeCommit (tests).
 	beforeCommit func()
+
+	// commitTime, when set, is told how long each write transaction took
+	// from its start to its commit (on SQLite: each batch of the writer).
+	commitTime func(time.Duration)
 }
+
+// OnCommitTime sets the function told each write transaction's time, from
+// its start to its commit (on SQLite one batch of the writer, before the
+// fsync); for the metrics. Set it before use.
+func (s *Store) OnCommitTime(f func(time.Duration)) { s.commitTime = f }
 
 // Options for Open.
 type Options struct {
@@ -383,12 +392,16 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 		}
 	}
 	var events []Event
+	start := time.Now()
 	err := s.db.WithContext(ctx).Transaction(func(gtx *gorm.DB) error {
 		tx := *s
 		tx.db = gtx
 		tx.pending = &events
 		return fn(&tx)
 	})
+	if s.commitTime != nil {
+		s.commitTime(time.Since(start))
+	}
 	if err := s.noteWrite(err); err != nil {
 		return Commit{}, err
 	}

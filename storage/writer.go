@@ -237,6 +237,9 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 		}
 		return nil
 	})
+	if s.commitTime != nil {
+		s.commitTime(time.Since(start))
+	}
 	for _, r := range batch {
 		if r.err == nil && err != nil {
 			r.err = err

@@ -96,6 +96,9 @@ type Options struct {
 	// an ARI emulator of its own with its own driver, named "emulator"
 	// (Emu, Driver), "emulator2", … (Emus[i], Drivers[i]).
 	Nodes int
+	// TrustedProxies: the proxies whose X-Forwarded-For convoice believes
+	// (tests that need many client addresses use 127.0.0.0/8).
+	TrustedProxies []*net.IPNet
 	// NodeLostAfter: a node not ready this long has its legs ended
 	// (default the controller's, 10 min).
 	NodeLostAfter time.Duration
@@ -258,7 +261,7 @@ func (e *Env) start() {
 		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller")},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
-		Gatherer: reg, Logger: e.logger("api"), Limits: e.opts.Limits}, e.Ctl)
+		Gatherer: reg, Logger: e.logger("api"), Limits: e.opts.Limits, TrustedProxies: e.opts.TrustedProxies}, e.Ctl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -309,7 +312,8 @@ func (e *Env) policy() controller.PolicyConfig {
 	off := controller.Unlimited
 	return controller.PolicyConfig{MaxLiveLegsPerUser: off, MaxLiveLegsPerGuest: off, MaxLiveLegsPerConversation: off,
 		MaxLiveLegs: off, DialsPerUser: off, DialsPerGuest: off, DialsPerConversation: off,
-		GuestDialsPerConversation: off, DialsTotal: off}
+		GuestDialsPerConversation: off, DialsTotal: off, GuestDialsPerLinkMaker: off, MaxJoinLinksPerUser: off,
+		MaxGuestsPerLink: off, AccountSharePercent: off}
 }
 
 // Stop shuts convoice down (the emulator, if any, keeps its calls).

@@ -247,6 +247,10 @@ func policyFromEnv() (controller.PolicyConfig, error) {
 		{"CONVOICE_DIALS_PER_CONVERSATION", &p.DialsPerConversation},
 		{"CONVOICE_GUEST_DIALS_PER_CONVERSATION", &p.GuestDialsPerConversation},
 		{"CONVOICE_DIALS_TOTAL", &p.DialsTotal},
+		{"CONVOICE_GUEST_DIALS_PER_LINK_MAKER", &p.GuestDialsPerLinkMaker},
+		{"CONVOICE_MAX_JOIN_LINKS_PER_USER", &p.MaxJoinLinksPerUser},
+		{"CONVOICE_MAX_GUESTS_PER_LINK", &p.MaxGuestsPerLink},
+		{"CONVOICE_DIALS_ACCOUNT_SHARE", &p.AccountSharePercent},
 	}
 	for _, l := range limits {
 		v := env(l.name, "")

@@ -35,6 +35,7 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 	}
 	en.inflight.Add(1)
 	defer en.inflight.Done()
+	started := time.Now()
 
 	if err := en.checkDial(ctx, DialCheck{Actor: a, ConversationID: conv.ID, UserID: t.UserID, GuestID: t.GuestID,
 		Number: t.Number, Source: t.Source}); err != nil {
@@ -90,6 +91,9 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 	// hung up): resyncs see them in the store from then on.
 	defer en.placed(&placed)
 	res, err := en.placeLeg(ctx, conv, conf, leg, placed.newConf)
+	if err == nil {
+		en.metrics.DialToOriginate.WithLabelValues(conf.Node).Observe(time.Since(started).Seconds())
+	}
 	if derr := commit.Durable(); derr != nil {
 		// The record of the call may be lost: do not leave a call that
 		// nothing knows of.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,6 +25,10 @@ type DialCheck struct {
 	Source string
 }
 
+// Policy is the dial policy in force (the guests' side reads its join-link
+// limits).
+func (en *Engine) Policy() *policy.Policy { return en.policy }
+
 // checkDial applies the dial policy; nil allows, and then counts the dial
 // against the limits (the grant is released when the leg is written, see
 // dialed). Every refusal is audited.
@@ -37,125 +42,160 @@ func (en *Engine) checkDial(ctx context.Context, d DialCheck) error {
 	if !p.Limited() {
 		return nil // nothing to count: no transaction, no grant
 	}
-	var ref *policy.Refusal
-	err := en.store.InTx(ctx, func(tx *storage.Store) error {
-		if err := tx.LockDialPolicy(ctx); err != nil {
-			return err
-		}
-		var err error
-		ref, err = en.countDial(ctx, tx, p, d, guest)
-		if err != nil {
-			return err
-		}
-		if ref != nil {
-			return en.auditRefusal(ctx, tx, d, ref)
-		}
-		return nil
-	})
+	ref, err := en.countDial(ctx, p, d, guest)
 	if err != nil {
 		return err
 	}
 	if ref != nil {
+		en.auditRefusal(ctx, nil, d, ref)
 		return ref.Err()
 	}
 	return nil
 }
 
-// countDial checks the caps and rates inside the policy lock and, when the
-// Dial is within them, records its grant.
-func (en *Engine) countDial(ctx context.Context, tx *storage.Store, p *policy.Policy, d DialCheck, guest bool) (*policy.Refusal, error) {
+// dialLimit is one limit of a decision with the words of its refusal.
+type dialLimit struct {
+	storage.DialLimit
+	rule, name, words string
+}
+
+// countDial checks the caps and rates and, when the dial is within them,
+// records its grant: one storage.DecideDial, locked per scope (the caller,
+// their account, the conversation) rather than for the whole cluster, so
+// dials of different people in different conversations never wait for
+// each other. The service-wide caps are the exception: counted without a
+// lock, they may be exceeded by the dials deciding at the same moment
+// (README, "Several replicas").
+func (en *Engine) countDial(ctx context.Context, p *policy.Policy, d DialCheck, guest bool) (*policy.Refusal, error) {
 	now := p.Now().UTC()
-	// Forget grants no limit looks at any more (an index range delete).
-	if err := tx.DeleteDialGrantsBefore(ctx, now.Add(-max(p.Window, policy.GrantTTL)-time.Minute)); err != nil {
-		return nil, err
-	}
+	en.forgetOldGrants(ctx, p, now)
 	who := storage.DialScope{}
 	whoWord := "you have"
 	maxLegs, maxDials := p.MaxLegsUser, p.DialsUser
+	keys := []string{"dial:conv:" + d.ConversationID}
 	switch {
 	case d.GuestID != nil:
 		who.GuestID = *d.GuestID
 		maxLegs, maxDials = p.MaxLegsGuest, p.DialsGuest
+		keys = append(keys, "dial:guest:"+who.GuestID)
 	case d.UserID != nil:
 		who.UserID = *d.UserID
 	default:
 		maxLegs, maxDials = 0, 0 // nobody to count against; the other limits still hold
 	}
-	conv := storage.DialScope{ConversationID: d.ConversationID}
-	// Calls up at once: live legs, plus dials allowed whose leg is not
-	// written yet.
-	live := func(sc storage.DialScope) (int64, error) {
-		n, err := tx.CountLiveLegsIn(ctx, sc)
-		if err != nil {
-			return 0, err
-		}
-		m, err := tx.CountDialGrants(ctx, sc, now.Add(-policy.GrantTTL), true)
-		return n + m, err
-	}
-	caps := []struct {
-		scope storage.DialScope
-		max   int
-		name  string
-		words string
-	}{
-		{who, maxLegs, "max_live_legs_per_caller", whoWord + " %d calls up already; hang one up first"},
-		{conv, p.MaxLegsConv, "max_live_legs_per_conversation", "this conversation has %d calls up already"},
-		{storage.DialScope{}, p.MaxLegs, "max_live_legs", "convoice has %d calls up, its limit; try again when some have ended"},
-	}
-	for _, cp := range caps {
-		if cp.max <= 0 {
-			continue
-		}
-		n, err := live(cp.scope)
-		if err != nil {
+	// The account answers for the dial: the user, or for a guest the user
+	// who made their join link, so that nobody spends the service's budget
+	// through links without it counting against them.
+	account := who.UserID
+	if d.GuestID != nil {
+		maker, err := en.store.LinkMakerOfGuest(ctx, *d.GuestID)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
 		}
-		if n >= int64(cp.max) {
-			return &policy.Refusal{Rule: policy.RuleTooManyCalls, Message: fmt.Sprintf(cp.words, n),
-				Detail: fmt.Sprintf("%s=%d", cp.name, cp.max)}, nil
-		}
+		account = maker
 	}
-	since := now.Add(-p.Window)
-	guests := storage.DialScope{ConversationID: d.ConversationID, AnyGuest: true}
-	rates := []struct {
-		scope storage.DialScope
-		max   int
-		name  string
-		words string
-	}{
-		{who, maxDials, "dials_per_caller", "you have placed %d calls in the last %s"},
-		{conv, p.DialsConv, "dials_per_conversation", "this conversation has placed %d calls in the last %s"},
-		{storage.DialScope{}, p.DialsTotal, "dials_total", "convoice has placed %d calls in the last %s, its limit"},
+	if account != "" {
+		// A user's own scope is their account's: one key serialises both.
+		keys = append(keys, "dial:account:"+account)
+	}
+	acct := storage.DialScope{Account: account}
+	acctLegs, acctDials := p.AccountShareOf(p.MaxLegs), p.AccountShareOf(p.DialsTotal)
+	makerDials := 0
+	if d.GuestID != nil {
+		makerDials = p.GuestDialsMaker
+	}
+	if account == "" {
+		acctLegs, acctDials, makerDials = 0, 0, 0
+	}
+	conv := storage.DialScope{ConversationID: d.ConversationID}
+	since, ttl := now.Add(-p.Window), now.Add(-policy.GrantTTL)
+	// Calls up at once (live legs, plus dials allowed whose leg is not
+	// written yet), then dial-outs in the rate window.
+	all := []dialLimit{
+		{storage.DialLimit{Scope: who, Live: true, Since: ttl, Max: maxLegs}, policy.RuleTooManyCalls,
+			"max_live_legs_per_caller", whoWord + " %d calls up already; hang one up first"},
+		{storage.DialLimit{Scope: conv, Live: true, Since: ttl, Max: p.MaxLegsConv}, policy.RuleTooManyCalls,
+			"max_live_legs_per_conversation", "this conversation has %d calls up already"},
+		{storage.DialLimit{Scope: acct, Live: true, Since: ttl, Max: acctLegs}, policy.RuleTooManyCalls,
+			"max_live_legs_per_account", accountWords(d, "%d calls up, the share of convoice's calls one account may hold (max_live_legs_per_account)")},
+		{storage.DialLimit{Scope: storage.DialScope{}, Live: true, Since: ttl, Max: p.MaxLegs}, policy.RuleTooManyCalls,
+			"max_live_legs", "convoice has %d calls up, its limit; try again when some have ended"},
+		{storage.DialLimit{Scope: who, Since: since, Max: maxDials}, policy.RuleRateLimited,
+			"dials_per_caller", "you have placed %d calls in the last %s"},
+		{storage.DialLimit{Scope: conv, Since: since, Max: p.DialsConv}, policy.RuleRateLimited,
+			"dials_per_conversation", "this conversation has placed %d calls in the last %s"},
+		{storage.DialLimit{Scope: storage.DialScope{Account: account, AnyGuest: true}, Since: since, Max: makerDials}, policy.RuleRateLimited,
+			"guest_dials_per_link_maker", "the guests of the join links of this link's maker have placed %d calls in the last %s (guest_dials_per_link_maker)"},
+		{storage.DialLimit{Scope: acct, Since: since, Max: acctDials}, policy.RuleRateLimited,
+			"dials_per_account", accountWords(d, "placed %d calls in the last %s, the share of convoice's calls one account may place (dials_per_account)")},
+		{storage.DialLimit{Scope: storage.DialScope{}, Since: since, Max: p.DialsTotal}, policy.RuleRateLimited,
+			"dials_total", "convoice has placed %d calls in the last %s, its limit"},
 	}
 	if guest {
-		rates = append(rates, struct {
-			scope storage.DialScope
-			max   int
-			name  string
-			words string
-		}{guests, p.GuestDialsConv, "guest_dials_per_conversation", "guests of this conversation have placed %d calls in the last %s"})
+		all = append(all, dialLimit{storage.DialLimit{Scope: storage.DialScope{ConversationID: d.ConversationID, AnyGuest: true},
+			Since: since, Max: p.GuestDialsConv}, policy.RuleRateLimited,
+			"guest_dials_per_conversation", "guests of this conversation have placed %d calls in the last %s"})
 	}
-	for _, r := range rates {
-		if r.max <= 0 {
-			continue
-		}
-		n, err := tx.CountDialGrants(ctx, r.scope, since, false)
-		if err != nil {
-			return nil, err
-		}
-		if n >= int64(r.max) {
-			wait := p.Window
-			if oldest, err := tx.OldestDialGrant(ctx, r.scope, since); err == nil && !oldest.IsZero() {
-				wait = oldest.Add(p.Window).Sub(now)
-			}
-			return &policy.Refusal{Rule: policy.RuleRateLimited,
-				Message: fmt.Sprintf(r.words+"; try again in %s", n, p.Window, wait.Round(time.Second)+time.Second),
-				Detail:  fmt.Sprintf("%s=%d/%s", r.name, r.max, p.Window)}, nil
+	var on []dialLimit
+	var limits []storage.DialLimit
+	for _, l := range all {
+		if l.Max > 0 {
+			on = append(on, l)
+			limits = append(limits, l.DialLimit)
 		}
 	}
 	g := &storage.DialGrant{ID: core.NewID(), At: now, ConversationID: d.ConversationID, Number: d.Number,
-		UserID: who.UserID, GuestID: who.GuestID}
-	return nil, tx.CreateDialGrant(ctx, g)
+		UserID: who.UserID, GuestID: who.GuestID, Account: account}
+	counts, granted, err := en.store.DecideDial(ctx, keys, limits, g)
+	if err != nil || granted {
+		return nil, err
+	}
+	for i, l := range on {
+		n := counts[i]
+		if n < int64(l.Max) {
+			continue
+		}
+		if l.rule == policy.RuleTooManyCalls {
+			return &policy.Refusal{Rule: l.rule, Message: fmt.Sprintf(l.words, n), Detail: fmt.Sprintf("%s=%d", l.name, l.Max)}, nil
+		}
+		wait := p.Window
+		if oldest, err := en.store.OldestDialGrant(ctx, l.Scope, since); err == nil && !oldest.IsZero() {
+			wait = oldest.Add(p.Window).Sub(now)
+		}
+		return &policy.Refusal{Rule: l.rule,
+			Message: fmt.Sprintf(l.words+"; try again in %s", n, p.Window, wait.Round(time.Second)+time.Second),
+			Detail:  fmt.Sprintf("%s=%d/%s", l.name, l.Max, p.Window)}, nil
+	}
+	return nil, fmt.Errorf("dial policy: no grant recorded and no limit reached")
+}
+
+// forgetOldGrants deletes, at most every grantSweep and off the dial's
+// path, the grants no limit looks at any more (an index range delete). It
+// used to run in every decision, where on PostgreSQL concurrent deletes of
+// the same rows made every dial wait for the others.
+func (en *Engine) forgetOldGrants(ctx context.Context, p *policy.Policy, now time.Time) {
+	last := en.grantSweep.Load()
+	if now.UnixNano()-last < int64(grantSweep) || !en.grantSweep.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	go func() {
+		ctx := storage.LowPriority(context.WithoutCancel(ctx))
+		if err := en.store.DeleteDialGrantsBefore(ctx, now.Add(-max(p.Window, policy.GrantTTL)-time.Minute)); err != nil {
+			en.log.Warn("forgetting old dial grants failed", "err", err)
+		}
+	}()
+}
+
+// grantSweep is how often forgetOldGrants deletes.
+const grantSweep = 10 * time.Second
+
+// accountWords starts a refusal of an account-wide limit: the account is
+// the caller's own, or for a guest their link maker's.
+func accountWords(d DialCheck, rest string) string {
+	if d.GuestID != nil {
+		return "the guests of this link's maker and the maker together have " + rest
+	}
+	return "you and the guests of your join links have " + rest
 }
 
 // dialed is told by Dial, right after the leg's transaction, what became

@@ -95,6 +95,9 @@ type Engine struct {
 	// resync skips them instead of hanging them up as orphans.
 	placing sync.Map
 
+	// grantSweep is when (unix ns) old dial grants were last deleted.
+	grantSweep atomic.Int64
+
 	resyncMu   sync.Mutex
 	resyncWant map[string]bool // nodes with a resync requested while one ran
 	resyncBusy map[string]bool

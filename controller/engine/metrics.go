@@ -18,7 +18,20 @@ type Metrics struct {
 	// LegEventsIgnored counts events the leg table does not allow in the
 	// leg's state (late, duplicate or out of order): ignored, never applied.
 	LegEventsIgnored *prometheus.CounterVec // by state, event
+
+	// Latencies, in seconds with millisecond-scale buckets.
+	DialToOriginate   *prometheus.HistogramVec // by node: a dial request's start → its originate answered by the PBX
+	OriginateToAnswer *prometheus.HistogramVec // by node: the leg written and dialed → the phone answered
+	EventToStream     prometheus.Histogram     // an event appended (a PBX event applied, say) → written to a live event stream
+	Commit            *prometheus.HistogramVec // by dialect: a write transaction's start → its commit
 }
+
+// latencyBuckets are the buckets of the latency histograms: 0.25 ms to
+// 10 s, about ×2.5 apart.
+var latencyBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}
+
+// answerBuckets: ringing takes seconds.
+var answerBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60}
 
 // NewMetrics makes the series and registers them on reg (nil: not
 // registered, for tests).
@@ -44,10 +57,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Legs ended because their PBX node stayed unreachable past NodeLostAfter, by node."}, []string{"node"}),
 		LegEventsIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "leg_events_ignored_total",
 			Help: "Leg events the leg state table does not allow in the leg's state, ignored, by state and event."}, []string{"state", "event"}),
+		DialToOriginate: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "convoice", Name: "dial_originate_seconds",
+			Help: "From a dial's start (the request in the engine) to the PBX's answer to its originate, by node.", Buckets: latencyBuckets}, []string{"node"}),
+		OriginateToAnswer: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "convoice", Name: "originate_answer_seconds",
+			Help: "From a leg's originate to the phone answering, by node.", Buckets: answerBuckets}, []string{"node"}),
+		EventToStream: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "convoice", Name: "event_stream_delay_seconds",
+			Help: "From an event's append (e.g. a PBX event applied) to its write on a live event stream.", Buckets: latencyBuckets}),
+		Commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "convoice", Name: "db_commit_seconds",
+			Help:    "A write transaction from its start to its commit (SQLite: one batch of the writer, before its fsync), by dialect.",
+			Buckets: latencyBuckets}, []string{"dialect"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.DialOuts, m.LegEnds, m.PBXEvents, m.Resyncs, m.ResyncFixes, m.Conferences, m.WatchdogEnds,
-			m.NodeOwner, m.NodeLost, m.LegEventsIgnored)
+			m.NodeOwner, m.NodeLost, m.LegEventsIgnored, m.DialToOriginate, m.OriginateToAnswer, m.EventToStream, m.Commit)
 	}
 	return m
 }
+
+// Metrics are the engine's series.
+func (en *Engine) Metrics() *Metrics { return en.metrics }

@@ -202,6 +202,9 @@ func (en *Engine) stepLeg(l *storage.Leg, ev leg.Event, ours bool, in legInput) 
 		stamp(&l.RingingAt)
 	}
 	if e&(leg.StampAnswered|leg.StampConnected) != 0 {
+		if l.AnsweredAt == nil {
+			en.metrics.OriginateToAnswer.WithLabelValues(l.Node).Observe(now.Sub(l.CreatedAt).Seconds())
+		}
 		stamp(&l.AnsweredAt)
 	}
 	if e&leg.StampConnected != 0 {

@@ -104,7 +104,26 @@ const (
 	ActionGuestJoin   = "guest.join"
 	ActionGuestAdmit  = "guest.admit"
 	ActionGuestRefuse = "guest.refuse"
+	// ActionJoinLinkRefused: a link was not made (the maker's cap on usable
+	// links); ActionGuestJoinRefused: a guest was not let in (the cap on a
+	// link's guests). Rule and Detail say which limit.
+	ActionJoinLinkRefused  = "join_link.refused"
+	ActionGuestJoinRefused = "guest.join_refused"
 )
+
+// limitRefusal is a join-link limit reached: 429 rate_limited naming the
+// rule, audited as action.
+type limitRefusal struct {
+	action, rule, message string
+}
+
+// refuse audits r (outside the transaction it rolled back) and returns the
+// caller's error.
+func (gu *Guests) refuse(ctx context.Context, a core.Actor, guestID, convID, targetID string, r *limitRefusal) error {
+	gu.audit.Add(context.WithoutCancel(ctx), audit.Entry{Actor: a, GuestID: guestID, Action: r.action, ConversationID: convID,
+		TargetID: targetID, Rule: policy.RuleRateLimited, Detail: r.rule})
+	return &core.Error{Kind: core.KindRateLimited, Code: policy.RuleRateLimited, Message: r.message}
+}
 
 func (gu *Guests) auditJoinLinkCreated(ctx context.Context, tx *storage.Store, a core.Actor, l *storage.JoinLink) error {
 	detail := "expires " + l.ExpiresAt.UTC().Format(time.RFC3339)

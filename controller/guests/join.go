@@ -144,6 +144,7 @@ func (gu *Guests) JoinAsGuest(ctx context.Context, token string, in GuestJoin) (
 	} else {
 		g.AdmittedAt = &now
 	}
+	var refused *limitRefusal
 	err = gu.store.InTx(ctx, func(tx *storage.Store) error {
 		ok, err := tx.UseJoinLink(ctx, l.ID, now)
 		if err != nil {
@@ -155,6 +156,19 @@ func (gu *Guests) JoinAsGuest(ctx context.Context, token string, in GuestJoin) (
 		}
 		if !ok || cur.EndedAt != nil {
 			return errJoinLinkInvalid()
+		}
+		// The use just counted holds the link's row (PostgreSQL): the
+		// link's guests are counted one join at a time.
+		if max := gu.engine.Policy().MaxGuestsLink; max > 0 {
+			n, err := tx.CountLiveGuestsOfLink(ctx, l.ID)
+			if err != nil {
+				return err
+			}
+			if n >= int64(max) {
+				refused = &limitRefusal{action: ActionGuestJoinRefused, rule: fmt.Sprintf("max_guests_per_link=%d", max),
+					message: fmt.Sprintf("this join link has %d guests in the conversation, the most one link may bring (max_guests_per_link); try again when some have left", n)}
+				return errRefused
+			}
 		}
 		typ := "guest.updated"
 		if g.State == storage.GuestLobby {
@@ -168,6 +182,9 @@ func (gu *Guests) JoinAsGuest(ctx context.Context, token string, in GuestJoin) (
 		}
 		return gu.auditGuestJoined(ctx, tx, l, g)
 	})
+	if refused != nil {
+		return GuestJoinResult{}, gu.refuse(ctx, core.Actor{}, "", conv.ID, l.ID, refused)
+	}
 	if err != nil {
 		return GuestJoinResult{}, err
 	}

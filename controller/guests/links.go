@@ -55,6 +55,10 @@ type CreatedJoinLink struct {
 	Mailto  string `json:"mailto"`
 }
 
+// errRefused rolls back a transaction that found a limit reached (the
+// refusal itself is in a variable of the caller).
+var errRefused = errors.New("refused by a join-link limit")
+
 func linkState(l *storage.JoinLink, now time.Time) string {
 	switch {
 	case l.RevokedAt != nil:
@@ -111,7 +115,23 @@ func (gu *Guests) CreateJoinLink(ctx context.Context, a core.Actor, convID strin
 	now := time.Now().UTC()
 	l := &storage.JoinLink{ID: core.NewID(), ConversationID: conv.ID, CreatedBy: a.UserID, TokenHash: core.HashSecret(token),
 		ExpiresAt: now.Add(expiry), MaxUses: maxUses, RequireAdmission: in.RequireAdmission, CreatedAt: now}
+	var refused *limitRefusal
 	err = gu.store.InTx(ctx, func(tx *storage.Store) error {
+		if max := gu.engine.Policy().MaxLinksUser; max > 0 {
+			// One maker's links are counted one creation at a time.
+			if err := tx.LockScopes(ctx, "join_links:"+a.UserID); err != nil {
+				return err
+			}
+			n, err := tx.CountUsableJoinLinks(ctx, a.UserID, now)
+			if err != nil {
+				return err
+			}
+			if n >= int64(max) {
+				refused = &limitRefusal{action: ActionJoinLinkRefused, rule: fmt.Sprintf("max_join_links_per_user=%d", max),
+					message: fmt.Sprintf("you have %d usable join links, the most one person may have (max_join_links_per_user); revoke one first", n)}
+				return errRefused
+			}
+		}
 		if err := tx.CreateJoinLink(ctx, l); err != nil {
 			return err
 		}
@@ -120,6 +140,9 @@ func (gu *Guests) CreateJoinLink(ctx context.Context, a core.Actor, convID strin
 		}
 		return gu.auditJoinLinkCreated(ctx, tx, a, l)
 	})
+	if refused != nil {
+		return CreatedJoinLink{}, gu.refuse(ctx, a, "", conv.ID, "", refused)
+	}
 	if err != nil {
 		return CreatedJoinLink{}, err
 	}

@@ -104,6 +104,23 @@ type Config struct {
 	// Window is the rate window (default 1 minute).
 	Window time.Duration
 
+	// What one account can spend through join links. A guest's dial is
+	// charged to the user who made the link as well as to the guest and the
+	// conversation: the guests of one user's links together get
+	// GuestDialsPerLinkMaker dial-outs per Window (default 30).
+	GuestDialsPerLinkMaker int
+	// MaxJoinLinksPerUser caps the usable (not revoked, expired or used up)
+	// join links one user has made (default 20).
+	MaxJoinLinksPerUser int
+	// MaxGuestsPerLink caps the guests of one link in the conversation at
+	// once, waiting or admitted (default 50).
+	MaxGuestsPerLink int
+	// AccountSharePercent: one account — a user with the guests of their
+	// links — may take at most this share of DialsTotal per Window and of
+	// MaxLiveLegs at once, so no account alone reaches a service-wide cap
+	// (default 20).
+	AccountSharePercent int
+
 	// Now is the policy's clock (tests move it); nil: time.Now.
 	Now func() time.Time
 }
@@ -119,6 +136,10 @@ const (
 	defaultDialsPerConversation       = 60
 	defaultGuestDialsPerConversation  = 10
 	defaultDialsTotal                 = 600
+	defaultGuestDialsPerLinkMaker     = 30
+	defaultMaxJoinLinksPerUser        = 20
+	defaultMaxGuestsPerLink           = 50
+	defaultAccountSharePercent        = 20
 )
 
 // GrantTTL bounds how long an allowed dial whose leg was never written (the
@@ -141,6 +162,9 @@ func (p Config) Check() error {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
+	}
+	if p.AccountSharePercent > 100 {
+		return fmt.Errorf("account share %d%%: at most 100", p.AccountSharePercent)
 	}
 	if p.Window < 0 {
 		return fmt.Errorf("rate window %s: must be positive", p.Window)

@@ -21,8 +21,13 @@ type Policy struct {
 
 	MaxLegsUser, MaxLegsGuest, MaxLegsConv, MaxLegs              int
 	DialsUser, DialsGuest, DialsConv, GuestDialsConv, DialsTotal int
-	Window                                                       time.Duration
-	Now                                                          func() time.Time
+	// GuestDialsMaker: dial-outs to the guests of one user's links;
+	// MaxLinksUser, MaxGuestsLink: usable links per user, live guests per
+	// link; AccountShare: the percentage of DialsTotal and MaxLegs one
+	// account may take.
+	GuestDialsMaker, MaxLinksUser, MaxGuestsLink, AccountShare int
+	Window                                                     time.Duration
+	Now                                                        func() time.Time
 }
 
 // Resolve resolves a Config; region is the default region of numbers.
@@ -85,6 +90,10 @@ func Resolve(p Config, region string) *Policy {
 		DialsConv:       limit(p.DialsPerConversation, defaultDialsPerConversation),
 		GuestDialsConv:  limit(p.GuestDialsPerConversation, defaultGuestDialsPerConversation),
 		DialsTotal:      limit(p.DialsTotal, defaultDialsTotal),
+		GuestDialsMaker: limit(p.GuestDialsPerLinkMaker, defaultGuestDialsPerLinkMaker),
+		MaxLinksUser:    limit(p.MaxJoinLinksPerUser, defaultMaxJoinLinksPerUser),
+		MaxGuestsLink:   limit(p.MaxGuestsPerLink, defaultMaxGuestsPerLink),
+		AccountShare:    limit(p.AccountSharePercent, defaultAccountSharePercent),
 		Window:          p.Window,
 	}
 	if pol.Window <= 0 {
@@ -100,12 +109,22 @@ func Resolve(p Config, region string) *Policy {
 // Limited reports whether some limit is on.
 func (p *Policy) Limited() bool {
 	for _, l := range []int{p.MaxLegsUser, p.MaxLegsGuest, p.MaxLegsConv, p.MaxLegs,
-		p.DialsUser, p.DialsGuest, p.DialsConv, p.GuestDialsConv, p.DialsTotal} {
+		p.DialsUser, p.DialsGuest, p.DialsConv, p.GuestDialsConv, p.DialsTotal, p.GuestDialsMaker, p.AccountShareOf(p.DialsTotal),
+		p.AccountShareOf(p.MaxLegs)} {
 		if l > 0 {
 			return true
 		}
 	}
 	return false
+}
+
+// AccountShareOf is the part of a service-wide limit one account may take
+// (0: no such cap, when the limit or the share is off): at least 1.
+func (p *Policy) AccountShareOf(limit int) int {
+	if limit <= 0 || p.AccountShare <= 0 || p.AccountShare >= 100 {
+		return 0
+	}
+	return max(1, limit*p.AccountShare/100)
 }
 
 func hasPrefix(list []string, number string) (string, bool) {

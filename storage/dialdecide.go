@@ -1,0 +1,223 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// DialLimit is one limit a dial decision counts: the calls up in Scope
+// (live legs plus grants not yet released, made after Since) when Live,
+// else the grants in Scope made after Since (the rate window). A dial is
+// granted while every count is below its Max.
+type DialLimit struct {
+	Scope DialScope
+	Live  bool
+	Since time.Time
+	Max   int
+}
+
+// DecideDial counts limits and, when every count is below its Max,
+// records g — one atomic step for the scopes named by keys (LockScopes):
+// two decisions with a key in common are serialised, so each limit whose
+// scope is among the keys is exact; a limit on a scope no key names (the
+// whole service) reads what is committed when it counts, so concurrent
+// decisions may each miss the others' grants: such a limit is exceeded by
+// at most the number of decisions running at the same moment.
+//
+// On PostgreSQL it is one round trip: the scope locks and a statement that
+// counts and conditionally inserts go out as one pgx batch, which the
+// server runs as one implicit transaction (the locks are held until its
+// end; the counting statement takes its snapshot after they are held). On
+// SQLite it runs in the writer's transaction, exclusive anyway.
+//
+// It returns the counts, in the order of limits, and whether g was
+// recorded.
+func (s *Store) DecideDial(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant) ([]int64, bool, error) {
+	g.At = g.At.UTC()
+	if s.dialect == "postgres" && s.pending == nil {
+		return s.decideDialPG(ctx, keys, limits, g)
+	}
+	var counts []int64
+	var granted bool
+	err := s.InTx(ctx, func(tx *Store) error {
+		if err := tx.LockScopes(ctx, keys...); err != nil {
+			return err
+		}
+		q, args := dialCountsSQL(limits)
+		row, err := tx.queryRowRaw(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		counts = make([]int64, len(limits))
+		dst := make([]any, len(limits))
+		for i := range counts {
+			dst[i] = &counts[i]
+		}
+		if len(limits) > 0 {
+			if err := row.Scan(dst...); err != nil {
+				return err
+			}
+		}
+		if !under(counts, limits) {
+			return nil
+		}
+		granted = true
+		_, err = tx.execRaw(ctx, insertGrantSQL+` VALUES (?,?,?,?,?,?,?,?)`, grantArgs(g)...)
+		return err
+	})
+	return counts, granted, err
+}
+
+func under(counts []int64, limits []DialLimit) bool {
+	for i, l := range limits {
+		if counts[i] >= int64(l.Max) {
+			return false
+		}
+	}
+	return true
+}
+
+const insertGrantSQL = `INSERT INTO dial_grants (id, at, user_id, guest_id, conversation_id, number, released, account)`
+
+func grantArgs(g *DialGrant) []any {
+	return []any{g.ID, g.At, g.UserID, g.GuestID, g.ConversationID, g.Number, false, g.Account}
+}
+
+// dialCountsSQL is one SELECT of one count per limit ("SELECT 0" for none).
+func dialCountsSQL(limits []DialLimit) (string, []any) {
+	if len(limits) == 0 {
+		return "SELECT 0", nil
+	}
+	var b strings.Builder
+	var args []any
+	b.WriteString("SELECT ")
+	for i, l := range limits {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		gw, ga := l.Scope.sqlWhere(true)
+		if l.Live {
+			lw, la := l.Scope.sqlWhere(false)
+			fmt.Fprintf(&b, "(SELECT count(*) FROM legs WHERE state IN %s%s) + ", liveStatesSQL, lw)
+			args = append(args, la...)
+			fmt.Fprintf(&b, "(SELECT count(*) FROM dial_grants WHERE at > ? AND released = ?%s)", gw)
+			args = append(args, l.Since.UTC(), false)
+		} else {
+			fmt.Fprintf(&b, "(SELECT count(*) FROM dial_grants WHERE at > ?%s)", gw)
+			args = append(args, l.Since.UTC())
+		}
+		args = append(args, ga...)
+		fmt.Fprintf(&b, " AS n%d", i)
+	}
+	return b.String(), args
+}
+
+// sqlWhere is where for raw SQL: " AND …" conditions and their arguments.
+func (sc DialScope) sqlWhere(grants bool) (string, []any) {
+	var b strings.Builder
+	var args []any
+	if sc.UserID != "" {
+		b.WriteString(" AND user_id = ?")
+		args = append(args, sc.UserID)
+	}
+	if sc.GuestID != "" {
+		b.WriteString(" AND guest_id = ?")
+		args = append(args, sc.GuestID)
+	}
+	if sc.ConversationID != "" {
+		b.WriteString(" AND conversation_id = ?")
+		args = append(args, sc.ConversationID)
+	}
+	if sc.Account != "" {
+		if grants {
+			b.WriteString(" AND account = ?")
+			args = append(args, sc.Account)
+		} else {
+			b.WriteString(" AND (user_id = ? OR guest_id IN (SELECT g.id FROM guests g JOIN join_links j ON j.id = g.join_link_id WHERE j.created_by = ?))")
+			args = append(args, sc.Account, sc.Account)
+		}
+	}
+	if sc.AnyGuest {
+		if grants {
+			b.WriteString(" AND guest_id <> ''")
+		} else {
+			b.WriteString(" AND guest_id IS NOT NULL")
+		}
+	}
+	return b.String(), args
+}
+
+// decideDialPG is DecideDial in one pgx batch: the locks, then counting
+// and the conditional insert in one statement (a data-modifying CTE).
+func (s *Store) decideDialPG(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant) ([]int64, bool, error) {
+	counts := make([]int64, len(limits))
+	var granted bool
+	q, args := dialCountsSQL(limits)
+	var cond []string
+	for i, l := range limits {
+		cond = append(cond, fmt.Sprintf("c.n%d < %d", i, l.Max))
+	}
+	if len(cond) == 0 {
+		cond = []string{"TRUE"}
+	}
+	cols := []string{}
+	for i := range limits {
+		cols = append(cols, fmt.Sprintf("c.n%d", i))
+	}
+	stmt := `WITH c AS (` + q + `), ins AS (` + insertGrantSQL + ` SELECT ?::varchar, ?::timestamptz, ?::varchar, ?::varchar, ?::varchar, ?::varchar, ?::boolean, ?::varchar FROM c WHERE ` +
+		strings.Join(cond, " AND ") + ` RETURNING 1) SELECT ` + strings.Join(append(cols, "(SELECT count(*) FROM ins)"), ", ") + ` FROM c`
+	args = append(args, grantArgs(g)...)
+	stmt = rebind("postgres", stmt)
+	lock, ids := lockScopesSQL(keys)
+	err := s.pgConn(ctx, func(c *pgx.Conn) error {
+		b := &pgx.Batch{}
+		if lock != "" {
+			b.Queue(lock, ids...)
+		}
+		b.Queue(stmt, args...)
+		br := c.SendBatch(ctx, b)
+		if lock != "" {
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return err
+			}
+		}
+		dst := make([]any, 0, len(limits)+1)
+		for i := range counts {
+			dst = append(dst, &counts[i])
+		}
+		var n int64
+		dst = append(dst, &n)
+		if err := br.QueryRow().Scan(dst...); err != nil {
+			br.Close()
+			return err
+		}
+		granted = n == 1
+		return br.Close()
+	})
+	if err := s.noteWrite(err); err != nil {
+		return nil, false, err
+	}
+	return counts, granted, nil
+}
+
+// pgConn runs fn on a pool connection's pgx.Conn (for batches).
+func (s *Store) pgConn(ctx context.Context, fn func(c *pgx.Conn) error) error {
+	conn, err := s.stmts.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("postgres connection is %T, not pgx", dc)
+		}
+		return fn(sc.Conn())
+	})
+}
