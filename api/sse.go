@@ -81,8 +81,18 @@ var errStreamEnd = errors.New("end of stream")
 // stream sends the events of convID after seq last as SSE until the client
 // goes (or the filter ends it), passing each through f when f is not nil.
 func (s *Server) stream(c echo.Context, convID string, last int64, f streamFilter) error {
+	return s.streamFrom(c, convID, func(ctx context.Context, after int64, n int) ([]controller.Event, error) {
+		return s.ctl.EventsAfter(ctx, convID, after, n)
+	}, last, f)
+}
+
+// streamFrom is stream for any stored stream: key is its hub key, read
+// its stored events after a seq (a conversation's log, or a person's own
+// stream).
+func (s *Server) streamFrom(c echo.Context, key string, read func(ctx context.Context, after int64, n int) ([]controller.Event, error),
+	last int64, f streamFilter) error {
 	ctx := c.Request().Context()
-	sub := s.ctl.Hub().Subscribe(convID)
+	sub := s.ctl.Hub().Subscribe(key)
 	defer sub.Close()
 
 	w := c.Response()
@@ -132,7 +142,7 @@ func (s *Server) stream(c echo.Context, convID string, last int64, f streamFilte
 	}
 	replay := func() error {
 		for {
-			evs, err := s.ctl.EventsAfter(ctx, convID, last, replayPage)
+			evs, err := read(ctx, last, replayPage)
 			if err != nil {
 				return err
 			}
