@@ -18,7 +18,12 @@
   const LIVE_GUEST = new Set(['lobby', 'admitted']);
   const LIVE_LEG = new Set(['dialing', 'ringing', 'connected']);
   const LEG_RANK = { dialing: 1, ringing: 2, connected: 3 }; // anything else (an end state) ranks 4
+  // Invitations arrive on the person's own stream (/api/v1/me/events); the
+  // list is polled every 3 s only while that stream is down, and every 30 s
+  // as a safety net while it is up.
   const INVITES_POLL_MS = 3000;
+  const INVITES_SLOW_POLL_MS = 30000;
+  const ME_EVENT_TYPES = ['invitation.updated', 'conversation.created', 'participant.joined', 'participant.left'];
   const CONVS_POLL_MS = 5000;
   const LONG_OUTAGE_MS = 4000; // after a longer outage, reload state besides the replay
   const MAX_ACTIVITY = 60;
@@ -41,10 +46,13 @@
     me: null, // the user view, with numbers and contacts
     admin: false,
     convs: new Map(), // id → conversation view (list)
-    invites: new Map(), // id → my pending invitation (polled)
+    invites: new Map(), // id → my pending invitation (own stream, polled as fallback)
     answered: new Set(), // invitation ids answered here or seen non-pending
     cur: null, // the open conversation (see openConversation)
     timers: [],
+    meEs: null, // EventSource of /api/v1/me/events
+    meLive: false, // it is open
+    invitesPolledAt: 0,
     joinLinks: null, // null: not probed; true/false: the join-link API exists
     gen: 0,
   };
@@ -231,8 +239,12 @@
     $('app-view').hidden = false;
     loadConversations();
     pollInvites();
+    followMe();
     // Polls pause while the tab is hidden and run at once when it shows again.
-    S.timers.push(setInterval(() => { if (!document.hidden) pollInvites(); }, INVITES_POLL_MS));
+    S.timers.push(setInterval(() => {
+      if (document.hidden) return;
+      if (!S.meLive || Date.now() - S.invitesPolledAt >= INVITES_SLOW_POLL_MS) pollInvites();
+    }, INVITES_POLL_MS));
     S.timers.push(setInterval(() => { if (!document.hidden) loadConversations(); }, CONVS_POLL_MS));
     route();
   }
@@ -240,6 +252,9 @@
   function signedOut(msg) {
     for (const t of S.timers) clearInterval(t);
     S.timers = [];
+    if (S.meEs) S.meEs.close();
+    S.meEs = null;
+    S.meLive = false;
     closeConversation();
     S.csrf = null;
     S.me = null;
@@ -327,10 +342,42 @@
     $('conv-list-empty').hidden = list.length > 0;
   }
 
-  // ---------------------------------------------------------------- invitations (poll)
+  // ---------------------------------------------------------------- invitations (own stream, poll as fallback)
+
+  // followMe opens the person's own event stream: a new or changed
+  // invitation, or being added to a conversation, reloads the list at once,
+  // with no conversation open. Opened from now on: the list loaded on open
+  // covers what came before.
+  function followMe() {
+    if (!S.me || S.meEs) return;
+    const es = new EventSource('/api/v1/me/events');
+    S.meEs = es;
+    es.onopen = () => {
+      if (S.meEs !== es) return;
+      S.meLive = true;
+      pollInvites();
+    };
+    es.onerror = () => {
+      if (S.meEs !== es) return;
+      S.meLive = false;
+      if (es.readyState === EventSource.CLOSED) {
+        es.close();
+        S.meEs = null;
+        setTimeout(followMe, 5000);
+      }
+    };
+    for (const t of ME_EVENT_TYPES) {
+      es.addEventListener(t, () => {
+        if (S.meEs !== es) return;
+        pollInvites();
+        if (t !== 'invitation.updated') loadConversations();
+      });
+    }
+  }
 
   async function pollInvites() {
     if (!S.me) return;
+    S.invitesPolledAt = Date.now();
     let r;
     try {
       r = await api('GET', '/invitations');
