@@ -267,9 +267,15 @@ func TestAudioHistory_BusyRedirectedConnected_LegRecordsAndStrangers(t *testing.
 	if n := env.Ctl.PurgeHistory(context.Background(), time.Now().Add(24*time.Hour)); n != 0 {
 		t.Fatalf("a purge within the retention removed %d conferences", n)
 	}
-	env.WaitFor("both conferences ended", 5*time.Second, func() bool {
+	env.WaitFor("both conferences and their calls ended", 5*time.Second, func() bool {
 		cs := env.Must(200, "GET", "/api/v1/conversations/"+conv+"/audio/history", alice.Token, nil).Map(t)["conferences"].([]any)
-		return cs[0].(map[string]any)["ended_at"] != nil
+		c := cs[0].(map[string]any)
+		for _, l := range c["legs"].([]any) {
+			if l.(map[string]any)["ended_at"] == nil {
+				return false
+			}
+		}
+		return c["ended_at"] != nil
 	})
 	if n := env.Ctl.PurgeHistory(context.Background(), time.Now().Add(401*24*time.Hour)); n != 2 {
 		t.Fatalf("the purge past the retention removed %d conferences, want 2", n)
