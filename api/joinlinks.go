@@ -445,11 +445,11 @@ func (s *Server) guestEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	last, err := lastEventID(c)
+	last, err := s.resumeAt(c, g.ConversationID)
 	if err != nil {
 		return err
 	}
-	return s.stream(c, g.ConversationID, max(last, gs.StartSeq()), gs)
+	return s.stream(c, "guest:"+g.GuestID, g.ConversationID, max(last, gs.StartSeq()), gs)
 }
 
 // ---- the guest page --------------------------------------------------------

@@ -42,17 +42,24 @@ func (s *Server) myEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var last int64
-	if c.Request().Header.Get("Last-Event-ID") == "" && c.QueryParam("last_event_id") == "" {
-		// Read before subscribing: streamFrom subscribes, then replays
-		// the store after last, so nothing committed in between is lost.
-		if last, err = s.ctl.MyLastEventID(ctx, a); err != nil {
-			return err
-		}
-	} else if last, err = lastEventID(c); err != nil {
+	// Read before subscribing: streamFrom subscribes, then replays the
+	// store after last, so nothing committed in between is lost.
+	newest, err := s.ctl.MyLastEventID(ctx, a)
+	if err != nil {
 		return err
 	}
-	return s.streamFrom(c, key, func(ctx context.Context, after int64, n int) ([]controller.Event, error) {
+	last := newest
+	if c.Request().Header.Get("Last-Event-ID") != "" || c.QueryParam("last_event_id") != "" {
+		if last, err = lastEventID(c); err != nil {
+			return err
+		}
+		// As on the conversation streams (resumeAt): an id this stream
+		// never sent is refused rather than waited for.
+		if last > newest {
+			return badBody("Last-Event-ID", "Last-Event-ID: %d is beyond this stream's newest event (%d); reconnect without it", last, newest)
+		}
+	}
+	return s.streamFrom(c, "user:"+a.UserID, key, func(ctx context.Context, after int64, n int) ([]controller.Event, error) {
 		return s.ctl.MyEventsAfter(ctx, a, after, n)
 	}, last, nil)
 }

@@ -497,6 +497,11 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 	// validated), and the 400 of a bad Last-Event-ID.
 	c.do(400, "GET", cp+"/events", alice.Token, nil, "Last-Event-ID", "x")
 	c.do(400, "GET", cp+"/events?last_event_id=-1", alice.Token, nil)
+	// An id beyond the newest event: refused, not a silent stream.
+	beyond := c.do(400, "GET", cp+"/events", alice.Token, nil, "Last-Event-ID", "999999")
+	if !strings.Contains(string(beyond.body), "beyond this stream's newest event") {
+		t.Fatalf("Last-Event-ID beyond the newest event: %s", beyond.body)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+cp+"/events?last_event_id=1", nil)
 	req.Header.Set("Authorization", "Bearer "+alice.Token)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/convoice/convoice/controller"
 )
@@ -30,13 +29,20 @@ type Config struct {
 	PublicURL string
 	// Gatherer serves /metrics (nil: prometheus.DefaultGatherer).
 	Gatherer prometheus.Gatherer
+	// MetricsTokenHash, when set, is the SHA-256 (hex) of the bearer token
+	// /metrics asks for; MetricsElsewhere leaves /metrics off this handler
+	// (served on its own listen address: MetricsHandler).
+	MetricsTokenHash string
+	MetricsElsewhere bool
 	// TrustedProxies are the address ranges of reverse proxies whose
 	// X-Forwarded-For names the client. Empty: the connection's peer is the
 	// client, and no header can change that (rate limits, audit).
 	TrustedProxies []*net.IPNet
 	// Heartbeat is the SSE keep-alive comment interval (default 15 s).
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// Limits bound connections and event streams (limits.go).
+	Limits Limits
+	Logger *slog.Logger
 }
 
 // Server is the HTTP handler.
@@ -45,6 +51,9 @@ type Server struct {
 	ctl  *controller.Controller
 	echo *echo.Echo
 	log  *slog.Logger
+
+	streams        *streamGate
+	streamsRefused prometheus.Counter
 }
 
 // New builds the handler with every route.
@@ -55,13 +64,19 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.DefaultGatherer
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	s := &Server{cfg: cfg, ctl: ctl, echo: e, log: lg}
+	s := &Server{cfg: cfg, ctl: ctl, echo: e, log: lg, streams: newStreamGate(cfg.Limits),
+		streamsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "convoice_event_streams_refused_total",
+			Help: "Event streams refused because a cap (per person, per address, in all) was full."})}
+	if r, ok := cfg.Gatherer.(prometheus.Registerer); ok {
+		_ = r.Register(s.streamsRefused)
+	}
 	e.HTTPErrorHandler = s.errorHandler
 	e.IPExtractor = echo.ExtractIPDirect()
 	if len(cfg.TrustedProxies) > 0 {
@@ -76,7 +91,9 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	if !cfg.MetricsElsewhere {
+		e.GET("/metrics", echo.WrapHandler(s.MetricsHandler()))
+	}
 	e.GET("/api/openapi.yaml", s.openAPI)
 
 	v1 := e.Group("/api/v1")
@@ -217,6 +234,10 @@ func errorStatus(err error) (int, errorBody) {
 			msg = "no such route"
 		}
 		return he.Code, errorBody{errorDetail{Code: code, Message: msg}}
+	}
+	if errors.Is(err, controller.ErrStorageFull) {
+		return http.StatusInsufficientStorage, errorBody{errorDetail{Code: "storage_full",
+			Message: "the server's storage is full: nothing was saved; try again in a while (the operators have been told)"}}
 	}
 	if errors.Is(err, context.Canceled) {
 		return 499, errorBody{errorDetail{Code: "client_gone", Message: "the request was cancelled"}}

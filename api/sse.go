@@ -41,11 +41,31 @@ func (s *Server) events(c echo.Context) error {
 	if err := s.ctl.CheckMember(ctx, a, convID); err != nil {
 		return err
 	}
-	last, err := lastEventID(c)
+	last, err := s.resumeAt(c, convID)
 	if err != nil {
 		return err
 	}
-	return s.stream(c, convID, last, nil)
+	return s.stream(c, "user:"+a.UserID, convID, last, nil)
+}
+
+// resumeAt is where a client resumes convID's stream (lastEventID); an id
+// beyond the stream's newest event is refused with 400 rather than
+// accepted into a stream that would stay silent until the log caught up
+// with an id it never sent (a client mixing up streams, or a database
+// restored from a backup): the client starts again without it.
+func (s *Server) resumeAt(c echo.Context, convID string) (int64, error) {
+	last, err := lastEventID(c)
+	if err != nil || last == 0 {
+		return last, err
+	}
+	newest, err := s.ctl.LastEventSeq(c.Request().Context(), convID)
+	if err != nil {
+		return 0, err
+	}
+	if last > newest {
+		return 0, badBody("Last-Event-ID", "Last-Event-ID: %d is beyond this stream's newest event (%d); reconnect without it to start from the beginning", last, newest)
+	}
+	return last, nil
 }
 
 // lastEventID reads where a client resumes: the Last-Event-ID header, else
@@ -80,8 +100,10 @@ var errStreamEnd = errors.New("end of stream")
 
 // stream sends the events of convID after seq last as SSE until the client
 // goes (or the filter ends it), passing each through f when f is not nil.
-func (s *Server) stream(c echo.Context, convID string, last int64, f streamFilter) error {
-	return s.streamFrom(c, convID, func(ctx context.Context, after int64, n int) ([]controller.Event, error) {
+// who (the principal) and the client's address are counted against the
+// stream caps (Limits) while it is open.
+func (s *Server) stream(c echo.Context, who, convID string, last int64, f streamFilter) error {
+	return s.streamFrom(c, who, convID, func(ctx context.Context, after int64, n int) ([]controller.Event, error) {
 		return s.ctl.EventsAfter(ctx, convID, after, n)
 	}, last, f)
 }
@@ -89,9 +111,18 @@ func (s *Server) stream(c echo.Context, convID string, last int64, f streamFilte
 // streamFrom is stream for any stored stream: key is its hub key, read
 // its stored events after a seq (a conversation's log, or a person's own
 // stream).
-func (s *Server) streamFrom(c echo.Context, key string, read func(ctx context.Context, after int64, n int) ([]controller.Event, error),
+func (s *Server) streamFrom(c echo.Context, who, key string, read func(ctx context.Context, after int64, n int) ([]controller.Event, error),
 	last int64, f streamFilter) error {
 	ctx := c.Request().Context()
+	release, full := s.streams.admit(who, c.RealIP())
+	if full != "" {
+		s.streamsRefused.Inc()
+		return &controller.Error{Kind: controller.KindRateLimited, Code: "too_many_streams", Message: full}
+	}
+	defer release()
+	// The request is read: a stream may stay open for hours, so the
+	// server's read deadline (a bound on slow request bodies) is lifted.
+	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Time{})
 	sub := s.ctl.Hub().Subscribe(key)
 	defer sub.Close()
 

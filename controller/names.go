@@ -12,6 +12,7 @@ import (
 	"github.com/convoice/convoice/controller/engine"
 	"github.com/convoice/convoice/controller/guests"
 	"github.com/convoice/convoice/controller/policy"
+	"github.com/convoice/convoice/storage"
 )
 
 // The names the api layer and cmd use, each defined by the part it belongs
@@ -197,3 +198,7 @@ const (
 	JoinRateLimit  = guests.JoinRateLimit
 	JoinRateWindow = guests.JoinRateWindow
 )
+
+// ErrStorageFull is the store's "no room left on the database's disk": the
+// API answers 507 storage_full (nothing of the request was kept).
+var ErrStorageFull = storage.ErrStorageFull

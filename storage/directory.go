@@ -103,6 +103,23 @@ func (s *Store) Contacts(ctx context.Context, userID string) ([]User, error) {
 	return us, err
 }
 
+// MetUsers returns which of ids have been in a conversation with userID
+// (at any time): the people whose e-mail address userID may see.
+func (s *Store) MetUsers(ctx context.Context, userID string, ids []string) (map[string]bool, error) {
+	met := map[string]bool{}
+	if len(ids) == 0 {
+		return met, nil
+	}
+	var found []string
+	err := s.q(ctx).Raw(`SELECT DISTINCT other.user_id FROM participants me
+ JOIN participants other ON other.conversation_id = me.conversation_id
+ WHERE me.user_id = ? AND other.user_id IN ?`, userID, ids).Scan(&found).Error
+	for _, id := range found {
+		met[id] = true
+	}
+	return met, err
+}
+
 // IsContact reports whether contactID is on userID's list.
 func (s *Store) IsContact(ctx context.Context, userID, contactID string) (bool, error) {
 	var n int64

@@ -219,24 +219,30 @@ func (s *Store) LastMessageID(ctx context.Context, convID string) (int64, error)
 	return id, err
 }
 
-// CountJoinAttempt records one join attempt of client in the window that
-// starts at window (unix seconds) and returns how many that window now
-// holds. Windows that ended before keepAfter are forgotten on the way.
-func (s *Store) CountJoinAttempt(ctx context.Context, client string, window, keepAfter int64) (int, error) {
-	var n int
-	err := s.InTx(ctx, func(tx *Store) error {
+// CountJoinAttempt records one join attempt of client in the bucket that
+// starts at bucket (unix seconds) and returns how many attempts the
+// buckets from since on hold, and the start of the oldest of them that
+// holds any. Buckets that ended before keepAfter are forgotten on the way.
+func (s *Store) CountJoinAttempt(ctx context.Context, client string, bucket, since, keepAfter int64) (n int, oldest int64, err error) {
+	err = s.InTx(ctx, func(tx *Store) error {
 		if err := tx.q(ctx).Where("window_start < ?", keepAfter).Delete(&JoinAttempt{}).Error; err != nil {
 			return err
 		}
 		err := tx.q(ctx).Clauses(clause.OnConflict{
 			Columns:   []clause.Column{{Name: "client"}, {Name: "window_start"}},
 			DoUpdates: clause.Assignments(map[string]any{"attempts": gorm.Expr("join_attempts.attempts + 1")}),
-		}).Create(&JoinAttempt{Client: client, WindowStart: window, Attempts: 1}).Error
+		}).Create(&JoinAttempt{Client: client, WindowStart: bucket, Attempts: 1}).Error
 		if err != nil {
 			return err
 		}
-		return tx.q(ctx).Model(&JoinAttempt{}).Select("attempts").
-			Where("client = ? AND window_start = ?", client, window).Scan(&n).Error
+		var row struct {
+			N      int
+			Oldest int64
+		}
+		err = tx.q(ctx).Model(&JoinAttempt{}).Select("COALESCE(SUM(attempts), 0) AS n, COALESCE(MIN(window_start), 0) AS oldest").
+			Where("client = ? AND window_start >= ?", client, since).Scan(&row).Error
+		n, oldest = row.N, row.Oldest
+		return err
 	})
-	return n, err
+	return n, oldest, err
 }

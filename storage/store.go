@@ -37,6 +37,10 @@ type Store struct {
 	// (lease.go); empty on SQLite.
 	dsn string
 	log *slog.Logger
+	// full is set while writes fail for lack of room (full.go).
+	full *fullness
+	// writeFault is Options.WriteFault.
+	writeFault func() error
 
 	// writes feeds the SQLite writer goroutine (nil on PostgreSQL, where
 	// transactions run concurrently). With one writer, concurrent requests
@@ -86,6 +90,10 @@ type Options struct {
 	// SyncWAL, when set, replaces the fsync of the SQLite WAL (given its
 	// path): tests use it to make the disk fail. Leave it nil.
 	SyncWAL func(walPath string) error
+	// WriteFault, when set, is asked before each SQLite write batch; an
+	// error it returns fails the batch as the disk would (tests use it to
+	// fill the disk where they cannot mount a small one). Leave it nil.
+	WriteFault func() error
 }
 
 // Open opens (and creates) the database named by dsn: a postgres:// or
@@ -102,7 +110,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
 	}
-	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}}
+	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}, full: &fullness{}}
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"
@@ -139,6 +147,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		go s.checkpointer(s.stopW)
 		s.walPath = sqliteWALPath(dsn)
 		s.sync = s.syncWAL
+		s.writeFault = opts.WriteFault
 		if opts.SyncWAL != nil {
 			s.sync = func() error { return opts.SyncWAL(s.walPath) }
 		}
@@ -220,6 +229,9 @@ func (s *Store) Ping(ctx context.Context) error {
 		if err := s.dur.failed(); err != nil {
 			return err
 		}
+	}
+	if err := s.fullErr(); err != nil {
+		return err
 	}
 	sqlDB, err := s.db.DB()
 	if err != nil {
@@ -374,7 +386,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 		}
 		return tx.fanOut(ctx)
 	})
-	if err != nil {
+	if err := s.noteWrite(err); err != nil {
 		return Commit{}, err
 	}
 	if len(events) > 0 && s.afterCommit != nil {
@@ -434,13 +446,22 @@ func (s *Store) checkpointer(stop <-chan struct{}) {
 	}
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
+	var lastCheckpointError time.Time
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+			// A checkpoint that fails for lack of room leaves the WAL to
+			// grow: that is an operator's problem, said at ERROR (once a
+			// minute at most); being busy is routine.
 			if _, err := sqlDB.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
-				s.log.Debug("wal checkpoint", "err", err)
+				if isFull(err) && time.Since(lastCheckpointError) > time.Minute {
+					lastCheckpointError = time.Now()
+					s.log.Error("SQLite checkpoint failed: the disk is full", "err", err)
+				} else {
+					s.log.Debug("wal checkpoint", "err", err)
+				}
 			}
 		}
 	}

@@ -191,6 +191,11 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 	// (awaitDurable).
 	seq := s.dur.committing.Add(1)
 	err := conn.Transaction(func(gtx *gorm.DB) error {
+		if s.writeFault != nil {
+			if err := s.writeFault(); err != nil {
+				return err
+			}
+		}
 		sqlTx, _ := gtx.Statement.ConnPool.(*sql.Tx)
 		for r := first; r != nil; r = s.next(batch, waiting, start) {
 			if r != first {
@@ -237,6 +242,7 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			r.err = err
 			r.events = nil
 		}
+		r.err = s.noteWrite(r.err)
 		r.signalCommitted() // the skipped, and those of a failed batch
 	}
 	// To the syncer even when the commit failed: it answers in order and

@@ -45,6 +45,12 @@ const AdminToken = "test-admin-token-0123456789abcdef"
 
 // Options tune an Env.
 type Options struct {
+	// Limits bound connections and event streams (api.Limits; zero:
+	// production's defaults).
+	Limits api.Limits
+	// WriteFault fails SQLite write batches as a full disk would
+	// (storage.Options.WriteFault).
+	WriteFault func() error
 	// DB is the database (default: a new SQLite file in t.TempDir()).
 	DB string
 	// Emu is an already running emulator to use (default: a new one).
@@ -192,7 +198,7 @@ func (e *Env) start() {
 	t := e.t
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	store, err := storage.Open(ctx, e.opts.DB, storage.Options{Logger: e.logger("storage")})
+	store, err := storage.Open(ctx, e.opts.DB, storage.Options{Logger: e.logger("storage"), WriteFault: e.opts.WriteFault})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -259,15 +265,15 @@ func (e *Env) start() {
 	ncfg.Registerer = reg
 	e.Ctl.SetNotify(ncfg)
 	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
-		Gatherer: reg, Logger: e.logger("api")}, e.Ctl)
+		Gatherer: reg, Logger: e.logger("api"), Limits: e.opts.Limits}, e.Ctl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	e.listener = ln
 	e.URL = "http://" + ln.Addr().String()
-	e.srv = &http.Server{Handler: srv}
-	go e.srv.Serve(ln)
+	e.srv = srv.HTTPServer()
+	go e.srv.Serve(srv.LimitListener(ln))
 	go store.ListenEvents(ctx, e.opts.DB, e.Ctl.Hub().Poke, e.Ctl.Hub().PokeAll)
 	e.runDone = make(chan struct{})
 	go func() { _ = e.Ctl.Run(ctx); close(e.runDone) }()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/convoice/convoice/api"
 	"github.com/convoice/convoice/controller"
 	"github.com/convoice/convoice/pbx"
 )
@@ -46,6 +49,16 @@ type config struct {
 	NoSeed         bool
 	// IdempotencyRetention: how long Idempotency-Keys are kept.
 	IdempotencyRetention time.Duration
+	// Limits bound HTTP connections and event streams.
+	Limits api.Limits
+	// ARITLS is the TLS configuration for https ARI URLs (nil: system
+	// roots): CONVOICE_ARI_CA_FILE, CONVOICE_ARI_CERT_FILE and
+	// CONVOICE_ARI_KEY_FILE.
+	ARITLS *tls.Config
+	// MetricsToken protects /metrics; MetricsListen serves it on its own
+	// address instead of the API's.
+	MetricsToken  string
+	MetricsListen string
 	// Policy is the dial policy (CONVOICE_ALLOWED_COUNTRIES, …; env only).
 	Policy controller.PolicyConfig
 }
@@ -100,6 +113,12 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	fs.BoolVar(&c.NoSeed, "no-seed", noSeed, "do not seed the demo directory on an empty database with the emulator (CONVOICE_NO_SEED)")
 	keep := env("CONVOICE_IDEMPOTENCY_RETENTION", "24h")
 	fs.StringVar(&keep, "idempotency-retention", keep, "how long an Idempotency-Key and its answer are kept (CONVOICE_IDEMPOTENCY_RETENTION)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", env("CONVOICE_METRICS_LISTEN", ""), "serve /metrics on this address only, not on the API's (CONVOICE_METRICS_LISTEN)")
+	readTimeout := env("CONVOICE_HTTP_READ_TIMEOUT", "30s")
+	idleTimeout := env("CONVOICE_HTTP_IDLE_TIMEOUT", "60s")
+	counts := map[string]*int{"CONVOICE_MAX_CONNECTIONS": &c.Limits.MaxConnections,
+		"CONVOICE_MAX_STREAMS_PER_PERSON":  &c.Limits.MaxStreamsPerPrincipal,
+		"CONVOICE_MAX_STREAMS_PER_ADDRESS": &c.Limits.MaxStreamsPerAddress, "CONVOICE_MAX_STREAMS": &c.Limits.MaxStreams}
 	proxies := env("CONVOICE_TRUSTED_PROXIES", "")
 	fs.StringVar(&proxies, "trusted-proxies", proxies, "CIDRs of reverse proxies whose X-Forwarded-For is believed (CONVOICE_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
@@ -122,8 +141,27 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	if c.NodeLostAfter, err = time.ParseDuration(lost); err != nil || c.NodeLostAfter < time.Second {
 		return c, fmt.Errorf("CONVOICE_NODE_LOST_AFTER %q: want a duration of at least 1s", lost)
 	}
+	if c.Limits.ReadTimeout, err = time.ParseDuration(readTimeout); err != nil || c.Limits.ReadTimeout < time.Second {
+		return c, fmt.Errorf("CONVOICE_HTTP_READ_TIMEOUT %q: want a duration of at least 1s", readTimeout)
+	}
+	if c.Limits.IdleTimeout, err = time.ParseDuration(idleTimeout); err != nil || c.Limits.IdleTimeout < time.Second {
+		return c, fmt.Errorf("CONVOICE_HTTP_IDLE_TIMEOUT %q: want a duration of at least 1s", idleTimeout)
+	}
+	for name, v := range counts {
+		if s := env(name, ""); s != "" {
+			if *v, err = strconv.Atoi(s); err != nil || *v < 1 {
+				return c, fmt.Errorf("%s %q: want a whole number of at least 1", name, s)
+			}
+		}
+	}
 	if c.IdempotencyRetention, err = time.ParseDuration(keep); err != nil || c.IdempotencyRetention < time.Minute {
 		return c, fmt.Errorf("CONVOICE_IDEMPOTENCY_RETENTION %q: want a duration of at least 1m", keep)
+	}
+	if c.ARITLS, err = ariTLS(env("CONVOICE_ARI_CA_FILE", ""), env("CONVOICE_ARI_CERT_FILE", ""), env("CONVOICE_ARI_KEY_FILE", "")); err != nil {
+		return c, err
+	}
+	if c.MetricsToken, err = secret("CONVOICE_METRICS_TOKEN"); err != nil {
+		return c, err
 	}
 	if c.AdminToken, err = secret("CONVOICE_ADMIN_TOKEN"); err != nil {
 		return c, err
@@ -293,4 +331,36 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 		}
 	})
 	return set
+}
+
+// ariTLS builds the TLS configuration towards Asterisk from a CA file (PEM:
+// the CA that signed Asterisk's certificate, instead of the system roots)
+// and a client certificate and key (PEM), each optional; nil when none is
+// given.
+func ariTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("CONVOICE_ARI_CA_FILE: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CONVOICE_ARI_CA_FILE %s: no PEM certificate in it", caFile)
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("CONVOICE_ARI_CERT_FILE and CONVOICE_ARI_KEY_FILE go together: set both or neither")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("CONVOICE_ARI_CERT_FILE/CONVOICE_ARI_KEY_FILE: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

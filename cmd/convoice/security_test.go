@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -81,5 +84,62 @@ func TestPolicy_FromEnvReadsEveryVariableAndRefusesNonsense(t *testing.T) {
 				t.Fatalf("%s=%q: %v, want an error naming it", k, v, err)
 			}
 		})
+	}
+}
+
+// /metrics can be protected: with CONVOICE_METRICS_TOKEN it asks for the
+// token; with CONVOICE_METRICS_LISTEN it is served only there, not on the
+// API's address.
+func TestServe_MetricsBehindATokenOrOnTheirOwnAddress(t *testing.T) {
+	get := func(url, token string) int {
+		req, _ := http.NewRequest("GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	dir := t.TempDir()
+	addr, maddr := freeAddr(t), freeAddr(t)
+	p := start(t, []string{"CONVOICE_LISTEN=" + addr, "CONVOICE_DB=" + filepath.Join(dir, "a.db"),
+		"CONVOICE_METRICS_TOKEN=metrics-secret", "CONVOICE_METRICS_LISTEN=" + maddr}, "serve")
+	waitHTTP(t, "http://"+addr+"/readyz", p)
+	if st := get("http://"+addr+"/metrics", "metrics-secret"); st != 404 {
+		t.Errorf("/metrics on the API's address: %d, want 404 (served elsewhere)", st)
+	}
+	if st := get("http://"+maddr+"/metrics", ""); st != 401 {
+		t.Errorf("/metrics without the token: %d, want 401", st)
+	}
+	if st := get("http://"+maddr+"/metrics", "wrong"); st != 401 {
+		t.Errorf("/metrics with a wrong token: %d, want 401", st)
+	}
+	if st := get("http://"+maddr+"/metrics", "metrics-secret"); st != 200 {
+		t.Errorf("/metrics with the token: %d, want 200", st)
+	}
+}
+
+// The TLS settings towards Asterisk are read from files and refused
+// clearly when wrong.
+func TestConfig_ARITLSFilesReadAndNonsenseRefused(t *testing.T) {
+	if c, err := ariTLS("", "", ""); c != nil || err != nil {
+		t.Fatalf("no files: %v %v, want the system roots", c, err)
+	}
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ariTLS(notPEM, "", ""); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a CA file without a certificate: %v", err)
+	}
+	if _, err := ariTLS(filepath.Join(dir, "missing.pem"), "", ""); err == nil || !strings.Contains(err.Error(), "CONVOICE_ARI_CA_FILE") {
+		t.Errorf("a missing CA file: %v", err)
+	}
+	if _, err := ariTLS("", filepath.Join(dir, "cert.pem"), ""); err == nil || !strings.Contains(err.Error(), "go together") {
+		t.Errorf("a certificate without its key: %v", err)
 	}
 }

@@ -50,7 +50,7 @@ func buildNodes(ctx context.Context, cfg config, lg *slog.Logger) ([]*controller
 	}
 	cleanup := func() {}
 	astDriver := func(name, url, user, pass string) (pbx.Driver, error) {
-		return asterisk.New(asterisk.Config{URL: url, User: user, Password: pass, App: cfg.ARIApp, Routes: routes,
+		return asterisk.New(asterisk.Config{URL: url, User: user, Password: pass, App: cfg.ARIApp, Routes: routes, TLS: cfg.ARITLS,
 			RingTimeout: cfg.RingTimeout, TalkDetect: true, Logger: lg.With("node", name)})
 	}
 	fsDriver := func(name, addr, pass string) (pbx.Driver, error) {
@@ -169,14 +169,18 @@ func runServe(args []string) error {
 	} else {
 		lg.Info("no CONVOICE_ADMIN_TOKEN: the admin API is closed (use `convoice user add` on this machine)")
 	}
+	metricsHash := ""
+	if cfg.MetricsToken != "" {
+		metricsHash = controller.HashSecret(cfg.MetricsToken)
+	}
 	srv := api.New(api.Config{AdminTokenHash: adminHash, PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies,
-		Gatherer: reg, Logger: lg}, ctl)
+		Gatherer: reg, Logger: lg, Limits: cfg.Limits, MetricsTokenHash: metricsHash, MetricsElsewhere: cfg.MetricsListen != ""}, ctl)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := srv.HTTPServer()
 	// With several replicas on one PostgreSQL, every replica's event
 	// streams hear of what the others committed.
 	go store.ListenEvents(ctx, cfg.DB, ctl.Hub().Poke, ctl.Hub().PokeAll)
@@ -186,12 +190,24 @@ func runServe(args []string) error {
 		close(runDone)
 	}()
 	go func() {
-		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(srv.LimitListener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			lg.Error("http server stopped", "err", err)
 			stop()
 		}
 	}()
 	lg.Info("convoice is listening", "url", "http://"+ln.Addr().String(), "pbx", cfg.PBX)
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("CONVOICE_METRICS_LISTEN: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		lg.Info("metrics are served on their own address", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)

@@ -111,6 +111,11 @@ func (cv *Conversations) EventsAfter(ctx context.Context, convID string, after i
 	return cv.store.EventsAfter(ctx, convID, after, limit)
 }
 
+// LastEventSeq is the seq of a conversation's newest stored event (0: none).
+func (cv *Conversations) LastEventSeq(ctx context.Context, convID string) (int64, error) {
+	return cv.store.LastEventSeq(ctx, convID)
+}
+
 // MessageText is a message's text as stored (trailing blanks dropped), or
 // why it cannot be posted.
 func MessageText(text string) (string, error) {

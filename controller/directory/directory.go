@@ -103,9 +103,9 @@ func (dir *Directory) CreateUser(ctx context.Context, a core.Actor, in NewUser) 
 	if err := core.RequireAdmin(a); err != nil {
 		return UserView{}, err
 	}
-	name := strings.TrimSpace(in.DisplayName)
-	if name == "" || len(name) > 200 {
-		return UserView{}, core.Invalid("display_name", "display_name: required, at most 200 characters")
+	name, err := core.Name("display_name", in.DisplayName)
+	if err != nil {
+		return UserView{}, err
 	}
 	addr, err := mail.ParseAddress(strings.TrimSpace(in.Email))
 	if err != nil || addr.Name != "" {
@@ -208,9 +208,24 @@ func (dir *Directory) Me(ctx context.Context, a core.Actor) (MeView, error) {
 	if err != nil {
 		return MeView{}, err
 	}
+	// A contact's e-mail address is shown only once you have been in a
+	// conversation together: putting any user id on your list must not
+	// reveal who that is beyond their name.
+	ids := make([]string, len(cs))
+	for i := range cs {
+		ids[i] = cs[i].ID
+	}
+	met, err := dir.store.MetUsers(ctx, a.UserID, ids)
+	if err != nil {
+		return MeView{}, err
+	}
 	v.Contacts = make([]ContactView, 0, len(cs))
 	for _, cu := range cs {
-		v.Contacts = append(v.Contacts, ContactView{ID: cu.ID, DisplayName: cu.DisplayName, Email: cu.Email})
+		c := ContactView{ID: cu.ID, DisplayName: cu.DisplayName}
+		if met[cu.ID] {
+			c.Email = cu.Email
+		}
+		v.Contacts = append(v.Contacts, c)
 	}
 	return v, nil
 }

@@ -17,7 +17,8 @@ type NumberView struct {
 type ContactView struct {
 	ID          string `json:"id"`
 	DisplayName string `json:"display_name"`
-	Email       string `json:"email"`
+	// Email is shown only for people you have been in a conversation with.
+	Email string `json:"email,omitempty"`
 }
 
 // UserView is a user with their numbers (and contacts for /me).

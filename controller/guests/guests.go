@@ -18,7 +18,6 @@ const (
 	defaultLinkExpiry = 24 * time.Hour
 	maxLinkExpiry     = 30 * 24 * time.Hour
 	maxLinkUses       = 10000
-	maxGuestName      = 100
 	// maxTokenInput bounds a token before it is even hashed (ours are 43
 	// characters).
 	maxTokenInput = 200
@@ -27,6 +26,8 @@ const (
 	// JoinRateWindow.
 	JoinRateLimit  = 10
 	JoinRateWindow = time.Minute
+	// joinRateBucket is the sliding window's resolution (CountJoinAttempt).
+	joinRateBucket = 5 * time.Second
 )
 
 // Guests is the join links and the guests who come with them.
@@ -37,12 +38,13 @@ type Guests struct {
 	engine        *engine.Engine
 	conversations *conversations.Conversations
 	audit         *audit.Log
+	now           func() time.Time // the clock of the join-attempt window
 }
 
 // New makes the guests' side over the engine (their calls) and convs
 // (the messages they read and post).
 func New(store *storage.Store, lg *slog.Logger, numbers policy.Numbers, eng *engine.Engine, convs *conversations.Conversations, trail *audit.Log) *Guests {
-	return &Guests{store: store, log: lg, numbers: numbers, engine: eng, conversations: convs, audit: trail}
+	return &Guests{store: store, log: lg, numbers: numbers, engine: eng, conversations: convs, audit: trail, now: time.Now}
 }
 
 // errJoinLinkInvalid is the one answer for a token that is unknown,

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/convoice/convoice/controller/core"
 	"github.com/convoice/convoice/controller/engine"
@@ -22,19 +20,26 @@ import (
 // (429 rate_limited, with when to retry). The counters are in the
 // database, so the limit holds across replicas.
 func (gu *Guests) CountJoinAttempt(ctx context.Context, client string) error {
-	now := time.Now().UTC()
+	// A sliding window kept as buckets of joinRateBucket: the attempts of
+	// the buckets that overlap the last JoinRateWindow count, so no window
+	// of that length, wherever it starts, lets more than JoinRateLimit
+	// through (a fixed window let twice as many through across its edge).
+	now := gu.now().UTC()
+	b := int64(joinRateBucket / time.Second)
 	w := int64(JoinRateWindow / time.Second)
-	start := now.Unix() / w * w
+	bucket := now.Unix() / b * b
+	since := bucket - w
 	key := client
 	if len(key) > 64 {
 		key = core.HashSecret(key)
 	}
-	n, err := gu.store.CountJoinAttempt(ctx, key, start, start-w)
+	n, oldest, err := gu.store.CountJoinAttempt(ctx, key, bucket, since, since)
 	if err != nil {
 		return err
 	}
 	if n > JoinRateLimit {
-		after := time.Unix(start+w, 0).Sub(now)
+		// Free again once the oldest counted bucket has left the window.
+		after := time.Unix(oldest+w+b, 0).Sub(now)
 		if after < time.Second {
 			after = time.Second
 		}
@@ -110,19 +115,7 @@ type GuestJoinResult struct {
 	Guest          GuestView     `json:"guest"`
 }
 
-func checkGuestName(s string) (string, error) {
-	name := strings.TrimSpace(s)
-	n := utf8.RuneCountInString(name)
-	if n == 0 || n > maxGuestName {
-		return "", core.Invalid("display_name", "display_name: your name, from 1 to %d characters", maxGuestName)
-	}
-	for _, r := range name {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
-			return "", core.Invalid("display_name", "display_name: %q is not allowed in a name", r)
-		}
-	}
-	return name, nil
-}
+func checkGuestName(s string) (string, error) { return core.Name("display_name", s) }
 
 // JoinAsGuest makes the holder of a join-link token a guest of its
 // conversation and, unless the link asks for admission, has the PBX call

@@ -60,6 +60,8 @@ func TestJoinLinkState_RevokedExpiredUsedUpActive(t *testing.T) {
 	}
 }
 
+// One rule for every display name (core.Name): guests' here, people's in
+// the API tests.
 func TestGuestName_TrimmedBoundedNoControlOrFormatCharacters(t *testing.T) {
 	for in, ok := range map[string]bool{
 		"  Gina Guest ":          true,

@@ -135,6 +135,7 @@ type Server struct {
 	mu        sync.Mutex
 	channels  map[string]*channel
 	bridges   map[string]*bridge
+	playbacks map[string]*playback
 	apps      map[string]*app
 	websocks  map[*wsConn]struct{}
 	subAll    map[string]int // app → websockets with subscribeAll=true
@@ -149,10 +150,12 @@ type Server struct {
 	phase     phase
 	closed    bool
 
-	hang    emuserver.Hang // SetUnresponsive
-	wsDelay atomic.Int64   // SetWebsocketDelay, ns
-	done    chan struct{}  // closed by Close
-	wg      sync.WaitGroup // websocket loops and the boot goroutine, awaited by Close
+	hang        emuserver.Hang // SetUnresponsive
+	wsDelay     atomic.Int64   // SetWebsocketDelay, ns
+	origDelay   atomic.Int64   // SetOriginateDelay, ns
+	answerDelay atomic.Int64   // SetAnswerDelay, ns
+	done        chan struct{}  // closed by Close
+	wg          sync.WaitGroup // websocket loops and the boot goroutine, awaited by Close
 
 	netMu   sync.Mutex
 	addr    string
@@ -198,6 +201,7 @@ func (s *Server) resetLocked(now time.Time) {
 	s.channels = map[string]*channel{}
 	s.bridges = map[string]*bridge{}
 	s.apps = map[string]*app{}
+	s.playbacks = map[string]*playback{}
 	s.uniq, s.pjsipSeq, s.localSeq = 0, 0, 0
 	s.startup = now
 }
@@ -427,6 +431,39 @@ func (s *Server) SetUnresponsive(on bool) {
 	if s.hang.Set(on) {
 		s.log.Info("unresponsive mode", "on", on)
 	}
+}
+
+// SetPartitioned cuts the network between the clients and Asterisk
+// without closing anything: it is SetUnresponsive under the name tests
+// use. While on, REST requests and websocket upgrades — on connections
+// already open and on new ones alike (TCP is accepted) — get no answer,
+// pings get no pong and events are held; calls and phone scripts go on.
+// When it ends, the requests held are cut (their TCP connection closes
+// without an answer) and the held events are written, unless a
+// websocket's queue (Config.EventQueue) overflowed meanwhile, which closes
+// that websocket.
+func (s *Server) SetPartitioned(on bool) { s.SetUnresponsive(on) }
+
+// SetOriginateDelay holds each new originate (POST /channels,
+// POST /channels/{id}) d before the channel exists and the 200 is written,
+// like a slow Asterisk. A DELETE /channels/{id} of that id during the delay
+// answers 404 "Channel not found", as Asterisk does for an unknown channel;
+// the originate still goes through afterwards. 0 turns it off.
+func (s *Server) SetOriginateDelay(d time.Duration) { s.origDelay.Store(int64(d)) }
+
+// SetAnswerDelay makes the phones that ring before answering (every number
+// but the lab endpoints, "@trunk-slow" and the early-media numbers) ring d
+// instead of Config.Timing.Ring, for calls originated from now on. 0 goes
+// back to the configured ring.
+func (s *Server) SetAnswerDelay(d time.Duration) { s.answerDelay.Store(int64(d)) }
+
+// timing is the phone timing for a new call.
+func (s *Server) timing() emuphone.Timing {
+	t := s.cfg.Timing
+	if d := time.Duration(s.answerDelay.Load()); d > 0 {
+		t.Ring = d
+	}
+	return t
 }
 
 // Restart behaves like `core restart now` (recordings f_*): every channel is

@@ -146,6 +146,13 @@ func (s *Server) handleAddChannel(rc *reqCtx) {
 	if br == nil {
 		return
 	}
+	if !s.waitPromptsLocked(rc, chans) {
+		panic(http.ErrAbortHandler)
+	}
+	// The world may have moved while the prompt played.
+	if br, chans = s.bridgeControlLocked(rc); br == nil {
+		return
+	}
 	mute := rc.p.bool("mute")
 	for _, ch := range chans {
 		if ch.bridge != nil {

@@ -49,6 +49,7 @@ type channel struct {
 	bridge     *bridge
 	peer       *channel // the other half of a Local pair
 	timer      *time.Timer
+	playQ      []*playback       // playing first, then queued
 	vars       map[string]string // only when someone set one
 	timeoutMs  int               // originate timeout; -1: none
 	silenceMs  int               // TALK_DETECT silence threshold
@@ -261,6 +262,14 @@ func (s *Server) startDialLocked(ch *channel) {
 		s.farEndRefuseLocked(ch, p.Cause, p.SIPStatus)
 		return
 	}
+	if p.EarlyMedia > 0 {
+		// 183 Session Progress with SDP (recording o): Dial PROGRESS, no
+		// ChannelStateChange (the leg stays Down), no StasisStart until
+		// the 200 OK; the early media never reaches a bridge.
+		s.evDial(ch, "PROGRESS")
+		s.armRingLocked(ch)
+		return
+	}
 	ch.state = stateRinging
 	s.evStateChange(ch)
 	s.evDial(ch, "RINGING")
@@ -271,15 +280,23 @@ func (s *Server) startDialLocked(ch *channel) {
 // originate timeout, which counts until the answer (recording n).
 func (s *Server) armRingLocked(ch *channel) {
 	p := ch.phone
-	answers := p.Outcome == emuphone.Answer || p.Outcome == emuphone.AnswerThenHangup
+	wait := p.Ring // until the far end's final answer
+	if p.EarlyMedia > 0 {
+		wait = p.EarlyMedia
+	}
 	timeout := time.Duration(ch.timeoutMs) * time.Millisecond
 	switch {
-	case answers && (ch.timeoutMs < 0 || p.Ring < timeout):
-		if p.Ring <= 0 {
+	case p.Answers() && (ch.timeoutMs < 0 || wait < timeout):
+		if wait <= 0 {
 			s.answerLocked(ch)
 			return
 		}
-		s.setTimerLocked(ch, p.Ring, func() { s.answerLocked(ch) })
+		s.setTimerLocked(ch, wait, func() { s.answerLocked(ch) })
+	case p.Outcome == emuphone.Unavailable && (ch.timeoutMs < 0 || wait < timeout):
+		// 480 after the early media (recording o): HangupRequest cause 19
+		// with tech_cause 480 and no soft, Dial NOANSWER, ChannelDestroyed
+		// 19 with tech_cause 480; never StasisStart.
+		s.setTimerLocked(ch, wait, func() { s.farEndRefuseLocked(ch, 19, p.SIPStatus) })
 	case ch.timeoutMs >= 0:
 		s.setTimerLocked(ch, timeout, func() {
 			// Timeout: only ChannelDestroyed 19, no HangupRequest and no
@@ -302,6 +319,15 @@ func (s *Server) answerLocked(ch *channel) {
 		s.evStasisStart(ch)
 		if o == emuphone.AnswerThenHangup {
 			s.setTimerLocked(ch, ch.phone.Hold, func() { s.farEndByeLocked(ch) })
+		}
+		if ch.phone.Digits != "" {
+			time.AfterFunc(ch.phone.DigitAfter, func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if !s.closed && !ch.gone {
+					s.pressLocked(ch, ch.phone.Digits)
+				}
+			})
 		}
 		return
 	}
@@ -386,6 +412,7 @@ func (s *Server) destroyLocked(ch *channel, cause, techCause int) {
 	ch.stopTimer()
 	ch.talkGen++
 	ch.talking = false
+	s.endPlaybacksLocked(ch)
 	if ch.bridge != nil {
 		s.leaveBridgeLocked(ch, false)
 	}

@@ -47,6 +47,16 @@ func (s *Server) handleOriginate(rc *reqCtx) {
 	if !rc.loadBody() {
 		return
 	}
+	if d := time.Duration(s.origDelay.Load()); d > 0 {
+		// SetOriginateDelay: a slow Asterisk, nothing exists yet.
+		select {
+		case <-time.After(d):
+		case <-s.done:
+			panic(http.ErrAbortHandler)
+		case <-rc.r.Context().Done():
+			panic(http.ErrAbortHandler)
+		}
+	}
 	p := rc.p
 	a := originateArgs{
 		channelID:  p.str("channelId"),
@@ -172,7 +182,7 @@ func (s *Server) originateLocked(a originateArgs, tech, resource string) (*chann
 			s.log.Info("originate: no such PJSIP endpoint", "endpoint", a.endpoint)
 			return nil, http.StatusInternalServerError
 		}
-		ch.phone = emuphone.ForEndpoint(a.endpoint, s.cfg.Timing)
+		ch.phone = emuphone.ForEndpoint(a.endpoint, s.timing())
 		if ch.phone.Outcome == emuphone.Unreachable {
 			// No contact registered, or nothing listening (recording d).
 			s.log.Info("originate: endpoint unreachable", "endpoint", a.endpoint)

@@ -96,8 +96,8 @@ var routeDefs = []routeDef{
 	{"DELETE", "/channels/{channelId}/moh", (*Server).handleChannelNoop},
 	{"POST", "/channels/{channelId}/silence", (*Server).handleChannelNoop},
 	{"DELETE", "/channels/{channelId}/silence", (*Server).handleChannelNoop},
-	{"POST", "/channels/{channelId}/play", nil},
-	{"POST", "/channels/{channelId}/play/{playbackId}", nil},
+	{"POST", "/channels/{channelId}/play", (*Server).handlePlay},
+	{"POST", "/channels/{channelId}/play/{playbackId}", (*Server).handlePlay},
 	{"POST", "/channels/{channelId}/record", nil},
 	{"GET", "/channels/{channelId}/variable", (*Server).handleGetVar},
 	{"POST", "/channels/{channelId}/variable", (*Server).handleSetVar},
@@ -132,8 +132,8 @@ var routeDefs = []routeDef{
 	{"PUT", "/mailboxes/{mailboxName}", nil},
 	{"DELETE", "/mailboxes/{mailboxName}", nil},
 
-	{"GET", "/playbacks/{playbackId}", nil},
-	{"DELETE", "/playbacks/{playbackId}", nil},
+	{"GET", "/playbacks/{playbackId}", (*Server).handlePlaybackGet},
+	{"DELETE", "/playbacks/{playbackId}", (*Server).handlePlaybackStop},
 	{"POST", "/playbacks/{playbackId}/control", nil},
 
 	{"GET", "/recordings/stored", nil},

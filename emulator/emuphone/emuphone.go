@@ -6,6 +6,15 @@
 // The table is the one fixed in
 // API-CONTRACT.md ("The emulator's phones") plus the lab endpoints of the
 // Asterisk recordings (PJSIP/1001 … 1007), so recordings can be replayed.
+//
+// The numbers added with recordings o, p and q: "0183" sends 183 Session
+// Progress with early media for Timing.EarlyMedia (3 s), then answers;
+// "0187" the same early media, then 480 Temporarily Unavailable; "0111"
+// rings like an ordinary phone (Timing.Ring; the lab carrier 0.5 s), answers
+// and presses "1" Timing.DigitAfter (1.5 s) after answering, held 160 ms;
+// "0190" is a voicemail box: rings like an ordinary phone, answers, never
+// presses a key, and hangs up (BYE) Timing.VoicemailHold (40 s) after
+// answering.
 package emuphone
 
 import (
@@ -35,6 +44,10 @@ const (
 	// "Allocation failed"; an unregistered PJSIP endpoint or one where
 	// nothing listens).
 	Unreachable
+	// Unavailable: 183 Session Progress with early media for EarlyMedia,
+	// then 480 Temporarily Unavailable ("0187"). Asterisk reports cause 19
+	// (tech_cause 480), FreeSWITCH NO_USER_RESPONSE (18).
+	Unavailable
 )
 
 func (o Outcome) String() string {
@@ -55,6 +68,8 @@ func (o Outcome) String() string {
 		return "congestion"
 	case Unreachable:
 		return "unreachable"
+	case Unavailable:
+		return "unavailable"
 	}
 	return "unknown"
 }
@@ -69,9 +84,24 @@ type Phone struct {
 	// Cause is the Q.850 cause the far end ends the call with (busy 17,
 	// reject 21, unallocated 1, congestion 34, far-end BYE 16).
 	Cause int
-	// SIPStatus is the SIP response the far end sends (486, 603, 404, 503),
-	// for emulators that report it; 0 for answered calls.
+	// SIPStatus is the SIP response the far end sends (486, 603, 404, 503,
+	// 480), for emulators that report it; 0 for answered calls.
 	SIPStatus int
+	// EarlyMedia, when set, replaces the ringing: the far end sends 183
+	// Session Progress with SDP and early media (a tone) for EarlyMedia,
+	// then its final answer (200 for Answer, 480 for Unavailable) —
+	// "0183" and "0187". Ring is then not used.
+	EarlyMedia time.Duration
+	// Digits are keys the far end presses (RFC 4733), DigitAfter after it
+	// answered, each held DigitLength ("0111": "1" at 1.5 s, 160 ms).
+	Digits      string
+	DigitAfter  time.Duration
+	DigitLength time.Duration
+}
+
+// Answers reports whether the far end answers (200 OK) at some point.
+func (p Phone) Answers() bool {
+	return p.Outcome == Answer || p.Outcome == AnswerThenHangup
 }
 
 // Timing holds the tunable delays.
@@ -84,10 +114,24 @@ type Timing struct {
 	Hold time.Duration
 	// SlowRing is how long "@trunk-slow" rings (recording n: 3 s).
 	SlowRing time.Duration
+	// EarlyMedia is how long "0183" and "0187" send early media before
+	// their 200 or 480 (recordings o and p: 3 s). Tests shorten it.
+	EarlyMedia time.Duration
+	// DigitAfter is how long after answering "0111" presses its key
+	// (recording q: 1.5 s; the key ends 160 ms later).
+	DigitAfter time.Duration
+	// VoicemailHold is how long the "0190" voicemail box stays up after
+	// answering before it sends BYE (recording q: 40 s).
+	VoicemailHold time.Duration
 }
 
 // DefaultTiming is the contract's timing.
-var DefaultTiming = Timing{Ring: 300 * time.Millisecond, Hold: 2 * time.Second, SlowRing: 3 * time.Second}
+var DefaultTiming = Timing{Ring: 300 * time.Millisecond, Hold: 2 * time.Second, SlowRing: 3 * time.Second,
+	EarlyMedia: 3 * time.Second, DigitAfter: 1500 * time.Millisecond, VoicemailHold: 40 * time.Second}
+
+// DigitLength is how long the carrier held a key (recording q: one RFC 4733
+// event of 160 ms).
+const DigitLength = 160 * time.Millisecond
 
 func (t Timing) withDefaults() Timing {
 	if t.Ring <= 0 {
@@ -98,6 +142,15 @@ func (t Timing) withDefaults() Timing {
 	}
 	if t.SlowRing <= 0 {
 		t.SlowRing = DefaultTiming.SlowRing
+	}
+	if t.EarlyMedia <= 0 {
+		t.EarlyMedia = DefaultTiming.EarlyMedia
+	}
+	if t.DigitAfter <= 0 {
+		t.DigitAfter = DefaultTiming.DigitAfter
+	}
+	if t.VoicemailHold <= 0 {
+		t.VoicemailHold = DefaultTiming.VoicemailHold
 	}
 	return t
 }
@@ -137,11 +190,17 @@ func ForEndpoint(endpoint string, t Timing) Phone {
 	if host == "trunk-slow" {
 		ring = t.SlowRing
 	}
-	return ForNumber(resource, ring, t.Hold)
+	return forNumber(resource, ring, t)
 }
 
-// ForNumber applies the contract's last-four-digits table.
+// ForNumber applies the contract's last-four-digits table, with the
+// default timing for what ring and hold do not say.
 func ForNumber(number string, ring, hold time.Duration) Phone {
+	return forNumber(number, ring, Timing{Ring: ring, Hold: hold}.withDefaults())
+}
+
+func forNumber(number string, ring time.Duration, t Timing) Phone {
+	hold := t.Hold
 	digits := onlyDigits(number)
 	last4 := digits
 	if len(last4) > 4 {
@@ -160,6 +219,16 @@ func ForNumber(number string, ring, hold time.Duration) Phone {
 		return Phone{Outcome: Congestion, Cause: 34, SIPStatus: 503}
 	case "0200":
 		return Phone{Outcome: AnswerThenHangup, Ring: ring, Hold: hold, Cause: 16}
+	case "0183":
+		return Phone{Outcome: Answer, EarlyMedia: t.EarlyMedia, Cause: 16}
+	case "0187":
+		return Phone{Outcome: Unavailable, EarlyMedia: t.EarlyMedia, Cause: 19, SIPStatus: 480}
+	case "0111":
+		return Phone{Outcome: Answer, Ring: ring, Cause: 16,
+			Digits: "1", DigitAfter: t.DigitAfter, DigitLength: DigitLength}
+	case "0190":
+		// A voicemail box: answers, never a key, BYE after VoicemailHold.
+		return Phone{Outcome: AnswerThenHangup, Ring: ring, Hold: t.VoicemailHold, Cause: 16}
 	}
 	return Phone{Outcome: Answer, Ring: ring, Cause: 16}
 }

@@ -57,6 +57,29 @@ func (s *Server) execAPI(cmd, arg, job string) (result string, pending bool) {
 		}
 		s.hangupLocked(ch, cause, hangKill)
 		return "+OK\n", false
+	case "uuid_transfer":
+		// uuid_transfer <uuid> [-bleg|-both] <dest> [dialplan] [context]:
+		// not recorded; emulated as the running app ending (a conference
+		// member leaves) and the transfer app running with those args.
+		f := strings.Fields(arg)
+		if len(f) > 1 && strings.HasPrefix(f[1], "-") {
+			f = append(f[:1], f[2:]...)
+		}
+		if len(f) < 2 {
+			return "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n", false
+		}
+		ch := s.chans[f[0]]
+		if ch == nil {
+			return "-ERR No such channel!\n", false
+		}
+		ch.onDigit = nil
+		if ch.member != nil {
+			s.leaveLocked(ch.member)
+		}
+		s.closeAppLocked(ch)
+		ch.appStarted = true
+		s.runAppsLocked(ch, []dpApp{{"transfer", strings.Join(f[1:], " ")}})
+		return "+OK\n", false
 	case "uuid_exists":
 		_, ok := s.chans[strings.TrimSpace(arg)]
 		return strconv.FormatBool(ok), false
@@ -311,6 +334,15 @@ func (s *Server) showLocked(arg string) string {
 // originate parses "[{vars}]<dial string> <&app(args)|exten> [...]" the way
 // the recordings show FreeSWITCH reacting to good and bad dial strings.
 func (s *Server) originate(arg, job string) (string, bool) {
+	if d := time.Duration(s.originateDelay.Load()); d > 0 {
+		s.mu.Lock()
+		gen := s.gen
+		s.mu.Unlock()
+		if !emuserver.Sleep(d, s.genDone(gen)) {
+			// The process ended meanwhile: the job is lost with it.
+			return "", true
+		}
+	}
 	toks := splitQuoted(arg)
 	if len(toks) < 2 {
 		return "-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] [<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n", false
@@ -338,9 +370,28 @@ func (s *Server) originate(arg, job string) (string, bool) {
 		uuid = emuserver.UUID()
 	}
 	app, appData := "park", ""
+	var inline []dpApp
+	inlineText := ""
 	if a := toks[1]; strings.HasPrefix(a, "&") {
 		name, rest, _ := strings.Cut(a[1:], "(")
 		app, appData = name, strings.TrimSuffix(rest, ")")
+	} else {
+		// An extension: "<apps>" in the inline dialplan, or an extension
+		// of the emulator's XML dialplan (dialplan.go).
+		ext := strings.TrimSuffix(strings.TrimPrefix(a, "'"), "'")
+		dialplan := "XML"
+		if len(toks) > 2 {
+			dialplan = toks[2]
+		}
+		switch {
+		case strings.EqualFold(dialplan, "inline"):
+			inline, inlineText = parseInline(ext), ext
+		case strings.HasPrefix(ext, "conf-") && len(ext) > len("conf-"):
+			inline, inlineText = []dpApp{{"answer", ""}, {"conference", ext[len("conf-"):] + "@default"}}, ext
+		}
+		if inline != nil {
+			app = "inline"
+		}
 	}
 	timeout := 60 * time.Second
 	if t, err := strconv.Atoi(varOf("originate_timeout")); err == nil && t > 0 {
@@ -359,6 +410,7 @@ func (s *Server) originate(arg, job string) (string, bool) {
 		return fail("CHAN_NOT_IMPLEMENTED", false)
 	}
 	ch := &channel{uuid: uuid, dial: dial, app: app, appData: appData, appUUID: emuserver.UUID(),
+		inline: inline, inlineText: inlineText,
 		timeout: timeout, vars: newVarList(), speaking: s.cfg.AutoTalk,
 		cidName: varOf("origination_caller_id_name"), cidNum: varOf("origination_caller_id_number")}
 	if ch.cidNum == "" {
@@ -399,7 +451,7 @@ func (s *Server) originate(arg, job string) (string, bool) {
 		s.mu.Unlock()
 		return "-ERR DESTINATION_OUT_OF_ORDER\n", false
 	}
-	ch.phone = emuphone.ForEndpoint(dial, s.cfg.Timing)
+	ch.phone = emuphone.ForEndpoint(dial, s.timing())
 	o := &origination{job: job, arg: arg}
 	if job == "" {
 		o.result = make(chan string, 1)
@@ -423,6 +475,27 @@ func (s *Server) originate(arg, job string) (string, bool) {
 	case <-s.genDone(gen):
 		return "-ERR SYSTEM_SHUTDOWN\n", false
 	}
+}
+
+// varOfList is the value of variable k in an originate's {vars}.
+func varOfList(vars []hdr, k string) string {
+	for _, h := range vars {
+		if h.k == k {
+			return h.v
+		}
+	}
+	return ""
+}
+
+// astTrue is switch_true: yes, on, true, t, enabled, active, allow or a
+// non-zero number.
+func astTrue(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "yes", "on", "true", "t", "enabled", "active", "allow":
+		return true
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	return err == nil && n != 0
 }
 
 // parseVars splits "a=b,c='d, e'" into ordered variables.

@@ -32,6 +32,19 @@ func (v *varList) set(k, val string) {
 	v.vals[k] = val
 }
 
+func (v *varList) del(k string) {
+	if _, ok := v.vals[k]; !ok {
+		return
+	}
+	delete(v.vals, k)
+	for i, x := range v.keys {
+		if x == k {
+			v.keys = append(v.keys[:i], v.keys[i+1:]...)
+			break
+		}
+	}
+}
+
 func (v *varList) get(k string) (string, bool) { x, ok := v.vals[k]; return x, ok }
 
 // Causes the emulator uses, with their Q.850 value as
@@ -69,6 +82,10 @@ func refusalFor(p emuphone.Phone) refusal {
 		// The lab's carrier answered 503 and FreeSWITCH reported
 		// NORMAL_TEMPORARY_FAILURE (41), not congestion (34): recording d.
 		return refusal{"NORMAL_TEMPORARY_FAILURE", 503, "Service Unavailable"}
+	case emuphone.Unavailable:
+		// 183 then 480 Temporarily Unavailable: NO_USER_RESPONSE (18),
+		// recording p.
+		return refusal{"NO_USER_RESPONSE", 480, "Temporarily Unavailable"}
 	default: // Unreachable: never recorded over sofia; a request timeout.
 		return refusal{"RECOVERY_ON_TIMER_EXPIRE", 408, "Request Timeout"}
 	}
@@ -113,7 +130,19 @@ type channel struct {
 	flipped   bool
 	executing bool
 	hanging   bool // teardown started
-	verbose   bool // every event carries the variables
+	// ignoreEarly: ignore_early_media=true in the originate's {vars}.
+	ignoreEarly bool
+	// appStarted: the originate succeeded and the application runs (at
+	// the answer, or at the 183 when early media counts).
+	appStarted bool
+	// inline is the dialplan the answered leg runs instead of an
+	// &app(args) (originate … '<apps>' inline, or an XML extension);
+	// inlineText is it as given, the destination while routing.
+	inline     []dpApp
+	inlineText string
+	// onDigit receives the keys the phone presses (play_and_get_digits).
+	onDigit func(digit string)
+	verbose bool // every event carries the variables
 
 	created, progress, progressMedia, answered, hungup time.Time
 
@@ -221,6 +250,7 @@ var withVars = map[string]bool{
 	"CHANNEL_PROGRESS_MEDIA": true, "CHANNEL_ANSWER": true, "CALL_UPDATE": true,
 	"CHANNEL_EXECUTE": true, "CHANNEL_EXECUTE_COMPLETE": true, "CHANNEL_HANGUP": true,
 	"CHANNEL_HANGUP_COMPLETE": true, "CHANNEL_DESTROY": true, "CHANNEL_DATA": true,
+	"PLAYBACK_START": true, "PLAYBACK_STOP": true,
 }
 
 // chanEventLocked builds a channel event with the recorded header layout.

@@ -27,6 +27,25 @@
 // FreeSWITCH names a cause differently from the contract's table the
 // recording wins: a 503 is NORMAL_TEMPORARY_FAILURE (41), not congestion.
 //
+// Early media (recording p): "0183"/"0187" answer the INVITE with 183 and
+// SDP; without ignore_early_media=true in the originate's {vars} the
+// originate succeeds on it (BACKGROUND_JOB +OK, the application runs, the
+// leg joins its room unanswered) and originate_timeout no longer applies;
+// with it nothing happens until the 200 OK. A 480 after the early media is
+// NO_USER_RESPONSE (18).
+//
+// Confirm-to-join (recording q): `originate … '<apps>' inline` runs an
+// inline dialplan with play_and_get_digits, transfer, answer, conference,
+// park and hangup, expanding ${var} and ${cond(…)} when each app runs; a
+// transfer to "conf-<room> XML default" answers and joins
+// "conference <room>@default"; the "0111" phone's key gives a DTMF event;
+// uuid_transfer runs the same transfer. dialplan.go says what is assumed
+// where the recording is silent.
+//
+// Test knobs: SetOriginateDelay, SetAnswerDelay, SetPartitioned (=
+// SetUnresponsive), Restart/RestartHard (a new Core-UUID; reconnecting to
+// the same process keeps it).
+//
 // Not emulated: XML event format (sent as plain), the log/linger/sendmsg
 // family beyond their error replies, outbound sockets, floor-change events,
 // MODULE_UNLOAD and presence events, SDP and RTP details of the variables

@@ -81,9 +81,16 @@ func decodeEvent(f frame) (evt, error) {
 			if err != nil {
 				return e, err
 			}
-			var v string
-			if err := dec.Decode(&v); err != nil {
+			// Values are strings, except the array variables FreeSWITCH
+			// writes as JSON arrays (variable_transfer_history, q): kept
+			// as their JSON text.
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
 				return e, err
+			}
+			var v string
+			if err := json.Unmarshal(raw, &v); err != nil {
+				v = string(raw)
 			}
 			k := kt.(string)
 			if k == "_body" {

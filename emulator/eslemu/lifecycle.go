@@ -59,7 +59,10 @@ func (s *Server) startLocked(ch *channel, vars []hdr) {
 	for _, h := range vars {
 		v.set(h.k, h.v)
 	}
-	v.set("originate_early_media", "true")
+	// originate_early_media: whether the originate counts early media as
+	// success; ignore_early_media=true turns it off (recording p).
+	ch.ignoreEarly = astTrue(varOfList(vars, "ignore_early_media"))
+	v.set("originate_early_media", strconv.FormatBool(!ch.ignoreEarly))
 	v.set("originate_endpoint", "sofia")
 	v.set("sofia_profile_name", s.profileOf(ch.dial))
 	v.set("recovery_profile_name", s.profileOf(ch.dial))
@@ -78,7 +81,9 @@ func (s *Server) startLocked(ch *channel, vars []hdr) {
 	// call gives up at originate_timeout, counted from the start.
 	s.afterLocked(ch, s.cfg.SignalDelay, func() { s.farEndLocked(ch) })
 	s.afterLocked(ch, ch.timeout, func() {
-		if ch.answered.IsZero() && ch.cause == "" {
+		// An originate that already succeeded on early media is over: the
+		// timeout no longer applies.
+		if ch.answered.IsZero() && ch.cause == "" && !ch.appStarted {
 			s.hangupLocked(ch, "NO_ANSWER", hangTimeout)
 		}
 	})
@@ -92,30 +97,17 @@ func (s *Server) farEndLocked(ch *channel) {
 	ch.netAddr = true
 	switch ch.phone.Outcome {
 	case emuphone.Busy, emuphone.Reject, emuphone.Unallocated, emuphone.Congestion, emuphone.Unreachable:
-		r := refusalFor(ch.phone)
-		v := ch.vars
-		v.set("sip_hangup_disposition", "recv_refuse")
-		v.set("sip_invite_failure_status", strconv.Itoa(r.status))
-		v.set("sip_invite_failure_phrase", r.phrase)
-		v.set("sip_term_status", strconv.Itoa(r.status))
-		v.set("proto_specific_hangup_cause", "sip:"+strconv.Itoa(r.status))
-		v.set("sip_term_cause", strconv.Itoa(causeQ850[r.cause]))
-		s.hangupLocked(ch, r.cause, hangRefused)
+		s.refuseLocked(ch)
 		return
 	}
 	ch.progress = time.Now()
-	if s.cfg.EarlyMedia {
-		// 183 with SDP: early media, never an answer.
-		ch.progressMedia = ch.progress
-		ch.answer = "early"
-		s.fireChanLocked(ch, "CHANNEL_PROGRESS_MEDIA")
-		s.setCallStateLocked(ch, "EARLY", 3)
-	} else {
-		s.fireChanLocked(ch, "CHANNEL_PROGRESS")
-		s.setCallStateLocked(ch, "RINGING", 2)
+	if ch.phone.EarlyMedia > 0 || s.cfg.EarlyMedia {
+		s.earlyMediaLocked(ch)
+		return
 	}
-	switch ch.phone.Outcome {
-	case emuphone.Answer, emuphone.AnswerThenHangup:
+	s.fireChanLocked(ch, "CHANNEL_PROGRESS")
+	s.setCallStateLocked(ch, "RINGING", 2)
+	if ch.phone.Answers() {
 		wait := ch.phone.Ring - time.Since(ch.created)
 		if wait < 0 {
 			wait = 0
@@ -127,20 +119,110 @@ func (s *Server) farEndLocked(ch *channel) {
 	}
 }
 
-// answerLocked is the 200 OK and what follows it up to the application.
+// earlyMediaDelay is how long after the 183 FreeSWITCH's originate took the
+// early media as success (recording p: CALL_UPDATE and BACKGROUND_JOB about
+// 20 ms after CHANNEL_PROGRESS_MEDIA).
+const earlyMediaDelay = 20 * time.Millisecond
+
+// earlyMediaLocked is a 183 Session Progress with SDP (recording p):
+// CHANNEL_PROGRESS_MEDIA (no CHANNEL_PROGRESS), call state EARLY, the
+// codecs. Without ignore_early_media the originate succeeds on it and the
+// application starts while the leg is still unanswered; with it nothing
+// more happens until the 200 OK. After the early media the phone answers,
+// or refuses with 480 ("0187"); a phone that only rings (Config.EarlyMedia
+// with "0480") stays in early media.
+func (s *Server) earlyMediaLocked(ch *channel) {
+	ch.progressMedia = ch.progress
+	ch.answer = "early"
+	s.fireChanLocked(ch, "CHANNEL_PROGRESS_MEDIA")
+	s.setCallStateLocked(ch, "EARLY", 3)
+	ch.media, ch.readCodec = true, "PCMU"
+	s.codecLocked(ch, false)
+	s.codecLocked(ch, true)
+	if !ch.ignoreEarly {
+		s.afterLocked(ch, earlyMediaDelay, func() { s.startAppLocked(ch) })
+	}
+	length := ch.phone.EarlyMedia
+	if length <= 0 { // Config.EarlyMedia on an ordinary phone: its ring
+		length = ch.phone.Ring - time.Since(ch.created)
+	}
+	switch {
+	case ch.phone.Answers():
+		s.afterLocked(ch, max(length, 0), func() { s.answerLocked(ch) })
+	case ch.phone.Outcome == emuphone.Unavailable:
+		s.afterLocked(ch, length, func() { s.refuseLocked(ch) })
+	}
+}
+
+// refuseLocked is the far end's final refusal of the INVITE (486, 603,
+// 404, 503, or 480 after early media).
+func (s *Server) refuseLocked(ch *channel) {
+	r := refusalFor(ch.phone)
+	v := ch.vars
+	v.set("sip_hangup_disposition", "recv_refuse")
+	v.set("sip_invite_failure_status", strconv.Itoa(r.status))
+	v.set("sip_invite_failure_phrase", r.phrase)
+	v.set("sip_term_status", strconv.Itoa(r.status))
+	v.set("proto_specific_hangup_cause", "sip:"+strconv.Itoa(r.status))
+	v.set("sip_term_cause", strconv.Itoa(causeQ850[r.cause]))
+	s.hangupLocked(ch, r.cause, hangRefused)
+}
+
+// answerLocked is the 200 OK and, unless the application already runs on
+// early media, what follows it up to the application.
 func (s *Server) answerLocked(ch *channel) {
 	if ch.cause != "" || !ch.answered.IsZero() {
 		return
 	}
-	ch.media, ch.readCodec = true, "PCMU"
-	s.codecLocked(ch, false)
-	s.codecLocked(ch, true)
+	if !ch.media { // after early media the codecs are set already
+		ch.media, ch.readCodec = true, "PCMU"
+		s.codecLocked(ch, false)
+		s.codecLocked(ch, true)
+	}
 	ch.answered = time.Now()
 	ch.answer = "answered"
 	s.fireChanLocked(ch, "CHANNEL_ANSWER")
 	s.setCallStateLocked(ch, "ACTIVE", 4)
+	if ch.appStarted {
+		// Running since the early media: only the disposition changes,
+		// after the answer's events (recording p).
+		ch.vars.set("endpoint_disposition", "ANSWER")
+	} else {
+		s.startAppLocked(ch)
+	}
+	if ch.cause == "" {
+		s.afterAnswerLocked(ch)
+	}
+}
+
+// afterAnswerLocked arms what the phone does once answered.
+func (s *Server) afterAnswerLocked(ch *channel) {
+	if ch.phone.Outcome == emuphone.AnswerThenHangup {
+		s.afterLocked(ch, ch.phone.Hold, func() { s.hangupLocked(ch, "NORMAL_CLEARING", hangBye) })
+	}
+	if ch.phone.Digits != "" {
+		s.afterLocked(ch, ch.phone.DigitAfter, func() { s.pressLocked(ch, ch.phone.Digits, 0) })
+	}
+}
+
+// startAppLocked is the end of a successful originate: caller ids flip
+// (CALL_UPDATE), the result goes out, the application runs. It comes with
+// the 200 OK, or with the 183 when early media counts as success.
+func (s *Server) startAppLocked(ch *channel) {
+	if ch.cause != "" || ch.appStarted {
+		return
+	}
+	ch.appStarted = true
+	if ch.inline != nil {
+		s.startInlineLocked(ch)
+		return
+	}
 	ch.flipped, ch.hitDial = true, true
-	ch.vars.set("endpoint_disposition", "ANSWER")
+	if ch.answered.IsZero() {
+		ch.vars.set("endpoint_disposition", "EARLY MEDIA")
+	} else {
+		ch.vars.set("endpoint_disposition", "ANSWER")
+	}
 	ch.vars.set("channel_cid_flipped", "yes")
 	s.fireChanLocked(ch, "CALL_UPDATE")
 	s.finishOriginateLocked(ch, "+OK "+ch.uuid+"\n")
@@ -167,10 +249,6 @@ func (s *Server) answerLocked(ch *channel) {
 		// An application FreeSWITCH does not know: the call is answered,
 		// then torn down (recording e, "&nosuchapp()").
 		s.hangupLocked(ch, "DESTINATION_OUT_OF_ORDER", hangKill)
-		return
-	}
-	if ch.phone.Outcome == emuphone.AnswerThenHangup {
-		s.afterLocked(ch, ch.phone.Hold, func() { s.hangupLocked(ch, "NORMAL_CLEARING", hangBye) })
 	}
 }
 
@@ -309,8 +387,11 @@ func (s *Server) closeAppLocked(ch *channel) {
 		s.codecLocked(ch, false)
 	}
 	s.fireLocked(s.chanEventLocked(ch, "CHANNEL_EXECUTE_COMPLETE", func(e *event) {
-		e.add("Application", ch.app).add("Application-Data", ch.appData).
-			add("Application-Response", "_none_").add("Application-UUID", ch.appUUID)
+		e.add("Application", ch.app)
+		if ch.appData != "" || ch.inline == nil { // answer, hangup: none (q)
+			e.add("Application-Data", ch.appData)
+		}
+		e.add("Application-Response", "_none_").add("Application-UUID", ch.appUUID)
 	}))
 }
 
@@ -354,4 +435,30 @@ func (s *Server) phantomDestroyLocked(uuid string) {
 	s.fireChanLocked(ch, "CHANNEL_DESTROY")
 	ch.state, ch.stateNum = "CS_DESTROY", 0
 	s.fireChanLocked(ch, "CHANNEL_STATE")
+}
+
+// pressLocked is the phone pressing digits[i] now (RFC 4733): FreeSWITCH
+// sends one DTMF event when the key ends, DTMF-Duration in samples at 8 kHz
+// (recording q: 160 ms → 1280), and hands the digit to a running
+// play_and_get_digits.
+func (s *Server) pressLocked(ch *channel, digits string, i int) {
+	if i >= len(digits) {
+		return
+	}
+	d := ch.phone.DigitLength
+	if d <= 0 {
+		d = emuphone.DigitLength
+	}
+	s.afterLocked(ch, d, func() {
+		digit := string(digits[i])
+		s.fireLocked(s.chanEventLocked(ch, "DTMF", func(e *event) {
+			e.add("DTMF-Digit", digit).
+				add("DTMF-Duration", strconv.Itoa(int(d/time.Millisecond)*8)).
+				add("DTMF-Source", "RTP")
+		}))
+		if ch.onDigit != nil {
+			ch.onDigit(digit)
+		}
+		s.pressLocked(ch, digits, i+1)
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
@@ -44,8 +45,12 @@ type Config struct {
 	// carrier did (a 440 Hz tone): members then start-talking after
 	// joining. Otherwise phones are silent until SetTalking.
 	AutoTalk bool
-	// EarlyMedia makes ringing phones send 183 with media instead of 180:
-	// CHANNEL_PROGRESS_MEDIA and call state EARLY before any answer.
+	// EarlyMedia makes every ringing phone send 183 with media instead of
+	// 180, as "0183"/"0187" always do: CHANNEL_PROGRESS_MEDIA and call
+	// state EARLY, and — as recorded (p) — without ignore_early_media in
+	// the originate's {vars} the originate succeeds on it (BACKGROUND_JOB
+	// +OK, the application runs, add-member while unanswered) and
+	// originate_timeout no longer applies.
 	EarlyMedia bool
 	// FirstMemberID is the first conference member id after a (re)start
 	// (FreeSWITCH counts from 1, globally across rooms).
@@ -121,6 +126,9 @@ type Server struct {
 	stopHB    chan struct{}
 
 	nextMember int
+
+	originateDelay atomic.Int64 // SetOriginateDelay, ns
+	answerDelay    atomic.Int64 // SetAnswerDelay, ns
 }
 
 // New makes an emulator; Start opens its socket.
@@ -377,6 +385,38 @@ func (s *Server) SetUnresponsive(on bool) {
 	if !s.closed {
 		s.hang.Set(on)
 	}
+}
+
+// SetPartitioned cuts the network between the clients and FreeSWITCH
+// without closing anything: it is SetUnresponsive under the name tests
+// use. While on, sockets stay open and nothing is read or written —
+// replies, events, the HEARTBEAT, and for a socket connected meanwhile even
+// its auth/request (TCP is accepted, nothing is ever answered until the
+// partition ends). Calls, phone scripts and timers go on; what the
+// sockets missed is written, in order, when the partition ends.
+func (s *Server) SetPartitioned(on bool) { s.SetUnresponsive(on) }
+
+// SetOriginateDelay holds each new originate d before its channel exists,
+// like a loaded FreeSWITCH: the bgapi reply (+OK Job-UUID) still comes at
+// once, as recorded, but CHANNEL_OUTGOING and everything after it only
+// after d. A uuid_kill of the origination_uuid during the delay answers
+// "-ERR No such channel!" (the channel does not exist yet) and the call
+// still starts afterwards. 0 turns it off.
+func (s *Server) SetOriginateDelay(d time.Duration) { s.originateDelay.Store(int64(d)) }
+
+// SetAnswerDelay makes the phones that ring before answering (every number
+// but the lab endpoints, "@trunk-slow" and the early-media numbers) ring d
+// instead of Config.Timing.Ring, for calls originated from now on. 0 goes
+// back to the configured ring.
+func (s *Server) SetAnswerDelay(d time.Duration) { s.answerDelay.Store(int64(d)) }
+
+// timing is the phone timing for a new call.
+func (s *Server) timing() emuphone.Timing {
+	t := s.cfg.Timing
+	if d := time.Duration(s.answerDelay.Load()); d > 0 {
+		t.Ring = d
+	}
+	return t
 }
 
 // Restart is a graceful FreeSWITCH restart (SIGTERM), as recorded.

@@ -1,6 +1,7 @@
 package asterisk
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,10 @@ type Config struct {
 	// 2×PingInterval without answers, link down after 3×PingInterval.
 	// Default 2 s.
 	PingInterval time.Duration
+	// TLS, when set, is the TLS configuration for an https ARI URL (and its
+	// wss websocket): the CA that signed Asterisk's certificate and a client
+	// certificate, when the site uses them. Nil: the system's roots.
+	TLS *tls.Config
 	// TalkDetect sets TALK_DETECT(set) on every answered leg before it joins
 	// the conference, so ChannelTalkingStarted/Finished are reported
 	// (Asterisk needs func_talkdetect.so; without it nothing is reported).

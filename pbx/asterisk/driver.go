@@ -66,6 +66,18 @@ type leg struct {
 	muted     bool
 	endedAt   time.Time
 	bridgedAt time.Time // last successful addChannel (or found bridged)
+	// hangupPending: Hangup came while the channel did not exist for
+	// Asterisk (our originate was still in flight, or nothing was known
+	// of the id: DELETE said 404). The channel is hung up as soon as it
+	// shows (the originate's 200, any of its events, StasisStart) and is
+	// never reported ringing or connected, never bridged. cancelAt bounds
+	// how long the sweep keeps it when the channel never shows.
+	hangupPending bool
+	cancelAt      time.Time
+	killSentAt    time.Time
+	// confirm: on StasisStart the leg hears the prompt and joins only
+	// after the key (DialRequest.Confirm); see confirm.go.
+	confirm *confirmState
 }
 
 type conf struct {
@@ -106,7 +118,7 @@ func New(cfg Config) (*Driver, error) {
 	d := &Driver{
 		cfg:       cfg,
 		log:       cfg.Logger.With("pbx", "asterisk", "ari", cfg.URL, "app", cfg.App),
-		rest:      newRESTClient(cfg.URL, cfg.User, cfg.Password, cfg.RequestTimeout),
+		rest:      newRESTClient(cfg.URL, cfg.User, cfg.Password, cfg.RequestTimeout, cfg.TLS),
 		lostCh:    make(chan struct{}, 1),
 		shards:    newShards(),
 		queueWait: defaultQueueWait,
@@ -228,6 +240,9 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 	if l.conf == "" || !existed {
 		l.conf = req.ConferenceID
 	}
+	if req.Confirm != nil {
+		l.confirm = newConfirmState(req.Confirm)
+	}
 	l.dialing = true
 	d.mu.Unlock()
 
@@ -260,7 +275,13 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 		l.abandoned, l.endedAt = true, time.Now()
 	}
 	abandoned := l.abandoned && err != nil
+	// Hung up while the originate was in flight: now the channel exists.
+	killNow := err == nil && (l.hangupPending || l.cancelled) && !l.ended
 	d.mu.Unlock()
+	if killNow {
+		log.Info("the originate of a leg hung up meanwhile was answered: hanging the channel up")
+		go d.pendingHangup(req.LegID)
+	}
 	if abandoned {
 		// Cancel the call in case Asterisk placed it (404 if not); in
 		// the background: the caller has waited long enough.
@@ -282,12 +303,14 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 			log.Warn("originate failed: PBX unavailable", "err", err)
 		default:
 			d.stats.dialsRefused.Add(1)
-			log.Warn("originate refused", "endpoint", endpoint, "err", err)
+			log.Warn("originate refused", "endpoint", pbx.MaskNumber(endpoint), "err", err)
+			log.Debug("originate refused", "endpoint", endpoint)
 		}
 		return err
 	}
 	d.stats.dials.Add(1)
-	log.Info("originated", "endpoint", endpoint, "timeout_s", secs)
+	log.Info("originated", "endpoint", pbx.MaskNumber(endpoint), "timeout_s", secs)
+	log.Debug("originated", "endpoint", endpoint)
 	return nil
 }
 
@@ -320,6 +343,14 @@ func callerID(name, number string) string {
 
 // Hangup ends one leg, ringing or connected: DELETE /channels/{id}.
 // pbx.ErrNotFound when the PBX does not know it.
+//
+// A 404 while our originate of the leg is still in flight (a loaded
+// Asterisk creates the channel late) is not the end of it: the hang-up is
+// remembered and the channel is hung up as soon as it shows, never
+// bridged (hangupPending); Hangup then succeeds and EventEnded follows
+// from the PBX's events. A 404 for an id we know nothing of is
+// pbx.ErrNotFound, and the id is remembered the same way in case its
+// originate (another replica's) is in flight; the sweep forgets it.
 func (d *Driver) Hangup(ctx context.Context, legID string) error {
 	if !validID(legID) {
 		return fmt.Errorf("asterisk: hangup: %w: invalid leg id", pbx.ErrNotFound)
@@ -331,10 +362,65 @@ func (d *Driver) Hangup(ctx context.Context, legID string) error {
 	d.mu.Unlock()
 	err := d.rest.do(ctx, http.MethodDelete, "/channels/"+pathEsc(legID), nil, nil, nil)
 	if err != nil {
+		if statusOf(err) == http.StatusNotFound {
+			d.mu.Lock()
+			l := d.legs[legID]
+			switch {
+			case l == nil:
+				d.legs[legID] = &leg{id: legID, cancelled: true, hangupPending: true, cancelAt: time.Now()}
+			case !l.ended:
+				// The originate is in flight, or its 200 has only just
+				// come (then the channel exists now: try once more).
+				l.hangupPending, l.cancelAt = true, time.Now()
+				again := !l.dialing
+				d.mu.Unlock()
+				d.log.Info("hangup before the channel exists: it is hung up when it shows", "leg", legID)
+				if again {
+					d.pendingHangup(legID)
+				}
+				return nil
+			}
+			d.mu.Unlock()
+		}
 		return classify("hangup "+legID, err, statusMap{notFound: pbx.ErrNotFound})
 	}
 	d.log.Info("hangup requested", "leg", legID)
 	return nil
+}
+
+// hangupPendingNow hangs up the channel of a leg whose hang-up came before
+// the channel existed (hangupPending).
+func (d *Driver) hangupPendingNow(legID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.RequestTimeout)
+	defer cancel()
+	err := d.rest.do(ctx, http.MethodDelete, "/channels/"+pathEsc(legID), nil, nil, nil)
+	switch {
+	case err == nil:
+		d.log.Info("hung up a leg cancelled before its channel existed", "leg", legID)
+	case statusOf(err) != http.StatusNotFound:
+		d.log.Warn("hanging up a leg cancelled before its channel existed failed; its next event retries", "leg", legID, "err", err)
+	}
+}
+
+// pendingHangup reports whether chanID was hung up before its channel
+// existed (or its originate answered after a hang-up); if so it hangs the
+// channel up, at most once per RequestTimeout.
+func (d *Driver) pendingHangup(chanID string) bool {
+	d.mu.Lock()
+	l := d.legs[chanID]
+	pending := l != nil && (l.hangupPending || (l.cancelled && !l.placed)) && !l.ended
+	send := false
+	if pending {
+		l.hangupPending, l.placed = true, true
+		if time.Since(l.killSentAt) > d.cfg.RequestTimeout {
+			l.killSentAt, send = time.Now(), true
+		}
+	}
+	d.mu.Unlock()
+	if send {
+		d.hangupPendingNow(chanID)
+	}
+	return pending
 }
 
 // SetMute mutes or unmutes what the leg says into the conference:
@@ -423,6 +509,11 @@ func (d *Driver) EndConference(ctx context.Context, conferenceID string) error {
 func (d *Driver) forgetOld(cut time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	link.Forget(d.legs, cut, func(l *leg) (time.Time, bool) { return l.endedAt, l.ended || l.abandoned })
+	link.Forget(d.legs, cut, func(l *leg) (time.Time, bool) {
+		if l.hangupPending && !l.ended && !l.abandoned && !l.dialing {
+			return l.cancelAt, true // the channel never showed
+		}
+		return l.endedAt, l.ended || l.abandoned
+	})
 	link.Forget(d.confs, cut, func(c *conf) (time.Time, bool) { return c.endedAt, c.ended })
 }

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/CyCoreSystems/ari/v5"
@@ -127,12 +128,19 @@ type frame struct {
 	Cause    int    `json:"cause"`
 	CauseTxt string `json:"cause_txt"`
 	Soft     bool   `json:"soft"`
+	// ChannelDtmfReceived: the key (one event when it is released).
+	Digit string `json:"digit"`
+	// PlaybackStarted / PlaybackFinished: ours target "channel:<leg>".
+	Playback *struct {
+		ID        string `json:"id"`
+		TargetURI string `json:"target_uri"`
+	} `json:"playback"`
 }
 
 // handledTypes are the events dispatch routes to a leg.
 var handledTypes = map[string]bool{"StasisStart": true, "StasisEnd": true, "ChannelStateChange": true,
 	"ChannelDestroyed": true, "ChannelTalkingStarted": true, "ChannelTalkingFinished": true, "Dial": true,
-	"ApplicationReplaced": true, "ChannelHangupRequest": true}
+	"ApplicationReplaced": true, "ChannelHangupRequest": true, "ChannelDtmfReceived": true, "PlaybackFinished": true}
 
 // softHangupShutdown is Asterisk's AST_SOFTHANGUP_SHUTDOWN flag: the cause
 // of the soft ChannelHangupRequest that `core restart` / `core stop` sends
@@ -169,9 +177,16 @@ func (d *Driver) dispatch(raw []byte) bool {
 	var chanID string
 	switch h.Type {
 	case "StasisStart", "StasisEnd", "ChannelStateChange", "ChannelDestroyed",
-		"ChannelTalkingStarted", "ChannelTalkingFinished":
+		"ChannelTalkingStarted", "ChannelTalkingFinished", "ChannelDtmfReceived":
 		if h.Channel != nil {
 			chanID = h.Channel.ID
+		}
+	case "PlaybackFinished":
+		if h.Playback != nil {
+			chanID, _ = strings.CutPrefix(h.Playback.TargetURI, "channel:")
+			if chanID == h.Playback.TargetURI {
+				chanID = "" // a bridge's playback: not ours
+			}
 		}
 	case "Dial":
 		if h.Peer != nil {
@@ -251,6 +266,13 @@ func (d *Driver) legFor(id string) *leg {
 func (d *Driver) handleEvent(ctx context.Context, chanID string, e *frame) {
 	at := eventTime(e)
 	switch e.Type {
+	case "ChannelDestroyed", "ChannelHangupRequest", "StasisEnd", "PlaybackFinished":
+	default:
+		if d.pendingHangup(chanID) {
+			return // hung up before it existed: never ringing, never bridged
+		}
+	}
+	switch e.Type {
 	case "ChannelStateChange":
 		// "Ringing" is 180; "Ring" would be an inbound channel's own
 		// state and never comes for our originated legs.
@@ -298,8 +320,20 @@ func (d *Driver) handleEvent(ctx context.Context, chanID string, e *frame) {
 			reason = reasonPBXRestarted
 		}
 		d.log.Info("leg ended", "leg", chanID, "cause", e.Cause, "cause_txt", e.CauseTxt, "cancelled", cancelled)
+		causeText := e.CauseTxt
+		if e.Cause == pbx.CauseUnknown {
+			// A BYE without an RFC 3326 Reason reaches ARI as cause 0
+			// "Unknown": no cause was given, which is not an error.
+			causeText = ""
+		}
 		d.emit(pbx.Event{Type: pbx.EventEnded, LegID: chanID, ConferenceID: confID,
-			Cause: e.Cause, CauseText: e.CauseTxt, Reason: reason, At: at})
+			Cause: e.Cause, CauseText: causeText, Reason: reason, At: at})
+	case "ChannelDtmfReceived":
+		d.confirmDigit(ctx, chanID, e.Digit, at)
+	case "PlaybackFinished":
+		if e.Playback != nil {
+			d.confirmPlaybackFinished(chanID, e.Playback.ID)
+		}
 	case "ChannelTalkingStarted":
 		d.talking(chanID, pbx.EventTalkingStarted, at)
 	case "ChannelTalkingFinished":
@@ -387,6 +421,28 @@ func (d *Driver) answered(ctx context.Context, chanID, argConf string, at time.T
 		d.hangupQuietly(ctx, chanID)
 		return
 	}
+	d.mu.Lock()
+	confirming := l.confirm != nil && !l.confirm.joined
+	if confirming && f != nil && f.inBridge {
+		l.confirm.joined, confirming = true, false // it joined while we were blind
+	}
+	d.mu.Unlock()
+	if confirming {
+		// Into the mix only after the key (confirm.go); a resync finds
+		// it out of the bridge while it listens to the prompt.
+		d.confirmStart(ctx, chanID, confID, at)
+		return
+	}
+	d.join(ctx, chanID, confID, at, f)
+}
+
+// join puts an answered leg into its bridge (unless a resync found it
+// there) and reports it connected, once. Runs on the leg's shard.
+func (d *Driver) join(ctx context.Context, chanID, confID string, at time.Time, f *fix) {
+	log := d.log.With("leg", chanID, "conference", confID)
+	d.mu.Lock()
+	l := d.legFor(chanID)
+	d.mu.Unlock()
 	if f == nil || !f.inBridge {
 		if d.cfg.TalkDetect {
 			// Before addChannel, as recorded (h). Failure is not
@@ -423,8 +479,9 @@ func (d *Driver) answered(ctx context.Context, chanID, argConf string, at time.T
 }
 
 // addToBridge runs POST /bridges/{conf}/addChannel?channel={leg}, with a
-// few retries for transient failures. A missing bridge is created again
-// unless the conference was ended on purpose (then the leg is hung up).
+// few retries for transient failures. A missing bridge means the
+// conference was ended (here or by another replica): the leg is hung up,
+// the bridge is never made again.
 func (d *Driver) addToBridge(ctx context.Context, chanID, confID string, log interface {
 	Warn(string, ...any)
 	Error(string, ...any)
@@ -445,20 +502,18 @@ func (d *Driver) addToBridge(ctx context.Context, chanID, confID string, log int
 		case err == nil:
 			return nil
 		case st == http.StatusNotFound: // Bridge not found
+			// The conference was ended (by us, or by another replica:
+			// then we never heard of it). Making the bridge again would
+			// bring back a room the controller ended, with this leg
+			// alone in it: hang the leg up instead.
+			log.Warn("the leg answered after its conference's bridge was gone: hanging it up")
 			d.mu.Lock()
-			c := d.confs[confID]
-			ended := c != nil && c.ended
+			if c := d.confs[confID]; c != nil && !c.ended {
+				c.ended, c.endedAt = true, time.Now()
+			}
 			d.mu.Unlock()
-			if ended {
-				log.Warn("conference was ended while the leg answered: hanging it up")
-				d.hangupQuietly(ctx, chanID)
-				return err
-			}
-			log.Warn("conference bridge missing: creating it again")
-			if cerr := d.CreateConference(ctx, confID); cerr != nil {
-				err = cerr
-			}
-			continue
+			d.hangupQuietly(ctx, chanID)
+			return err
 		case st == http.StatusBadRequest, st == http.StatusUnprocessableEntity:
 			// "Channel not found" / "not in Stasis": it is gone or
 			// leaving; ChannelDestroyed will tell.

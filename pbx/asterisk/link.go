@@ -195,7 +195,12 @@ func (d *Driver) dialWS(ctx context.Context) (*websocket.Conn, *link.Conn, error
 	nd := &net.Dialer{KeepAlive: 15 * time.Second}
 	var raw net.Conn
 	if cfg.Location.Scheme == "wss" {
-		td := &tls.Dialer{NetDialer: nd, Config: &tls.Config{ServerName: cfg.Location.Hostname(), MinVersion: tls.VersionTLS12}}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if d.cfg.TLS != nil {
+			tc = d.cfg.TLS.Clone()
+		}
+		tc.ServerName = cfg.Location.Hostname()
+		td := &tls.Dialer{NetDialer: nd, Config: tc}
 		raw, err = td.DialContext(dctx, "tcp", host)
 	} else {
 		raw, err = nd.DialContext(dctx, "tcp", host)

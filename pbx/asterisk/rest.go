@@ -3,6 +3,7 @@ package asterisk
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,8 +72,11 @@ type restClient struct {
 // maxRESTConns bounds the REST connections to one Asterisk.
 const maxRESTConns = 128
 
-func newRESTClient(base, user, password string, timeout time.Duration) *restClient {
+func newRESTClient(base, user, password string, timeout time.Duration, tlsConfig *tls.Config) *restClient {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConfig != nil {
+		tr.TLSClientConfig = tlsConfig.Clone()
+	}
 	// Keep as many connections as are busy at once under load (every dial
 	// is one request, every answered leg two more from the shard
 	// workers): with a smaller idle pool, each burst opened new TCP

@@ -108,9 +108,10 @@ func (d *Driver) stasisConf(ci chanInfo) (string, bool) {
 }
 
 // resync compares what we believe with what the PBX holds and repairs it:
-//   - after a reconnect, a changed startup time, or none of our known
-//     channels and bridges left, means Asterisk restarted: every leg is
-//     gone, pbx.EventPBXRestarted is emitted and the state is forgotten;
+//   - after a reconnect, a changed startup time (or, only when Asterisk
+//     gives none, none of our known channels and bridges left) means
+//     Asterisk restarted: every leg is gone, pbx.EventPBXRestarted is
+//     emitted and the state is forgotten;
 //   - a leg in Stasis in no bridge (it answered while we were blind, its
 //     StasisStart was lost, or addChannel failed) is put into its bridge and
 //     reported connected;
@@ -152,7 +153,11 @@ func (d *Driver) resync(ctx context.Context, reconnect bool, startup string) err
 		switch {
 		case prevStartup != "" && startup != "" && prevStartup != startup:
 			why = fmt.Sprintf("Asterisk restarted (startup time %s, was %s)", startup, prevStartup)
-		case len(known)+len(knownConfs) > 0 && !anyIn(known, st.channels) && !anyIn(knownConfs, st.bridges):
+		case (prevStartup == "" || startup == "") &&
+			len(known)+len(knownConfs) > 0 && !anyIn(known, st.channels) && !anyIn(knownConfs, st.bridges):
+			// Only a guess, for an Asterisk that gives no startup time:
+			// with one, the same startup time is the same process, and
+			// calls that ended meanwhile (a partition) are not a restart.
 			why = fmt.Sprintf("Asterisk lost all our calls: none of our %d channel(s) and %d bridge(s) exist", len(known), len(knownConfs))
 		}
 		d.mu.Lock()

@@ -106,7 +106,18 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 	if timeout <= 0 {
 		timeout = d.cfg.RingTimeout
 	}
+	app := " &conference(" + req.ConferenceID + "@" + d.cfg.Profile + ")"
+	if req.Confirm != nil {
+		if app, err = confirmApp(req.ConferenceID, req.Confirm); err != nil {
+			return err
+		}
+	}
 	vars := []string{
+		// A 183 with early media is not success: without this the
+		// originate runs the application on the 183 and the carrier's
+		// announcement plays into the room while we say "ringing"
+		// (recording p).
+		"ignore_early_media=true",
 		"origination_uuid=" + req.LegID,
 		fmt.Sprintf("originate_timeout=%d", int(math.Ceil(timeout.Seconds()))),
 		varNode + "=" + d.cfg.Node,
@@ -118,13 +129,12 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 	if n := cleanCallerName(req.CallerIDName); n != "" {
 		vars = append(vars, "origination_caller_id_name='"+n+"'")
 	}
-	cmd := "bgapi originate {" + strings.Join(vars, ",") + "}" + dialString +
-		" &conference(" + req.ConferenceID + "@" + d.cfg.Profile + ")"
+	cmd := "bgapi originate {" + strings.Join(vars, ",") + "}" + dialString + app
 
 	// Known before the command goes out: its first event can come before
 	// the reply is read.
 	d.mu.Lock()
-	d.legs[req.LegID] = &leg{id: req.LegID, conf: req.ConferenceID}
+	d.legs[req.LegID] = &leg{id: req.LegID, conf: req.ConferenceID, confirm: req.Confirm != nil}
 	d.mu.Unlock()
 	f, err := c.request(ctx, cmd)
 	if err == nil && strings.HasPrefix(f.get("Reply-Text"), "+OK") {
@@ -151,6 +161,72 @@ func (d *Driver) Dial(ctx context.Context, req pbx.DialRequest) error {
 		return fmt.Errorf("%w: %v", pbx.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%w: originate: %s", pbx.ErrRefused, f.get("Reply-Text"))
+}
+
+// Confirm-to-join defaults (pbx.Confirm's zero fields).
+const (
+	defaultConfirmKey     = "1"
+	defaultConfirmTimeout = 5 * time.Second
+	defaultConfirmTries   = 2
+	// confirmVar holds the key play_and_get_digits read.
+	confirmVar = "convoice_confirm_digit"
+	// confirmContext is the XML dialplan context of the join extension
+	// (freeswitch-conf/dialplan/convoice-confirm.xml): "conf-<room>"
+	// answers and joins <room>, as the lab's "conf-dt" (recording q).
+	confirmContext = "default"
+)
+
+// defaultConfirmPrompt is "press <key>" from FreeSWITCH's stock English
+// sounds (en/us/callie: voicemail/vm-press.wav and digits/<key>.wav),
+// resolved against sound_prefix like any relative file.
+func defaultConfirmPrompt(key string) string {
+	digit := key
+	if key == "*" {
+		digit = "star"
+	}
+	return "file_string://voicemail/vm-press.wav!digits/" + digit + ".wav"
+}
+
+// confirmApp is the inline dialplan of a confirm-to-join originate, as
+// recorded (q): play_and_get_digits plays the prompt and reads one key
+// (Tries times, Timeout each; a key other than Key counts as an invalid
+// try), then transfer goes to the join extension "conf-<room>" when the
+// key is Key, else to an inline hangup. Variables in it are expanded when
+// the apps run, not when originate parses them; "^^;" makes ";" the
+// separator, because tone_stream:// prompts have commas.
+func confirmApp(room string, c *pbx.Confirm) (string, error) {
+	key := c.Key
+	if key == "" {
+		key = defaultConfirmKey
+	}
+	if strings.Contains(room, ":") {
+		// ${cond(a ? b : c)} splits at the first ':' after '?'.
+		return "", fmt.Errorf("%w: conference id %q: no ':' with confirm-to-join", pbx.ErrRefused, room)
+	}
+	if len(key) != 1 || !strings.Contains("0123456789*", key) {
+		return "", fmt.Errorf("%w: confirm key %q: one of 0-9 or *", pbx.ErrRefused, key)
+	}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = defaultConfirmTimeout
+	}
+	tries := c.Tries
+	if tries <= 0 {
+		tries = defaultConfirmTries
+	}
+	prompt := c.Prompt
+	if prompt == "" {
+		prompt = defaultConfirmPrompt(key)
+	}
+	if strings.ContainsAny(prompt, " \t;'\"{}\r\n") {
+		return "", fmt.Errorf("%w: confirm prompt %q cannot be used in an originate", pbx.ErrRefused, prompt)
+	}
+	re := key
+	if key == "*" {
+		re = `\*`
+	}
+	return fmt.Sprintf(" '^^;play_and_get_digits:1 1 %d %d # %s silence_stream://250 %s %s;transfer:${cond(x${%s} == x%s ? conf-%s XML %s : hangup inline)}' inline",
+		tries, timeout.Milliseconds(), prompt, confirmVar, re, confirmVar, key, room, confirmContext), nil
 }
 
 var uuidLike = regexp.MustCompile(`^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$`)
@@ -185,6 +261,13 @@ func cleanCallerName(s string) string {
 // Hangup ends a leg with uuid_kill. A leg that was not answered yet is
 // cancelled with ORIGINATOR_CANCEL (FreeSWITCH sends CANCEL and reports
 // that cause, recording i); an answered one is cleared (NORMAL_CLEARING).
+//
+// A leg whose channel does not exist yet (its originate is still held by
+// a loaded FreeSWITCH: uuid_kill says "No such channel") is remembered:
+// it is hung up as soon as anything shows the channel and never joins
+// (killOnSight). That is success for a leg we dialed (its end follows as
+// an event); for a leg we know nothing of it is pbx.ErrNotFound, and the
+// id is remembered all the same (the sweep forgets it).
 func (d *Driver) Hangup(ctx context.Context, legID string) error {
 	if !uuidLike.MatchString(legID) {
 		return fmt.Errorf("%w: leg %s", pbx.ErrNotFound, legID)
@@ -213,9 +296,53 @@ func (d *Driver) Hangup(ctx context.Context, legID string) error {
 	case strings.HasPrefix(body, "+OK"):
 		return nil
 	case strings.Contains(body, "No such channel"):
-		return fmt.Errorf("%w: leg %s", pbx.ErrNotFound, legID)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if l = d.legs[legID]; l != nil && l.ended {
+			return fmt.Errorf("%w: leg %s", pbx.ErrNotFound, legID)
+		}
+		if l == nil {
+			d.legs[legID] = &leg{id: legID, cancelled: true, killOnSight: true, cancelAt: time.Now()}
+			return fmt.Errorf("%w: leg %s", pbx.ErrNotFound, legID)
+		}
+		if l.seen {
+			return fmt.Errorf("%w: leg %s", pbx.ErrNotFound, legID) // it existed and is gone
+		}
+		l.killOnSight, l.cancelAt = true, time.Now()
+		d.log.Info("hangup of a leg whose channel does not exist yet: hanging it up when it shows", "leg", legID)
+		return nil
 	}
 	return fmt.Errorf("%w: uuid_kill: %s", pbx.ErrRefused, strings.TrimSpace(body))
+}
+
+// killPendingLocked sends the uuid_kill of a killOnSight leg whose channel
+// showed, once. Called with d.mu held.
+func (d *Driver) killPendingLocked(l *leg) {
+	if l.killSent || l.ended {
+		return
+	}
+	l.killSent = true
+	id := l.id
+	cmd := "uuid_kill " + id
+	if !l.answered {
+		cmd += " ORIGINATOR_CANCEL"
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.RequestTimeout)
+		defer cancel()
+		body, err := d.api(ctx, cmd)
+		if err == nil && strings.HasPrefix(body, "+OK") {
+			d.log.Info("hung up a leg cancelled before its channel existed", "leg", id)
+			return
+		}
+		d.log.Warn("hanging up a leg cancelled before its channel existed failed; its next event retries", "leg", id,
+			"err", err, "answer", strings.TrimSpace(body))
+		d.mu.Lock()
+		if l := d.legs[id]; l != nil {
+			l.killSent = false
+		}
+		d.mu.Unlock()
+	}()
 }
 
 // SetMute mutes or unmutes a member with "conference <room> mute|unmute

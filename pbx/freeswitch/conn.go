@@ -192,6 +192,11 @@ type eslConn struct {
 	done    chan struct{}
 	errOnce sync.Once
 	err     error
+
+	// core is the Core-UUID of the first event read on this connection;
+	// coreKnown is closed once it is set (reader goroutine only writes).
+	core      string
+	coreKnown chan struct{}
 }
 
 // pendingReply is a command waiting for its reply, with when it was sent
@@ -221,7 +226,7 @@ func dial(ctx context.Context, addr, password string, timeout time.Duration) (*e
 		return nil, err
 	}
 	nc := link.Watch(raw)
-	c := &eslConn{nc: nc, br: bufio.NewReader(nc), timeout: timeout, done: make(chan struct{})}
+	c := &eslConn{nc: nc, br: bufio.NewReader(nc), timeout: timeout, done: make(chan struct{}), coreKnown: make(chan struct{})}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
 	defer stop()
 	_ = nc.SetDeadline(time.Now().Add(timeout))
@@ -322,6 +327,12 @@ func (c *eslConn) readLoop() {
 			if err != nil {
 				c.onLost(err.Error())
 				continue
+			}
+			if c.core == "" && c.coreKnown != nil {
+				if core := ev.Get("Core-UUID"); core != "" {
+					c.core = core
+					close(c.coreKnown)
+				}
 			}
 			c.onEvent(ev)
 		case "text/disconnect-notice":

@@ -35,6 +35,11 @@ type Driver struct {
 
 	mu   sync.Mutex
 	legs map[string]*leg // by leg id (= origination_uuid); ended legs stay as tombstones a while
+	// coreUUID is the Core-UUID of the FreeSWITCH process we last talked
+	// to ("" before the first connection). Every event carries it and a
+	// new process has a new one: a reconnect that sees another Core-UUID
+	// is a restart, whatever calls it finds.
+	coreUUID string
 }
 
 // leg is what the driver remembers of one call of ours.
@@ -48,6 +53,21 @@ type leg struct {
 	connected bool
 	muted     bool
 	cancelled bool // we asked for the hangup
+	// seen: FreeSWITCH sent an event of this channel (it exists, or did).
+	seen bool
+	// killOnSight: we were asked to hang the leg up while its channel did
+	// not exist yet (the originate was still held: uuid_kill said "No
+	// such channel"). The channel is hung up as soon as anything shows it
+	// (its first event, the originate's +OK) and never reported ringing,
+	// answered or connected; its hangup is reported as ours. killSent: the
+	// uuid_kill for it went out.
+	killOnSight bool
+	killSent    bool
+	cancelAt    time.Time
+	// confirm: the leg joins only after the callee presses the key
+	// (DialRequest.Confirm); answered is reported as EventAnswered then.
+	confirm         bool
+	answeredEmitted bool
 	// abandoned: the originate went out but got no answer in time, so
 	// Dial reported failure (the controller ended the leg), yet FreeSWITCH
 	// may run it. If the call shows up it is hung up and never reported:
@@ -114,6 +134,12 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 		d.health.Set(false, "subscribing to events: "+describe(err))
 		return false, err
 	}
+	core, err := d.coreUUIDOn(ctx, c)
+	if err != nil {
+		c.fail(err)
+		d.health.Set(false, "asking FreeSWITCH's Core-UUID: "+describe(err))
+		return false, err
+	}
 	// Subscribe first, then read the state: nothing that happens between
 	// the two is lost (events after the snapshot are applied after it).
 	snap, err := d.snapshotOn(ctx, c)
@@ -129,8 +155,19 @@ func (d *Driver) session(ctx context.Context, connects int) (up bool, err error)
 	}
 	// The reconcile runs on the dispatcher, in order with the events that
 	// arrived since the subscription; link up follows it.
-	reconnect := connects > 0
-	d.enqueue(func() { d.reconcile(snap, reconnect) })
+	// A restart is a new Core-UUID, nothing else: a partition or a dropped
+	// socket leaves the process and its calls alone, even when some of our
+	// calls ended meanwhile (the reconcile reports those one by one).
+	d.mu.Lock()
+	prev := d.coreUUID
+	d.coreUUID = core
+	d.mu.Unlock()
+	restart := ""
+	if prev != "" && prev != core {
+		restart = fmt.Sprintf("FreeSWITCH restarted (Core-UUID %s, was %s)", core, prev)
+	}
+	reconnect := connects > 0 || prev != ""
+	d.enqueue(func() { d.reconcile(snap, reconnect, restart) })
 	d.health.Set(true, "connected to "+d.cfg.Addr)
 	d.log.Info("event-socket link up", "addr", d.cfg.Addr, "reconnects", d.health.Reconnects())
 	d.emitLink(pbx.Event{Type: pbx.EventLinkUp, Reason: "connected to " + d.cfg.Addr, At: time.Now()})
@@ -183,7 +220,7 @@ func (d *Driver) keepAlive(ctx context.Context, c *eslConn, tick func()) error {
 // Job-Command-Arg).
 func (d *Driver) subscribe(ctx context.Context, c *eslConn) error {
 	cmds := []string{
-		"event json CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB CUSTOM conference::maintenance",
+		"event json CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB CUSTOM conference::maintenance",
 		"filter variable_" + varNode + " " + d.cfg.Node,
 		"filter Conference-Profile-Name " + d.cfg.Profile,
 		"filter Event-Name BACKGROUND_JOB",
@@ -218,5 +255,38 @@ func describe(err error) string {
 func (d *Driver) forgetOld(cut time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	link.Forget(d.legs, cut, func(l *leg) (time.Time, bool) { return l.endedAt, l.ended || l.abandoned })
+	link.Forget(d.legs, cut, func(l *leg) (time.Time, bool) {
+		if l.killOnSight && !l.ended && !l.abandoned {
+			return l.cancelAt, true // the channel never showed: forget the pending hang-up too
+		}
+		return l.endedAt, l.ended || l.abandoned
+	})
+}
+
+// coreUUIDOn learns the Core-UUID of the FreeSWITCH behind c. Every event
+// carries it (recordings); "bgapi status" makes sure one comes at once: its
+// BACKGROUND_JOB passes our filter (recording n: "bgapi status" under
+// "filter Event-Name BACKGROUND_JOB"). Any event read on c counts.
+func (d *Driver) coreUUIDOn(ctx context.Context, c *eslConn) (string, error) {
+	f, err := c.request(ctx, "bgapi status")
+	if err != nil {
+		return "", err
+	}
+	if r := f.get("Reply-Text"); !strings.HasPrefix(r, "+OK") {
+		return "", fmt.Errorf("bgapi status: %s", r)
+	}
+	t := time.NewTimer(d.cfg.RequestTimeout)
+	defer t.Stop()
+	select {
+	case <-c.coreKnown:
+		return c.core, nil
+	case <-c.done:
+		return "", c.Err()
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case <-t.C:
+		err := fmt.Errorf("no event with a Core-UUID within %s of \"bgapi status\"", d.cfg.RequestTimeout)
+		c.fail(err)
+		return "", err
+	}
 }

@@ -130,9 +130,31 @@ func (d *Driver) apply(ev *eventsocket.Event) {
 		d.mu.Unlock()
 		return
 	}
+	if name != "CUSTOM" {
+		l.seen = true
+	}
+	if l.killOnSight {
+		// Hung up by us before its channel existed: hang it up now, report
+		// only its end (as ours), never ringing or the room.
+		if name == "CHANNEL_HANGUP_COMPLETE" {
+			e := d.endLocked(l, causeCode(ev.Get("Hangup-Cause"), ev.Get("variable_hangup_cause_q850")),
+				ev.Get("Hangup-Cause"), "", eventTime(ev))
+			d.mu.Unlock()
+			d.emit(e)
+			return
+		}
+		if name == "CHANNEL_ANSWER" {
+			l.answered = true
+		}
+		d.killPendingLocked(l)
+		d.mu.Unlock()
+		return
+	}
 	at := eventTime(ev)
 	var out []pbx.Event
 	switch name {
+	case "CHANNEL_CREATE":
+		// Only proves the channel exists (seen, above).
 	case "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA":
 		// 180 and 183 alike: ringing, never answered.
 		if !l.ringing && !l.answered {
@@ -141,6 +163,12 @@ func (d *Driver) apply(ev *eventsocket.Event) {
 		}
 	case "CHANNEL_ANSWER":
 		l.answered = true
+		if l.confirm && !l.answeredEmitted && !l.connected {
+			// Answered, not in the room: the prompt plays and the
+			// key is awaited (the dialplan does it, recording q).
+			l.answeredEmitted = true
+			out = append(out, pbx.Event{Type: pbx.EventAnswered, LegID: l.id, ConferenceID: l.conf, At: at})
+		}
 		out = append(out, d.connectedLocked(l, at)...)
 	case "CHANNEL_HANGUP_COMPLETE":
 		cause := ev.Get("Hangup-Cause")
@@ -225,6 +253,13 @@ func (d *Driver) backgroundJob(ev *eventsocket.Event) {
 	}
 	body := strings.TrimSpace(ev.Body)
 	if !strings.HasPrefix(body, "-") {
+		// "+OK <uuid>": the channel exists; it says nothing of the answer
+		// (with early media taken as success it came at the 183, p).
+		d.mu.Lock()
+		if l := d.legs[m[1]]; l != nil && l.killOnSight {
+			d.killPendingLocked(l)
+		}
+		d.mu.Unlock()
 		return
 	}
 	d.mu.Lock()

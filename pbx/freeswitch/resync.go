@@ -142,10 +142,12 @@ func (d *Driver) snapshotOn(ctx context.Context, c *eslConn) (pbx.Snapshot, erro
 
 // reconcile brings the leg table in line with a snapshot taken after a
 // (re)connect and tells the controller what it missed: legs that rang,
-// joined or vanished while the link was down. When none of the calls we
-// knew exists any more, FreeSWITCH lost them all (restart, crash):
-// EventPBXRestarted. Dispatcher goroutine only.
-func (d *Driver) reconcile(snap pbx.Snapshot, reconnect bool) {
+// joined or vanished while the link was down. restart, when not empty,
+// says FreeSWITCH is another process than before (a new Core-UUID): every
+// call we knew is gone with the old one, EventPBXRestarted. A reconnect
+// to the same process never is a restart, even when none of our calls is
+// left. Dispatcher goroutine only.
+func (d *Driver) reconcile(snap pbx.Snapshot, reconnect bool, restart string) {
 	now := time.Now()
 	have := map[string]pbx.LegSnapshot{}
 	for _, ls := range snap.Legs {
@@ -159,19 +161,13 @@ func (d *Driver) reconcile(snap pbx.Snapshot, reconnect bool) {
 			live = append(live, l)
 		}
 	}
-	found := 0
-	for _, l := range live {
-		if _, ok := have[l.id]; ok {
-			found++
-		}
-	}
-	if reconnect && len(live) > 0 && found == 0 {
+	if restart != "" {
 		for _, l := range live {
 			l.ended, l.endedAt = true, now
 		}
 		d.mu.Unlock()
-		d.log.Warn("none of our calls exist after reconnecting: FreeSWITCH restarted", "calls", len(live))
-		d.emit(pbx.Event{Type: pbx.EventPBXRestarted, Reason: "none of our calls exist on FreeSWITCH after reconnecting", At: now})
+		d.log.Warn("FreeSWITCH restarted: every call of ours is gone", "why", restart, "calls", len(live))
+		d.emit(pbx.Event{Type: pbx.EventPBXRestarted, Reason: restart, At: now})
 		return
 	}
 	for _, l := range live {
@@ -183,6 +179,13 @@ func (d *Driver) reconcile(snap pbx.Snapshot, reconnect bool) {
 				l.ended = true
 			}
 			continue
+		}
+		if l.killOnSight {
+			if ok {
+				l.seen = true
+				d.killPendingLocked(l)
+			}
+			continue // its end is reported by its events or its job
 		}
 		if !ok {
 			if reconnect {
