@@ -100,6 +100,10 @@ func TestMyEvents_InvitationArrivesWithinASecond_AndReconnectReplaysWhatWasMisse
 		return len(env.Must(200, "GET", "/api/v1/invitations", bob.Token, nil).Map(t)["invitations"].([]any)) == 0
 	})
 
+	// An id this stream never sent is refused, not waited for.
+	if r := env.Do("GET", "/api/v1/me/events?last_event_id=999999", bob.Token, nil); r.Status != 400 {
+		t.Fatalf("resuming beyond the newest event: %d %s", r.Status, r.Body)
+	}
 	again := env.SubscribePath("/api/v1/me/events", bob.Token, apitest.StreamOptions{LastEventID: last})
 	replayed := drain(again, 500*time.Millisecond)
 	again.Close()
@@ -284,6 +288,13 @@ func TestAudioHistory_BusyRedirectedConnected_LegRecordsAndStrangers(t *testing.
 		t.Fatalf("history after the purge: %v", cs)
 	}
 	env.Must(404, "GET", "/api/v1/legs/"+aLeg, alice.Token, nil)
+	// So did the entries of the own streams: Carol's replays nothing now.
+	after := env.SubscribePath("/api/v1/me/events", carol.Token, apitest.StreamOptions{LastEventID: "0"})
+	got := drain(after, 200*time.Millisecond)
+	after.Close()
+	if len(got) != 0 {
+		t.Fatalf("Carol's own stream after the purge: %d events", len(got))
+	}
 }
 
 // A guest reads their own leg with their guest token, and no one else's.

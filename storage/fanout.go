@@ -176,3 +176,16 @@ func parseNotify(payload string) (string, int64, bool) {
 	}
 	return payload[:i], seq, true
 }
+
+// PurgeUserEvents forgets the entries of people's own streams older than
+// t (the conversations' logs keep the events themselves); a client
+// resuming from before t just starts at the oldest entry left.
+func (s *Store) PurgeUserEvents(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := s.InTx(ctx, func(tx *Store) error {
+		res := tx.q(ctx).Where("created_at < ?", t).Delete(&UserEvent{})
+		n = res.RowsAffected
+		return res.Error
+	})
+	return n, err
+}

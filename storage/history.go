@@ -104,7 +104,9 @@ func (s *Store) PurgeHistory(ctx context.Context, t time.Time, limit int) (int, 
 		if err := tx.q(ctx).Where("conference_id IN ?", ids).Delete(&Invitation{}).Error; err != nil {
 			return err
 		}
-		if err := tx.q(ctx).Where("conference_id IN ? AND state NOT IN ?", ids, []string{LegDialing, LegRinging, LegConnected}).
+		// Only calls that have ended (whatever the state machine's live
+		// states are): a conference keeps any call still on its way out.
+		if err := tx.q(ctx).Where("conference_id IN ? AND ended_at IS NOT NULL", ids).
 			Delete(&Leg{}).Error; err != nil {
 			return err
 		}

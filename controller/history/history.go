@@ -265,7 +265,7 @@ func (h *History) Export(ctx context.Context, a core.Actor, from, to time.Time, 
 const purgeEvery = time.Hour
 
 // Run purges conferences that ended longer than the retention ago, with
-// their legs and invitations, at start and then every hour, until ctx is
+// their legs and invitations (and older entries of the own streams), at start and then every hour, until ctx is
 // done. Every replica may run it: a purge is idempotent.
 func (h *History) Run(ctx context.Context) {
 	for {
@@ -298,6 +298,10 @@ func (h *History) Purge(ctx context.Context, now time.Time) int {
 	}
 	if total > 0 {
 		h.log.Info("old call records purged", "conferences", total, "ended_before", cut)
+	}
+	// The index of people's own streams goes with the same retention.
+	if _, err := h.store.PurgeUserEvents(storage.LowPriority(ctx), cut); err != nil && ctx.Err() == nil {
+		h.log.Warn("purging old entries of the own streams failed", "err", err)
 	}
 	return total
 }
