@@ -150,6 +150,25 @@ func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 	})
 }
 
+// DueDeliveries reports whether any delivery of an enabled endpoint is due
+// at now and not leased: a plain read, so an idle dispatcher costs no
+// write transaction (the claim that follows decides under its lock).
+func (s *Store) DueDeliveries(ctx context.Context, now time.Time) (bool, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT 1 FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+ WHERE d.delivered_at IS NULL AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)
+ AND w.disabled_at IS NULL LIMIT 1`, now, now)
+	if err != nil {
+		return false, err
+	}
+	var one int
+	if err := rowErr(row.Scan(&one)); err == ErrNotFound {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // ClaimedDelivery is a delivery a dispatcher holds the lease of, with the
 // event it carries and where it goes.
 type ClaimedDelivery struct {

@@ -412,6 +412,9 @@ func (w *Webhooks) dispatch(ctx context.Context) int {
 	now := time.Now().UTC()
 	token := core.NewID()
 	lease := now.Add(2*w.cfg.Timeout + 2*time.Second)
+	if due, err := w.store.DueDeliveries(ctx, now); err != nil || !due {
+		return 0
+	}
 	ds, err := w.store.ClaimDeliveries(storage.LowPriority(ctx), now, lease, token, claimBatch)
 	if err != nil {
 		if ctx.Err() == nil {
