@@ -23,6 +23,7 @@ import (
 	"github.com/convoice/convoice/api"
 	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/controller"
+	"github.com/convoice/convoice/leg"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
 )
@@ -146,7 +147,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		}
 		return out
 	}
-	if got, want := enum("LegState"), []string{"dialing", "ringing", "connected", "ended", "busy", "no_answer", "rejected", "failed", "cancelled"}; !slices.Equal(got, want) {
+	if got, want := enum("LegState"), leg.States; !slices.Equal(got, want) {
 		t.Errorf("leg states %v, want %v", got, want)
 	}
 	if got, want := enum("InvitationState"), []string{"pending", "accepted", "declined", "redirected", "cancelled", "expired"}; !slices.Equal(got, want) {

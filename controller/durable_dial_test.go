@@ -63,27 +63,9 @@ func TestDial_WhoseRecordIsNotDurable_IsHungUpAndAnswersAnError(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	drv := &recordingPBX{}
-	// Every dial limit off: the dial policy then writes nothing, and the
-	// one write that fails is the leg's.
-	unlimited := PolicyConfig{MaxLiveLegsPerUser: Unlimited, MaxLiveLegsPerGuest: Unlimited,
-		MaxLiveLegsPerConversation: Unlimited, MaxLiveLegs: Unlimited, DialsPerUser: Unlimited, DialsPerGuest: Unlimited,
-		DialsPerConversation: Unlimited, GuestDialsPerConversation: Unlimited, DialsTotal: Unlimited}
-	c := New(Config{Region: "US", Policy: unlimited}, st, NewHub(), []*Node{{Name: "pbx", Weight: 1, Driver: drv}}, nil)
-	admin := Actor{Admin: true, Name: "test"}
-	alice, err := c.CreateUser(ctx, admin, NewUser{DisplayName: "Alice", Email: "alice@example.com",
-		Numbers: []NumberInput{{Label: "work", Number: "+12025550101"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob, err := c.CreateUser(ctx, admin, NewUser{DisplayName: "Bob", Email: "bob@example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := Actor{UserID: alice.ID, Name: "Alice"}
-	conv, err := c.CreateConversation(ctx, a, NewConversation{Kind: "im", Participants: []string{bob.ID}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Every dial limit off (aliceAndBob): the dial policy then writes
+	// nothing, and the one write that fails is the leg's.
+	c, a, conv := aliceAndBob(t, st, drv)
 
 	diskFails.Store(true)
 	_, err = c.JoinAudio(ctx, a, conv.ID, JoinRequest{Published: "work"})
@@ -103,4 +85,32 @@ func TestDial_WhoseRecordIsNotDurable_IsHungUpAndAnswersAnError(t *testing.T) {
 	if err := st.Ping(ctx); !errors.Is(err, eio) {
 		t.Fatalf("store after a failed fsync: %v", err)
 	}
+}
+
+// aliceAndBob is a controller on st and drv with every dial limit off, and
+// a conversation of Alice (published number "work") with Bob: Alice's
+// actor and the conversation.
+func aliceAndBob(t *testing.T, st *storage.Store, drv pbx.Driver) (*Controller, Actor, ConversationView) {
+	t.Helper()
+	ctx := context.Background()
+	unlimited := PolicyConfig{MaxLiveLegsPerUser: Unlimited, MaxLiveLegsPerGuest: Unlimited,
+		MaxLiveLegsPerConversation: Unlimited, MaxLiveLegs: Unlimited, DialsPerUser: Unlimited, DialsPerGuest: Unlimited,
+		DialsPerConversation: Unlimited, GuestDialsPerConversation: Unlimited, DialsTotal: Unlimited}
+	c := New(Config{Region: "US", Policy: unlimited}, st, NewHub(), []*Node{{Name: "pbx", Weight: 1, Driver: drv}}, nil)
+	admin := Actor{Admin: true, Name: "test"}
+	alice, err := c.CreateUser(ctx, admin, NewUser{DisplayName: "Alice", Email: "alice@example.com",
+		Numbers: []NumberInput{{Label: "work", Number: "+12025550101"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := c.CreateUser(ctx, admin, NewUser{DisplayName: "Bob", Email: "bob@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Actor{UserID: alice.ID, Name: "Alice"}
+	conv, err := c.CreateConversation(ctx, a, NewConversation{Kind: "im", Participants: []string{bob.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, a, conv
 }

@@ -7,7 +7,17 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/convoice/convoice/leg"
 )
+
+// liveStatesSQL is the table's live states as an SQL list, for the raw
+// queries: "('dialing', 'ringing', …)".
+var liveStatesSQL = sqlList(leg.Live())
+
+func sqlList(states []string) string {
+	return "('" + strings.Join(states, "', '") + "')"
+}
 
 // ActiveConference returns the conversation's active conference.
 func (s *Store) ActiveConference(ctx context.Context, convID string) (*Conference, error) {
@@ -51,10 +61,10 @@ func (s *Store) ActiveConferences(ctx context.Context) ([]Conference, error) {
 
 // CreateLeg inserts a leg.
 func (s *Store) CreateLeg(ctx context.Context, l *Leg) error {
-	_, err := s.execRaw(ctx, `INSERT INTO legs (`+legColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := s.execRaw(ctx, `INSERT INTO legs (`+legColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		l.ID, l.ConferenceID, l.ConversationID, nstr(l.UserID), nstr(l.GuestID), nstr(l.InvitationID), l.Node, l.Number,
 		l.State, l.Cause, l.CauseText, l.EndReason, l.Muted, l.Talking, l.HangupRequested, l.CreatedAt.UTC(),
-		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt.UTC())
+		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt.UTC(), ntime(l.AnsweredAt))
 	return notFound(s.translate(err))
 }
 
@@ -76,9 +86,9 @@ func (s *Store) GetLegForUpdate(ctx context.Context, id string) (*Leg, error) {
 func (s *Store) SaveLeg(ctx context.Context, l *Leg) error {
 	l.UpdatedAt = time.Now().UTC()
 	_, err := s.execRaw(ctx, `UPDATE legs SET state = ?, cause = ?, cause_text = ?, end_reason = ?, muted = ?, talking = ?,
- hangup_requested = ?, ringing_at = ?, connected_at = ?, ended_at = ?, updated_at = ?, invitation_id = ? WHERE id = ?`,
+ hangup_requested = ?, ringing_at = ?, connected_at = ?, ended_at = ?, updated_at = ?, invitation_id = ?, answered_at = ? WHERE id = ?`,
 		l.State, l.Cause, l.CauseText, l.EndReason, l.Muted, l.Talking, l.HangupRequested,
-		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt, nstr(l.InvitationID), l.ID)
+		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt, nstr(l.InvitationID), ntime(l.AnsweredAt), l.ID)
 	return err
 }
 
@@ -91,13 +101,13 @@ func (s *Store) Legs(ctx context.Context, confID string) ([]Leg, error) {
 
 // LiveLegs lists the legs of a conference that still hold a phone.
 func (s *Store) LiveLegs(ctx context.Context, confID string) ([]Leg, error) {
-	return s.legs(ctx, `conference_id = ? AND state IN ('dialing', 'ringing', 'connected') ORDER BY created_at, id`, confID)
+	return s.legs(ctx, `conference_id = ? AND state IN `+liveStatesSQL+` ORDER BY created_at, id`, confID)
 }
 
 // AllLiveLegs lists every live leg on a node ("" = all nodes).
 func (s *Store) AllLiveLegs(ctx context.Context, node string) ([]Leg, error) {
 	var ls []Leg
-	q := s.q(ctx).Where("state IN ?", []string{LegDialing, LegRinging, LegConnected})
+	q := s.q(ctx).Where("state IN ?", leg.Live())
 	if node != "" {
 		q = q.Where("node = ?", node)
 	}
@@ -107,7 +117,7 @@ func (s *Store) AllLiveLegs(ctx context.Context, node string) ([]Leg, error) {
 
 // LiveLegOfUser returns the user's live leg in a conference.
 func (s *Store) LiveLegOfUser(ctx context.Context, confID, userID string) (*Leg, error) {
-	return s.leg(ctx, `conference_id = ? AND user_id = ? AND state IN ('dialing', 'ringing', 'connected') LIMIT 1`, confID, userID)
+	return s.leg(ctx, `conference_id = ? AND user_id = ? AND state IN `+liveStatesSQL+` LIMIT 1`, confID, userID)
 }
 
 // CountLiveLegs counts live legs per node (placement).
@@ -118,7 +128,7 @@ func (s *Store) CountLiveLegs(ctx context.Context) (map[string]int, error) {
 	}
 	var rows []row
 	err := s.q(ctx).Model(&Leg{}).Select("node, COUNT(*) AS n").
-		Where("state IN ?", []string{LegDialing, LegRinging, LegConnected}).Group("node").Scan(&rows).Error
+		Where("state IN ?", leg.Live()).Group("node").Scan(&rows).Error
 	out := map[string]int{}
 	for _, r := range rows {
 		out[r.Node] = r.N
@@ -186,11 +196,12 @@ func (s *Store) PutIdempotency(ctx context.Context, r *IdempotencyRecord) error 
 	return notFound(err)
 }
 
-// StaleRingingLegs lists legs still dialing or ringing that were created
-// before t (the ring-timeout watchdog).
+// StaleRingingLegs lists legs that were created before t and are still in
+// a state the ring timeout applies to (the table's: dialing, ringing), for
+// the ring-timeout watchdog.
 func (s *Store) StaleRingingLegs(ctx context.Context, before time.Time) ([]Leg, error) {
 	var ls []Leg
-	err := s.q(ctx).Where("state IN ? AND created_at < ?", []string{LegDialing, LegRinging}, before).
+	err := s.q(ctx).Where("state IN ? AND created_at < ?", leg.Accepting(leg.EvRingTimeout), before).
 		Order("created_at, id").Limit(500).Find(&ls).Error
 	return ls, err
 }

@@ -6,6 +6,8 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"github.com/convoice/convoice/leg"
 )
 
 // JoinLink is a "Meet Now / Invite Using Email" link: whoever holds its
@@ -194,7 +196,7 @@ func (s *Store) LiveGuestsOfConversation(ctx context.Context, convID string) ([]
 // LiveLegOfGuest returns the guest's live leg, in any conference.
 func (s *Store) LiveLegOfGuest(ctx context.Context, guestID string) (*Leg, error) {
 	var l Leg
-	err := s.q(ctx).Where("guest_id = ? AND state IN ?", guestID, []string{LegDialing, LegRinging, LegConnected}).
+	err := s.q(ctx).Where("guest_id = ? AND state IN ?", guestID, leg.Live()).
 		Order("created_at DESC, id").First(&l).Error
 	if err != nil {
 		return nil, notFound(err)

@@ -1,6 +1,10 @@
 package storage
 
-import "time"
+import (
+	"time"
+
+	"github.com/convoice/convoice/leg"
+)
 
 // The models are plain structs: gorm maps them, the controller reads them.
 // Ids are strings (UUIDs) so that the ids of legs and conferences can be
@@ -130,23 +134,24 @@ type Conference struct {
 	EndReason      string `gorm:"size:200;not null;default:''"`
 }
 
-// Leg states (API-CONTRACT.md).
+// Leg states (API-CONTRACT.md); the state machine is leg's table.
 const (
-	LegDialing   = "dialing"
-	LegRinging   = "ringing"
-	LegConnected = "connected"
-	LegEnded     = "ended"
-	LegBusy      = "busy"
-	LegNoAnswer  = "no_answer"
-	LegRejected  = "rejected"
-	LegFailed    = "failed"
-	LegCancelled = "cancelled"
+	LegDialing     = leg.Dialing
+	LegRinging     = leg.Ringing
+	LegConfirming  = leg.Confirming
+	LegConnected   = leg.Connected
+	LegEnded       = leg.Ended
+	LegBusy        = leg.Busy
+	LegNoAnswer    = leg.NoAnswer
+	LegRejected    = leg.Rejected
+	LegFailed      = leg.Failed
+	LegCancelled   = leg.Cancelled
+	LegUnconfirmed = leg.Unconfirmed
 )
 
-// LegLive reports whether a leg in state s still occupies a phone.
-func LegLive(s string) bool {
-	return s == LegDialing || s == LegRinging || s == LegConnected
-}
+// LegLive reports whether a leg in state s still occupies a phone (the
+// table's live states).
+func LegLive(s string) bool { return leg.IsLive(s) }
 
 // Leg is one phone call placed by the PBX into a conference.
 type Leg struct {
@@ -171,9 +176,12 @@ type Leg struct {
 	HangupRequested bool `gorm:"not null;default:false"`
 	CreatedAt       time.Time
 	RingingAt       *time.Time
-	ConnectedAt     *time.Time
-	EndedAt         *time.Time
-	UpdatedAt       time.Time
+	// AnsweredAt is when the far end picked up: before the confirm-to-join
+	// prompt (confirming), or with the join (connected).
+	AnsweredAt  *time.Time
+	ConnectedAt *time.Time
+	EndedAt     *time.Time
+	UpdatedAt   time.Time
 }
 
 // Invitation states (API-CONTRACT.md).

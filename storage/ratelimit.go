@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/convoice/convoice/leg"
 )
 
 // DialGrant records one dial the dial policy allowed. The grants in the
@@ -67,7 +69,7 @@ func (s *Store) LockDialPolicy(ctx context.Context) error {
 
 // CountLiveLegsIn counts the legs that still hold a phone in scope.
 func (s *Store) CountLiveLegsIn(ctx context.Context, sc DialScope) (int64, error) {
-	q := s.q(ctx).Model(&Leg{}).Where("state IN ?", []string{LegDialing, LegRinging, LegConnected})
+	q := s.q(ctx).Model(&Leg{}).Where("state IN ?", leg.Live())
 	q = sc.where(q, false)
 	var n int64
 	err := q.Count(&n).Error

@@ -175,21 +175,23 @@ func ptime(n sql.NullTime) *time.Time {
 // Legs.
 
 const legColumns = `id, conference_id, conversation_id, user_id, guest_id, invitation_id, node, number, state, cause,
- cause_text, end_reason, muted, talking, hangup_requested, created_at, ringing_at, connected_at, ended_at, updated_at`
+ cause_text, end_reason, muted, talking, hangup_requested, created_at, ringing_at, connected_at, ended_at, updated_at,
+ answered_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanLeg(r scanner) (*Leg, error) {
 	var l Leg
 	var uid, gid, iid sql.NullString
-	var ring, conn, end sql.NullTime
+	var ring, conn, end, ans sql.NullTime
 	err := r.Scan(&l.ID, &l.ConferenceID, &l.ConversationID, &uid, &gid, &iid, &l.Node, &l.Number, &l.State, &l.Cause,
-		&l.CauseText, &l.EndReason, &l.Muted, &l.Talking, &l.HangupRequested, &l.CreatedAt, &ring, &conn, &end, &l.UpdatedAt)
+		&l.CauseText, &l.EndReason, &l.Muted, &l.Talking, &l.HangupRequested, &l.CreatedAt, &ring, &conn, &end, &l.UpdatedAt,
+		&ans)
 	if err != nil {
 		return nil, rowErr(err)
 	}
 	l.UserID, l.GuestID, l.InvitationID = pstr(uid), pstr(gid), pstr(iid)
-	l.RingingAt, l.ConnectedAt, l.EndedAt = ptime(ring), ptime(conn), ptime(end)
+	l.RingingAt, l.ConnectedAt, l.EndedAt, l.AnsweredAt = ptime(ring), ptime(conn), ptime(end), ptime(ans)
 	l.CreatedAt, l.UpdatedAt = l.CreatedAt.UTC(), l.UpdatedAt.UTC()
 	return &l, nil
 }

@@ -80,6 +80,9 @@ type Store struct {
 
 	// req is the writer's request this transaction store runs (SQLite).
 	req *writeReq
+
+	// beforeCommit is Options.BeforeCommit (tests).
+	beforeCommit func()
 }
 
 // Options for Open.
@@ -94,6 +97,11 @@ type Options struct {
 	// error it returns fails the batch as the disk would (tests use it to
 	// fill the disk where they cannot mount a small one). Leave it nil.
 	WriteFault func() error
+	// BeforeCommit, when set, is called by the SQLite writer after a
+	// batch's transactions have run and before it commits: tests block in
+	// it to widen the window in which an InTxEarly caller acts on work
+	// that other connections cannot see yet. Leave it nil.
+	BeforeCommit func()
 }
 
 // Open opens (and creates) the database named by dsn: a postgres:// or
@@ -110,7 +118,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
 	}
-	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}, full: &fullness{}}
+	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}, full: &fullness{}, beforeCommit: opts.BeforeCommit}
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"

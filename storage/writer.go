@@ -235,6 +235,9 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			// batch and its commit.
 			r.signalCommitted()
 		}
+		if s.beforeCommit != nil {
+			s.beforeCommit()
+		}
 		return nil
 	})
 	for _, r := range batch {

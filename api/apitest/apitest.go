@@ -97,7 +97,7 @@ type Options struct {
 	// (Emu, Driver), "emulator2", … (Emus[i], Drivers[i]).
 	Nodes int
 	// NodeLostAfter: a node not ready this long has its legs ended
-	// (default the controller's, 30 s).
+	// (default the controller's, 10 min).
 	NodeLostAfter time.Duration
 	// Notify tunes call history and webhooks (its Registerer is the
 	// Env's own registry); a test whose webhook receiver is on loopback

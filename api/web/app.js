@@ -16,8 +16,10 @@
     'message.created', 'audio.started', 'audio.ended', 'leg.updated', 'invitation.updated',
     'guest.waiting', 'guest.updated', 'join_link.created', 'join_link.revoked'];
   const LIVE_GUEST = new Set(['lobby', 'admitted']);
-  const LIVE_LEG = new Set(['dialing', 'ringing', 'connected']);
-  const LEG_RANK = { dialing: 1, ringing: 2, connected: 3 }; // anything else (an end state) ranks 4
+  // The live leg states of the leg table (README, Leg states); the others are final.
+  const LIVE_LEG = new Set(['dialing', 'ringing', 'confirming', 'connected']);
+  const LEG_RANK = { dialing: 1, ringing: 2, confirming: 3, connected: 4 }; // anything else (an end state) ranks 5
+  const CONTROL_POLL_MS = 5000;
   // Invitations arrive on the person's own stream (/api/v1/me/events); the
   // list is polled every 3 s only while that stream is down, and every 30 s
   // as a safety net while it is up.
@@ -35,6 +37,8 @@
     none: 'Not in audio', invited: 'Invited', dialing: 'Dialing', ringing: 'Ringing', connected: 'Connected',
     muted: 'Muted', talking: 'Talking', declined: 'Declined', busy: 'Busy', no_answer: 'No answer',
     rejected: 'Call rejected', failed: 'Call failed', cancelled: 'Call cancelled', left: 'Left',
+    confirming: 'Answered — waiting for them to press 1',
+    unconfirmed: 'Answered but nobody pressed 1 — probably voicemail',
     inv_cancelled: 'Invitation cancelled', inv_expired: 'Invitation expired',
   };
   const LINK_STATE_TEXT = { active: 'Active', expired: 'Expired', used_up: 'Used up', revoked: 'Revoked' };
@@ -246,6 +250,7 @@
       if (!S.meLive || Date.now() - S.invitesPolledAt >= INVITES_SLOW_POLL_MS) pollInvites();
     }, INVITES_POLL_MS));
     S.timers.push(setInterval(() => { if (!document.hidden) loadConversations(); }, CONVS_POLL_MS));
+    S.timers.push(setInterval(() => { if (!document.hidden) refreshControl(); }, CONTROL_POLL_MS));
     route();
   }
 
@@ -373,6 +378,25 @@
         if (t !== 'invitation.updated') loadConversations();
       });
     }
+  }
+
+  // refreshControl re-reads whether the open conference's calls can be
+  // controlled: no event says so (nothing changes in the record while a
+  // PBX node does not answer).
+  async function refreshControl() {
+    const cur = S.cur;
+    if (!cur || !cur.audio || cur.audio.state !== 'active') return;
+    let a;
+    try {
+      a = await api('GET', '/conversations/' + enc(cur.id) + '/audio');
+    } catch (e) {
+      return;
+    }
+    if (S.cur !== cur || !cur.audio || cur.audio.id !== a.id) return;
+    if (cur.audio.control === a.control && cur.audio.control_reason === a.control_reason) return;
+    cur.audio.control = a.control;
+    cur.audio.control_reason = a.control_reason;
+    renderConference(cur);
   }
 
   async function pollInvites() {
@@ -759,6 +783,8 @@
         dialing: 'calling ' + fmtNumber(l.number), ringing: 'phone is ringing', connected: 'connected to the audio',
         ended: 'left the audio', busy: 'line is busy', no_answer: 'did not answer', rejected: 'rejected the call',
         failed: 'call failed' + (l.cause_text ? ' (' + l.cause_text + ')' : ''), cancelled: 'call was cancelled',
+        confirming: 'call was answered — waiting for them to press 1',
+        unconfirmed: 'call was answered but nobody pressed 1 — probably voicemail',
       }[l.state] || l.state;
       const verbIsName = ['connected', 'ended', 'no_answer', 'rejected'].includes(l.state);
       const possessive = who === 'You' ? 'Your' : who + '’s';
@@ -933,6 +959,14 @@
     }
     el.dataset.state = state;
     el.textContent = text;
+    // The PBX node's control link does not answer: the calls keep their
+    // last known state (the PBX may well go on mixing them) until it does.
+    const ctl = $('control-state');
+    const unavailable = !!a && a.state === 'active' && a.control === 'unavailable';
+    ctl.hidden = !unavailable;
+    ctl.dataset.control = unavailable ? 'unavailable' : 'available';
+    ctl.textContent = unavailable ? 'Call control is unavailable right now: the calls go on, but their state may be out of date and they cannot be muted or hung up from here.' +
+      (a.control_reason ? ' (' + a.control_reason + ')' : '') : '';
     const mod = isModerator(cur) && a && a.state === 'active';
     $('end-audio-wrap').hidden = !mod;
     if (!mod) $('end-audio-confirm').hidden = true;
@@ -1044,10 +1078,12 @@
       rejected: 'The call to ' + num + ' was rejected.',
       failed: 'The call to ' + num + ' failed' + (leg.cause_text ? ' (' + leg.cause_text + ')' : '') + '.',
       cancelled: 'The call to ' + num + ' was cancelled.',
+      confirming: 'Your phone (' + num + ') answered — waiting for you to press 1 to join the conference.',
+      unconfirmed: 'The call to ' + num + ' was answered but nobody pressed 1 — probably voicemail.',
     }[leg.state] || leg.state;
     box.hidden = false;
     box.dataset.state = leg.state;
-    box.classList.toggle('my-call-bad', ['busy', 'no_answer', 'rejected', 'failed'].includes(leg.state));
+    box.classList.toggle('my-call-bad', ['busy', 'no_answer', 'rejected', 'failed', 'unconfirmed'].includes(leg.state));
     $('my-call-text').textContent = text;
     $('my-call-hangup').hidden = !live;
     $('my-call-hangup').onclick = live ? () => legAction(live, 'hangup') : null;
@@ -1186,7 +1222,7 @@
     const audio = ensureAudio(cur, leg.conference_id);
     const i = audio.legs.findIndex((l) => l.id === leg.id);
     if (i < 0) audio.legs.push(leg);
-    else if ((LEG_RANK[leg.state] || 4) > (LEG_RANK[audio.legs[i].state] || 4)) audio.legs[i] = leg;
+    else if ((LEG_RANK[leg.state] || 5) > (LEG_RANK[audio.legs[i].state] || 5)) audio.legs[i] = leg;
   }
 
   function mergeInvitation(cur, inv) {
@@ -1451,7 +1487,7 @@
     setError($('invite-error'), '');
     const why = (c) => {
       const pr = presence(S.cur && S.cur.audio, c.id);
-      if (['dialing', 'ringing', 'connected', 'muted', 'talking'].includes(pr.key)) return 'already in the audio';
+      if (['dialing', 'ringing', 'confirming', 'connected', 'muted', 'talking'].includes(pr.key)) return 'already in the audio';
       if (pr.key === 'invited') return 'already invited';
       return '';
     };

@@ -12,7 +12,7 @@
   const $ = (id) => document.getElementById(id);
   const token = location.pathname.replace(/^\/join\//, '').replace(/\/+$/, '');
 
-  const LIVE = new Set(['dialing', 'ringing', 'connected']);
+  const LIVE = new Set(['dialing', 'ringing', 'confirming', 'connected']);
   const CALL_TEXT = {
     none: 'Not in a call',
     dialing: 'Calling you…',
@@ -24,6 +24,8 @@
     rejected: 'The call was turned down',
     failed: 'The call could not be placed',
     cancelled: 'The call was cancelled',
+    confirming: 'You answered – press 1 to join the conference',
+    unconfirmed: 'The call was answered but nobody pressed 1 – probably voicemail',
   };
 
   const S = {

@@ -105,8 +105,11 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.CallerNum, "caller-id-number", env("CONVOICE_CALLER_ID_NUMBER", ""), "caller id number (CONVOICE_CALLER_ID_NUMBER)")
 	ring := env("CONVOICE_RING_TIMEOUT", "30s")
 	fs.StringVar(&ring, "ring-timeout", ring, "how long a phone rings before giving up (CONVOICE_RING_TIMEOUT)")
-	lost := env("CONVOICE_NODE_LOST_AFTER", "30s")
-	fs.StringVar(&lost, "node-lost-after", lost, "a PBX node not ready this long has its calls ended (CONVOICE_NODE_LOST_AFTER)")
+	// The long bound: until then an unreachable node's calls keep their
+	// last known state (a partition of the control link ends no call);
+	// a PBX restart is seen at once and does not wait for it.
+	lost := env("CONVOICE_NODE_LOST_AFTER", "10m")
+	fs.StringVar(&lost, "node-lost-after", lost, "a PBX node unreachable this long is given up and its calls ended; until then they keep their last known state (CONVOICE_NODE_LOST_AFTER)")
 	fs.StringVar(&c.LogFormat, "log-format", env("CONVOICE_LOG_FORMAT", "text"), "json or text (CONVOICE_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CONVOICE_LOG_LEVEL", "info"), "debug, info, warn, error (CONVOICE_LOG_LEVEL)")
 	noSeed, _ := strconv.ParseBool(env("CONVOICE_NO_SEED", "false"))

@@ -146,6 +146,9 @@ func (au *Audio) GetAudio(ctx context.Context, a core.Actor, convID string, last
 
 func (au *Audio) fullConferenceView(ctx context.Context, conf *storage.Conference) (core.ConferenceView, error) {
 	v := core.ConferenceViewOf(conf)
+	if conf.State == storage.ConferenceActive {
+		v.Control, v.ControlReason = au.engine.Control(conf)
+	}
 	legs, err := au.store.Legs(ctx, conf.ID)
 	if err != nil {
 		return v, err

@@ -116,8 +116,9 @@ func (au *Audio) HangupLeg(ctx context.Context, a core.Actor, legID string) erro
 		if err != nil {
 			return err
 		}
-		cur.HangupRequested = true
-		cur.EndReason = reason
+		if !au.engine.RequestHangup(cur, reason) {
+			return core.Conflict("leg_not_live", "the call has already ended (%s)", cur.State)
+		}
 		*l = *cur
 		return tx.SaveLeg(ctx, cur)
 	})

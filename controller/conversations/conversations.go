@@ -288,12 +288,12 @@ func (cv *Conversations) Leave(ctx context.Context, a core.Actor, convID string)
 			}
 		}
 		if l, err := tx.LiveLegOfUser(ctx, conf.ID, a.UserID); err == nil {
-			l.HangupRequested = true
-			l.EndReason = "left the conversation"
-			if err := tx.SaveLeg(ctx, l); err != nil {
-				return err
+			if cv.engine.RequestHangup(l, "left the conversation") {
+				if err := tx.SaveLeg(ctx, l); err != nil {
+					return err
+				}
+				hangup = l
 			}
-			hangup = l
 		}
 		return nil
 	})

@@ -35,8 +35,11 @@ type LegView struct {
 	Talking        bool       `json:"talking"`
 	CreatedAt      time.Time  `json:"created_at"`
 	RingingAt      *time.Time `json:"ringing_at,omitempty"`
-	ConnectedAt    *time.Time `json:"connected_at,omitempty"`
-	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	// AnsweredAt is when the far end picked up: also for a leg that then
+	// hears the confirm-to-join prompt (confirming) and never joins.
+	AnsweredAt  *time.Time `json:"answered_at,omitempty"`
+	ConnectedAt *time.Time `json:"connected_at,omitempty"`
+	EndedAt     *time.Time `json:"ended_at,omitempty"`
 	// UpdatedAt is the last change (state, mute, talking): how long a call
 	// has been ringing, or how old what a screen shows is.
 	UpdatedAt *time.Time `json:"updated_at,omitempty"`
@@ -47,7 +50,12 @@ func LegViewOf(l *storage.Leg) LegView {
 	v := LegView{ID: l.ID, ConferenceID: l.ConferenceID, ConversationID: l.ConversationID, UserID: l.UserID,
 		GuestID: l.GuestID, InvitationID: l.InvitationID, Number: l.Number, State: l.State, Cause: l.Cause,
 		CauseText: l.CauseText, EndReason: l.EndReason, Muted: l.Muted, Talking: l.Talking, CreatedAt: l.CreatedAt,
-		RingingAt: l.RingingAt, ConnectedAt: l.ConnectedAt, EndedAt: l.EndedAt}
+		RingingAt: l.RingingAt, AnsweredAt: l.AnsweredAt, ConnectedAt: l.ConnectedAt, EndedAt: l.EndedAt}
+	if v.AnsweredAt == nil {
+		// Legs connected before answered_at existed answered when they
+		// connected.
+		v.AnsweredAt = l.ConnectedAt
+	}
 	if !l.UpdatedAt.IsZero() {
 		u := l.UpdatedAt
 		v.UpdatedAt = &u
@@ -77,22 +85,30 @@ func InvitationViewOf(i *storage.Invitation) InvitationView {
 // ConferenceView is the audio of a conversation with its legs and
 // invitations.
 type ConferenceView struct {
-	ID             string           `json:"id"`
-	ConversationID string           `json:"conversation_id"`
-	State          string           `json:"state"`
-	CreatedBy      string           `json:"created_by"`
-	CreatedAt      time.Time        `json:"created_at"`
-	EndedAt        *time.Time       `json:"ended_at,omitempty"`
-	EndReason      string           `json:"end_reason,omitempty"`
-	Legs           []LegView        `json:"legs"`
-	Invitations    []InvitationView `json:"invitations"`
+	ID             string     `json:"id"`
+	ConversationID string     `json:"conversation_id"`
+	State          string     `json:"state"`
+	CreatedBy      string     `json:"created_by"`
+	CreatedAt      time.Time  `json:"created_at"`
+	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	EndReason      string     `json:"end_reason,omitempty"`
+	// Node is the PBX node the conference lives on.
+	Node string `json:"node,omitempty"`
+	// Control says whether convoice can control the calls right now
+	// ("available", or "unavailable" while the node's control link does
+	// not answer, ControlReason saying why): set in the answer of a GET,
+	// not in the stored events.
+	Control       string           `json:"control,omitempty"`
+	ControlReason string           `json:"control_reason,omitempty"`
+	Legs          []LegView        `json:"legs"`
+	Invitations   []InvitationView `json:"invitations"`
 }
 
 // ConferenceViewOf is the view of a conference, without its legs and
 // invitations.
 func ConferenceViewOf(c *storage.Conference) ConferenceView {
 	return ConferenceView{ID: c.ID, ConversationID: c.ConversationID, State: c.State, CreatedBy: c.CreatedBy,
-		CreatedAt: c.CreatedAt, EndedAt: c.EndedAt, EndReason: c.EndReason, Legs: []LegView{}, Invitations: []InvitationView{}}
+		CreatedAt: c.CreatedAt, EndedAt: c.EndedAt, EndReason: c.EndReason, Node: c.Node, Legs: []LegView{}, Invitations: []InvitationView{}}
 }
 
 // JoinResult answers a dial request.

@@ -9,6 +9,7 @@ import (
 	"errors"
 
 	"github.com/convoice/convoice/controller/core"
+	"github.com/convoice/convoice/leg"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
 )
@@ -31,23 +32,30 @@ func (en *Engine) destroyOnPBX(ctx context.Context, conf *storage.Conference) {
 // HangupOnPBX asks the PBX to hang a leg up. When the PBX no longer knows
 // the leg, the leg is ended here (its end event will never come).
 func (en *Engine) HangupOnPBX(ctx context.Context, conf *storage.Conference, l *storage.Leg) {
-	node, err := en.nodeOf(conf)
-	if err != nil {
-		return
-	}
-	pctx, cancel := pbxCtx(ctx)
-	err = node.Driver.Hangup(pctx, l.ID)
-	cancel()
-	if errors.Is(err, pbx.ErrNotFound) {
-		en.endLeg(ctx, l.ID, 0, "", "already gone from the PBX")
-		return
-	}
-	if err != nil {
-		en.log.Warn("hangup on pbx failed; the watchdog and resync will retry", "leg", l.ID, "err", err)
+	if errors.Is(en.hangupOnNodeOf(ctx, conf, l.ID), pbx.ErrNotFound) {
+		en.applyLeg(ctx, l.ID, leg.EvResyncGone, legInput{reason: "already gone from the PBX"})
 	}
 }
 
-// hangupByID hangs a leg up on the PBX by its id.
+// hangupOnNodeOf asks the node of conf to hang the leg up, by its id (a
+// driver hangs up legs it did not place, too); a failure other than "not
+// found" is logged and left to the next resync.
+func (en *Engine) hangupOnNodeOf(ctx context.Context, conf *storage.Conference, legID string) error {
+	node, err := en.nodeOf(conf)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := pbxCtx(ctx)
+	err = node.Driver.Hangup(pctx, legID)
+	cancel()
+	if err != nil && !errors.Is(err, pbx.ErrNotFound) {
+		en.log.Warn("hangup on pbx failed; the watchdog and resync will retry", "leg", legID, "node", node.Name, "err", err)
+	}
+	return err
+}
+
+// hangupByID hangs a leg up on the PBX by its id (ending it here when the
+// PBX no longer knows it).
 func (en *Engine) hangupByID(ctx context.Context, legID string) {
 	l, err := en.store.GetLeg(ctx, legID)
 	if err != nil {
@@ -58,6 +66,21 @@ func (en *Engine) hangupByID(ctx context.Context, legID string) {
 		return
 	}
 	en.HangupOnPBX(ctx, conf, l)
+}
+
+// hangupOnNode asks the PBX to hang a leg up, a transition's HangUp
+// effect: no more (the leg's end comes as its event, or from the
+// watchdog and resync).
+func (en *Engine) hangupOnNode(ctx context.Context, legID string) {
+	l, err := en.store.GetLeg(ctx, legID)
+	if err != nil {
+		return
+	}
+	conf, err := en.store.GetConference(ctx, l.ConferenceID)
+	if err != nil {
+		return
+	}
+	en.hangupOnNodeOf(ctx, conf, legID)
 }
 
 // MuteOnPBX mutes or unmutes a leg in its conference on the PBX; the

@@ -81,10 +81,14 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 		err = core.Conflict("audio_starting", "the audio of this conversation is being started by someone else; try again")
 	}
 	if err != nil {
+		en.placed(&placed)
 		en.dialed(ctx, a, conv.ID, t, nil, err) // releases the dial's reservation
 		return core.JoinResult{}, err
 	}
 	conf, leg := placed.conf, placed.leg
+	// Once Durable has returned the records are committed (or the call
+	// hung up): resyncs see them in the store from then on.
+	defer en.placed(&placed)
 	res, err := en.placeLeg(ctx, conv, conf, leg, placed.newConf)
 	if derr := commit.Durable(); derr != nil {
 		// The record of the call may be lost: do not leave a call that
@@ -110,7 +114,7 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 func (en *Engine) placeLeg(ctx context.Context, conv *storage.Conversation, conf *storage.Conference, leg *storage.Leg, newConf bool) (core.JoinResult, error) {
 	node, err := en.nodeOf(conf)
 	if err != nil {
-		en.failLeg(ctx, leg.ID, 0, "", err.Error())
+		en.failLeg(ctx, leg.ID, err.Error())
 		return core.JoinResult{}, err
 	}
 	en.awaitSwitch(ctx, node)
@@ -121,7 +125,7 @@ func (en *Engine) placeLeg(ctx context.Context, conv *storage.Conversation, conf
 		cancel()
 		if err != nil {
 			en.log.Warn("create conference on pbx failed", "conference", conf.ID, "node", node.Name, "err", err)
-			en.failLeg(ctx, leg.ID, 0, "", "the PBX could not create the conference: "+err.Error())
+			en.failLeg(ctx, leg.ID, "the PBX could not create the conference: "+err.Error())
 			return core.JoinResult{}, en.pbxError(err)
 		}
 	}
@@ -139,7 +143,7 @@ func (en *Engine) placeLeg(ctx context.Context, conv *storage.Conversation, conf
 	default:
 		en.metrics.DialOuts.WithLabelValues(node.Name, "error").Inc()
 		en.log.Warn("originate failed", "leg", leg.ID, "node", node.Name, "number_kind", policy.DescribeNumber(leg.Number), "err", err)
-		en.failLeg(ctx, leg.ID, 0, "", "the PBX did not place the call: "+err.Error())
+		en.failLeg(ctx, leg.ID, "the PBX did not place the call: "+err.Error())
 		return core.JoinResult{}, en.pbxError(err)
 	}
 	return core.JoinResult{Conference: core.ConferenceRef{ID: conf.ID, State: conf.State}, Leg: core.LegViewOf(leg)}, nil
@@ -171,6 +175,34 @@ func (en *Engine) hangupLost(ctx context.Context, conf *storage.Conference, legI
 	if err := node.Driver.Hangup(pctx, legID); err != nil && !errors.Is(err, pbx.ErrNotFound) {
 		en.log.Warn("hanging up a call without a durable record failed", "leg", legID, "err", err)
 	}
+}
+
+// placed takes a dial's leg and new conference out of the placing set.
+func (en *Engine) placed(p *dialPlaced) {
+	if p.leg != nil {
+		en.placing.Delete(p.leg.ID)
+	}
+	if p.newConf && p.conf != nil {
+		en.placing.Delete(p.conf.ID)
+	}
+}
+
+// isPlacing reports whether id is a leg or a new conference a dial of
+// this process is placing, not committed yet.
+func (en *Engine) isPlacing(id string) bool {
+	_, ok := en.placing.Load(id)
+	return ok
+}
+
+// placingIn reports whether a dial of this process is placing a leg into
+// the conference.
+func (en *Engine) placingIn(confID string) bool {
+	found := false
+	en.placing.Range(func(_, v any) bool {
+		found = v.(string) == confID
+		return !found
+	})
+	return found
 }
 
 // errConferenceRace: another transaction started the conversation's
@@ -251,6 +283,12 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 		return nil, err
 	}
 	*p = dialPlaced{conf: conf, leg: leg, newConf: newConf}
+	// The call may be on the PBX before this transaction commits: until
+	// then a resync must not take it for an orphan (placing).
+	en.placing.Store(leg.ID, conf.ID)
+	if newConf {
+		en.placing.Store(conf.ID, "")
+	}
 	tx.Proceed()
 
 	if err := core.AppendEvent(ctx, tx, conv.ID, "leg.updated", core.LegViewOf(leg)); err != nil {

@@ -29,9 +29,12 @@ type Config struct {
 	// ResyncYoungLeg: legs younger than this are left alone by resync, their
 	// originate may still be on its way to the PBX.
 	ResyncYoungLeg time.Duration // default 5 s
-	// NodeLostAfter: a PBX node that has not been ready for this long is
-	// given up: its live legs end ("PBX node <name> unreachable") and its
-	// conferences with them. Default 30 s.
+	// NodeLostAfter is the long bound: a PBX node that has not been ready
+	// for this long is given up, its live legs end ("PBX node <name>
+	// unreachable") and its conferences with them. Until then its legs
+	// keep their last known state (the PBX may well go on mixing them
+	// behind a partition of the control link) and the conference view says
+	// call control is unavailable. Default 10 min.
 	NodeLostAfter time.Duration
 	// Policy is the dial policy: what may be dialed, by whom, how often.
 	Policy policy.Config
@@ -45,6 +48,12 @@ type Config struct {
 	// older ones are purged in the background. Default 24 h.
 	IdempotencyRetention time.Duration
 }
+
+// DefaultNodeLostAfter is Config.NodeLostAfter's default: long enough to
+// ride out a partition of the control link or a PBX's planned maintenance
+// without ending calls the PBX still mixes; a restart of the PBX is seen
+// at once (pbx.EventPBXRestarted) and does not wait for it.
+const DefaultNodeLostAfter = 10 * time.Minute
 
 // Node is one PBX the controller can place conferences on.
 type Node struct {
@@ -79,6 +88,13 @@ type Engine struct {
 	draining atomic.Bool
 	inflight sync.WaitGroup
 
+	// placing holds the legs (id → conference id) and new conferences (id
+	// → "") whose originate or room may be on the PBX before their
+	// records are visible to other connections: on SQLite the call is
+	// placed once the leg is written, before the commit (InTxEarly). A
+	// resync skips them instead of hanging them up as orphans.
+	placing sync.Map
+
 	resyncMu   sync.Mutex
 	resyncWant map[string]bool // nodes with a resync requested while one ran
 	resyncBusy map[string]bool
@@ -97,7 +113,7 @@ func New(cfg Config, store *storage.Store, trail *audit.Log, nodes []*Node, metr
 		cfg.ResyncYoungLeg = 5 * time.Second
 	}
 	if cfg.NodeLostAfter <= 0 {
-		cfg.NodeLostAfter = 30 * time.Second
+		cfg.NodeLostAfter = DefaultNodeLostAfter
 	}
 	if cfg.CallerIDName == "" {
 		cfg.CallerIDName = "convoice"
@@ -215,6 +231,35 @@ func (en *Engine) placeConference(ctx context.Context) (*Node, error) {
 		return float64(load[ready[i].Name])/float64(ready[i].Weight) < float64(load[ready[j].Name])/float64(ready[j].Weight)
 	})
 	return ready[0], nil
+}
+
+// Control values of the conference view (core.ConferenceView.Control).
+const (
+	ControlAvailable   = "available"
+	ControlUnavailable = "unavailable"
+)
+
+// Control says whether convoice can control conf's calls now: available,
+// or unavailable with why (its node's control link does not answer; the
+// calls keep their last known state until it does, or until
+// NodeLostAfter).
+func (en *Engine) Control(conf *storage.Conference) (control, reason string) {
+	node, err := en.nodeOf(conf)
+	if err != nil {
+		return ControlUnavailable, err.Error()
+	}
+	st := node.Driver.Status()
+	if st.Ready {
+		return ControlAvailable, ""
+	}
+	reason = "call control is unavailable: PBX node " + node.Name + " does not answer"
+	if st.Detail != "" {
+		reason += " (" + st.Detail + ")"
+	}
+	if !st.Since.IsZero() {
+		reason += " since " + st.Since.UTC().Format(time.RFC3339)
+	}
+	return ControlUnavailable, reason + "; the calls keep their last known state"
 }
 
 // nodeOf returns the node a conference lives on.

@@ -155,10 +155,14 @@ func (en *Engine) Owner(node string) bool {
 }
 
 // checkNodeLost gives up a node this replica owns that has not been ready
-// for NodeLostAfter: its live legs end with "PBX node <name> unreachable"
-// (and their conferences with the last of them). New conferences already
-// avoid it (placeConference takes ready nodes only). Runs from the
-// watchdog; one sweep per node at a time.
+// for NodeLostAfter, the long bound (default 10 min): its live legs end
+// ("PBX node <name> unreachable", the table's pbx_gone) and their
+// conferences with the last of them. Before that, a node that does not
+// answer keeps its legs in their last known state: a partition of the
+// control link is not a lost call (the PBX goes on mixing), and the resync
+// when the link is back tells which calls are still up. New conferences
+// avoid the node meanwhile (placeConference takes ready nodes only). Runs
+// from the watchdog; one sweep per node at a time.
 func (en *Engine) checkNodeLost(ctx context.Context, n *Node) {
 	st := n.Driver.Status()
 	if st.Ready || !n.owner.Load() || time.Since(st.Since) < en.cfg.NodeLostAfter {
@@ -173,12 +177,9 @@ func (en *Engine) checkNodeLost(ctx context.Context, n *Node) {
 		if err != nil || len(legs) == 0 {
 			return
 		}
-		reason := "PBX node " + n.Name + " unreachable"
-		en.log.Warn("PBX node unreachable for too long: ending its calls", "node", n.Name,
-			"not_ready_since", st.Since, "detail", st.Detail, "legs", len(legs))
-		for _, l := range legs {
-			en.metrics.NodeLost.WithLabelValues(n.Name).Inc()
-			en.endLeg(ctx, l.ID, 0, "", reason)
-		}
+		en.log.Warn("PBX node unreachable past the long bound: ending its calls", "node", n.Name,
+			"not_ready_since", st.Since, "bound", en.cfg.NodeLostAfter, "detail", st.Detail, "legs", len(legs))
+		ended := en.endNodeLegs(ctx, n.Name, "PBX node "+n.Name+" unreachable")
+		en.metrics.NodeLost.WithLabelValues(n.Name).Add(float64(ended))
 	}()
 }

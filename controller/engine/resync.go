@@ -5,20 +5,24 @@ import (
 	"errors"
 	"time"
 
+	"github.com/convoice/convoice/leg"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
 )
 
-// endNodeLegs ends every live leg of a node that lost its calls.
-func (en *Engine) endNodeLegs(ctx context.Context, node, reason string) {
+// endNodeLegs ends every live leg of a node that really lost its calls
+// (it restarted, or stayed unreachable past NodeLostAfter); it returns how
+// many it ended.
+func (en *Engine) endNodeLegs(ctx context.Context, node, reason string) int {
 	legs, err := en.store.AllLiveLegs(ctx, node)
 	if err != nil {
 		en.log.Error("listing live legs failed", "node", node, "err", err)
-		return
+		return 0
 	}
 	for _, l := range legs {
-		en.endLeg(ctx, l.ID, 0, "", reason)
+		en.applyLeg(ctx, l.ID, leg.EvPBXGone, legInput{reason: reason})
 	}
+	return len(legs)
 }
 
 // Resync reconciles the store with what the PBX node holds. It runs after
@@ -87,18 +91,21 @@ func (en *Engine) resyncOnce(ctx context.Context, nodeName string) error {
 				continue
 			}
 			fix("leg_gone")
-			en.endLeg(ctx, l.ID, 0, "", "gone from the PBX while convoice was not listening")
+			en.applyLeg(ctx, l.ID, leg.EvResyncGone, legInput{reason: "gone from the PBX while convoice was not listening"})
 		case s.InConference && l.State != storage.LegConnected:
 			fix("leg_connected")
-			en.HandlePBXEvent(ctx, nodeName, pbx.Event{Type: pbx.EventConnected, LegID: l.ID})
+			en.applyLeg(ctx, l.ID, leg.EvResyncInConference, legInput{})
 		case l.HangupRequested:
 			fix("leg_hangup_retry")
 			en.hangupByID(ctx, l.ID)
 		}
 	}
-	// Calls of ours the store does not hold as live: hang them up.
+	// Calls of ours the store does not hold as live: hang them up. A call
+	// being placed may be on the PBX before its record is committed: the
+	// placing set is asked first, the store after (a dial leaves the set
+	// only once its record is committed).
 	for id := range onPBX {
-		if known[id] {
+		if known[id] || en.isPlacing(id) {
 			continue
 		}
 		l, err := en.store.GetLeg(ctx, id)
@@ -124,8 +131,11 @@ func (en *Engine) resyncOnce(ctx context.Context, nodeName string) error {
 		}
 	}
 	for _, room := range snap.Conferences {
-		if _, ok := activeIDs[room]; ok {
+		if _, ok := activeIDs[room]; ok || en.isPlacing(room) {
 			continue
+		}
+		if c, err := en.store.GetConference(ctx, room); err == nil && c.State == storage.ConferenceActive {
+			continue // started after our list was read
 		}
 		fix("orphan_conference")
 		pctx, cancel := pbxCtx(ctx)
@@ -136,7 +146,7 @@ func (en *Engine) resyncOnce(ctx context.Context, nodeName string) error {
 	}
 	// Active conferences with no live leg left: end them.
 	for _, conf := range activeIDs {
-		if started.Sub(conf.CreatedAt) < en.cfg.ResyncYoungLeg {
+		if started.Sub(conf.CreatedAt) < en.cfg.ResyncYoungLeg || en.placingIn(conf.ID) {
 			continue
 		}
 		legs, err := en.store.LiveLegs(ctx, conf.ID)
@@ -145,7 +155,7 @@ func (en *Engine) resyncOnce(ctx context.Context, nodeName string) error {
 		}
 		if len(legs) == 0 {
 			fix("conference_empty")
-			if err := en.EndConference(ctx, conf, "no calls left after resync"); err != nil {
+			if err := en.endConference(ctx, conf, "no calls left after resync", true); err != nil {
 				return err
 			}
 		}
@@ -162,6 +172,16 @@ func (en *Engine) ownsLeg(l *storage.Leg) bool {
 	}
 	n, ok := en.byName[node]
 	return !ok || n.owner.Load()
+}
+
+// nodeReady reports whether the named node (a leg's or a conference's)
+// answers; an unknown node counts as ready (nothing will say otherwise).
+func (en *Engine) nodeReady(name string) bool {
+	if name == "" && len(en.nodes) == 1 {
+		name = en.nodes[0].Name
+	}
+	n, ok := en.byName[name]
+	return !ok || n.Driver.Status().Ready
 }
 
 // aliveBefore reports whether the PBX said the leg's call existed (it rang
@@ -245,10 +265,15 @@ func (en *Engine) watchdog(ctx context.Context) {
 			if !en.ownsLeg(&l) {
 				continue // the owner of its node sees to it
 			}
+			if !en.nodeReady(l.Node) {
+				// Call control is unavailable: the leg keeps its last
+				// known state; the resync when the link is back (or
+				// the long bound) decides.
+				continue
+			}
 			en.metrics.WatchdogEnds.Inc()
 			en.log.Warn("leg rang past the ring timeout with no word from the PBX; ending it", "leg", l.ID, "state", l.State)
-			en.hangupByID(ctx, l.ID)
-			en.endLeg(ctx, l.ID, pbx.CauseNoAnswer, "", "ring timeout: no answer reported by the PBX")
+			en.applyLeg(ctx, l.ID, leg.EvRingTimeout, legInput{cause: pbx.CauseNoAnswer, reason: "ring timeout: no answer reported by the PBX"})
 		}
 	}
 }

@@ -1,41 +1,34 @@
 package engine
 
-// Every change of a leg's or a conference's state is made here: the PBX's
-// events (HandlePBXEvent), a leg's end and the conference's end with its
-// last leg, and ending a conference on request. A leg state table
-// ((state, event) → (next state, effects)) belongs in this file.
+// Every change of a leg's or a conference's state is made here, by the leg
+// table (package leg: (state, event) → (next state, effects)): the PBX's
+// events (HandlePBXEvent), a hang-up we ask for, the ring watchdog, resync
+// and a PBX that is gone all become a leg.Event applied by applyLeg; an
+// event the table does not allow is counted and ignored. A leg's end ends
+// the conference with its last live leg; ending a conference on request
+// is here too.
 
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/convoice/convoice/controller/core"
+	"github.com/convoice/convoice/leg"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
 )
 
-// endStateFor maps how a leg ended onto its final state (API-CONTRACT.md):
-// a leg that was connected ends as "ended" whatever the cause; one we hung
-// up before the answer is "cancelled" (ARI reports the same cause 16 for
-// that as for a normal hangup, so the flag, not the cause, decides); else
-// the Q.850 cause decides.
-func endStateFor(l *storage.Leg, cause int) string {
-	if l.State == storage.LegConnected {
-		return storage.LegEnded
-	}
-	if l.HangupRequested {
-		return storage.LegCancelled
-	}
-	switch cause {
-	case pbx.CauseUserBusy:
-		return storage.LegBusy
-	case pbx.CauseNoUserResponse, pbx.CauseNoAnswer:
-		return storage.LegNoAnswer
-	case pbx.CauseCallRejected:
-		return storage.LegRejected
-	}
-	return storage.LegFailed
+// pbxLegEvents maps the driver's leg events onto the table's.
+var pbxLegEvents = map[pbx.EventType]leg.Event{
+	pbx.EventRinging:         leg.EvRinging,
+	pbx.EventAnswered:        leg.EvAnswered,
+	pbx.EventConnected:       leg.EvConnected,
+	pbx.EventEnded:           leg.EvEnded,
+	pbx.EventTalkingStarted:  leg.EvTalkingStarted,
+	pbx.EventTalkingFinished: leg.EvTalkingFinished,
 }
 
 // HandlePBXEvent applies one driver event. Events of one leg arrive in
@@ -49,95 +42,226 @@ func (en *Engine) HandlePBXEvent(ctx context.Context, node string, e pbx.Event) 
 	// out goes first (storage.LowPriority).
 	ctx = storage.LowPriority(ctx)
 	en.metrics.PBXEvents.WithLabelValues(node, string(e.Type)).Inc()
+	if ev, ok := pbxLegEvents[e.Type]; ok {
+		en.applyLegAsync(ctx, e.LegID, ev, legInput{cause: e.Cause, causeText: e.CauseText, reason: e.Reason})
+		return
+	}
 	switch e.Type {
-	case pbx.EventRinging:
-		en.transition(ctx, e.LegID, func(l *storage.Leg) bool {
-			if l.State != storage.LegDialing {
-				return false
-			}
-			now := time.Now().UTC()
-			l.State, l.RingingAt = storage.LegRinging, &now
-			return true
-		})
-	case pbx.EventConnected:
-		hangup := false
-		en.transitionThen(ctx, e.LegID, func(l *storage.Leg) bool {
-			if l.State != storage.LegDialing && l.State != storage.LegRinging {
-				return false
-			}
-			if l.HangupRequested {
-				// Answered just as we hung it up: make sure it goes.
-				hangup = true
-				return false
-			}
-			now := time.Now().UTC()
-			l.State, l.ConnectedAt = storage.LegConnected, &now
-			if l.RingingAt == nil {
-				l.RingingAt = &now
-			}
-			return true
-		}, func() {
-			if hangup {
-				go en.hangupByID(context.WithoutCancel(ctx), e.LegID)
-			}
-		})
-	case pbx.EventEnded:
-		en.endLegAsync(ctx, e.LegID, e.Cause, e.CauseText, e.Reason)
-	case pbx.EventTalkingStarted, pbx.EventTalkingFinished:
-		talking := e.Type == pbx.EventTalkingStarted
-		en.transition(ctx, e.LegID, func(l *storage.Leg) bool {
-			if l.State != storage.LegConnected || l.Talking == talking || (talking && l.Muted) {
-				return false
-			}
-			l.Talking = talking
-			return true
-		})
 	case pbx.EventLinkUp, pbx.EventLost:
 		en.log.Info("pbx link event; reconciling", "node", node, "event", e.Type, "reason", e.Reason)
 		go en.Resync(context.WithoutCancel(ctx), node)
 	case pbx.EventLinkDown:
-		en.log.Warn("pbx event connection lost", "node", node, "reason", e.Reason)
+		en.log.Warn("pbx event connection lost; its calls keep their last known state until it is back", "node", node, "reason", e.Reason)
 	case pbx.EventPBXRestarted:
 		en.log.Warn("pbx lost every call (restart)", "node", node, "reason", e.Reason)
 		en.endNodeLegs(ctx, node, "pbx restarted")
 	}
 }
 
-// transition applies f to a leg in one transaction and logs leg.updated
-// when f changed it. It is queued, not waited for (storage.InTxAsync): the
-// driver's worker for the channel goes on with its next event, which is
-// applied after this one.
-func (en *Engine) transition(ctx context.Context, legID string, f func(l *storage.Leg) bool) {
-	en.transitionThen(ctx, legID, f, nil)
+// legInput is what comes with a leg event: the PBX's cause and its text
+// (an end), and our reason (an end, a hang-up).
+type legInput struct {
+	cause     int
+	causeText string
+	reason    string
 }
 
-// transitionThen is transition with then called once the transaction is
-// durable (not when it failed); then must not block.
-func (en *Engine) transitionThen(ctx context.Context, legID string, f func(l *storage.Leg) bool, then func()) {
+// legStep is what a transaction of applyLeg leaves to do once it is
+// durable.
+type legStep struct {
+	hangUp bool // ask the PBX to hang the call up
+	// ended is the conference that ended with this leg, or, for a leg of
+	// an ended conference that answered anyway, that conference: its room
+	// is destroyed (again) on the PBX.
+	ended *storage.Conference
+}
+
+// applyLeg applies ev to a leg by the table, in one transaction, and then
+// does what the transition asks of the PBX.
+func (en *Engine) applyLeg(ctx context.Context, legID string, ev leg.Event, in legInput) {
+	var st legStep
+	err := en.store.InTx(ctx, func(tx *storage.Store) error {
+		var err error
+		st, err = en.applyLegTx(ctx, tx, legID, ev, in)
+		return err
+	})
+	en.afterLeg(ctx, legID, ev, err, st)
+}
+
+// applyLegAsync is applyLeg queued, for the PBX's call progress: the
+// driver's worker for the channel goes on with its next event, which is
+// applied after this one (storage.InTxAsync).
+func (en *Engine) applyLegAsync(ctx context.Context, legID string, ev leg.Event, in legInput) {
 	if legID == "" {
 		return
 	}
+	st := new(legStep)
 	en.store.InTxAsync(ctx, func(tx *storage.Store) error {
-		l, err := lockLeg(ctx, tx, legID)
-		if err != nil {
-			return err
-		}
-		if !f(l) {
-			return nil
-		}
-		if err := tx.SaveLeg(ctx, l); err != nil {
-			return err
-		}
-		return core.AppendEvent(ctx, tx, l.ConversationID, "leg.updated", core.LegViewOf(l))
+		var err error
+		*st, err = en.applyLegTx(ctx, tx, legID, ev, in)
+		return err
 	}, func(err error) {
-		if err != nil && !errors.Is(err, storage.ErrNotFound) {
-			en.log.Error("leg transition failed", "leg", legID, "err", err)
-			return
-		}
-		if err == nil && then != nil {
-			then()
-		}
+		// On a goroutine of its own: this runs where the store answers
+		// transactions, and afterLeg may call the PBX.
+		go en.afterLeg(context.WithoutCancel(ctx), legID, ev, err, *st)
 	})
+}
+
+// applyLegTx is the transaction of applyLeg: the leg's row, the event on
+// the conversation's log, and the conference's end with its last leg.
+func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID string, ev leg.Event, in legInput) (legStep, error) {
+	l, err := lockLeg(ctx, tx, legID)
+	if err != nil {
+		return legStep{}, err
+	}
+	ev, in = en.rangOut(l, ev, in)
+	// A leg is "ours" when convoice is ending it: a hang-up was asked
+	// for, or its conference has ended (a ringing leg that another
+	// replica placed may answer after the end).
+	ours := l.HangupRequested
+	var conf *storage.Conference
+	if !ours && (ev == leg.EvAnswered || ev == leg.EvConnected || ev == leg.EvResyncInConference) {
+		if conf, err = tx.GetConference(ctx, l.ConferenceID); err != nil {
+			return legStep{}, err
+		}
+		ours = conf.State == storage.ConferenceEnded
+	}
+	changed, st, ok := en.stepLeg(l, ev, ours, in)
+	if !ok {
+		return legStep{}, nil
+	}
+	if st.hangUp && conf != nil && conf.State == storage.ConferenceEnded {
+		en.log.Warn("a call of an ended conference answered: hanging it up", "leg", l.ID, "conference", conf.ID, "event", ev)
+		st.ended = conf
+	}
+	if !changed {
+		return st, nil
+	}
+	if err := tx.SaveLeg(ctx, l); err != nil {
+		return legStep{}, err
+	}
+	if err := core.AppendEvent(ctx, tx, l.ConversationID, "leg.updated", core.LegViewOf(l)); err != nil {
+		return legStep{}, err
+	}
+	if storage.LegLive(l.State) {
+		return st, nil
+	}
+	en.metrics.LegEnds.WithLabelValues(l.State).Inc()
+	live, err := tx.LiveLegs(ctx, l.ConferenceID)
+	if err != nil || len(live) > 0 {
+		return st, err
+	}
+	if conf == nil {
+		if conf, err = tx.GetConference(ctx, l.ConferenceID); err != nil {
+			return legStep{}, err
+		}
+	}
+	ok, err = en.endConferenceTx(ctx, tx, conf, "the last call ended")
+	if ok {
+		st.ended = conf
+	}
+	return st, err
+}
+
+// rangOut reads a causeless end of a leg still ringing past its ring
+// timeout as the ring timeout it is: the PBX itself gives up ringing then
+// (we hand it the timeout with the originate), and an end whose cause was
+// lost (events missed behind a partition, a resync) is that timeout, not
+// a failure.
+func (en *Engine) rangOut(l *storage.Leg, ev leg.Event, in legInput) (leg.Event, legInput) {
+	causeless := (ev == leg.EvEnded && in.cause == pbx.CauseUnknown) || ev == leg.EvResyncGone
+	if !causeless || !slices.Contains(leg.Accepting(leg.EvRingTimeout), l.State) || time.Since(l.CreatedAt) < en.cfg.RingTimeout {
+		return ev, in
+	}
+	return leg.EvRingTimeout, legInput{cause: pbx.CauseNoAnswer,
+		reason: "ring timeout: the call rang out while convoice was not hearing from the PBX"}
+}
+
+// stepLeg applies the table's answer for ev to l in memory: false when the
+// table does not allow ev in l's state (counted, nothing changes);
+// changed says whether l must be saved.
+func (en *Engine) stepLeg(l *storage.Leg, ev leg.Event, ours bool, in legInput) (changed bool, st legStep, ok bool) {
+	r, ok := leg.Step(l.State, ev, ours)
+	if !ok {
+		en.metrics.LegEventsIgnored.WithLabelValues(l.State, string(ev)).Inc()
+		en.log.Debug("leg event not allowed in its state: ignored", "leg", l.ID, "state", l.State, "event", ev)
+		return false, legStep{}, false
+	}
+	now := time.Now().UTC()
+	stamp := func(t **time.Time) {
+		if *t == nil {
+			*t, changed = &now, true
+		}
+	}
+	next := leg.NextState(l.State, r, in.cause)
+	if next != l.State {
+		l.State, changed = next, true
+	}
+	e := r.Effects
+	if e&(leg.StampRinging|leg.StampAnswered|leg.StampConnected) != 0 {
+		stamp(&l.RingingAt)
+	}
+	if e&(leg.StampAnswered|leg.StampConnected) != 0 {
+		stamp(&l.AnsweredAt)
+	}
+	if e&leg.StampConnected != 0 {
+		stamp(&l.ConnectedAt)
+	}
+	if e&leg.MarkOurs != 0 {
+		if !l.HangupRequested {
+			l.HangupRequested, changed = true, true
+		}
+		if in.reason != "" && l.EndReason == "" {
+			l.EndReason, changed = core.Clip(in.reason, maxEndReason), true
+		}
+	}
+	if e&leg.TalkingOn != 0 && !l.Talking && !l.Muted {
+		l.Talking, changed = true, true
+	}
+	if e&leg.TalkingOff != 0 && l.Talking {
+		l.Talking, changed = false, true
+	}
+	if e&leg.End != 0 {
+		// Clipped to their columns: PostgreSQL refuses a longer value,
+		// and the leg would stay live (a reason can quote a PBX error).
+		text := in.causeText
+		if ev == leg.EvEnded {
+			text = leg.CauseText(next, in.cause, in.causeText)
+		}
+		l.Cause, l.CauseText, l.EndedAt, l.Talking = in.cause, core.Clip(text, maxCauseText), &now, false
+		if in.reason != "" && l.EndReason == "" {
+			l.EndReason = core.Clip(in.reason, maxEndReason)
+		}
+		changed = true
+	}
+	return changed, legStep{hangUp: e&leg.HangUp != 0}, true
+}
+
+// RequestHangup applies "hang-up requested" to l (locked by the caller's
+// transaction, which saves it): it is marked as ours with reason, unless
+// the table says it is past that (false, counted). The caller then asks
+// the PBX (HangupOnPBX) once its transaction is durable.
+func (en *Engine) RequestHangup(l *storage.Leg, reason string) bool {
+	_, _, ok := en.stepLeg(l, leg.EvHangupRequested, l.HangupRequested, legInput{reason: reason})
+	return ok
+}
+
+// afterLeg finishes applyLeg once its transaction is durable: logs a
+// failure, hangs the call up and destroys an ended conference's room when
+// the transition says so.
+func (en *Engine) afterLeg(ctx context.Context, legID string, ev leg.Event, err error, st legStep) {
+	if err != nil {
+		if !errors.Is(err, storage.ErrNotFound) {
+			en.log.Error("leg transition failed", "leg", legID, "event", ev, "err", err)
+		}
+		return
+	}
+	if st.hangUp {
+		en.hangupOnNode(ctx, legID)
+	}
+	if st.ended != nil {
+		en.destroyOnPBX(ctx, st.ended)
+	}
 }
 
 // lockLeg loads a leg for change: its conversation's lock first, then the
@@ -154,81 +278,6 @@ func lockLeg(ctx context.Context, tx *storage.Store, legID string) (*storage.Leg
 	return tx.GetLegForUpdate(ctx, legID)
 }
 
-// endLeg records that a leg is gone from the PBX, and ends the conference
-// when it was the last live leg.
-func (en *Engine) endLeg(ctx context.Context, legID string, cause int, causeText, reason string) {
-	fn, ended := en.endLegTx(ctx, legID, cause, causeText, reason)
-	err := en.store.InTx(ctx, fn)
-	en.legEnded(ctx, legID, err, *ended)
-}
-
-// endLegAsync is endLeg queued, for the PBX's call progress (see
-// transition).
-func (en *Engine) endLegAsync(ctx context.Context, legID string, cause int, causeText, reason string) {
-	fn, ended := en.endLegTx(ctx, legID, cause, causeText, reason)
-	en.store.InTxAsync(ctx, fn, func(err error) {
-		// On a goroutine of its own: this runs where the store answers
-		// transactions, and legEnded may call the PBX.
-		go en.legEnded(context.WithoutCancel(ctx), legID, err, *ended)
-	})
-}
-
-// endLegTx is endLeg's transaction; *ended is set to the conference it
-// ended, if any.
-func (en *Engine) endLegTx(ctx context.Context, legID string, cause int, causeText, reason string) (func(tx *storage.Store) error, **storage.Conference) {
-	ended := new(*storage.Conference)
-	return func(tx *storage.Store) error {
-		*ended = nil
-		l, err := lockLeg(ctx, tx, legID)
-		if err != nil {
-			return err
-		}
-		if !storage.LegLive(l.State) {
-			return nil // duplicate or late
-		}
-		now := time.Now().UTC()
-		l.State = endStateFor(l, cause)
-		// Clipped to their columns: PostgreSQL refuses a longer value,
-		// and the leg would stay live (a reason can quote a PBX error).
-		l.Cause, l.CauseText, l.EndedAt, l.Talking = cause, core.Clip(causeText, maxCauseText), &now, false
-		if reason != "" && l.EndReason == "" {
-			l.EndReason = core.Clip(reason, maxEndReason)
-		}
-		if err := tx.SaveLeg(ctx, l); err != nil {
-			return err
-		}
-		en.metrics.LegEnds.WithLabelValues(l.State).Inc()
-		if err := core.AppendEvent(ctx, tx, l.ConversationID, "leg.updated", core.LegViewOf(l)); err != nil {
-			return err
-		}
-		live, err := tx.LiveLegs(ctx, l.ConferenceID)
-		if err != nil || len(live) > 0 {
-			return err
-		}
-		conf, err := tx.GetConference(ctx, l.ConferenceID)
-		if err != nil {
-			return err
-		}
-		ok, err := en.endConferenceTx(ctx, tx, conf, "the last call ended")
-		if ok {
-			*ended = conf
-		}
-		return err
-	}, ended
-}
-
-// legEnded finishes endLeg after its transaction: logs a failure, tells
-// the PBX to destroy a conference that ended.
-func (en *Engine) legEnded(ctx context.Context, legID string, err error, ended *storage.Conference) {
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		en.log.Error("ending leg failed", "leg", legID, "err", err)
-		return
-	}
-	if ended != nil && err == nil {
-		en.destroyOnPBX(ctx, ended)
-	}
-}
-
 // Column sizes of legs.cause_text and legs.end_reason (storage.Leg);
 // core.Clip cuts on a character boundary.
 const (
@@ -236,36 +285,51 @@ const (
 	maxEndReason = 200
 )
 
-// failLeg ends a leg that never reached the PBX (or that the PBX refused).
-func (en *Engine) failLeg(ctx context.Context, legID string, cause int, causeText, reason string) {
-	en.endLeg(ctx, legID, cause, causeText, reason)
+// failLeg ends a leg that never reached the PBX (or that the PBX
+// refused): an end with no cause, so "failed" (or "cancelled" when it was
+// hung up meanwhile).
+func (en *Engine) failLeg(ctx context.Context, legID, reason string) {
+	en.applyLeg(ctx, legID, leg.EvEnded, legInput{reason: reason})
 }
 
-// EndConference marks the conference ended (cancelling pending invitations
-// and flagging live legs as hung up by us), then tells the PBX to hang up
-// everything and destroy the room.
+// EndConference marks the conference ended (cancelling pending
+// invitations and marking every live leg as hung up by us), then hangs up
+// every live leg of it by id through its node's driver, and then destroys
+// the room. The legs come from the store, not from what this replica's
+// driver knows: with several replicas, a leg placed through another one
+// and still ringing is not in the room yet, and would otherwise answer
+// into a conference that no longer exists (the owner of the node would
+// recreate the room for it). A leg that answers anyway is hung up by the
+// table (applyLegTx: "ours").
 func (en *Engine) EndConference(ctx context.Context, conf *storage.Conference, reason string) error {
+	return en.endConference(ctx, conf, reason, false)
+}
+
+// endConference is EndConference; with onlyIfEmpty it ends the conference
+// only when it has no live leg in the transaction (resync's "no calls
+// left": a leg may have joined since it read the store).
+func (en *Engine) endConference(ctx context.Context, conf *storage.Conference, reason string, onlyIfEmpty bool) error {
 	ended := false
+	var hangup []string
 	err := en.store.InTx(ctx, func(tx *storage.Store) error {
+		hangup = hangup[:0]
 		if err := tx.LockConversation(ctx, conf.ConversationID); err != nil {
 			return err
 		}
-		var err error
+		legs, err := tx.LiveLegs(ctx, conf.ID)
+		if err != nil || (onlyIfEmpty && len(legs) > 0) {
+			return err
+		}
 		ended, err = en.endConferenceTx(ctx, tx, conf, reason)
 		if err != nil {
 			return err
 		}
-		legs, err := tx.LiveLegs(ctx, conf.ID)
-		if err != nil {
-			return err
-		}
 		for i := range legs {
-			legs[i].HangupRequested = true
-			if legs[i].EndReason == "" {
-				legs[i].EndReason = "audio " + reason
-			}
-			if err := tx.SaveLeg(ctx, &legs[i]); err != nil {
-				return err
+			if en.RequestHangup(&legs[i], "audio "+reason) {
+				if err := tx.SaveLeg(ctx, &legs[i]); err != nil {
+					return err
+				}
+				hangup = append(hangup, legs[i].ID)
 			}
 		}
 		return nil
@@ -273,6 +337,25 @@ func (en *Engine) EndConference(ctx context.Context, conf *storage.Conference, r
 	if err != nil {
 		return err
 	}
+	if !en.nodeReady(conf.Node) {
+		// Call control is unavailable: the requests would only time out.
+		// The legs are marked; the resync when the node is back hangs
+		// them up and destroys the room (hangupsPending, orphan rooms).
+		en.log.Warn("conference ended while its PBX node does not answer: its calls are hung up when it is back",
+			"conference", conf.ID, "node", conf.Node, "legs", len(hangup))
+		return nil
+	}
+	// Every leg at once: a stalled PBX costs one request timeout, not one
+	// per leg.
+	var wg sync.WaitGroup
+	for _, id := range hangup {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			en.hangupOnNodeOf(ctx, conf, id)
+		}()
+	}
+	wg.Wait()
 	if ended {
 		en.destroyOnPBX(ctx, conf)
 	}

@@ -281,9 +281,8 @@ func (gu *Guests) endGuestTx(ctx context.Context, tx *storage.Store, g *storage.
 	if err != nil {
 		return nil, err
 	}
-	l.HangupRequested = true
-	if l.EndReason == "" {
-		l.EndReason = reason
+	if !gu.engine.RequestHangup(l, reason) {
+		return nil, nil
 	}
 	if err := tx.SaveLeg(ctx, l); err != nil {
 		return nil, err

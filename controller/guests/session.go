@@ -202,8 +202,9 @@ func (gu *Guests) GuestHangup(ctx context.Context, ga GuestActor) error {
 		if err != nil {
 			return err
 		}
-		cur.HangupRequested = true
-		cur.EndReason = "hung up by the guest"
+		if !gu.engine.RequestHangup(cur, "hung up by the guest") {
+			return core.Conflict("leg_not_live", "you have no call in progress")
+		}
 		leg = cur
 		return tx.SaveLeg(ctx, cur)
 	})

@@ -65,8 +65,8 @@ type LegRecord struct {
 	AnsweredAt     *time.Time `json:"answered_at,omitempty"`
 	EndedAt        *time.Time `json:"ended_at,omitempty"`
 	// DurationS is how long the call was answered, in whole seconds: from
-	// the answer to the end (to now while it is still up); 0 for a call
-	// never answered.
+	// the answer (with confirm-to-join: the pick-up, before the key) to the
+	// end (to now while it is still up); 0 for a call never answered.
 	DurationS int64 `json:"duration_s"`
 }
 
@@ -76,7 +76,10 @@ func RecordOf(r *storage.LegRecord, now time.Time) LegRecord {
 	v := LegRecord{ID: l.ID, ConferenceID: l.ConferenceID, ConversationID: l.ConversationID, UserID: l.UserID,
 		GuestID: l.GuestID, DisplayName: r.DisplayName, Number: l.Number, State: l.State, Cause: l.Cause,
 		CauseText: l.CauseText, EndReason: l.EndReason, DialedAt: l.CreatedAt.UTC(),
-		RingingAt: utc(l.RingingAt), AnsweredAt: utc(l.ConnectedAt), EndedAt: utc(l.EndedAt)}
+		RingingAt: utc(l.RingingAt), AnsweredAt: utc(l.AnsweredAt), EndedAt: utc(l.EndedAt)}
+	if v.AnsweredAt == nil {
+		v.AnsweredAt = utc(l.ConnectedAt) // rows from before answered_at was kept
+	}
 	if v.AnsweredAt != nil {
 		end := now
 		if v.EndedAt != nil {

@@ -150,12 +150,13 @@ type Server struct {
 	phase     phase
 	closed    bool
 
-	hang        emuserver.Hang // SetUnresponsive
-	wsDelay     atomic.Int64   // SetWebsocketDelay, ns
-	origDelay   atomic.Int64   // SetOriginateDelay, ns
-	answerDelay atomic.Int64   // SetAnswerDelay, ns
-	done        chan struct{}  // closed by Close
-	wg          sync.WaitGroup // websocket loops and the boot goroutine, awaited by Close
+	hang    emuserver.Hang // SetUnresponsive
+	wsDelay atomic.Int64   // SetWebsocketDelay, ns
+	// Delays: SetOriginateDelay (POST /channels answers after it; a
+	// DELETE meanwhile is 404 "Channel not found") and SetAnswerDelay.
+	emuphone.Delays
+	done chan struct{}  // closed by Close
+	wg   sync.WaitGroup // websocket loops and the boot goroutine, awaited by Close
 
 	netMu   sync.Mutex
 	addr    string
@@ -443,28 +444,6 @@ func (s *Server) SetUnresponsive(on bool) {
 // websocket's queue (Config.EventQueue) overflowed meanwhile, which closes
 // that websocket.
 func (s *Server) SetPartitioned(on bool) { s.SetUnresponsive(on) }
-
-// SetOriginateDelay holds each new originate (POST /channels,
-// POST /channels/{id}) d before the channel exists and the 200 is written,
-// like a slow Asterisk. A DELETE /channels/{id} of that id during the delay
-// answers 404 "Channel not found", as Asterisk does for an unknown channel;
-// the originate still goes through afterwards. 0 turns it off.
-func (s *Server) SetOriginateDelay(d time.Duration) { s.origDelay.Store(int64(d)) }
-
-// SetAnswerDelay makes the phones that ring before answering (every number
-// but the lab endpoints, "@trunk-slow" and the early-media numbers) ring d
-// instead of Config.Timing.Ring, for calls originated from now on. 0 goes
-// back to the configured ring.
-func (s *Server) SetAnswerDelay(d time.Duration) { s.answerDelay.Store(int64(d)) }
-
-// timing is the phone timing for a new call.
-func (s *Server) timing() emuphone.Timing {
-	t := s.cfg.Timing
-	if d := time.Duration(s.answerDelay.Load()); d > 0 {
-		t.Ring = d
-	}
-	return t
-}
 
 // Restart behaves like `core restart now` (recordings f_*): every channel is
 // hung up with the recorded events (ChannelHangupRequest cause 4 soft,

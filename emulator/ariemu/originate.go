@@ -47,7 +47,7 @@ func (s *Server) handleOriginate(rc *reqCtx) {
 	if !rc.loadBody() {
 		return
 	}
-	if d := time.Duration(s.origDelay.Load()); d > 0 {
+	if d := s.OriginateDelay(); d > 0 {
 		// SetOriginateDelay: a slow Asterisk, nothing exists yet.
 		select {
 		case <-time.After(d):
@@ -182,7 +182,7 @@ func (s *Server) originateLocked(a originateArgs, tech, resource string) (*chann
 			s.log.Info("originate: no such PJSIP endpoint", "endpoint", a.endpoint)
 			return nil, http.StatusInternalServerError
 		}
-		ch.phone = emuphone.ForEndpoint(a.endpoint, s.timing())
+		ch.phone = emuphone.ForEndpoint(a.endpoint, s.Timing(s.cfg.Timing))
 		if ch.phone.Outcome == emuphone.Unreachable {
 			// No contact registered, or nothing listening (recording d).
 			s.log.Info("originate: endpoint unreachable", "endpoint", a.endpoint)

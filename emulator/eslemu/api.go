@@ -334,7 +334,7 @@ func (s *Server) showLocked(arg string) string {
 // originate parses "[{vars}]<dial string> <&app(args)|exten> [...]" the way
 // the recordings show FreeSWITCH reacting to good and bad dial strings.
 func (s *Server) originate(arg, job string) (string, bool) {
-	if d := time.Duration(s.originateDelay.Load()); d > 0 {
+	if d := s.OriginateDelay(); d > 0 {
 		s.mu.Lock()
 		gen := s.gen
 		s.mu.Unlock()
@@ -451,7 +451,7 @@ func (s *Server) originate(arg, job string) (string, bool) {
 		s.mu.Unlock()
 		return "-ERR DESTINATION_OUT_OF_ORDER\n", false
 	}
-	ch.phone = emuphone.ForEndpoint(dial, s.timing())
+	ch.phone = emuphone.ForEndpoint(dial, s.Timing(s.cfg.Timing))
 	o := &origination{job: job, arg: arg}
 	if job == "" {
 		o.result = make(chan string, 1)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/convoice/convoice/emulator/emuphone"
@@ -127,8 +126,10 @@ type Server struct {
 
 	nextMember int
 
-	originateDelay atomic.Int64 // SetOriginateDelay, ns
-	answerDelay    atomic.Int64 // SetAnswerDelay, ns
+	// Delays: SetOriginateDelay (the bgapi reply comes at once, as
+	// recorded, CHANNEL_OUTGOING and the rest only after the delay; a
+	// uuid_kill meanwhile is "-ERR No such channel!") and SetAnswerDelay.
+	emuphone.Delays
 }
 
 // New makes an emulator; Start opens its socket.
@@ -395,29 +396,6 @@ func (s *Server) SetUnresponsive(on bool) {
 // partition ends). Calls, phone scripts and timers go on; what the
 // sockets missed is written, in order, when the partition ends.
 func (s *Server) SetPartitioned(on bool) { s.SetUnresponsive(on) }
-
-// SetOriginateDelay holds each new originate d before its channel exists,
-// like a loaded FreeSWITCH: the bgapi reply (+OK Job-UUID) still comes at
-// once, as recorded, but CHANNEL_OUTGOING and everything after it only
-// after d. A uuid_kill of the origination_uuid during the delay answers
-// "-ERR No such channel!" (the channel does not exist yet) and the call
-// still starts afterwards. 0 turns it off.
-func (s *Server) SetOriginateDelay(d time.Duration) { s.originateDelay.Store(int64(d)) }
-
-// SetAnswerDelay makes the phones that ring before answering (every number
-// but the lab endpoints, "@trunk-slow" and the early-media numbers) ring d
-// instead of Config.Timing.Ring, for calls originated from now on. 0 goes
-// back to the configured ring.
-func (s *Server) SetAnswerDelay(d time.Duration) { s.answerDelay.Store(int64(d)) }
-
-// timing is the phone timing for a new call.
-func (s *Server) timing() emuphone.Timing {
-	t := s.cfg.Timing
-	if d := time.Duration(s.answerDelay.Load()); d > 0 {
-		t.Ring = d
-	}
-	return t
-}
 
 // Restart is a graceful FreeSWITCH restart (SIGTERM), as recorded.
 func (s *Server) Restart() { s.shutdown(true) }

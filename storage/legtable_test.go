@@ -1,0 +1,186 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/convoice/convoice/leg"
+)
+
+func TestMigration5_IndexesTheTablesLiveStates(t *testing.T) {
+	if got := sqlList(leg.Live()); got != liveStatesOfMigration5 {
+		t.Fatalf("the leg table's live states are %s, migration 5 indexed %s: add a migration that recreates "+
+			"ux_leg_live_user and ux_leg_live_guest with the new set", got, liveStatesOfMigration5)
+	}
+}
+
+func openLegTest(t *testing.T, dsn string) *Store {
+	t.Helper()
+	if dsn == "" {
+		dsn = filepath.Join(t.TempDir(), "legs.db")
+		if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
+			dsn = pg
+		}
+	}
+	s, err := Open(context.Background(), dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// seedConference makes a user, a conversation and an active conference.
+func seedConference(t *testing.T, s *Store, tag string) (*User, *Conference) {
+	t.Helper()
+	ctx := context.Background()
+	id := tag + time.Now().Format("150405.000000000")
+	u := &User{ID: "u-" + id, DisplayName: "A", Email: id + "@x.com", Role: RoleUser}
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	c := &Conversation{ID: "c-" + id, Kind: KindIM, CreatorID: u.ID}
+	if err := s.CreateConversation(ctx, c, []Participant{{ConversationID: c.ID, UserID: u.ID, Role: RoleOrganizer}}); err != nil {
+		t.Fatal(err)
+	}
+	conf := &Conference{ID: "cf-" + id, ConversationID: c.ID, State: ConferenceActive, CreatedBy: u.ID, Node: "n-" + id}
+	if err := s.CreateConference(ctx, conf); err != nil {
+		t.Fatal(err)
+	}
+	return u, conf
+}
+
+// Every query of live legs answers the table's live states, the ring
+// watchdog's the states the ring timeout applies to, and a confirming leg
+// counts as a person's live call.
+func TestLiveLegQueries_FollowTheLegTable(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "q")
+	old := time.Now().UTC().Add(-time.Hour)
+	byID := map[string]string{}
+	for _, st := range leg.States {
+		l := &Leg{ID: conf.ID + "-" + st, ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
+			Number: "+12025550100", State: st, CreatedAt: old, UpdatedAt: old}
+		if err := s.CreateLeg(ctx, l); err != nil {
+			t.Fatalf("create %s leg: %v", st, err)
+		}
+		byID[l.ID] = st
+	}
+	states := func(ls []Leg) []string {
+		var out []string
+		for _, l := range ls {
+			out = append(out, byID[l.ID])
+		}
+		slices.Sort(out)
+		return out
+	}
+	sorted := func(ss []string) []string { ss = slices.Clone(ss); slices.Sort(ss); return ss }
+	live, err := s.LiveLegs(ctx, conf.ID)
+	if err != nil || !slices.Equal(states(live), sorted(leg.Live())) {
+		t.Errorf("LiveLegs: %v %v, want %v", states(live), err, leg.Live())
+	}
+	all, err := s.AllLiveLegs(ctx, conf.Node)
+	if err != nil || !slices.Equal(states(all), sorted(leg.Live())) {
+		t.Errorf("AllLiveLegs: %v %v, want %v", states(all), err, leg.Live())
+	}
+	counts, err := s.CountLiveLegs(ctx)
+	if err != nil || counts[conf.Node] != len(leg.Live()) {
+		t.Errorf("CountLiveLegs: %v %v, want %d", counts[conf.Node], err, len(leg.Live()))
+	}
+	n, err := s.CountLiveLegsIn(ctx, DialScope{ConversationID: conf.ConversationID})
+	if err != nil || int(n) != len(leg.Live()) {
+		t.Errorf("CountLiveLegsIn: %d %v, want %d", n, err, len(leg.Live()))
+	}
+	stale, err := s.StaleRingingLegs(ctx, time.Now().UTC())
+	var mine []Leg
+	for _, l := range stale {
+		if l.ConferenceID == conf.ID {
+			mine = append(mine, l)
+		}
+	}
+	if err != nil || !slices.Equal(states(mine), sorted(leg.Accepting(leg.EvRingTimeout))) {
+		t.Errorf("StaleRingingLegs: %v %v, want %v", states(mine), err, leg.Accepting(leg.EvRingTimeout))
+	}
+	for _, st := range leg.States {
+		if LegLive(st) != slices.Contains(leg.Live(), st) {
+			t.Errorf("LegLive(%s) = %v", st, LegLive(st))
+		}
+	}
+}
+
+func TestLegs_AConfirmingLegIsThePersonsLiveCallAndAnsweredAtIsKept(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	u, conf := seedConference(t, s, "c")
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	first := &Leg{ID: conf.ID + "-1", ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: &u.ID,
+		Number: "+12025550100", State: LegConfirming, CreatedAt: now, UpdatedAt: now, AnsweredAt: &now}
+	if err := s.CreateLeg(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	second := &Leg{ID: conf.ID + "-2", ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: &u.ID,
+		Number: "+12025550100", State: LegDialing, CreatedAt: now, UpdatedAt: now}
+	if err := s.CreateLeg(ctx, second); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a second live leg beside a confirming one: %v, want ErrConflict", err)
+	}
+	got, err := s.LiveLegOfUser(ctx, conf.ID, u.ID)
+	if err != nil || got.ID != first.ID || got.AnsweredAt == nil || !got.AnsweredAt.Equal(now) {
+		t.Fatalf("LiveLegOfUser: %+v %v, want the confirming leg with answered_at %v", got, err, now)
+	}
+	later := now.Add(time.Second)
+	got.State, got.EndedAt = LegUnconfirmed, &later
+	if err := s.SaveLeg(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateLeg(ctx, second); err != nil {
+		t.Fatalf("a new leg once the confirming one ended unconfirmed: %v", err)
+	}
+	back, err := s.GetLeg(ctx, first.ID)
+	if err != nil || back.State != LegUnconfirmed || back.AnsweredAt == nil || !back.AnsweredAt.Equal(now) {
+		t.Fatalf("saved leg: %+v %v", back, err)
+	}
+}
+
+// A database made before the table (migrations up to 4) gets answered_at
+// and the new live set.
+func TestMigration5_UpgradesAVersion4Database(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v4.db")
+	all := migrations
+	migrations = slices.DeleteFunc(slices.Clone(all), func(m migration) bool { return m.version >= 5 })
+	s4, err := Open(ctx, path, Options{})
+	migrations = all
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s4.SchemaVersion(ctx); v != 4 {
+		t.Fatalf("schema version %d, want 4", v)
+	}
+	// The legs table of migration 1 as it was released, without answered_at.
+	if err := s4.DB().Exec(`ALTER TABLE legs DROP COLUMN answered_at`).Error; err != nil {
+		t.Fatal(err)
+	}
+	s4.Close()
+	s := openLegTest(t, path)
+	if v, _ := s.SchemaVersion(ctx); v < 5 {
+		t.Fatalf("schema version %d after reopening, want 5", v)
+	}
+	if !s.DB().Migrator().HasColumn(&Leg{}, "AnsweredAt") {
+		t.Fatal("no answered_at column after migration 5")
+	}
+	u, conf := seedConference(t, s, "m")
+	now := time.Now().UTC()
+	for i, st := range []string{LegConfirming, LegRinging} {
+		err := s.CreateLeg(ctx, &Leg{ID: conf.ID + "-" + st, ConferenceID: conf.ID, ConversationID: conf.ConversationID,
+			UserID: &u.ID, Number: "+12025550100", State: st, CreatedAt: now, UpdatedAt: now})
+		if i == 1 && !errors.Is(err, ErrConflict) {
+			t.Fatalf("second live leg beside a confirming one after the upgrade: %v, want ErrConflict", err)
+		}
+	}
+}
