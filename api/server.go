@@ -142,6 +142,7 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 
 	s.mountJoinLinks(e, v1, authed)
 	s.mountAdmin(authed)
+	s.mountNotify(v1, authed)
 	s.mountWeb(e)
 	return s
 }

@@ -103,6 +103,16 @@ var errStreamEnd = errors.New("end of stream")
 // who (the principal) and the client's address are counted against the
 // stream caps (Limits) while it is open.
 func (s *Server) stream(c echo.Context, who, convID string, last int64, f streamFilter) error {
+	return s.streamFrom(c, who, convID, func(ctx context.Context, after int64, n int) ([]controller.Event, error) {
+		return s.ctl.EventsAfter(ctx, convID, after, n)
+	}, last, f)
+}
+
+// streamFrom is stream for any stored stream: key is its hub key, read
+// its stored events after a seq (a conversation's log, or a person's own
+// stream).
+func (s *Server) streamFrom(c echo.Context, who, key string, read func(ctx context.Context, after int64, n int) ([]controller.Event, error),
+	last int64, f streamFilter) error {
 	ctx := c.Request().Context()
 	release, full := s.streams.admit(who, c.RealIP())
 	if full != "" {
@@ -113,7 +123,7 @@ func (s *Server) stream(c echo.Context, who, convID string, last int64, f stream
 	// The request is read: a stream may stay open for hours, so the
 	// server's read deadline (a bound on slow request bodies) is lifted.
 	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Time{})
-	sub := s.ctl.Hub().Subscribe(convID)
+	sub := s.ctl.Hub().Subscribe(key)
 	defer sub.Close()
 
 	w := c.Response()
@@ -163,7 +173,7 @@ func (s *Server) stream(c echo.Context, who, convID string, last int64, f stream
 	}
 	replay := func() error {
 		for {
-			evs, err := s.ctl.EventsAfter(ctx, convID, last, replayPage)
+			evs, err := read(ctx, last, replayPage)
 			if err != nil {
 				return err
 			}

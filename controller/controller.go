@@ -18,7 +18,10 @@ import (
 	"github.com/convoice/convoice/controller/directory"
 	"github.com/convoice/convoice/controller/engine"
 	"github.com/convoice/convoice/controller/guests"
+	"github.com/convoice/convoice/controller/history"
 	"github.com/convoice/convoice/controller/policy"
+	"github.com/convoice/convoice/controller/userevents"
+	"github.com/convoice/convoice/controller/webhooks"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
 )
@@ -41,6 +44,11 @@ type Controller struct {
 	log     *slog.Logger
 
 	idemAttempt, idemRetention time.Duration // idempotency.go
+
+	// issue 17 (notify.go)
+	streams  *userevents.Streams
+	history  *history.History
+	webhooks *webhooks.Webhooks
 }
 
 // New wires a controller. The store's commits are published on hub.
@@ -66,6 +74,8 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 		engine:        eng, audit: trail, store: store, hub: hub, numbers: numbers, log: cfg.Logger,
 		idemAttempt: cfg.IdempotencyAttempt, idemRetention: cfg.IdempotencyRetention,
 	}
+	c.streams = userevents.New(store)
+	c.notifyDefaults(cfg.Logger)
 	store.OnCommit(hub.Publish)
 	commits := eng.Metrics().Commit.WithLabelValues(store.Dialect())
 	store.OnCommitTime(func(d time.Duration) { commits.Observe(d.Seconds()) })
@@ -88,9 +98,11 @@ func (c *Controller) Hub() *Hub { return c.hub }
 func (c *Controller) Numbers() Numbers { return c.numbers }
 
 // Run drives every PBX node until ctx is done (engine.Engine.Run), and
-// purges old idempotency keys meanwhile.
+// purges old idempotency keys, purges old call records and delivers
+// webhooks meanwhile.
 func (c *Controller) Run(ctx context.Context) error {
 	go c.purgeIdempotency(ctx)
+	c.runNotify(ctx)
 	return c.engine.Run(ctx)
 }
 

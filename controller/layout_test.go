@@ -15,11 +15,16 @@ import (
 // engine → policy, audit → core → storage. Each folder here may import of
 // ours only what it lists; its tests may import more.
 var allowedImports = map[string][]string{
-	"../api":        {"controller"},
-	".":             {"controller/audio", "controller/audit", "controller/conversations", "controller/core", "controller/directory", "controller/engine", "controller/guests", "controller/policy", "pbx", "storage"},
-	"guests":        {"controller/audit", "controller/conversations", "controller/core", "controller/engine", "controller/policy", "storage"},
-	"audio":         {"controller/audit", "controller/conversations", "controller/core", "controller/engine", "controller/policy", "storage"},
-	"directory":     {"controller/audit", "controller/core", "controller/policy", "storage"},
+	"../api":    {"controller"},
+	".":         {"controller/audio", "controller/audit", "controller/conversations", "controller/core", "controller/directory", "controller/engine", "controller/guests", "controller/history", "controller/policy", "controller/userevents", "controller/webhooks", "pbx", "storage"},
+	"guests":    {"controller/audit", "controller/conversations", "controller/core", "controller/engine", "controller/policy", "storage"},
+	"audio":     {"controller/audit", "controller/conversations", "controller/core", "controller/engine", "controller/policy", "storage"},
+	"directory": {"controller/audit", "controller/core", "controller/policy", "storage"},
+	// Issue 17: the own stream, call history and webhooks read what the
+	// others wrote (the log, legs) and sit beside them on core.
+	"userevents":    {"controller/core", "storage"},
+	"history":       {"controller/core", "storage"},
+	"webhooks":      {"controller/core", "storage"},
 	"conversations": {"controller/core", "controller/engine", "storage"},
 	"engine":        {"controller/audit", "controller/core", "controller/policy", "leg", "pbx", "storage"},
 	"audit":         {"controller/core", "storage"},

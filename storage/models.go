@@ -110,6 +110,9 @@ type Event struct {
 	Type           string `gorm:"size:64;not null"`
 	Data           string `gorm:"not null"`
 	CreatedAt      time.Time
+	// ForUser, set only in memory, makes this the copy of the event on
+	// that user's own stream (fanout.go): Seq is then the user's seq.
+	ForUser string `gorm:"-"`
 }
 
 // Conference states.

@@ -3,14 +3,14 @@ package storage
 import (
 	"context"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
 // eventsChannel is the PostgreSQL NOTIFY channel that tells every replica
-// a conversation's log grew: the payload is "<conversation id>:<seq>".
+// a conversation's log grew: the payload is "<conversation id>:<seq>" (or a
+// user's stream: "user:<user id>:<seq>", fanout.go).
 // NOTIFY is transactional, so it is delivered at commit, in commit order,
 // and only for committed events; the stored log stays the source of truth
 // (a replica that hears of seq N reads the log up to it).
@@ -67,9 +67,8 @@ func (s *Store) listenOnce(ctx context.Context, dsn string, poke func(string, in
 		if err != nil {
 			return err
 		}
-		conv, seqText, ok := strings.Cut(n.Payload, ":")
-		seq, perr := strconv.ParseInt(seqText, 10, 64)
-		if !ok || perr != nil {
+		conv, seq, ok := parseNotify(n.Payload)
+		if !ok {
 			s.log.Warn("odd event notification ignored", "payload_len", len(n.Payload))
 			continue
 		}

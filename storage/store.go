@@ -68,6 +68,8 @@ type Store struct {
 	// it has committed (the event hub publishes them). Durable before
 	// announced.
 	afterCommit func([]Event)
+	// audience names the users each event concerns (fanout.go).
+	audience EventAudience
 
 	// pending collects the events appended in this transaction (nil on the
 	// root store, where AppendEvent commits at once).
@@ -397,7 +399,10 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 		tx := *s
 		tx.db = gtx
 		tx.pending = &events
-		return fn(&tx)
+		if err := fn(&tx); err != nil {
+			return err
+		}
+		return tx.fanOut(ctx)
 	})
 	if s.commitTime != nil {
 		s.commitTime(time.Since(start))

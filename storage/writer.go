@@ -218,6 +218,9 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			tx.pending = &r.events
 			tx.req = r
 			r.err = runSafely(r.fn, &tx)
+			if r.err == nil {
+				r.err = tx.fanOut(ctx)
+			}
 			if r.err != nil {
 				r.events = nil
 				if err := s.execTx(ctx, sqlTx, `ROLLBACK TO w`); err != nil {

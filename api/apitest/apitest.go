@@ -102,6 +102,10 @@ type Options struct {
 	// NodeLostAfter: a node not ready this long has its legs ended
 	// (default the controller's, 10 min).
 	NodeLostAfter time.Duration
+	// Notify tunes call history and webhooks (its Registerer is the
+	// Env's own registry); a test whose webhook receiver is on loopback
+	// sets WebhookAllowPrivate.
+	Notify controller.NotifyConfig
 }
 
 // Env is one running convoice.
@@ -260,6 +264,9 @@ func (e *Env) start() {
 	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout,
 		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller")},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
+	ncfg := e.opts.Notify
+	ncfg.Registerer = reg
+	e.Ctl.SetNotify(ncfg)
 	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
 		Gatherer: reg, Logger: e.logger("api"), Limits: e.opts.Limits, TrustedProxies: e.opts.TrustedProxies}, e.Ctl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

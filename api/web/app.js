@@ -20,7 +20,12 @@
   const LIVE_LEG = new Set(['dialing', 'ringing', 'confirming', 'connected']);
   const LEG_RANK = { dialing: 1, ringing: 2, confirming: 3, connected: 4 }; // anything else (an end state) ranks 5
   const CONTROL_POLL_MS = 5000;
+  // Invitations arrive on the person's own stream (/api/v1/me/events); the
+  // list is polled every 3 s only while that stream is down, and every 30 s
+  // as a safety net while it is up.
   const INVITES_POLL_MS = 3000;
+  const INVITES_SLOW_POLL_MS = 30000;
+  const ME_EVENT_TYPES = ['invitation.updated', 'conversation.created', 'participant.joined', 'participant.left'];
   const CONVS_POLL_MS = 5000;
   const LONG_OUTAGE_MS = 4000; // after a longer outage, reload state besides the replay
   const MAX_ACTIVITY = 60;
@@ -45,10 +50,13 @@
     me: null, // the user view, with numbers and contacts
     admin: false,
     convs: new Map(), // id → conversation view (list)
-    invites: new Map(), // id → my pending invitation (polled)
+    invites: new Map(), // id → my pending invitation (own stream, polled as fallback)
     answered: new Set(), // invitation ids answered here or seen non-pending
     cur: null, // the open conversation (see openConversation)
     timers: [],
+    meEs: null, // EventSource of /api/v1/me/events
+    meLive: false, // it is open
+    invitesPolledAt: 0,
     joinLinks: null, // null: not probed; true/false: the join-link API exists
     gen: 0,
   };
@@ -235,8 +243,12 @@
     $('app-view').hidden = false;
     loadConversations();
     pollInvites();
+    followMe();
     // Polls pause while the tab is hidden and run at once when it shows again.
-    S.timers.push(setInterval(() => { if (!document.hidden) pollInvites(); }, INVITES_POLL_MS));
+    S.timers.push(setInterval(() => {
+      if (document.hidden) return;
+      if (!S.meLive || Date.now() - S.invitesPolledAt >= INVITES_SLOW_POLL_MS) pollInvites();
+    }, INVITES_POLL_MS));
     S.timers.push(setInterval(() => { if (!document.hidden) loadConversations(); }, CONVS_POLL_MS));
     S.timers.push(setInterval(() => { if (!document.hidden) refreshControl(); }, CONTROL_POLL_MS));
     route();
@@ -245,6 +257,9 @@
   function signedOut(msg) {
     for (const t of S.timers) clearInterval(t);
     S.timers = [];
+    if (S.meEs) S.meEs.close();
+    S.meEs = null;
+    S.meLive = false;
     closeConversation();
     S.csrf = null;
     S.me = null;
@@ -332,7 +347,38 @@
     $('conv-list-empty').hidden = list.length > 0;
   }
 
-  // ---------------------------------------------------------------- invitations (poll)
+  // ---------------------------------------------------------------- invitations (own stream, poll as fallback)
+
+  // followMe opens the person's own event stream: a new or changed
+  // invitation, or being added to a conversation, reloads the list at once,
+  // with no conversation open. Opened from now on: the list loaded on open
+  // covers what came before.
+  function followMe() {
+    if (!S.me || S.meEs) return;
+    const es = new EventSource('/api/v1/me/events');
+    S.meEs = es;
+    es.onopen = () => {
+      if (S.meEs !== es) return;
+      S.meLive = true;
+      pollInvites();
+    };
+    es.onerror = () => {
+      if (S.meEs !== es) return;
+      S.meLive = false;
+      if (es.readyState === EventSource.CLOSED) {
+        es.close();
+        S.meEs = null;
+        setTimeout(followMe, 5000);
+      }
+    };
+    for (const t of ME_EVENT_TYPES) {
+      es.addEventListener(t, () => {
+        if (S.meEs !== es) return;
+        pollInvites();
+        if (t !== 'invitation.updated') loadConversations();
+      });
+    }
+  }
 
   // refreshControl re-reads whether the open conference's calls can be
   // controlled: no event says so (nothing changes in the record while a
@@ -355,6 +401,7 @@
 
   async function pollInvites() {
     if (!S.me) return;
+    S.invitesPolledAt = Date.now();
     let r;
     try {
       r = await api('GET', '/invitations');

@@ -145,6 +145,11 @@ func runServe(args []string) error {
 		CallerIDNumber: cfg.CallerNum, RingTimeout: cfg.RingTimeout, NodeLostAfter: cfg.NodeLostAfter, Policy: cfg.Policy, Logger: lg,
 		IdempotencyRetention: cfg.IdempotencyRetention},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
+	ncfg, err := notifyConfig(reg)
+	if err != nil {
+		return err
+	}
+	ctl.SetNotify(ncfg)
 
 	if cfg.PBX == "emulator" && cfg.PBXNodes == "" && !cfg.NoSeed {
 		n, err := store.CountUsers(ctx)

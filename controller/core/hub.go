@@ -9,7 +9,9 @@ import (
 // Event is one entry of a conversation's log, as stored and as streamed.
 type Event = storage.Event
 
-// Hub fans committed events out to the live streams of their conversation.
+// Hub fans committed events out to the live streams of their conversation,
+// and the copies of events on a user's own stream to that stream (keyed
+// UserStreamKey).
 // It never is the source of truth: a subscriber that falls behind is told
 // so and re-reads the stored log, so the stream has no gap and no
 // duplicate whatever the load (see Subscription.Next).
@@ -38,7 +40,8 @@ type Subscription struct {
 	maxSeen int64
 }
 
-// Subscribe registers a listener on a conversation.
+// Subscribe registers a listener on a conversation (or, with
+// UserStreamKey, on a user's own stream).
 func (h *Hub) Subscribe(convID string) *Subscription {
 	s := &Subscription{hub: h, convID: convID, Wake: make(chan struct{}, 1)}
 	h.mu.Lock()
@@ -71,7 +74,11 @@ func (h *Hub) Publish(events []Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range events {
-		for s := range h.subs[ev.ConversationID] {
+		key := ev.ConversationID
+		if ev.ForUser != "" {
+			key = storage.UserStreamKey(ev.ForUser) // a user's own stream
+		}
+		for s := range h.subs[key] {
 			s.push(ev)
 		}
 	}
@@ -144,3 +151,6 @@ func (s *Subscription) Take() (events []Event, lagged bool) {
 	s.queue, s.lagged = nil, false
 	return events, lagged
 }
+
+// UserStreamKey is what Subscribe takes for a user's own stream.
+func UserStreamKey(userID string) string { return storage.UserStreamKey(userID) }

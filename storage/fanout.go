@@ -1,0 +1,191 @@
+package storage
+
+// The fan-out of a transaction's events (issue 17): besides the
+// conversation's own log, every event that concerns a user is indexed in
+// that user's stream (user_events), and every event some webhook endpoint
+// subscribes to gets a delivery row (webhook_deliveries, the outbox). Both
+// are written at the end of the transaction that appended the events, so
+// they commit or roll back with them: a user stream or a webhook never
+// tells of something that did not happen, and never misses what did.
+//
+// The index rows are written last, user by user in id order: on
+// PostgreSQL each takes the row lock of the user's counter
+// (user_event_seqs), and with one order for those locks, taken after every
+// other lock of the transaction, two transactions cannot deadlock on them.
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// UserEvent indexes one conversation event in the stream of a user it
+// concerns: the user's own seq (gap-free per user, in commit order) and
+// the event it points to. The payload stays in the conversation's log.
+type UserEvent struct {
+	UserID         string `gorm:"primaryKey;size:36"`
+	Seq            int64  `gorm:"primaryKey;autoIncrement:false"`
+	ConversationID string `gorm:"size:36;not null"`
+	ConvSeq        int64  `gorm:"not null"`
+	Type           string `gorm:"size:64;not null"`
+	CreatedAt      time.Time
+}
+
+// UserEventSeq is the seq of a user's newest stream entry; bumped in the
+// transaction that adds entries, so seqs are gap-free per user.
+type UserEventSeq struct {
+	UserID string `gorm:"primaryKey;size:36"`
+	Seq    int64  `gorm:"not null;default:0"`
+}
+
+// EventAudience names the users an event concerns (their own stream
+// carries it); nil for none. It is called inside the writing transaction
+// and must not touch the store.
+type EventAudience func(Event) []string
+
+// SetEventAudience sets who is told of which event. Without it no user
+// stream is written.
+func (s *Store) SetEventAudience(f EventAudience) { s.audience = f }
+
+// UserStreamKey is the hub key of a user's own stream (conversation
+// streams are keyed by the conversation id; user ids never hold ':').
+func UserStreamKey(userID string) string { return "user:" + userID }
+
+// fanOut writes the user-stream index and the webhook outbox for the
+// events this transaction appended, then adds the user-stream copies of
+// the events to those announced after commit. It runs once, at the end of
+// the outermost transaction.
+func (s *Store) fanOut(ctx context.Context) error {
+	if s.pending == nil || len(*s.pending) == 0 {
+		return nil
+	}
+	evs := *s.pending
+	if err := s.enqueueDeliveries(ctx, evs); err != nil {
+		return err
+	}
+	if s.audience == nil {
+		return nil
+	}
+	byUser := map[string][]Event{}
+	for _, ev := range evs {
+		if ev.ForUser != "" {
+			continue
+		}
+		for _, u := range s.audience(ev) {
+			if u != "" {
+				byUser[u] = append(byUser[u], ev)
+			}
+		}
+	}
+	users := make([]string, 0, len(byUser))
+	for u := range byUser {
+		users = append(users, u)
+	}
+	sort.Strings(users)
+	for _, u := range users {
+		list := byUser[u]
+		n := int64(len(list))
+		row, err := s.queryRowRaw(ctx, `INSERT INTO user_event_seqs (user_id, seq) VALUES (?, ?)
+ ON CONFLICT (user_id) DO UPDATE SET seq = user_event_seqs.seq + excluded.seq RETURNING seq`, u, n)
+		if err != nil {
+			return err
+		}
+		var last int64
+		if err := row.Scan(&last); err != nil {
+			return err
+		}
+		for i, ev := range list {
+			seq := last - n + 1 + int64(i)
+			if _, err := s.execRaw(ctx, `INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at) VALUES (?,?,?,?,?,?)`,
+				u, seq, ev.ConversationID, ev.Seq, ev.Type, ev.CreatedAt); err != nil {
+				return err
+			}
+			cp := ev
+			cp.Seq, cp.ForUser = seq, u
+			*s.pending = append(*s.pending, cp)
+		}
+		if s.dialect == "postgres" {
+			if err := s.notifyEvent(ctx, UserStreamKey(u), last); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// UserEventsAfter returns up to limit entries of a user's stream with seq
+// > after, oldest first, each as the conversation's event with Seq the
+// user's seq and ForUser set.
+func (s *Store) UserEventsAfter(ctx context.Context, userID string, after int64, limit int) ([]Event, error) {
+	rows, err := s.queryRaw(ctx, `SELECT u.seq, e.conversation_id, e.type, e.data, e.created_at FROM user_events u
+ JOIN events e ON e.conversation_id = u.conversation_id AND e.seq = u.conv_seq
+ WHERE u.user_id = ? AND u.seq > ? ORDER BY u.seq LIMIT ?`, userID, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		ev := Event{ForUser: userID}
+		if err := rows.Scan(&ev.Seq, &ev.ConversationID, &ev.Type, &ev.Data, &ev.CreatedAt); err != nil {
+			return nil, err
+		}
+		ev.CreatedAt = ev.CreatedAt.UTC()
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) > 0 {
+		if err := s.awaitDurable(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// LastUserEventSeq is the seq of a user's newest stream entry (0: none).
+func (s *Store) LastUserEventSeq(ctx context.Context, userID string) (int64, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT seq FROM user_event_seqs WHERE user_id = ?`, userID)
+	if err != nil {
+		return 0, err
+	}
+	var seq int64
+	if err := rowErr(row.Scan(&seq)); err == ErrNotFound {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	return seq, nil
+}
+
+// parseNotify splits a NOTIFY payload "<stream key>:<seq>" (the key may
+// hold ':' itself, as user stream keys do).
+func parseNotify(payload string) (string, int64, bool) {
+	i := len(payload) - 1
+	for i >= 0 && payload[i] != ':' {
+		i--
+	}
+	if i <= 0 {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseInt(payload[i+1:], 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return payload[:i], seq, true
+}
+
+// PurgeUserEvents forgets the entries of people's own streams older than
+// t (the conversations' logs keep the events themselves); a client
+// resuming from before t just starts at the oldest entry left.
+func (s *Store) PurgeUserEvents(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := s.InTx(ctx, func(tx *Store) error {
+		res := tx.q(ctx).Where("created_at < ?", t).Delete(&UserEvent{})
+		n = res.RowsAffected
+		return res.Error
+	})
+	return n, err
+}
