@@ -113,3 +113,36 @@ func streamStatus(t *testing.T, env *apitest.Env, path, token string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// A member's open event stream stops when they leave the conversation:
+// the event that says so is the last one it delivers; the others' streams
+// go on.
+func TestStreams_EndWhenTheMemberLeaves(t *testing.T) {
+	env := apitest.Start(t, apitest.Options{NoPBX: true})
+	ann, bo := env.AddUser("Ann"), env.AddUser("Bo")
+	conv := newConversation(t, env, ann, bo)
+	path := "/api/v1/conversations/" + conv + "/events"
+	boStream := env.SubscribePath(path, bo.Token, apitest.StreamOptions{})
+	defer boStream.Close()
+	annStream := env.SubscribePath(path, ann.Token, apitest.StreamOptions{})
+	defer annStream.Close()
+
+	env.Must(204, "DELETE", "/api/v1/conversations/"+conv+"/participants/me", bo.Token, nil)
+	boStream.Next(t, 5*time.Second, func(ev apitest.Event) bool { return ev.Type == "participant.left" })
+	env.Must(201, "POST", "/api/v1/conversations/"+conv+"/messages", ann.Token, map[string]any{"text": "after Bo left"})
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case ev, open := <-boStream.Events:
+			if !open {
+				annStream.Next(t, 5*time.Second, func(ev apitest.Event) bool { return ev.Type == "message.created" })
+				return
+			}
+			if ev.Type == "message.created" {
+				t.Fatalf("Bo's stream delivered a message after he left: %s", ev.Raw)
+			}
+		case <-deadline:
+			t.Fatal("Bo's stream stayed open after he left the conversation")
+		}
+	}
+}

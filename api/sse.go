@@ -45,7 +45,32 @@ func (s *Server) events(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.stream(c, "user:"+a.UserID, convID, last, nil)
+	return s.stream(c, "user:"+a.UserID, convID, last, &memberStream{s: s, actor: a, convID: convID})
+}
+
+// memberStream keeps a member's stream to what they may still see: it
+// ends with the event that says they left the conversation, and a
+// heartbeat that finds them no longer a member (removed some other way)
+// closes it — at most one heartbeat after the fact.
+type memberStream struct {
+	s      *Server
+	actor  controller.Actor
+	convID string
+}
+
+func (m *memberStream) Filter(_ context.Context, ev controller.Event) (controller.Event, bool, bool) {
+	if ev.Type != "participant.left" || m.actor.UserID == "" {
+		return ev, true, false
+	}
+	var who struct {
+		UserID string `json:"user_id"`
+	}
+	_ = json.Unmarshal([]byte(ev.Data), &who)
+	return ev, true, who.UserID == m.actor.UserID
+}
+
+func (m *memberStream) Check(ctx context.Context) error {
+	return m.s.ctl.CheckMember(ctx, m.actor, m.convID)
 }
 
 // resumeAt is where a client resumes convID's stream (lastEventID); an id
