@@ -93,6 +93,14 @@ type Options struct {
 	// NodeLostAfter: a node not ready this long has its legs ended
 	// (default the controller's, 30 s).
 	NodeLostAfter time.Duration
+	// Identity is OpenID Connect sign-in and SCIM (default: neither).
+	Identity api.IdentityConfig
+	// IdentityLimits are the session and auth-failure limits (default the
+	// controller's).
+	IdentityLimits controller.IdentityConfig
+	// PrincipalRecheck: how often event streams re-check their sign-in
+	// (default the API's, 5 s).
+	PrincipalRecheck time.Duration
 }
 
 // Env is one running convoice.
@@ -251,12 +259,17 @@ func (e *Env) start() {
 	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout,
 		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller")},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
-	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
-		Gatherer: reg, Logger: e.logger("api")}, e.Ctl)
+	e.Ctl.Configure(e.opts.IdentityLimits)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	publicURL := e.opts.PublicURL
+	if publicURL == "" && e.opts.Identity.OIDC.Issuer != "" {
+		publicURL = "http://" + ln.Addr().String() // the OIDC redirect URL
+	}
+	srv := api.New(api.Config{PublicURL: publicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
+		Gatherer: reg, Logger: e.logger("api"), Identity: e.opts.Identity, PrincipalRecheck: e.opts.PrincipalRecheck}, e.Ctl)
 	e.listener = ln
 	e.URL = "http://" + ln.Addr().String()
 	e.srv = &http.Server{Handler: srv}

@@ -164,8 +164,9 @@ func runServe(args []string) error {
 	} else {
 		lg.Info("no CONVOICE_ADMIN_TOKEN: the admin API is closed (use `convoice user add` on this machine)")
 	}
+	ctl.Configure(cfg.Identity.Limits)
 	srv := api.New(api.Config{AdminTokenHash: adminHash, PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies,
-		Gatherer: reg, Logger: lg}, ctl)
+		Gatherer: reg, Logger: lg, Identity: cfg.Identity.API}, ctl)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
