@@ -37,6 +37,13 @@ type Config struct {
 	// Heartbeat is the SSE keep-alive comment interval (default 15 s).
 	Heartbeat time.Duration
 	Logger    *slog.Logger
+	// Identity is sign-in by OpenID Connect and SCIM provisioning
+	// (identity.go); zero: neither.
+	Identity IdentityConfig
+	// PrincipalRecheck is how often an open event stream checks that its
+	// token or session is still good and its person active (default 5 s;
+	// revocations made in this process reach streams at once).
+	PrincipalRecheck time.Duration
 }
 
 // Server is the HTTP handler.
@@ -45,6 +52,7 @@ type Server struct {
 	ctl  *controller.Controller
 	echo *echo.Echo
 	log  *slog.Logger
+	id   *identityServer // identity.go
 }
 
 // New builds the handler with every route.
@@ -55,6 +63,9 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.DefaultGatherer
 	}
+	if cfg.PrincipalRecheck <= 0 {
+		cfg.PrincipalRecheck = 5 * time.Second
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -62,6 +73,7 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	s := &Server{cfg: cfg, ctl: ctl, echo: e, log: lg}
+	s.initIdentity()
 	e.HTTPErrorHandler = s.errorHandler
 	e.IPExtractor = echo.ExtractIPDirect()
 	if len(cfg.TrustedProxies) > 0 {
@@ -91,6 +103,7 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	authed.GET("/users", s.listUsers)
 	authed.POST("/users/:id/tokens", s.issueToken)
 	authed.DELETE("/users/:id/tokens/:token_id", s.revokeToken)
+	authed.GET("/users/:id/tokens", s.listTokens)
 
 	authed.GET("/me", s.me)
 	authed.PUT("/me/numbers", s.setNumbers)
@@ -125,6 +138,7 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 
 	s.mountJoinLinks(e, v1, authed)
 	s.mountAdmin(authed)
+	s.mountIdentity(e, v1)
 	s.mountWeb(e)
 	return s
 }

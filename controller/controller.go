@@ -15,9 +15,11 @@ import (
 	"github.com/convoice/convoice/controller/audio"
 	"github.com/convoice/convoice/controller/audit"
 	"github.com/convoice/convoice/controller/conversations"
+	"github.com/convoice/convoice/controller/core"
 	"github.com/convoice/convoice/controller/directory"
 	"github.com/convoice/convoice/controller/engine"
 	"github.com/convoice/convoice/controller/guests"
+	"github.com/convoice/convoice/controller/identity"
 	"github.com/convoice/convoice/controller/policy"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
@@ -41,6 +43,9 @@ type Controller struct {
 	log     *slog.Logger
 
 	idemAttempt, idemRetention time.Duration // idempotency.go
+
+	identity *identity.Identity // identity.go
+	revs     *core.Revocations
 }
 
 // New wires a controller. The store's commits are published on hub.
@@ -66,6 +71,7 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 		engine:        eng, audit: trail, store: store, hub: hub, numbers: numbers, log: cfg.Logger,
 		idemAttempt: cfg.IdempotencyAttempt, idemRetention: cfg.IdempotencyRetention,
 	}
+	c.wireIdentity()
 	store.OnCommit(hub.Publish)
 	return c
 }

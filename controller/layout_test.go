@@ -16,9 +16,10 @@ import (
 // ours only what it lists; its tests may import more.
 var allowedImports = map[string][]string{
 	"../api":        {"controller"},
-	".":             {"controller/audio", "controller/audit", "controller/conversations", "controller/core", "controller/directory", "controller/engine", "controller/guests", "controller/policy", "pbx", "storage"},
+	".":             {"controller/audio", "controller/audit", "controller/conversations", "controller/core", "controller/directory", "controller/engine", "controller/guests", "controller/identity", "controller/policy", "pbx", "storage"},
 	"guests":        {"controller/audit", "controller/conversations", "controller/core", "controller/engine", "controller/policy", "storage"},
 	"audio":         {"controller/audit", "controller/conversations", "controller/core", "controller/engine", "controller/policy", "storage"},
+	"identity":      {"controller/audio", "controller/audit", "controller/core", "controller/directory", "storage"},
 	"directory":     {"controller/audit", "controller/core", "controller/policy", "storage"},
 	"conversations": {"controller/core", "controller/engine", "storage"},
 	"engine":        {"controller/audit", "controller/core", "controller/policy", "pbx", "storage"},
