@@ -176,6 +176,9 @@ func runServe(args []string) error {
 	// With several replicas on one PostgreSQL, every replica's event
 	// streams hear of what the others committed.
 	go store.ListenEvents(ctx, cfg.DB, ctl.Hub().Poke, ctl.Hub().PokeAll)
+	if cfg.Identity.LDAP.URL != "" {
+		go ldapLoop(ctx, ctl, cfg.Identity.LDAP, lg)
+	}
 	runDone := make(chan struct{})
 	go func() {
 		_ = ctl.Run(ctx)
