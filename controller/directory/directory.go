@@ -49,9 +49,7 @@ func (dir *Directory) Authenticate(ctx context.Context, token, adminHash string)
 		return core.Actor{}, err
 	}
 	if p.LastUsed == nil || now.Sub(*p.LastUsed) > touchEvery {
-		if err := dir.store.TouchToken(ctx, p.CredentialID, now); err != nil {
-			return core.Actor{}, err
-		}
+		dir.touch(ctx, func(ctx context.Context, tx *storage.Store) error { return tx.TouchToken(ctx, p.CredentialID, now) })
 	}
 	return core.Actor{UserID: p.UserID, Admin: p.Role == storage.RoleAdmin, Name: p.DisplayName}, nil
 }

@@ -90,7 +90,7 @@ func (dir *Directory) NewSession(ctx context.Context, userID, method string) (st
 	now := time.Now().UTC()
 	ss := &storage.Session{ID: core.HashSecret(secret), UserID: userID, Method: method, CreatedAt: now, LastSeenAt: now,
 		ExpiresAt: now.Add(cfg.SessionMax)}
-	if err := dir.store.CreateSession(ctx, ss); err != nil {
+	if err := dir.store.InTx(ctx, func(tx *storage.Store) error { return tx.CreateSession(ctx, ss) }); err != nil {
 		return "", err
 	}
 	dir.audit.Add(ctx, audit.Entry{Actor: core.Actor{UserID: userID, Name: u.DisplayName}, Action: ActionSignIn, TargetID: userID, Detail: method})
@@ -118,17 +118,28 @@ func (dir *Directory) AuthenticateSession(ctx context.Context, secret string) (c
 		return core.Actor{}, err
 	}
 	if p.LastUsed == nil || now.Sub(*p.LastUsed) > touchEvery {
-		if err := dir.store.TouchSession(ctx, p.CredentialID, now); err != nil {
-			return core.Actor{}, err
-		}
+		dir.touch(ctx, func(ctx context.Context, tx *storage.Store) error { return tx.TouchSession(ctx, p.CredentialID, now) })
 	}
 	return core.Actor{UserID: p.UserID, Admin: p.Role == storage.RoleAdmin, Name: p.DisplayName}, nil
+}
+
+// touch records a credential's use in the background, behind the writes
+// that answer people: a request never waits for it (on SQLite every write
+// goes through the one writer; see storage.InTxAsync), and the request's
+// end does not cancel it.
+func (dir *Directory) touch(ctx context.Context, fn func(ctx context.Context, tx *storage.Store) error) {
+	bg := storage.LowPriority(context.WithoutCancel(ctx))
+	dir.store.InTxAsync(bg, func(tx *storage.Store) error { return fn(bg, tx) }, nil)
 }
 
 // EndSession revokes the session of secret (sign-out); an unknown or
 // ended one is no error.
 func (dir *Directory) EndSession(ctx context.Context, a core.Actor, secret string) error {
-	live, err := dir.store.RevokeSession(ctx, core.HashSecret(secret), time.Now())
+	var live bool
+	err := dir.store.InTx(ctx, func(tx *storage.Store) (err error) {
+		live, err = tx.RevokeSession(ctx, core.HashSecret(secret), time.Now())
+		return err
+	})
 	if err == nil && live {
 		dir.audit.Add(ctx, audit.Entry{Actor: a, Action: ActionSignOut, TargetID: a.UserID})
 	}
@@ -163,9 +174,13 @@ func (dir *Directory) AuthThrottle(ctx context.Context, remote string) (time.Dur
 func (dir *Directory) AuthFailed(ctx context.Context, remote string) {
 	cfg := dir.identity()
 	now := time.Now().UTC()
-	_ = dir.store.AddAuthFailure(ctx, remote, now)
-	// Keep the table small: forget what left every window.
-	_ = dir.store.DeleteAuthFailuresBefore(ctx, now.Add(-2*cfg.AuthWindow))
+	_ = dir.store.InTx(ctx, func(tx *storage.Store) error {
+		if err := tx.AddAuthFailure(ctx, remote, now); err != nil {
+			return err
+		}
+		// Keep the table small: forget what left every window.
+		return tx.DeleteAuthFailuresBefore(ctx, now.Add(-2*cfg.AuthWindow))
+	})
 }
 
 // TokenSpec is what an issuer asks for.

@@ -161,7 +161,7 @@ func (id *Identity) Create(ctx context.Context, source string, p Person) (User, 
 	if !p.Active {
 		u.DeactivatedAt = &now
 	}
-	if err := id.store.CreateUser(ctx, u); err != nil {
+	if err := id.store.InTx(ctx, func(tx *storage.Store) error { return tx.CreateUser(ctx, u) }); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
 			return User{}, core.Conflict("email_taken", "a user with e-mail %s already exists", p.Email)
 		}
