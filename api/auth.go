@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,21 +40,33 @@ func actorOf(c echo.Context) controller.Actor {
 	return a
 }
 
-// authenticate resolves the bearer token or the session cookie.
+// authenticate resolves the bearer token or the session cookie (an API
+// token from a sign-in link, or a web session id). A client address with
+// too many recent failures is refused first (429, Retry-After), whatever
+// it presents.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
+		if err := s.throttleAuth(c); err != nil {
+			return err
+		}
 		token, fromCookie := bearer(r), false
 		if token == "" {
 			if ck, err := r.Cookie(sessionCookie); err == nil && ck.Value != "" {
 				token, fromCookie = ck.Value, true
 			}
 		}
-		a, err := s.ctl.Authenticate(r.Context(), token, s.cfg.AdminTokenHash)
+		a, err := s.resolve(r.Context(), token, fromCookie)
 		if err != nil {
 			if ce, ok := controller.AsError(err); ok && ce.Kind == controller.KindUnauthorized {
 				s.log.Info("authentication failed", "route", c.Path(), "remote", c.RealIP(), "reason", ce.Message)
 				s.auditAuthFailure(c, controller.Actor{}, ce.Message)
+				if token != "" {
+					s.ctl.AuthFailed(r.Context(), c.RealIP())
+				}
+				if fromCookie {
+					s.clearCookie(c) // an ended session: the page signs in again
+				}
 			}
 			return err
 		}
@@ -66,8 +80,48 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Set("actor", a)
 		c.Set("token", token)
+		c.Set("from_cookie", fromCookie)
 		return next(c)
 	}
+}
+
+// resolve turns a credential into its actor: a web session id (cookie
+// only), else an API token or the admin token.
+func (s *Server) resolve(ctx context.Context, token string, fromCookie bool) (controller.Actor, error) {
+	if fromCookie && strings.HasPrefix(token, controller.SessionPrefix) {
+		return s.ctl.AuthenticateSession(ctx, token)
+	}
+	return s.ctl.Authenticate(ctx, token, s.cfg.AdminTokenHash)
+}
+
+// stillSignedIn re-checks the credential a request was authenticated with
+// (long-lived event streams: a revoked token, an ended session or a
+// deactivated person closes them). nil: the request had none to check.
+func (s *Server) stillSignedIn(c echo.Context) func(ctx context.Context) error {
+	token, _ := c.Get("token").(string)
+	if token == "" {
+		return nil
+	}
+	fromCookie, _ := c.Get("from_cookie").(bool)
+	return func(ctx context.Context) error {
+		_, err := s.resolve(ctx, token, fromCookie)
+		return err
+	}
+}
+
+// throttleAuth answers 429 with Retry-After to an address with too many
+// recent failed authentications.
+func (s *Server) throttleAuth(c echo.Context) error {
+	after, err := s.ctl.AuthThrottle(c.Request().Context(), c.RealIP())
+	if err != nil && after > 0 {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(after.Seconds()+0.999)))
+	}
+	return err
+}
+
+func (s *Server) clearCookie(c echo.Context) {
+	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1,
+		Secure: s.secureCookies(c), SameSite: http.SameSiteLaxMode})
 }
 
 func bearer(r *http.Request) string {
@@ -95,6 +149,9 @@ func (s *Server) createSession(c echo.Context) error {
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
+	if err := s.throttleAuth(c); err != nil {
+		return err
+	}
 	tok := strings.TrimSpace(req.Token)
 	if tok == "" {
 		return &controller.Error{Kind: controller.KindInvalid, Code: "invalid_token", Field: "token", Message: "token: paste your convoice token"}
@@ -104,6 +161,7 @@ func (s *Server) createSession(c echo.Context) error {
 		s.log.Info("sign-in failed", "remote", c.RealIP())
 		if ce, ok := controller.AsError(err); ok && ce.Kind == controller.KindUnauthorized {
 			s.auditAuthFailure(c, controller.Actor{}, "sign-in: "+ce.Message)
+			s.ctl.AuthFailed(c.Request().Context(), c.RealIP())
 		}
 		return err
 	}
@@ -132,8 +190,25 @@ func (s *Server) getSession(c echo.Context) error {
 	return s.sessionAnswer(c, actorOf(c), tok, http.StatusOK)
 }
 
+// deleteSession signs the web UI out: the cookie is cleared, and a web
+// session is revoked on the server (every replica refuses it from now on).
+// Revoking a live session needs the CSRF header, as every state change
+// made with the cookie does; a dead or unknown one is just cleared.
 func (s *Server) deleteSession(c echo.Context) error {
-	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, MaxAge: -1,
-		Secure: s.secureCookies(c), SameSite: http.SameSiteLaxMode})
+	r := c.Request()
+	if ck, err := r.Cookie(sessionCookie); err == nil && strings.HasPrefix(ck.Value, controller.SessionPrefix) {
+		if a, err := s.ctl.AuthenticateSession(r.Context(), ck.Value); err == nil {
+			got := r.Header.Get(csrfHeader)
+			if subtle.ConstantTimeCompare([]byte(got), []byte(csrfToken(ck.Value))) != 1 {
+				s.auditAuthFailure(c, a, "sign-out without its CSRF token")
+				return &controller.Error{Kind: controller.KindForbidden, Code: "csrf",
+					Message: "missing or wrong " + csrfHeader + " header (needed with cookie sign-in)"}
+			}
+			if err := s.ctl.EndSessionAndTell(r.Context(), a, ck.Value); err != nil {
+				return err
+			}
+		}
+	}
+	s.clearCookie(c)
 	return c.NoContent(http.StatusNoContent)
 }

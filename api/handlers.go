@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -57,6 +58,9 @@ type redirectRequest struct {
 
 type tokenRequest struct {
 	Name string `json:"name,omitempty"`
+	// ExpiresInS: the token stops working this many seconds after issue
+	// (left out: never).
+	ExpiresInS int64 `json:"expires_in_s,omitempty"`
 }
 
 func (s *Server) createUser(c echo.Context) error {
@@ -84,7 +88,8 @@ func (s *Server) issueToken(c echo.Context) error {
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
-	t, err := s.ctl.IssueToken(c.Request().Context(), actorOf(c), c.Param("id"), req.Name)
+	t, err := s.ctl.IssueTokenSpec(c.Request().Context(), actorOf(c), c.Param("id"),
+		controller.TokenSpec{Name: req.Name, ExpiresIn: time.Duration(req.ExpiresInS) * time.Second})
 	if err != nil {
 		return err
 	}
@@ -92,7 +97,7 @@ func (s *Server) issueToken(c echo.Context) error {
 }
 
 func (s *Server) revokeToken(c echo.Context) error {
-	if err := s.ctl.RevokeToken(c.Request().Context(), actorOf(c), c.Param("id"), c.Param("token_id")); err != nil {
+	if err := s.ctl.RevokeTokenAndTell(c.Request().Context(), actorOf(c), c.Param("id"), c.Param("token_id")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

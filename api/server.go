@@ -43,6 +43,13 @@ type Config struct {
 	// Limits bound connections and event streams (limits.go).
 	Limits Limits
 	Logger *slog.Logger
+	// Identity is sign-in by OpenID Connect and SCIM provisioning
+	// (identity.go); zero: neither.
+	Identity IdentityConfig
+	// PrincipalRecheck is how often an open event stream checks that its
+	// token or session is still good and its person active (default 5 s;
+	// revocations made in this process reach streams at once).
+	PrincipalRecheck time.Duration
 }
 
 // Server is the HTTP handler.
@@ -54,6 +61,7 @@ type Server struct {
 
 	streams        *streamGate
 	streamsRefused prometheus.Counter
+	id             *identityServer // identity.go
 }
 
 // New builds the handler with every route.
@@ -65,6 +73,9 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 		cfg.Gatherer = prometheus.DefaultGatherer
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
+	if cfg.PrincipalRecheck <= 0 {
+		cfg.PrincipalRecheck = 5 * time.Second
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -77,6 +88,7 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	if r, ok := cfg.Gatherer.(prometheus.Registerer); ok {
 		_ = r.Register(s.streamsRefused)
 	}
+	s.initIdentity()
 	e.HTTPErrorHandler = s.errorHandler
 	e.IPExtractor = echo.ExtractIPDirect()
 	if len(cfg.TrustedProxies) > 0 {
@@ -108,6 +120,7 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	authed.GET("/users", s.listUsers)
 	authed.POST("/users/:id/tokens", s.issueToken)
 	authed.DELETE("/users/:id/tokens/:token_id", s.revokeToken)
+	authed.GET("/users/:id/tokens", s.listTokens)
 
 	authed.GET("/me", s.me)
 	authed.PUT("/me/numbers", s.setNumbers)
@@ -143,6 +156,7 @@ func New(cfg Config, ctl *controller.Controller) *Server {
 	s.mountJoinLinks(e, v1, authed)
 	s.mountAdmin(authed)
 	s.mountNotify(v1, authed)
+	s.mountIdentity(e, v1)
 	s.mountWeb(e)
 	return s
 }

@@ -224,10 +224,32 @@ func (s *Server) streamFrom(c echo.Context, who, key string, read func(ctx conte
 	}
 	hb := time.NewTicker(s.cfg.Heartbeat)
 	defer hb.Stop()
+	// The stream's sign-in is checked again whenever this process revokes
+	// something, and every PrincipalRecheck (revocations made by another
+	// replica, expiries): a revoked token, an ended session or a
+	// deactivated person closes the stream.
+	signedIn := s.stillSignedIn(c)
+	var revoked <-chan struct{}
+	var recheck <-chan time.Time
+	if signedIn != nil {
+		revoked = s.ctl.Revoked()
+		rt := time.NewTicker(s.cfg.PrincipalRecheck)
+		defer rt.Stop()
+		recheck = rt.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-revoked:
+			revoked = s.ctl.Revoked()
+			if signedIn(ctx) != nil {
+				return nil
+			}
+		case <-recheck:
+			if signedIn(ctx) != nil {
+				return nil
+			}
 		case <-hb.C:
 			if f != nil {
 				if err := f.Check(ctx); err != nil {

@@ -15,10 +15,12 @@ import (
 	"github.com/convoice/convoice/controller/audio"
 	"github.com/convoice/convoice/controller/audit"
 	"github.com/convoice/convoice/controller/conversations"
+	"github.com/convoice/convoice/controller/core"
 	"github.com/convoice/convoice/controller/directory"
 	"github.com/convoice/convoice/controller/engine"
 	"github.com/convoice/convoice/controller/guests"
 	"github.com/convoice/convoice/controller/history"
+	"github.com/convoice/convoice/controller/identity"
 	"github.com/convoice/convoice/controller/policy"
 	"github.com/convoice/convoice/controller/userevents"
 	"github.com/convoice/convoice/controller/webhooks"
@@ -49,6 +51,8 @@ type Controller struct {
 	streams  *userevents.Streams
 	history  *history.History
 	webhooks *webhooks.Webhooks
+	identity *identity.Identity // identity.go
+	revs     *core.Revocations
 }
 
 // New wires a controller. The store's commits are published on hub.
@@ -76,6 +80,7 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 	}
 	c.streams = userevents.New(store)
 	c.notifyDefaults(cfg.Logger)
+	c.wireIdentity()
 	store.OnCommit(hub.Publish)
 	commits := eng.Metrics().Commit.WithLabelValues(store.Dialect())
 	store.OnCommitTime(func(d time.Duration) { commits.Observe(d.Seconds()) })

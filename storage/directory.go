@@ -132,26 +132,6 @@ func (s *Store) CreateToken(ctx context.Context, t *APIToken) error {
 	return notFound(s.q(ctx).Create(t).Error)
 }
 
-// Principal is who a live token belongs to: enough to authorise a request
-// without loading the whole user.
-type Principal struct {
-	UserID, Role, DisplayName string
-}
-
-// PrincipalByTokenHash finds the user of a live token in one query.
-func (s *Store) PrincipalByTokenHash(ctx context.Context, hash string) (Principal, error) {
-	row, err := s.queryRowRaw(ctx, `SELECT u.id, u.role, u.display_name FROM api_tokens t JOIN users u ON u.id = t.user_id
- WHERE t.hash = ? AND t.revoked_at IS NULL`, hash)
-	if err != nil {
-		return Principal{}, err
-	}
-	var p Principal
-	if err := row.Scan(&p.UserID, &p.Role, &p.DisplayName); err != nil {
-		return Principal{}, rowErr(err)
-	}
-	return p, nil
-}
-
 // UserByTokenHash finds the live token with that hash and its user.
 func (s *Store) UserByTokenHash(ctx context.Context, hash string) (*User, *APIToken, error) {
 	var t APIToken

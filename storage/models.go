@@ -24,6 +24,13 @@ type User struct {
 	Role        string `gorm:"size:16;not null;default:user"`
 	CreatedAt   time.Time
 	Numbers     []PublishedNumber `gorm:"foreignKey:UserID;constraint:OnDelete:CASCADE"`
+	// Identity (migration 10, storage/identity.go): who provisions the
+	// person ("" by hand, "scim", "ldap"), their id there, and when they
+	// were deactivated (nil: active) or removed by the provisioner.
+	Source        string `gorm:"size:16;not null;default:''"`
+	ExternalID    string `gorm:"size:200;not null;default:''"`
+	DeactivatedAt *time.Time
+	RemovedAt     *time.Time
 }
 
 // PublishedNumber is one of a user's phone numbers (work, mobile, …), in
@@ -53,6 +60,7 @@ type APIToken struct {
 	CreatedAt  time.Time
 	LastUsedAt *time.Time
 	RevokedAt  *time.Time
+	ExpiresAt  *time.Time // nil: never (migration 10)
 }
 
 // Conversation kinds.

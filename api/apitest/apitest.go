@@ -106,6 +106,14 @@ type Options struct {
 	// Env's own registry); a test whose webhook receiver is on loopback
 	// sets WebhookAllowPrivate.
 	Notify controller.NotifyConfig
+	// Identity is OpenID Connect sign-in and SCIM (default: neither).
+	Identity api.IdentityConfig
+	// IdentityLimits are the session and auth-failure limits (default the
+	// controller's).
+	IdentityLimits controller.IdentityConfig
+	// PrincipalRecheck: how often event streams re-check their sign-in
+	// (default the API's, 5 s).
+	PrincipalRecheck time.Duration
 }
 
 // Env is one running convoice.
@@ -267,12 +275,18 @@ func (e *Env) start() {
 	ncfg := e.opts.Notify
 	ncfg.Registerer = reg
 	e.Ctl.SetNotify(ncfg)
-	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
-		Gatherer: reg, Logger: e.logger("api"), Limits: e.opts.Limits, TrustedProxies: e.opts.TrustedProxies}, e.Ctl)
+	e.Ctl.Configure(e.opts.IdentityLimits)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	publicURL := e.opts.PublicURL
+	if publicURL == "" && e.opts.Identity.OIDC.Issuer != "" {
+		publicURL = "http://" + ln.Addr().String() // the OIDC redirect URL
+	}
+	srv := api.New(api.Config{PublicURL: publicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
+		Gatherer: reg, Logger: e.logger("api"), Limits: e.opts.Limits, TrustedProxies: e.opts.TrustedProxies,
+		Identity: e.opts.Identity, PrincipalRecheck: e.opts.PrincipalRecheck}, e.Ctl)
 	e.listener = ln
 	e.URL = "http://" + ln.Addr().String()
 	e.srv = srv.HTTPServer()

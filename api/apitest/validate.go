@@ -60,6 +60,8 @@ func LoadOpenAPI() (*openapi3.T, error) {
 func NewValidator(t testing.TB) *Validator {
 	t.Helper()
 	loadOnce.Do(func() {
+		// SCIM speaks JSON under its own media type (RFC 7644 §3.1).
+		openapi3filter.RegisterBodyDecoder("application/scim+json", openapi3filter.JSONBodyDecoder)
 		doc, err := LoadOpenAPI()
 		if err != nil {
 			loadError = err

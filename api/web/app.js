@@ -213,7 +213,25 @@
     startSession(s);
   }
 
+  // offerSignInMethods shows "Sign in with <name>" when the server has
+  // OpenID Connect (asked once per page).
+  let methodsAsked = false;
+  async function offerSignInMethods() {
+    if (methodsAsked) return;
+    methodsAsked = true;
+    try {
+      const m = await api('GET', '/sign-in-methods');
+      if (m && m.oidc) {
+        const a = $('oidc-signin');
+        a.textContent = 'Sign in with ' + m.oidc.name;
+        a.href = m.oidc.login_url;
+        $('oidc-block').hidden = false;
+      }
+    } catch (e) { methodsAsked = false; /* the token form still works */ }
+  }
+
   function showSignIn(msg) {
+    offerSignInMethods();
     $('boot').hidden = true;
     $('app-view').hidden = true;
     $('whoami').hidden = true;

@@ -61,6 +61,9 @@ type config struct {
 	MetricsListen string
 	// Policy is the dial policy (CONVOICE_ALLOWED_COUNTRIES, …; env only).
 	Policy controller.PolicyConfig
+	// Identity is OIDC sign-in, SCIM, LDAP sync, session and auth-failure
+	// limits (identity.go; env only).
+	Identity identityConfig
 }
 
 func env(name, def string) string {
@@ -201,6 +204,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 		}
 	}
 	if c.Policy, err = policyFromEnv(); err != nil {
+		return c, err
+	}
+	if c.Identity, err = identityFromEnv(); err != nil {
 		return c, err
 	}
 	return c, nil

@@ -20,6 +20,7 @@ usage:
   convoice user list
   convoice user token EMAIL|ID             issue a new API token
   convoice seed                            create the demo directory and print sign-in links
+  convoice directory sync                  pull the LDAP directory once (CONVOICE_LDAP_*) and print what changed
   convoice emulate asterisk --listen 127.0.0.1:8088    run the ARI emulator as its own process
   convoice emulate freeswitch --listen 127.0.0.1:8021  run the event-socket emulator
 
@@ -40,6 +41,8 @@ func main() {
 		err = runUser(args)
 	case "seed":
 		err = runSeed(args)
+	case "directory":
+		err = runDirectory(args, os.Stdout)
 	case "emulate":
 		err = runEmulate(args)
 	case "help", "-h", "--help":

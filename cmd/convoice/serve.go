@@ -169,12 +169,14 @@ func runServe(args []string) error {
 	} else {
 		lg.Info("no CONVOICE_ADMIN_TOKEN: the admin API is closed (use `convoice user add` on this machine)")
 	}
+	ctl.Configure(cfg.Identity.Limits)
 	metricsHash := ""
 	if cfg.MetricsToken != "" {
 		metricsHash = controller.HashSecret(cfg.MetricsToken)
 	}
 	srv := api.New(api.Config{AdminTokenHash: adminHash, PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies,
-		Gatherer: reg, Logger: lg, Limits: cfg.Limits, MetricsTokenHash: metricsHash, MetricsElsewhere: cfg.MetricsListen != ""}, ctl)
+		Gatherer: reg, Logger: lg, Limits: cfg.Limits, MetricsTokenHash: metricsHash, MetricsElsewhere: cfg.MetricsListen != "",
+		Identity: cfg.Identity.API}, ctl)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -184,6 +186,9 @@ func runServe(args []string) error {
 	// With several replicas on one PostgreSQL, every replica's event
 	// streams hear of what the others committed.
 	go store.ListenEvents(ctx, cfg.DB, ctl.Hub().Poke, ctl.Hub().PokeAll)
+	if cfg.Identity.LDAP.URL != "" {
+		go ldapLoop(ctx, ctl, cfg.Identity.LDAP, lg)
+	}
 	runDone := make(chan struct{})
 	go func() {
 		_ = ctl.Run(ctx)

@@ -21,6 +21,7 @@ type Directory struct {
 	store   *storage.Store
 	numbers policy.Numbers
 	audit   *audit.Log
+	idcfg   IdentityConfig // identity.go
 }
 
 // New makes the directory over store; numbers normalises published
@@ -39,12 +40,16 @@ func (dir *Directory) Authenticate(ctx context.Context, token, adminHash string)
 	if adminHash != "" && subtle.ConstantTimeCompare([]byte(h), []byte(adminHash)) == 1 {
 		return core.Actor{Admin: true, Name: "admin"}, nil
 	}
-	p, err := dir.store.PrincipalByTokenHash(ctx, h)
+	now := time.Now().UTC()
+	p, err := dir.store.PrincipalByTokenHash(ctx, h, now)
 	if errors.Is(err, storage.ErrNotFound) {
-		return core.Actor{}, &core.Error{Kind: core.KindUnauthorized, Code: "unauthorized", Message: "the token is unknown or revoked"}
+		return core.Actor{}, errUnknownToken()
 	}
 	if err != nil {
 		return core.Actor{}, err
+	}
+	if p.LastUsed == nil || now.Sub(*p.LastUsed) > touchEvery {
+		dir.touch(ctx, func(ctx context.Context, tx *storage.Store) error { return tx.TouchToken(ctx, p.CredentialID, now) })
 	}
 	return core.Actor{UserID: p.UserID, Admin: p.Role == storage.RoleAdmin, Name: p.DisplayName}, nil
 }
@@ -62,6 +67,12 @@ type NewUser struct {
 	Email       string        `json:"email"`
 	Role        string        `json:"role"`
 	Numbers     []NumberInput `json:"numbers"`
+}
+
+// NormalizeNumbers validates labels and numbers and picks the default
+// (for provisioning: SCIM, LDAP).
+func (dir *Directory) NormalizeNumbers(in []NumberInput) ([]storage.PublishedNumber, error) {
+	return dir.normalizeNumbers(in)
 }
 
 // normalizeNumbers validates labels and numbers and picks the default: the
@@ -155,28 +166,48 @@ func (dir *Directory) ListUsers(ctx context.Context, a core.Actor) ([]UserView, 
 
 // IssuedToken is a new token; the secret is shown once.
 type IssuedToken struct {
-	ID    string `json:"id"`
-	Token string `json:"token"`
+	ID        string     `json:"id"`
+	Token     string     `json:"token"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
-// IssueToken makes a new API token for a user (admin, or the user).
+// IssueToken makes a new API token for a user (admin, or the user) that
+// does not expire.
 func (dir *Directory) IssueToken(ctx context.Context, a core.Actor, userID, name string) (IssuedToken, error) {
+	return dir.IssueTokenSpec(ctx, a, userID, TokenSpec{Name: name})
+}
+
+// IssueTokenSpec makes a new API token for a user (admin, or the user),
+// expiring when spec says. A deactivated person gets none.
+func (dir *Directory) IssueTokenSpec(ctx context.Context, a core.Actor, userID string, spec TokenSpec) (IssuedToken, error) {
 	if !a.Admin && a.UserID != userID {
 		return IssuedToken{}, core.NotFound("user")
 	}
-	if _, err := dir.store.GetUser(ctx, userID); err != nil {
+	u, err := dir.store.GetUserFull(ctx, userID)
+	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return IssuedToken{}, core.NotFound("user")
 		}
 		return IssuedToken{}, err
 	}
+	if u.DeactivatedAt != nil || u.RemovedAt != nil {
+		return IssuedToken{}, core.Conflict("user_inactive", "%s is deactivated; activate them before issuing a token", u.DisplayName)
+	}
+	if spec.ExpiresIn < 0 {
+		return IssuedToken{}, core.Invalid("expires_in_s", "expires_in_s: must be positive (or left out for a token that does not expire)")
+	}
 	secret := core.NewSecret()
-	t := &storage.APIToken{ID: core.NewID(), UserID: userID, Hash: core.HashSecret(secret), Name: name, CreatedAt: time.Now().UTC()}
+	now := time.Now().UTC()
+	t := &storage.APIToken{ID: core.NewID(), UserID: userID, Hash: core.HashSecret(secret), Name: spec.Name, CreatedAt: now}
+	if spec.ExpiresIn > 0 {
+		exp := now.Add(spec.ExpiresIn)
+		t.ExpiresAt = &exp
+	}
 	if err := dir.store.CreateToken(ctx, t); err != nil {
 		return IssuedToken{}, err
 	}
 	dir.audit.Add(ctx, audit.Entry{Actor: a, Action: audit.ActionTokenIssue, TargetID: t.ID, Detail: "for user " + userID})
-	return IssuedToken{ID: t.ID, Token: secret}, nil
+	return IssuedToken{ID: t.ID, Token: secret, ExpiresAt: t.ExpiresAt}, nil
 }
 
 // RevokeToken revokes a user's token (admin, or the user).

@@ -1,9 +1,9 @@
 package policy
 
 import (
+	"fmt"
 	"golang.org/x/text/language"
 	"golang.org/x/text/language/display"
-	"fmt"
 	"regexp"
 	"strings"
 	"sync"

@@ -1,0 +1,242 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/convoice/convoice/controller/audit"
+	"github.com/convoice/convoice/controller/core"
+	"github.com/convoice/convoice/storage"
+)
+
+// IdentityConfig tunes web sessions and the throttling of failed
+// authentications. Zero fields take the defaults.
+type IdentityConfig struct {
+	// SessionIdle ends a session unused this long (default 8 h).
+	SessionIdle time.Duration
+	// SessionMax ends a session this long after sign-in, used or not
+	// (default 7 days).
+	SessionMax time.Duration
+	// AuthFailures failed authentications from one client address within
+	// AuthWindow throttle that address (429) until the oldest leaves the
+	// window (defaults 20 in 5 min).
+	AuthFailures int
+	AuthWindow   time.Duration
+}
+
+// Default identity limits.
+const (
+	DefaultSessionIdle  = 8 * time.Hour
+	DefaultSessionMax   = 7 * 24 * time.Hour
+	DefaultAuthFailures = 20
+	DefaultAuthWindow   = 5 * time.Minute
+)
+
+// touchEvery bounds how often a token's last-used time or a session's
+// last-seen time is written: at most once a minute per credential.
+const touchEvery = time.Minute
+
+// SessionPrefix starts every web session secret, so that a cookie is told
+// apart from an API token (which a cookie may also hold: sign-in links).
+const SessionPrefix = "cvs1_"
+
+// Configure sets the identity limits (call before serving).
+func (dir *Directory) Configure(cfg IdentityConfig) {
+	if cfg.SessionIdle <= 0 {
+		cfg.SessionIdle = DefaultSessionIdle
+	}
+	if cfg.SessionMax <= 0 {
+		cfg.SessionMax = DefaultSessionMax
+	}
+	if cfg.AuthFailures <= 0 {
+		cfg.AuthFailures = DefaultAuthFailures
+	}
+	if cfg.AuthWindow <= 0 {
+		cfg.AuthWindow = DefaultAuthWindow
+	}
+	dir.idcfg = cfg
+}
+
+func (dir *Directory) identity() IdentityConfig {
+	if dir.idcfg.SessionIdle == 0 {
+		dir.Configure(IdentityConfig{})
+	}
+	return dir.idcfg
+}
+
+func errUnknownToken() *core.Error {
+	return &core.Error{Kind: core.KindUnauthorized, Code: "unauthorized", Message: "the token is unknown or revoked, or has expired"}
+}
+
+func errSessionEnded() *core.Error {
+	return &core.Error{Kind: core.KindUnauthorized, Code: "session_ended",
+		Message: "your sign-in has ended (signed out, expired or revoked); sign in again"}
+}
+
+// NewSession signs a person in on the web: a stored session whose secret
+// goes in the cookie. Unknown and deactivated people get 403.
+func (dir *Directory) NewSession(ctx context.Context, userID, method string) (string, error) {
+	u, err := dir.store.GetUserFull(ctx, userID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (u.DeactivatedAt != nil || u.RemovedAt != nil)) {
+		return "", core.Forbidden("user_inactive", "this person is not active in convoice")
+	}
+	if err != nil {
+		return "", err
+	}
+	cfg := dir.identity()
+	secret := SessionPrefix + core.NewSecret()
+	now := time.Now().UTC()
+	ss := &storage.Session{ID: core.HashSecret(secret), UserID: userID, Method: method, CreatedAt: now, LastSeenAt: now,
+		ExpiresAt: now.Add(cfg.SessionMax)}
+	if err := dir.store.InTx(ctx, func(tx *storage.Store) error { return tx.CreateSession(ctx, ss) }); err != nil {
+		return "", err
+	}
+	dir.audit.Add(ctx, audit.Entry{Actor: core.Actor{UserID: userID, Name: u.DisplayName}, Action: ActionSignIn, TargetID: userID, Detail: method})
+	return secret, nil
+}
+
+// ActionSignIn and ActionSignOut are the audit actions of web sessions.
+const (
+	ActionSignIn  = "session.sign_in"
+	ActionSignOut = "session.sign_out"
+)
+
+// AuthenticateSession resolves a session cookie.
+func (dir *Directory) AuthenticateSession(ctx context.Context, secret string) (core.Actor, error) {
+	if !strings.HasPrefix(secret, SessionPrefix) {
+		return core.Actor{}, errSessionEnded()
+	}
+	cfg := dir.identity()
+	now := time.Now().UTC()
+	p, err := dir.store.PrincipalBySession(ctx, core.HashSecret(secret), now, now.Add(-cfg.SessionIdle))
+	if errors.Is(err, storage.ErrNotFound) {
+		return core.Actor{}, errSessionEnded()
+	}
+	if err != nil {
+		return core.Actor{}, err
+	}
+	if p.LastUsed == nil || now.Sub(*p.LastUsed) > touchEvery {
+		dir.touch(ctx, func(ctx context.Context, tx *storage.Store) error { return tx.TouchSession(ctx, p.CredentialID, now) })
+	}
+	return core.Actor{UserID: p.UserID, Admin: p.Role == storage.RoleAdmin, Name: p.DisplayName}, nil
+}
+
+// touch records a credential's use in the background, behind the writes
+// that answer people: a request never waits for it (on SQLite every write
+// goes through the one writer; see storage.InTxAsync), and the request's
+// end does not cancel it.
+func (dir *Directory) touch(ctx context.Context, fn func(ctx context.Context, tx *storage.Store) error) {
+	bg := storage.LowPriority(context.WithoutCancel(ctx))
+	dir.store.InTxAsync(bg, func(tx *storage.Store) error { return fn(bg, tx) }, nil)
+}
+
+// EndSession revokes the session of secret (sign-out); an unknown or
+// ended one is no error.
+func (dir *Directory) EndSession(ctx context.Context, a core.Actor, secret string) error {
+	var live bool
+	err := dir.store.InTx(ctx, func(tx *storage.Store) (err error) {
+		live, err = tx.RevokeSession(ctx, core.HashSecret(secret), time.Now())
+		return err
+	})
+	if err == nil && live {
+		dir.audit.Add(ctx, audit.Entry{Actor: a, Action: ActionSignOut, TargetID: a.UserID})
+	}
+	return err
+}
+
+// RevokeCredentials revokes every token and session of a person (their
+// deactivation) and says how many were live.
+func (dir *Directory) RevokeCredentials(ctx context.Context, tx *storage.Store, userID string) (int64, error) {
+	return tx.RevokeUserCredentials(ctx, userID, time.Now())
+}
+
+// AuthThrottle says whether remote may try to authenticate now: after
+// too many failures in the window it gets a rate-limit error and how long
+// to wait.
+func (dir *Directory) AuthThrottle(ctx context.Context, remote string) (time.Duration, error) {
+	cfg := dir.identity()
+	now := time.Now().UTC()
+	n, oldest, err := dir.store.AuthFailuresSince(ctx, remote, now.Add(-cfg.AuthWindow))
+	if err != nil || n < int64(cfg.AuthFailures) {
+		return 0, err
+	}
+	after := oldest.Add(cfg.AuthWindow).Sub(now)
+	if after < time.Second {
+		after = time.Second
+	}
+	return after, &core.Error{Kind: core.KindRateLimited, Code: "too_many_failures",
+		Message: "too many failed sign-ins from this address; try again later"}
+}
+
+// AuthFailed counts a failed authentication from remote.
+func (dir *Directory) AuthFailed(ctx context.Context, remote string) {
+	cfg := dir.identity()
+	now := time.Now().UTC()
+	_ = dir.store.InTx(ctx, func(tx *storage.Store) error {
+		if err := tx.AddAuthFailure(ctx, remote, now); err != nil {
+			return err
+		}
+		// Keep the table small: forget what left every window.
+		return tx.DeleteAuthFailuresBefore(ctx, now.Add(-2*cfg.AuthWindow))
+	})
+}
+
+// TokenSpec is what an issuer asks for.
+type TokenSpec struct {
+	Name string
+	// ExpiresIn: the token stops working this long after issue (0: never).
+	ExpiresIn time.Duration
+}
+
+// TokenView is a token as admins see it (never its secret).
+type TokenView struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	// State is active, expired or revoked.
+	State string `json:"state"`
+}
+
+// ListTokens lists a user's tokens, oldest first (admin, or the user).
+func (dir *Directory) ListTokens(ctx context.Context, a core.Actor, userID string) ([]TokenView, error) {
+	if !a.Admin && a.UserID != userID {
+		return nil, core.NotFound("user")
+	}
+	if _, err := dir.store.GetUser(ctx, userID); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, core.NotFound("user")
+		}
+		return nil, err
+	}
+	ts, err := dir.store.ListTokens(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	out := make([]TokenView, 0, len(ts))
+	for _, t := range ts {
+		v := TokenView{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt.UTC(), ExpiresAt: utc(t.ExpiresAt),
+			LastUsedAt: utc(t.LastUsedAt), RevokedAt: utc(t.RevokedAt), State: "active"}
+		switch {
+		case t.RevokedAt != nil:
+			v.State = "revoked"
+		case t.ExpiresAt != nil && !t.ExpiresAt.After(now):
+			v.State = "expired"
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
