@@ -61,6 +61,8 @@ type config struct {
 	MetricsListen string
 	// Policy is the dial policy (CONVOICE_ALLOWED_COUNTRIES, …; env only).
 	Policy controller.PolicyConfig
+	// Confirm is confirm-to-join (CONVOICE_CONFIRM_*; env only).
+	Confirm controller.ConfirmConfig
 }
 
 func env(name, def string) string {
@@ -201,6 +203,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 		}
 	}
 	if c.Policy, err = policyFromEnv(); err != nil {
+		return c, err
+	}
+	if c.Confirm, err = confirmFromEnv(); err != nil {
 		return c, err
 	}
 	return c, nil
