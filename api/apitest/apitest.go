@@ -99,6 +99,12 @@ type Options struct {
 	// NodeLostAfter: a node not ready this long has its legs ended
 	// (default the controller's, 10 min).
 	NodeLostAfter time.Duration
+	// Confirm is confirm-to-join (CONVOICE_CONFIRM_*). The zero value is
+	// off, unlike the service's default (mobile): scenario tests and
+	// benchmarks then join on answer as they always did, and the tests of
+	// confirm-to-join ask for it (Confirm.Mode "mobile" or "all", a short
+	// Timeout, and for the watchdog a short Grace).
+	Confirm controller.ConfirmConfig
 }
 
 // Env is one running convoice.
@@ -255,7 +261,8 @@ func (e *Env) start() {
 	// read the metrics the way Prometheus does.
 	reg := prometheus.NewRegistry()
 	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout,
-		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller")},
+		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller"),
+		Confirm: e.opts.Confirm},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 	srv := api.New(api.Config{PublicURL: e.opts.PublicURL, AdminTokenHash: controller.HashSecret(AdminToken), Heartbeat: time.Second,
 		Gatherer: reg, Logger: e.logger("api"), Limits: e.opts.Limits}, e.Ctl)
