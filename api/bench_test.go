@@ -342,7 +342,8 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 				emu := startBenchEmu(b, nil)
 				var reps []*apitest.Env
 				for r := 0; r < n; r++ {
-					reps = append(reps, apitest.Start(b, apitest.Options{DB: db, Emu: emu, Policy: benchPolicy()}))
+					reps = append(reps, apitest.Start(b, apitest.Options{DB: db, Emu: emu, Policy: benchPolicy(),
+						Confirm: controller.ConfirmConfig{Mode: controller.ConfirmOff}}))
 				}
 				w := newBenchWorld(b, reps[0], users, convs)
 				for _, r := range reps {
@@ -448,17 +449,20 @@ func emulatorProcess(b *testing.B) (ariURL string, originated *sync.Map) {
 }
 
 // benchEnv starts convoice on a fresh emulator whose originates are timed,
-// in a process of its own or in convoice's.
+// in a process of its own or in convoice's. Confirm-to-join is off, said
+// so explicitly: the benchmark measures dial-outs that join on answer (the
+// production default, mobile, would not ask these US numbers either).
 func benchEnv(b *testing.B, users, convs int, ownProcess bool) (*apitest.Env, *sync.Map, *benchWorld) {
+	confirmOff := controller.ConfirmConfig{Mode: controller.ConfirmOff}
 	if ownProcess {
 		url, originated := emulatorProcess(b)
-		env := apitest.Start(b, apitest.Options{NoPBX: true, ExternalARI: url})
+		env := apitest.Start(b, apitest.Options{NoPBX: true, ExternalARI: url, Confirm: confirmOff})
 		return env, originated, newBenchWorld(b, env, users, convs)
 	}
 	originated := &sync.Map{}
 	emu := startBenchEmu(b, func(id string, at time.Time) { originated.Store(id, at) })
 	b.Cleanup(func() { emu.Close() })
-	env := apitest.Start(b, apitest.Options{Emu: emu})
+	env := apitest.Start(b, apitest.Options{Emu: emu, Confirm: confirmOff})
 	return env, originated, newBenchWorld(b, env, users, convs)
 }
 

@@ -106,7 +106,7 @@ func inState(states ...string) func(*storage.Leg) bool {
 // storeVsPBX lists every difference between what the store holds live and
 // what the emulated PBX holds: a live leg whose call is missing or in
 // another state (connected = answered and in its conference's room;
-// dialing/ringing = not answered), a call on the PBX that is no live leg,
+// confirming = answered and in no room; dialing/ringing = not answered), a call on the PBX that is no live leg,
 // a room that is no active conference. Empty means they agree exactly.
 func storeVsPBX(t *testing.T, env *apitest.Env) []string {
 	t.Helper()
@@ -130,7 +130,10 @@ func storeVsPBX(t *testing.T, env *apitest.Env) []string {
 		case l.State == storage.LegConnected && (!c.Answered || c.Room != l.ConferenceID):
 			diffs = append(diffs, fmt.Sprintf("leg %s is connected in the store but on the PBX answered=%v room=%q (want %q)",
 				l.ID, c.Answered, c.Room, l.ConferenceID))
-		case l.State != storage.LegConnected && (c.Answered || c.Room != ""):
+		case l.State == storage.LegConfirming && (!c.Answered || c.Room != ""):
+			diffs = append(diffs, fmt.Sprintf("leg %s is confirming in the store but on the PBX answered=%v room=%q (want answered, in no room)",
+				l.ID, c.Answered, c.Room))
+		case l.State != storage.LegConnected && l.State != storage.LegConfirming && (c.Answered || c.Room != ""):
 			diffs = append(diffs, fmt.Sprintf("leg %s is %s in the store but on the PBX answered=%v room=%q", l.ID, l.State, c.Answered, c.Room))
 		}
 	}

@@ -27,6 +27,21 @@ type (
 	DialCheck  = engine.DialCheck
 )
 
+// Confirm-to-join (engine): who must press a key before joining the mix.
+type ConfirmConfig = engine.ConfirmConfig
+
+// Confirm-to-join modes and defaults.
+const (
+	ConfirmOff            = engine.ConfirmOff
+	ConfirmMobile         = engine.ConfirmMobile
+	ConfirmAll            = engine.ConfirmAll
+	DefaultConfirmKey     = engine.DefaultConfirmKey
+	DefaultConfirmTimeout = engine.DefaultConfirmTimeout
+)
+
+// ParseConfirmMode reads off, mobile or all.
+func ParseConfirmMode(s string) (string, error) { return engine.ParseConfirmMode(s) }
+
 // NewMetrics makes the engine's Prometheus series, registered on reg (nil:
 // not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics { return engine.NewMetrics(reg) }

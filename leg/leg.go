@@ -67,6 +67,10 @@ const (
 	// EvRingTimeout: the watchdog saw the leg ring past the ring timeout
 	// with no word from the PBX.
 	EvRingTimeout Event = "ring_timeout"
+	// EvConfirmTimeout: the watchdog saw the leg wait for the confirm key
+	// past the confirm timeout (plus a grace) with no word from the PBX,
+	// which should have hung it up or joined it by then.
+	EvConfirmTimeout Event = "confirm_timeout"
 	// EvResyncGone: a resync found the call gone from the PBX.
 	EvResyncGone Event = "resync_gone"
 	// EvResyncInConference: a resync found the call in the conference.
@@ -78,7 +82,7 @@ const (
 
 // Events lists every event, in the order of the table's columns.
 var Events = []Event{EvRinging, EvAnswered, EvConnected, EvEnded, EvTalkingStarted, EvTalkingFinished,
-	EvHangupRequested, EvRingTimeout, EvResyncGone, EvResyncInConference, EvPBXGone}
+	EvHangupRequested, EvRingTimeout, EvConfirmTimeout, EvResyncGone, EvResyncInConference, EvPBXGone}
 
 // Effect is what a transition does besides setting the state; a set of
 // bits.
@@ -169,6 +173,7 @@ var table = map[State]map[Event]Rule{
 		EvConnected:          {Next: Connected, Effects: StampConnected, Ours: hangUpInstead},
 		EvEnded:              {Next: Unconfirmed, Effects: End},
 		EvHangupRequested:    {Effects: MarkOurs | HangUp},
+		EvConfirmTimeout:     {Next: Unconfirmed, Effects: HangUp | End},
 		EvResyncGone:         {Next: Unconfirmed, Effects: End},
 		EvResyncInConference: {Next: Connected, Effects: StampConnected, Ours: hangUpInstead},
 		EvPBXGone:            {Next: Unconfirmed, Effects: End},

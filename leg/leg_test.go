@@ -35,6 +35,7 @@ confirming answered → = -
 confirming connected → connected stamp connected_at | = hang up on the PBX
 confirming ended → unconfirmed end
 confirming hangup_requested → = hang up on the PBX, mark ours
+confirming confirm_timeout → unconfirmed end, hang up on the PBX
 confirming resync_gone → unconfirmed end
 confirming resync_in_conference → connected stamp connected_at | = hang up on the PBX
 confirming pbx_gone → unconfirmed end
@@ -174,6 +175,9 @@ func TestDerivedSets(t *testing.T) {
 	}
 	if got, want := Accepting(EvRingTimeout), []State{Dialing, Ringing}; !slices.Equal(got, want) {
 		t.Errorf("Accepting(ring_timeout) = %v, want %v", got, want)
+	}
+	if got, want := Accepting(EvConfirmTimeout), []State{Confirming}; !slices.Equal(got, want) {
+		t.Errorf("Accepting(confirm_timeout) = %v, want %v", got, want)
 	}
 	for _, s := range States {
 		if IsLive(s) == slices.Contains(Final(), s) {

@@ -206,6 +206,16 @@ func (s *Store) StaleRingingLegs(ctx context.Context, before time.Time) ([]Leg, 
 	return ls, err
 }
 
+// StaleConfirmingLegs lists legs that answered before t and still wait
+// for the confirm-to-join key (the table's states for confirm_timeout:
+// confirming), for the confirm watchdog.
+func (s *Store) StaleConfirmingLegs(ctx context.Context, before time.Time) ([]Leg, error) {
+	var ls []Leg
+	err := s.q(ctx).Where("state IN ? AND answered_at < ?", leg.Accepting(leg.EvConfirmTimeout), before).
+		Order("answered_at, id").Limit(500).Find(&ls).Error
+	return ls, err
+}
+
 // DeleteIdempotencyBefore forgets idempotency records older than t.
 func (s *Store) DeleteIdempotencyBefore(ctx context.Context, t time.Time) error {
 	return s.q(ctx).Where("created_at < ?", t).Delete(&IdempotencyRecord{}).Error

@@ -114,6 +114,12 @@ type Options struct {
 	// PrincipalRecheck: how often event streams re-check their sign-in
 	// (default the API's, 5 s).
 	PrincipalRecheck time.Duration
+	// Confirm is confirm-to-join (CONVOICE_CONFIRM_*). The zero value is
+	// off, unlike the service's default (mobile): scenario tests and
+	// benchmarks then join on answer as they always did, and the tests of
+	// confirm-to-join ask for it (Confirm.Mode "mobile" or "all", a short
+	// Timeout, and for the watchdog a short Grace).
+	Confirm controller.ConfirmConfig
 }
 
 // Env is one running convoice.
@@ -270,7 +276,8 @@ func (e *Env) start() {
 	// read the metrics the way Prometheus does.
 	reg := prometheus.NewRegistry()
 	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout,
-		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller")},
+		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller"),
+		Confirm: e.opts.Confirm},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 	ncfg := e.opts.Notify
 	ncfg.Registerer = reg

@@ -64,6 +64,8 @@ type config struct {
 	// Identity is OIDC sign-in, SCIM, LDAP sync, session and auth-failure
 	// limits (identity.go; env only).
 	Identity identityConfig
+	// Confirm is confirm-to-join (CONVOICE_CONFIRM_*; env only).
+	Confirm controller.ConfirmConfig
 }
 
 func env(name, def string) string {
@@ -207,6 +209,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 		return c, err
 	}
 	if c.Identity, err = identityFromEnv(); err != nil {
+		return c, err
+	}
+	if c.Confirm, err = confirmFromEnv(); err != nil {
 		return c, err
 	}
 	return c, nil

@@ -143,7 +143,7 @@ func runServe(args []string) error {
 	}
 	ctl := controller.New(controller.Config{Region: cfg.Region, Extensions: ext, CallerIDName: cfg.CallerName,
 		CallerIDNumber: cfg.CallerNum, RingTimeout: cfg.RingTimeout, NodeLostAfter: cfg.NodeLostAfter, Policy: cfg.Policy, Logger: lg,
-		IdempotencyRetention: cfg.IdempotencyRetention},
+		IdempotencyRetention: cfg.IdempotencyRetention, Confirm: cfg.Confirm},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 	ncfg, err := notifyConfig(reg)
 	if err != nil {

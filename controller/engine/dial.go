@@ -90,7 +90,7 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 	// Once Durable has returned the records are committed (or the call
 	// hung up): resyncs see them in the store from then on.
 	defer en.placed(&placed)
-	res, err := en.placeLeg(ctx, conv, conf, leg, placed.newConf)
+	res, err := en.placeLeg(ctx, conv, conf, leg, placed.newConf, en.confirmFor(leg.Number, t.Source))
 	if err == nil {
 		en.metrics.DialToOriginate.WithLabelValues(conf.Node).Observe(time.Since(started).Seconds())
 	}
@@ -114,8 +114,10 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 }
 
 // placeLeg asks the conference's PBX node for the call (creating the
-// conference there first when it is new). A refusal ends the leg.
-func (en *Engine) placeLeg(ctx context.Context, conv *storage.Conversation, conf *storage.Conference, leg *storage.Leg, newConf bool) (core.JoinResult, error) {
+// conference there first when it is new), with confirm-to-join when
+// confirm is set. A refusal ends the leg.
+func (en *Engine) placeLeg(ctx context.Context, conv *storage.Conversation, conf *storage.Conference, leg *storage.Leg, newConf bool,
+	confirm *pbx.Confirm) (core.JoinResult, error) {
 	node, err := en.nodeOf(conf)
 	if err != nil {
 		en.failLeg(ctx, leg.ID, err.Error())
@@ -139,7 +141,7 @@ func (en *Engine) placeLeg(ctx context.Context, conv *storage.Conversation, conf
 	}
 	pctx, cancel := pbxCtx(ctx)
 	err = node.Driver.Dial(pctx, pbx.DialRequest{LegID: leg.ID, ConferenceID: conf.ID, Number: leg.Number,
-		CallerIDName: callerName, CallerIDNumber: en.cfg.CallerIDNumber, RingTimeout: en.cfg.RingTimeout})
+		CallerIDName: callerName, CallerIDNumber: en.cfg.CallerIDNumber, RingTimeout: en.cfg.RingTimeout, Confirm: confirm})
 	cancel()
 	switch {
 	case err == nil || errors.Is(err, pbx.ErrExists):

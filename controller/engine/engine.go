@@ -39,6 +39,9 @@ type Config struct {
 	// Policy is the dial policy: what may be dialed, by whom, how often.
 	Policy policy.Config
 	Logger *slog.Logger
+	// Confirm is confirm-to-join: who must press a key before joining
+	// the mix (confirm.go). The zero value is off.
+	Confirm ConfirmConfig
 	// IdempotencyAttempt bounds one dial request kept under an
 	// Idempotency-Key: a key whose first attempt has no answer after this
 	// long died half-way (the process was killed) and may be retried.
@@ -121,6 +124,7 @@ func New(cfg Config, store *storage.Store, trail *audit.Log, nodes []*Node, metr
 	if cfg.CallerIDName == "" {
 		cfg.CallerIDName = "convoice"
 	}
+	cfg.Confirm = cfg.Confirm.withDefaults()
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)

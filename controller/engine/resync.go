@@ -218,7 +218,8 @@ func (en *Engine) hangupsPending(ctx context.Context, node string) bool {
 }
 
 // watchdog ends legs the PBX has said nothing about for too long: a leg
-// cannot stay "dialing" or "ringing" forever even if the PBX goes silent.
+// cannot stay "dialing" or "ringing" forever even if the PBX goes silent,
+// nor "confirming" (confirmWatchdog).
 // It also resyncs a node that becomes ready again without a reconnect (a
 // blip of unanswered pings: the link never dropped, so no link event comes,
 // but PBX requests may have failed meanwhile), a node with hangups that
@@ -256,6 +257,7 @@ func (en *Engine) watchdog(ctx context.Context) {
 			}
 			en.checkNodeLost(ctx, n)
 		}
+		en.confirmWatchdog(ctx)
 		limit := en.cfg.RingTimeout + en.cfg.RingGrace
 		legs, err := en.store.StaleRingingLegs(ctx, time.Now().UTC().Add(-limit))
 		if err != nil {

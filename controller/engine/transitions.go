@@ -232,8 +232,17 @@ func (en *Engine) stepLeg(l *storage.Leg, ev leg.Event, ours bool, in legInput) 
 			text = leg.CauseText(next, in.cause, in.causeText)
 		}
 		l.Cause, l.CauseText, l.EndedAt, l.Talking = in.cause, core.Clip(text, maxCauseText), &now, false
-		if in.reason != "" && l.EndReason == "" {
-			l.EndReason = core.Clip(in.reason, maxEndReason)
+		reason := in.reason
+		if (ev == leg.EvEnded && next == leg.Unconfirmed) || (reason == "" && next == leg.Unconfirmed) {
+			// The driver hung it up when its confirm timeout ran out
+			// ("hung up by convoice", "normal clearing"), or the callee
+			// hung up during the prompt: either way nobody pressed the
+			// key. Say what that means. (A hang-up we were asked for
+			// has its reason already.)
+			reason = en.unconfirmedReason()
+		}
+		if reason != "" && l.EndReason == "" {
+			l.EndReason = core.Clip(reason, maxEndReason)
 		}
 		changed = true
 	}

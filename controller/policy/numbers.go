@@ -85,6 +85,14 @@ func DescribeNumber(e164 string) string {
 	return fmt.Sprintf("%s/%d", f.region, f.typ)
 }
 
+// IsMobile reports whether libphonenumber types an E.164 number as
+// MOBILE (not FIXED_LINE_OR_MOBILE, the type of every US and Canadian
+// number, nor an extension): confirm-to-join's "mobile" mode.
+func IsMobile(e164 string) bool {
+	f, ok := e164Facts(e164)
+	return ok && f.valid && f.typ == phonenumbers.MOBILE
+}
+
 // numberFacts is what the dial policy and the audit need to know of an
 // E.164 number.
 type numberFacts struct {
