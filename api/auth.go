@@ -59,7 +59,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		a, err := s.resolve(r.Context(), token, fromCookie)
 		if err != nil {
 			if ce, ok := controller.AsError(err); ok && ce.Kind == controller.KindUnauthorized {
-				s.log.Info("authentication failed", "route", c.Path(), "remote", c.RealIP(), "reason", ce.Message)
+				if ok, held := s.authLog.allow(c.RealIP(), time.Now()); ok {
+					s.log.Info("authentication failed", "route", c.Path(), "remote", c.RealIP(), "reason", ce.Message, "unlogged_since_last", held)
+				}
 				s.auditAuthFailure(c, controller.Actor{}, ce.Message)
 				if token != "" {
 					s.ctl.AuthFailed(r.Context(), c.RealIP())
@@ -158,7 +160,9 @@ func (s *Server) createSession(c echo.Context) error {
 	}
 	a, err := s.ctl.Authenticate(c.Request().Context(), tok, s.cfg.AdminTokenHash)
 	if err != nil {
-		s.log.Info("sign-in failed", "remote", c.RealIP())
+		if ok, held := s.authLog.allow(c.RealIP(), time.Now()); ok {
+			s.log.Info("sign-in failed", "remote", c.RealIP(), "unlogged_since_last", held)
+		}
 		if ce, ok := controller.AsError(err); ok && ce.Kind == controller.KindUnauthorized {
 			s.auditAuthFailure(c, controller.Actor{}, "sign-in: "+ce.Message)
 			s.ctl.AuthFailed(c.Request().Context(), c.RealIP())

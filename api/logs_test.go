@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/storage"
 )
 
@@ -30,4 +31,19 @@ func TestLogs_NumbersAreMaskedAboveDebug(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Wrong bearer tokens from one address are logged at a rate (one line a
+// minute, saying how many went unlogged), not one INFO line each.
+func TestLogs_FailedAuthenticationsAreLoggedAtARate(t *testing.T) {
+	logs := &apitest.LogBuffer{}
+	env := apitest.Start(t, apitest.Options{NoPBX: true, Logs: logs})
+	for i := 0; i < 15; i++ {
+		if r := env.Do("GET", "/api/v1/me", "wrong-token", nil); r.Status != 401 && r.Status != 429 {
+			t.Fatalf("a wrong token: %d", r.Status)
+		}
+	}
+	if n := strings.Count(logs.String(), `msg="authentication failed"`); n != 1 {
+		t.Fatalf("%d log lines for 15 failures from one address, want 1", n)
+	}
 }

@@ -59,6 +59,7 @@ type Server struct {
 	echo *echo.Echo
 	log  *slog.Logger
 
+	authLog        authLogLimit // failed authentications, logged at a rate
 	streams        *streamGate
 	streamsRefused prometheus.Counter
 	id             *identityServer // identity.go
