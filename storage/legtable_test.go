@@ -97,6 +97,13 @@ func TestLiveLegQueries_FollowTheLegTable(t *testing.T) {
 	if err != nil || int(n) != len(leg.Live()) {
 		t.Errorf("CountLiveLegsIn: %d %v, want %d", n, err, len(leg.Live()))
 	}
+	byConf, err := s.CountLiveLegsByConference(ctx)
+	if err != nil || byConf[conf.ID] != len(leg.Live()) {
+		t.Errorf("CountLiveLegsByConference: %v %v, want %d", byConf[conf.ID], err, len(leg.Live()))
+	}
+	if has, err := s.HasLiveLeg(ctx, conf.ID); err != nil || !has {
+		t.Errorf("HasLiveLeg: %v %v, want true", has, err)
+	}
 	stale, err := s.StaleRingingLegs(ctx, time.Now().UTC())
 	var mine []Leg
 	for _, l := range stale {
@@ -182,5 +189,47 @@ func TestMigration5_UpgradesAVersion4Database(t *testing.T) {
 		if i == 1 && !errors.Is(err, ErrConflict) {
 			t.Fatalf("second live leg beside a confirming one after the upgrade: %v, want ErrConflict", err)
 		}
+	}
+}
+
+// A conference whose legs all ended has no live leg and no count; a hang-up
+// we asked for is pending only on a live leg, on its node, changed before
+// the given time.
+func TestLiveLegQueries_EndedLegsAndPendingHangups(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "p")
+	old := time.Now().UTC().Add(-time.Hour)
+	mk := func(id, state string, hungUp bool) *Leg {
+		l := &Leg{ID: conf.ID + "-" + id, ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
+			Number: "+12025550100", State: state, HangupRequested: hungUp, CreatedAt: old, UpdatedAt: old}
+		if err := s.CreateLeg(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	mk("ended", leg.Ended, true)
+	if has, err := s.HasLiveLeg(ctx, conf.ID); err != nil || has {
+		t.Errorf("HasLiveLeg with only an ended leg: %v %v, want false", has, err)
+	}
+	if byConf, err := s.CountLiveLegsByConference(ctx); err != nil || byConf[conf.ID] != 0 {
+		t.Errorf("CountLiveLegsByConference with only an ended leg: %v %v, want 0", byConf[conf.ID], err)
+	}
+	if p, err := s.HangupsPending(ctx, conf.Node, time.Now()); err != nil || p {
+		t.Errorf("HangupsPending with only an ended leg: %v %v, want false", p, err)
+	}
+	mk("live", leg.Connected, false)
+	if p, err := s.HangupsPending(ctx, conf.Node, time.Now()); err != nil || p {
+		t.Errorf("HangupsPending with no hang-up asked: %v %v, want false", p, err)
+	}
+	mk("hungup", leg.Connected, true)
+	if p, err := s.HangupsPending(ctx, conf.Node, time.Now()); err != nil || !p {
+		t.Errorf("HangupsPending: %v %v, want true", p, err)
+	}
+	if p, err := s.HangupsPending(ctx, conf.Node, old.Add(-time.Minute)); err != nil || p {
+		t.Errorf("HangupsPending for a time before the hang-up: %v %v, want false", p, err)
+	}
+	if p, err := s.HangupsPending(ctx, "another-node", time.Now()); err != nil || p {
+		t.Errorf("HangupsPending on another node: %v %v, want false", p, err)
 	}
 }

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/convoice/convoice/leg"
@@ -19,10 +22,54 @@ func (en *Engine) endNodeLegs(ctx context.Context, node, reason string) int {
 		en.log.Error("listing live legs failed", "node", node, "err", err)
 		return 0
 	}
-	for _, l := range legs {
-		en.applyLeg(ctx, l.ID, leg.EvPBXGone, legInput{reason: reason})
-	}
+	en.applyLegs(ctx, legs, leg.EvPBXGone, legInput{reason: reason})
 	return len(legs)
+}
+
+// resyncBatch bounds how many legs one transaction of applyLegs changes:
+// few enough that it holds the SQLite writer (or, on PostgreSQL, its
+// conversations' locks) for milliseconds, not seconds.
+const resyncBatch = 200
+
+// applyLegs applies ev to many legs by the table, as applyLeg does to one,
+// but resyncBatch legs to a transaction: a resync that finds 100 legs gone
+// waited for 100 commits one after the other, each queued behind the call
+// progress of the whole node. Once a batch is durable, each leg's PBX work
+// is done (afterLeg). When a batch fails (a leg gone from the store, a
+// database error), its legs are applied one by one, so that one leg does
+// not hold the others back and each gets applyLeg's own handling.
+func (en *Engine) applyLegs(ctx context.Context, legs []storage.Leg, ev leg.Event, in legInput) {
+	// On PostgreSQL each leg locks its conversation first (lockLeg):
+	// taken in one order by every batch.
+	legs = slices.Clone(legs)
+	slices.SortFunc(legs, func(a, b storage.Leg) int {
+		return cmp.Or(strings.Compare(a.ConversationID, b.ConversationID), strings.Compare(a.ID, b.ID))
+	})
+	for batch := range slices.Chunk(legs, resyncBatch) {
+		steps := make([]legStep, len(batch))
+		err := en.store.InTx(ctx, func(tx *storage.Store) error {
+			for i := range batch {
+				var err error
+				if steps[i], err = en.applyLegTx(ctx, tx, batch[i].ID, ev, in); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			en.log.Warn("applying a batch of leg events failed; applying them one by one", "event", ev, "legs", len(batch), "err", err)
+			for i := range batch {
+				en.applyLeg(ctx, batch[i].ID, ev, in)
+			}
+			continue
+		}
+		for i := range batch {
+			en.afterLeg(ctx, batch[i].ID, ev, nil, steps[i])
+		}
+	}
 }
 
 // Resync reconciles the store with what the PBX node holds. It runs after
@@ -73,11 +120,14 @@ func (en *Engine) resyncOnce(ctx context.Context, nodeName string) error {
 	}
 	fix := func(what string) { en.metrics.ResyncFixes.WithLabelValues(nodeName, what).Inc() }
 
+	// One read of the node's live legs, and the fixes in batches: when
+	// everything agrees (the common case) the resync writes nothing.
 	live, err := en.store.AllLiveLegs(ctx, nodeName)
 	if err != nil {
 		return err
 	}
-	known := map[string]bool{}
+	known := make(map[string]bool, len(live))
+	var gone, inConf []storage.Leg
 	for _, l := range live {
 		known[l.ID] = true
 		s, there := onPBX[l.ID]
@@ -91,15 +141,17 @@ func (en *Engine) resyncOnce(ctx context.Context, nodeName string) error {
 				continue
 			}
 			fix("leg_gone")
-			en.applyLeg(ctx, l.ID, leg.EvResyncGone, legInput{reason: "gone from the PBX while convoice was not listening"})
+			gone = append(gone, l)
 		case s.InConference && l.State != storage.LegConnected:
 			fix("leg_connected")
-			en.applyLeg(ctx, l.ID, leg.EvResyncInConference, legInput{})
+			inConf = append(inConf, l)
 		case l.HangupRequested:
 			fix("leg_hangup_retry")
 			en.hangupByID(ctx, l.ID)
 		}
 	}
+	en.applyLegs(ctx, gone, leg.EvResyncGone, legInput{reason: "gone from the PBX while convoice was not listening"})
+	en.applyLegs(ctx, inConf, leg.EvResyncInConference, legInput{})
 	// Calls of ours the store does not hold as live: hang them up. A call
 	// being placed may be on the PBX before its record is committed: the
 	// placing set is asked first, the store after (a dial leaves the set
@@ -144,20 +196,19 @@ func (en *Engine) resyncOnce(ctx context.Context, nodeName string) error {
 		}
 		cancel()
 	}
-	// Active conferences with no live leg left: end them.
+	// Active conferences with no live leg left: end them (endConference
+	// checks again in its transaction: a leg may have joined since).
+	counts, err := en.store.CountLiveLegsByConference(ctx)
+	if err != nil {
+		return err
+	}
 	for _, conf := range activeIDs {
-		if started.Sub(conf.CreatedAt) < en.cfg.ResyncYoungLeg || en.placingIn(conf.ID) {
+		if started.Sub(conf.CreatedAt) < en.cfg.ResyncYoungLeg || en.placingIn(conf.ID) || counts[conf.ID] > 0 {
 			continue
 		}
-		legs, err := en.store.LiveLegs(ctx, conf.ID)
-		if err != nil {
+		fix("conference_empty")
+		if err := en.endConference(ctx, conf, "no calls left after resync", true); err != nil {
 			return err
-		}
-		if len(legs) == 0 {
-			fix("conference_empty")
-			if err := en.endConference(ctx, conf, "no calls left after resync", true); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
@@ -204,17 +255,8 @@ const hangupRetry = 3 * time.Second
 // hangupsPending reports whether a node has legs we hung up that are still
 // live after hangupRetry.
 func (en *Engine) hangupsPending(ctx context.Context, node string) bool {
-	legs, err := en.store.AllLiveLegs(ctx, node)
-	if err != nil {
-		return false
-	}
-	old := time.Now().Add(-hangupRetry)
-	for _, l := range legs {
-		if l.HangupRequested && l.UpdatedAt.Before(old) {
-			return true
-		}
-	}
-	return false
+	pending, err := en.store.HangupsPending(ctx, node, time.Now().Add(-hangupRetry))
+	return err == nil && pending
 }
 
 // watchdog ends legs the PBX has said nothing about for too long: a leg

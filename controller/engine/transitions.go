@@ -120,7 +120,7 @@ func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID strin
 	// replica placed may answer after the end).
 	ours := l.HangupRequested
 	var conf *storage.Conference
-	if !ours && (ev == leg.EvAnswered || ev == leg.EvConnected || ev == leg.EvResyncInConference) {
+	if !ours && (ev == leg.EvAnswered || ev == leg.EvConnected || ev == leg.EvResyncInConference) && oursMatters(l.State, ev) {
 		if conf, err = tx.GetConference(ctx, l.ConferenceID); err != nil {
 			return legStep{}, err
 		}
@@ -147,8 +147,7 @@ func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID strin
 		return st, nil
 	}
 	en.metrics.LegEnds.WithLabelValues(l.State).Inc()
-	live, err := tx.LiveLegs(ctx, l.ConferenceID)
-	if err != nil || len(live) > 0 {
+	if live, err := tx.HasLiveLeg(ctx, l.ConferenceID); err != nil || live {
 		return st, err
 	}
 	if conf == nil {
@@ -161,6 +160,17 @@ func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID strin
 		st.ended = conf
 	}
 	return st, err
+}
+
+// oursMatters reports whether the table's answer for ev in state depends
+// on whether convoice is ending the leg, or may hang it up: only then is
+// the conference read. A connected leg's duplicate "connected" (a driver
+// adopting the calls it finds after a restart reports 10,000 at once) is
+// answered without it.
+func oursMatters(state leg.State, ev leg.Event) bool {
+	r, ok := leg.Step(state, ev, false)
+	ro, oko := leg.Step(state, ev, true)
+	return ok != oko || r != ro || r.Effects&leg.HangUp != 0
 }
 
 // rangOut reads a causeless end of a leg still ringing past its ring

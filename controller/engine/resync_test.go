@@ -1,0 +1,97 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/convoice/convoice/leg"
+	"github.com/convoice/convoice/storage"
+)
+
+// applyLegs ends many legs in batches through the table, as applyLeg does
+// one by one: each leg ends with the reason, a conference whose last leg
+// ended ends with it, one that keeps a live leg stays; a leg the store does
+// not have (its batch fails) does not keep the others of its batch from
+// ending.
+func TestApplyLegs_EndsEveryLegInBatchesAndTheConferencesThatEmpty(t *testing.T) {
+	ctx := context.Background()
+	st, err := storage.Open(ctx, filepath.Join(t.TempDir(), "engine.db"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	en := New(Config{}, st, nil, nil, nil)
+
+	u := &storage.User{ID: "u1", DisplayName: "A", Email: "a@x.com", Role: storage.RoleUser}
+	if err := st.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().UTC().Add(-time.Hour)
+	var legs []storage.Leg
+	confs := map[string]int{"emptied": 2*resyncBatch + 1, "kept": 10, "single": 1}
+	for name, n := range confs {
+		c := &storage.Conversation{ID: "conv-" + name, Kind: storage.KindIM, CreatorID: u.ID}
+		if err := st.CreateConversation(ctx, c, []storage.Participant{{ConversationID: c.ID, UserID: u.ID, Role: storage.RoleOrganizer}}); err != nil {
+			t.Fatal(err)
+		}
+		conf := &storage.Conference{ID: name, ConversationID: c.ID, State: storage.ConferenceActive, CreatedBy: u.ID, Node: "n1"}
+		if err := st.CreateConference(ctx, conf); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			l := storage.Leg{ID: fmt.Sprintf("%s-%03d", name, i), ConferenceID: conf.ID, ConversationID: c.ID, Node: "n1",
+				Number: "+12025550100", State: storage.LegConnected, CreatedAt: old, ConnectedAt: &old, UpdatedAt: old}
+			if err := st.CreateLeg(ctx, &l); err != nil {
+				t.Fatal(err)
+			}
+			if name == "kept" && i == 0 {
+				continue // stays live: its conference stays active
+			}
+			legs = append(legs, l)
+		}
+	}
+	legs = append(legs, storage.Leg{ID: "not-in-the-store", ConversationID: "conv-emptied"})
+
+	en.applyLegs(ctx, legs, leg.EvResyncGone, legInput{reason: "gone"})
+
+	for _, want := range legs[:len(legs)-1] {
+		l, err := st.GetLeg(ctx, want.ID)
+		if err != nil || l.State != storage.LegEnded || l.EndReason != "gone" || l.EndedAt == nil {
+			t.Fatalf("leg %s after applyLegs: %+v %v; want ended, reason \"gone\"", want.ID, l, err)
+		}
+	}
+	if l, err := st.GetLeg(ctx, "kept-000"); err != nil || l.State != storage.LegConnected {
+		t.Fatalf("leg left out: %+v %v; want connected", l, err)
+	}
+	for name, want := range map[string]string{"emptied": storage.ConferenceEnded, "single": storage.ConferenceEnded, "kept": storage.ConferenceActive} {
+		if c, err := st.GetConference(ctx, name); err != nil || c.State != want {
+			t.Errorf("conference %s: %+v %v; want %s", name, c, err, want)
+		}
+	}
+}
+
+// The conference is read for an answer only when it can change the
+// table's rule: a connected leg's duplicate "connected" does not need it,
+// a ringing leg's answer does (it is hung up when its conference ended).
+func TestOursMatters(t *testing.T) {
+	for _, tc := range []struct {
+		state leg.State
+		ev    leg.Event
+		want  bool
+	}{
+		{leg.Connected, leg.EvConnected, false},
+		{leg.Connected, leg.EvResyncInConference, false},
+		{leg.Confirming, leg.EvAnswered, false},
+		{leg.Ringing, leg.EvConnected, true},
+		{leg.Ringing, leg.EvAnswered, true},
+		{leg.Dialing, leg.EvResyncInConference, true},
+		{leg.Confirming, leg.EvConnected, true},
+	} {
+		if got := oursMatters(tc.state, tc.ev); got != tc.want {
+			t.Errorf("oursMatters(%s, %s) = %v, want %v", tc.state, tc.ev, got, tc.want)
+		}
+	}
+}
