@@ -1,0 +1,223 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	cdppage "github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/convoice/convoice/api/apitest"
+	"github.com/convoice/convoice/controller"
+	"github.com/convoice/convoice/emulator/emuphone"
+)
+
+// The web UI as people use it (issue 18): one test per point.
+
+// pageStubs replaces, before the app runs, what a test cannot hear or
+// see — the Web Audio API, browser notifications, and whether the tab is
+// hidden — with recorders: window.__calls counts oscillators started,
+// notifications shown and permission requests; window.__hidden hides the tab.
+const pageStubs = `(() => {
+  const calls = { contexts: 0, oscillators: 0, started: 0, notifications: [], permissionAsked: 0 };
+  window.__calls = calls;
+  window.__hidden = false;
+  Object.defineProperty(Document.prototype, 'hidden', { configurable: true, get() { return window.__hidden; } });
+  Object.defineProperty(Document.prototype, 'visibilityState', { configurable: true, get() { return window.__hidden ? 'hidden' : 'visible'; } });
+  class Param { setValueAtTime() {} exponentialRampToValueAtTime() {} linearRampToValueAtTime() {} }
+  class AudioNode { connect(n) { return n; } disconnect() {} }
+  window.AudioContext = class {
+    constructor() { calls.contexts++; this.state = 'running'; this.currentTime = 0; this.destination = new AudioNode(); }
+    createOscillator() {
+      calls.oscillators++;
+      const o = new AudioNode();
+      o.frequency = new Param();
+      o.start = () => { calls.started++; };
+      o.stop = () => {};
+      return o;
+    }
+    createGain() { const g = new AudioNode(); g.gain = new Param(); return g; }
+    resume() { return Promise.resolve(); }
+  };
+  window.webkitAudioContext = window.AudioContext;
+  window.Notification = class {
+    constructor(title, opts) { calls.notifications.push({ title, body: (opts && opts.body) || '' }); }
+    close() {}
+    static requestPermission(cb) {
+      calls.permissionAsked++;
+      window.Notification.permission = 'granted';
+      if (cb) cb('granted');
+      return Promise.resolve('granted');
+    }
+  };
+  window.Notification.permission = 'default';
+})();`
+
+// stub installs pageStubs in the page for every document it loads.
+func (p *page) stub() {
+	p.t.Helper()
+	p.do("install the page stubs", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: pageStubs})
+		return err
+	}))
+}
+
+// signIn opens the page signed in as u, on path ("/" or a conversation).
+func (p *page) signIn(u apitest.User, path string) {
+	p.t.Helper()
+	p.do("sign in", chromedp.Navigate(p.base+path+"#token="+u.Token))
+	p.waitText("whoami", u.Name)
+	if path != "/" {
+		p.waitState("stream-status", "live")
+	}
+}
+
+// inViewport checks that an element's box is wholly inside the viewport.
+func inViewport(p *page, id string) {
+	p.t.Helper()
+	p.waitJS(id+" is within the viewport", fmt.Sprintf(`(() => {
+		const e = %s; if (!e) return false;
+		const r = e.getBoundingClientRect();
+		return r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight && r.right <= window.innerWidth;
+	})()`, elem(id)))
+}
+
+func peopleEnv(t *testing.T) *apitest.Env {
+	return apitest.Start(t, apitest.Options{
+		Timing: emuphone.Timing{Ring: 300 * time.Millisecond, Hold: 2 * time.Second, SlowRing: 3 * time.Second},
+	})
+}
+
+func convOf(t *testing.T, env *apitest.Env, owner apitest.User, subject string, others ...apitest.User) string {
+	t.Helper()
+	return jlConv(t, env, owner, subject, others...)
+}
+
+func checkClean(t *testing.T, pages ...*page) {
+	t.Helper()
+	for _, p := range pages {
+		if errs := p.problems(); len(errs) > 0 {
+			t.Errorf("%s: the page reported problems:\n  %s", p.name, strings.Join(errs, "\n  "))
+		}
+	}
+}
+
+// Point 1: an invitation rings (Web Audio), notifies while the tab is
+// hidden (permission asked only when the person asks), counts in the
+// title, and shows a toast with Accept / Decline / Redirect at desktop
+// and phone width with another conversation open; the sound's switch is
+// remembered.
+func TestWebUI_InvitationReachesYouWherever(t *testing.T) {
+	chromium := findChromium(t)
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer", num("work", "+1 202 555 0101"))
+	B := env.AddUser("Bob Baker", controller.NumberInput{Label: "work", Number: "+1 202 555 0111", Default: true})
+	budget := convOf(t, env, A, "Budget", B)
+	other := convOf(t, env, A, "Lunch", B)
+	ui := startBrowser(t, chromium, t.TempDir())
+
+	pb := ui.open(t, "B", env.URL, 1280, 800)
+	pb.stub()
+	pb.signIn(B, "/ui/c/"+other)
+	pb.waitVisible("sound-toggle")
+	pb.waitVisible("notify-me")
+	if n := eval[int](pb, `window.__calls.permissionAsked`); n != 0 {
+		t.Fatalf("notification permission asked %d times on load", n)
+	}
+	pb.click("notify-me")
+	pb.waitHidden("notify-me")
+	if n := eval[int](pb, `window.__calls.permissionAsked`); n != 1 {
+		t.Fatalf("Notify me asked for permission %d times, want 1", n)
+	}
+	pq := ui.open(t, "B-phone", env.URL, 390, 844)
+	pq.stub()
+	pq.signIn(B, "/ui/c/"+other)
+
+	// The tab is hidden; Alice starts the audio of "Budget".
+	eval[bool](pb, `window.__hidden = true`)
+	env.Must(201, "POST", "/api/v1/conversations/"+budget+"/audio", A.Token, map[string]any{"published": "work"})
+	for _, p := range []*page{pb, pq} {
+		p.waitVisible("invite-toast")
+		p.waitText("toast-headline", "Alice Archer invited you to the audio conference.")
+		p.waitText("invite-toast", "Budget")
+		p.waitVisible("toast-accept")
+		p.waitVisible("toast-decline")
+		p.waitVisible("toast-redirect")
+		inViewport(p, "invite-toast")
+		p.waitJS("the title counts the invitation", `document.title.startsWith("(1) ")`)
+		p.waitText("conv-title", "Lunch") // another conversation stays open
+	}
+	pb.waitJS("the chime played", `window.__calls.oscillators > 0 && window.__calls.started === window.__calls.oscillators`)
+	pb.waitJS("a notification was shown", `window.__calls.notifications.length === 1 && window.__calls.notifications[0].body.includes("Alice Archer")`)
+	pq.waitJS("the phone page chimed", `window.__calls.started > 0`)
+	if n := eval[int](pq, `window.__calls.notifications.length`); n != 0 {
+		t.Fatalf("a visible tab got %d notifications", n)
+	}
+	pb.waitText("invite-live", "Alice Archer invited you")
+	updateDocShot(t, pb.shot("invitation-toast"), "screenshot-invitation-toast.png")
+	pq.shot("invitation-toast-phone")
+
+	// The list page shows it too (the toast follows the person).
+	pb.do("open the conversation list", chromedp.Navigate(pb.base+"/"))
+	pb.waitVisible("conversation-list")
+	pb.waitVisible("invite-toast")
+	inViewport(pb, "invite-toast")
+
+	// Sound off is remembered across a reload.
+	eval[bool](pb, `window.__hidden = false`)
+	pb.click("sound-toggle")
+	pb.waitJS("sound off", elem("sound-toggle")+`.getAttribute("aria-pressed") === "false"`)
+	pb.do("reload", chromedp.Reload())
+	pb.waitJS("sound still off after a reload", `(() => { const e = `+elem("sound-toggle")+`; return !!e && !e.hidden && e.getAttribute("aria-pressed") === "false"; })()`)
+	pb.waitVisible("invite-toast")
+
+	// Accept from the toast on the phone: the conversation opens and Bob's phone rings.
+	pq.click("toast-accept")
+	pq.waitText("conv-title", "Budget")
+	pq.waitInCall("audio-status-" + B.ID)
+	for _, p := range []*page{pb, pq} {
+		p.waitHidden("invite-toast")
+		p.waitJS("the title has no count", `!document.title.startsWith("(")`)
+	}
+
+	// A new invitation with the sound off: toast and title, no chime.
+	env.Must(204, "DELETE", "/api/v1/conversations/"+budget+"/audio", A.Token, nil)
+	before := eval[int](pb, `window.__calls.started`)
+	env.Must(201, "POST", "/api/v1/conversations/"+budget+"/audio", A.Token, map[string]any{"published": "work"})
+	pb.waitVisible("invite-toast")
+	pb.waitJS("the title counts it", `document.title.startsWith("(1) ")`)
+	if after := eval[int](pb, `window.__calls.started`); after != before {
+		t.Fatalf("the chime played with the sound off (%d → %d oscillators)", before, after)
+	}
+	pb.click("toast-decline")
+	pb.waitHidden("invite-toast")
+	checkClean(t, pb, pq)
+}
+
+// updateDocShot copies a screenshot to docs/name (shown in the README) when
+// that file is missing or CONVOICE_UPDATE_SCREENSHOT=1.
+func updateDocShot(t *testing.T, src, name string) {
+	t.Helper()
+	dst := filepath.Join("..", "docs", name)
+	if src == "" {
+		return
+	}
+	if _, err := os.Stat(dst); err == nil && os.Getenv("CONVOICE_UPDATE_SCREENSHOT") != "1" {
+		return
+	}
+	b, err := os.ReadFile(src)
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o644)
+	}
+	if err != nil {
+		t.Logf("could not update %s: %v", dst, err)
+		return
+	}
+	t.Logf("updated %s", dst)
+}
