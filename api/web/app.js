@@ -813,7 +813,8 @@
     const who = nameOf(cur, inv.user_id);
     const you = inv.user_id === S.me.id;
     const text = {
-      pending: you ? nameOf(cur, inv.invited_by) + ' invited you to the audio.' : who + ' is invited to the audio.',
+      // A guest's audio invites with no inviting user: its start names the guest.
+      pending: you ? (inv.invited_by ? nameOf(cur, inv.invited_by) + ' invited you to the audio.' : 'You are invited to the audio.') : who + ' is invited to the audio.',
       accepted: who + ' accepted the invitation.',
       declined: who + ' declined the invitation' + (you ? '; you stay in the conversation.' : '.'),
       redirected: who + ' redirected the call to another number.',
