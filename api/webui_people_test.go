@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/controller"
@@ -220,4 +221,114 @@ func updateDocShot(t *testing.T, src, name string) {
 		return
 	}
 	t.Logf("updated %s", dst)
+}
+
+// Point 2: audio started by a guest names the guest to every member (the
+// organiser too) and tells the lone guest that nobody else is in the audio
+// yet; once a member is connected, the guest reads that they are in.
+func TestWebUI_GuestStartedAudioIsNamed(t *testing.T) {
+	chromium := findChromium(t)
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer", controller.NumberInput{Label: "work", Number: "+1 202 555 0101", Default: true})
+	B := env.AddUser("Bob Baker", controller.NumberInput{Label: "work", Number: "+1 202 555 0111", Default: true})
+	conv := convOf(t, env, A, "Vendor call", B)
+	_, token := jlLink(t, env, A, conv, nil)
+	ui := startBrowser(t, chromium, t.TempDir())
+	pa := ui.open(t, "A", env.URL, 1280, 800)
+	pa.signIn(A, "/ui/c/"+conv)
+	pb := ui.open(t, "B", env.URL, 1280, 800)
+	pb.signIn(B, "/")
+
+	pg := ui.open(t, "G", env.URL, 390, 844)
+	pg.do("open the join link", chromedp.Navigate(env.URL+"/join/"+token))
+	pg.typeInto("name-input", "Gina")
+	pg.typeInto("number-input", "+1 202 555 0155")
+	pg.click("call-me")
+	pg.waitState("call-state", "connected")
+	pg.waitText("call-text", "Connected – nobody else is in the audio yet")
+
+	pa.waitText("invitation-headline", "Gina (guest) started the audio")
+	pa.waitText("activity", "Gina (guest) started the audio.")
+	pb.waitText("toast-headline", "Gina (guest) started the audio")
+	for _, p := range []*page{pa, pb} {
+		if strings.Contains(eval[string](p, `document.body.innerText`), "Someone") {
+			t.Fatalf("%s: the page still says Someone for the guest:\n%s", p.name, eval[string](p, `document.body.innerText`))
+		}
+	}
+	pa.click("invite-accept")
+	pa.waitInCall("audio-status-" + A.ID)
+	pa.waitJS("Alice is not alone", `!`+elem("my-call-text")+`.textContent.includes("Nobody else")`)
+	pg.waitText("call-text", "Connected – you are in the conference")
+	checkClean(t, pa, pb)
+}
+
+// Point 3: the PBX's outcomes in plain words, the server's words for a
+// refused number under the field, and the guest page's example number is
+// one the default policy takes.
+func TestWebUI_CallOutcomesInPlainWords(t *testing.T) {
+	chromium := findChromium(t)
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer", controller.NumberInput{Label: "work", Number: "+1 202 555 0101", Default: true})
+	B := env.AddUser("Bob Baker", controller.NumberInput{Label: "work", Number: "+1 202 555 0111", Default: true})
+	conv := convOf(t, env, A, "Words", B)
+	ui := startBrowser(t, chromium, t.TempDir())
+	pa := ui.open(t, "A", env.URL, 1280, 800)
+	pa.signIn(A, "/ui/c/"+conv)
+	pb := ui.open(t, "B", env.URL, 1280, 800)
+	pb.signIn(B, "/ui/c/"+conv)
+
+	call := func(number string) {
+		t.Helper()
+		pa.click("phone-button")
+		pa.click("join-using")
+		pa.click("join-new-number")
+		eval[bool](pa, elem("new-number")+`.value = "", true`)
+		pa.typeInto("new-number", number+kb.Enter)
+	}
+	for _, c := range []struct{ number, state, words string }{
+		{"+1 202 555 0404", "failed", "That number doesn’t exist — check it"},
+		{"+1 202 555 0503", "failed", "The phone network is busy — try again in a minute"},
+		{"+1 202 555 0603", "rejected", "They declined the call"},
+		{"+1 202 555 0486", "busy", "Line busy"},
+	} {
+		call(c.number)
+		pa.waitState("my-call", c.state)
+		pa.waitText("my-call-text", c.words)
+		pb.waitState("audio-status-"+A.ID, c.state)
+		if c.state == "failed" {
+			pb.waitText("participant-"+A.ID, c.words)
+		}
+		for _, p := range []*page{pa, pb} {
+			text := eval[string](p, elem("participants")+`.innerText + " " + `+elem("my-call")+`.innerText + " " + `+elem("activity")+`.innerText`)
+			for _, jargon := range []string{"Unallocated", "congestion", "Call Rejected", "Call rejected", "User busy"} {
+				if strings.Contains(text, jargon) {
+					t.Fatalf("%s: %s shows the exchange's %q: %s", p.name, c.number, jargon, text)
+				}
+			}
+		}
+	}
+
+	// A number in a country the policy does not allow: the server's words
+	// (with the country's name) under the field.
+	want := env.Do("POST", "/api/v1/conversations/"+conv+"/audio", A.Token, map[string]string{"number": "+44 20 7946 0000"})
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	want.JSON(t, &e)
+	if want.Status != 403 || e.Error.Code != "country_not_allowed" || !strings.Contains(e.Error.Message, "United Kingdom") {
+		t.Fatalf("POST audio with a UK number: %d %s", want.Status, want.Body)
+	}
+	call("+44 20 7946 0000")
+	pa.waitText("new-number-error", e.Error.Message)
+	pa.waitJS("the field is marked invalid", elem("new-number")+`.getAttribute("aria-invalid") === "true"`)
+	pa.waitJS("nothing under Phone", elem("phone-error")+`.textContent === ""`)
+
+	// The guest page's example number is one a guest may give.
+	_, token := jlLink(t, env, A, conv, nil)
+	pg := ui.open(t, "G", env.URL, 390, 844)
+	pg.do("open the join link", chromedp.Navigate(env.URL+"/join/"+token))
+	pg.waitVisible("number-input")
+	example := attr(pg, "number-input", "placeholder")
+	env.Must(201, "POST", "/api/v1/join/"+token, "", map[string]string{"display_name": "Example", "number": example})
+	checkClean(t, pa, pb, pg)
 }
