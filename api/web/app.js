@@ -1941,7 +1941,7 @@
     const snd = $('sound-toggle');
     snd.hidden = !S.me;
     snd.setAttribute('aria-pressed', String(on));
-    snd.textContent = on ? 'Invitation sound: on' : 'Invitation sound: off';
+    snd.textContent = on ? 'Sound: on' : 'Sound: off'; // its name, "Invitation sound", is the aria-label
     const n = $('notify-me');
     n.hidden = !S.me || !notifySupported() || window.Notification.permission !== 'default';
   }
