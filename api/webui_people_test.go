@@ -332,3 +332,118 @@ func TestWebUI_CallOutcomesInPlainWords(t *testing.T) {
 	env.Must(201, "POST", "/api/v1/join/"+token, "", map[string]string{"display_name": "Example", "number": example})
 	checkClean(t, pa, pb, pg)
 }
+
+// Point 7: with five people in the audio the composer stays in sight, on
+// a 1280×800 screen and on a phone.
+func TestWebUI_ComposerVisibleWithFivePeople(t *testing.T) {
+	chromium := findChromium(t)
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer", controller.NumberInput{Label: "work", Number: "+1 202 555 0101", Default: true})
+	var others []apitest.User
+	for i, n := range []string{"Bob Baker", "Carol Chen", "Dave Diaz", "Erin Evans"} {
+		others = append(others, env.AddUser(n, controller.NumberInput{Label: "work", Number: fmt.Sprintf("+1 202 555 01%d1", i+1), Default: true}))
+	}
+	conv := convOf(t, env, A, "Five on the line", others...)
+	env.Must(201, "POST", "/api/v1/conversations/"+conv+"/audio", A.Token, map[string]any{})
+	for _, u := range others {
+		var invs struct {
+			Invitations []struct{ ID string } `json:"invitations"`
+		}
+		env.WaitFor(u.Name+"'s invitation", 10*time.Second, func() bool {
+			env.Must(200, "GET", "/api/v1/invitations", u.Token, nil).JSON(t, &invs)
+			return len(invs.Invitations) == 1
+		})
+		env.Must(200, "POST", "/api/v1/invitations/"+invs.Invitations[0].ID+"/accept", u.Token, map[string]any{})
+	}
+	env.WaitFor("five connected calls", 10*time.Second, func() bool {
+		n := 0
+		for _, l := range legsOf(t, env, conv, A.Token) {
+			if l.State == "connected" {
+				n++
+			}
+		}
+		return n == 5
+	})
+	for i := 0; i < 12; i++ {
+		env.Must(201, "POST", "/api/v1/conversations/"+conv+"/messages", others[i%4].Token, map[string]any{"text": fmt.Sprintf("message %d", i)})
+	}
+	ui := startBrowser(t, chromium, t.TempDir())
+	for _, size := range []struct {
+		name string
+		w, h int64
+	}{{"desktop", 1280, 800}, {"phone", 390, 844}} {
+		p := ui.open(t, size.name, env.URL, size.w, size.h)
+		p.signIn(A, "/ui/c/"+conv)
+		for _, u := range others {
+			p.waitInCall("audio-status-" + u.ID)
+		}
+		p.waitText("messages", "message 11")
+		inViewport(p, "composer")
+		inViewport(p, "message-input")
+		if w := eval[int](p, `document.documentElement.scrollWidth`); w > int(size.w) {
+			t.Fatalf("%s: the page is %d px wide on a %d px screen", size.name, w, size.w)
+		}
+		// Typing and sending still work where it sits.
+		p.typeInto("message-input", "still here"+kb.Enter)
+		p.waitText("messages", "still here")
+		shot := p.shot("five-people")
+		if size.name == "phone" {
+			updateDocShot(t, shot, "screenshot-phone.png")
+		}
+		checkClean(t, p)
+	}
+}
+
+// Point 9: an empty number is refused in the UI as in the API, and the
+// guest page says a refused number under its field.
+func TestWebUI_EmptyAndRefusedNumbersUnderTheField(t *testing.T) {
+	chromium := findChromium(t)
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer", controller.NumberInput{Label: "work", Number: "+1 202 555 0101", Default: true})
+	B := env.AddUser("Bob Baker", controller.NumberInput{Label: "work", Number: "+1 202 555 0111", Default: true})
+	conv := convOf(t, env, A, "Numbers", B)
+	r := env.Do("POST", "/api/v1/conversations/"+conv+"/audio", A.Token, map[string]string{"number": ""})
+	if r.Status != 400 || !strings.Contains(string(r.Body), "invalid_number") {
+		t.Fatalf("POST audio with an empty number: %d %s, want 400 invalid_number", r.Status, r.Body)
+	}
+	ui := startBrowser(t, chromium, t.TempDir())
+	pa := ui.open(t, "A", env.URL, 1280, 800)
+	pa.signIn(A, "/ui/c/"+conv)
+	pa.click("phone-button")
+	pa.click("join-using")
+	pa.click("join-new-number")
+	pa.typeInto("new-number", "   "+kb.Enter)
+	pa.waitText("new-number-error", "Type the phone number")
+	pa.waitJS("the field is marked invalid and has focus", `(() => { const e = `+elem("new-number")+`; return e.getAttribute("aria-invalid") === "true" && document.activeElement === e && e.getAttribute("aria-describedby").includes("new-number-error"); })()`)
+	if n := len(legsOfLast(t, env, conv, A.Token)); n != 0 {
+		t.Fatalf("an empty number placed %d calls", n)
+	}
+
+	_, token := jlLink(t, env, A, conv, nil)
+	pg := ui.open(t, "G", env.URL, 390, 844)
+	pg.do("open the join link", chromedp.Navigate(env.URL+"/join/"+token))
+	pg.typeInto("name-input", "Gina")
+	pg.click("call-me")
+	pg.waitText("number-error", "Please give the phone number")
+	pg.typeInto("number-input", "+44 20 7946 0000")
+	pg.click("call-me")
+	pg.waitText("number-error", "United Kingdom")
+	pg.waitJS("nothing under the button", elem("join-error")+`.textContent === ""`)
+	pg.waitJS("the number field is marked invalid", elem("number-input")+`.getAttribute("aria-invalid") === "true"`)
+	checkClean(t, pa, pg)
+}
+
+// legsOfLast lists the calls of the conversation's newest conference (none
+// when it never had audio).
+func legsOfLast(t *testing.T, env *apitest.Env, convID, token string) []legRow {
+	t.Helper()
+	r := env.Do("GET", "/api/v1/conversations/"+convID+"/audio?last=true", token, nil)
+	if r.Status == 404 {
+		return nil
+	}
+	var a struct {
+		Legs []legRow `json:"legs"`
+	}
+	r.JSON(t, &a)
+	return a.Legs
+}
