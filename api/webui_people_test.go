@@ -447,3 +447,102 @@ func legsOfLast(t *testing.T, env *apitest.Env, convID, token string) []legRow {
 	r.JSON(t, &a)
 	return a.Legs
 }
+
+// Point 4: a way back after a failure — "Call me again" and "Call my
+// mobile instead" after a busy line; a call hung up by the organiser says
+// who did it, and the organiser can invite that person again from their row.
+func TestWebUI_AWayBackAfterAFailedCall(t *testing.T) {
+	chromium := findChromium(t)
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer",
+		controller.NumberInput{Label: "work", Number: "+1 202 555 0486", Default: true}, // busy
+		controller.NumberInput{Label: "mobile", Number: "+1 202 555 0102"})
+	B := env.AddUser("Bob Baker", controller.NumberInput{Label: "work", Number: "+1 202 555 0111", Default: true})
+	conv := convOf(t, env, A, "Way back", B)
+	ui := startBrowser(t, chromium, t.TempDir())
+	pa := ui.open(t, "A", env.URL, 1280, 800)
+	pa.signIn(A, "/ui/c/"+conv)
+	pb := ui.open(t, "B", env.URL, 1280, 800)
+	pb.signIn(B, "/ui/c/"+conv)
+
+	pa.click("phone-button")
+	pa.click("join-using")
+	pa.click("join-using-work")
+	pa.waitState("my-call", "busy")
+	pa.waitVisible("call-again")
+	pa.waitText("call-other", "Call my mobile instead")
+	pa.click("call-other")
+	pa.waitInCall("audio-status-" + A.ID)
+	pa.waitText("participant-"+A.ID, "+1 202 555 0102")
+	pa.waitHidden("call-again")
+
+	pb.waitVisible("invitation-banner")
+	pb.click("invite-accept")
+	pa.waitInCall("audio-status-" + B.ID)
+	pa.click("hangup-" + B.ID)
+	pb.waitText("my-call-text", "Alice Archer hung up your call.")
+	pb.waitText("activity", "Alice Archer hung up your call.")
+	if strings.Contains(eval[string](pb, elem("activity")+`.textContent`), "You left the audio") {
+		t.Fatalf("B's activity says B left, but Alice hung B up")
+	}
+	pb.waitVisible("call-again")
+	pa.waitText("participant-"+B.ID, "hung up by Alice Archer")
+
+	pa.click("reinvite-" + B.ID)
+	pa.waitState("audio-status-"+B.ID, "invited")
+	pb.waitVisible("invitation-banner")
+	pb.click("call-again")
+	for _, p := range []*page{pa, pb} {
+		p.waitInCall("audio-status-" + B.ID)
+	}
+	checkClean(t, pa, pb)
+}
+
+// Point 8: the call bar, the people's states, the invitation and the lobby
+// each have one live region, and a change is said there once.
+func TestWebUI_LiveRegionsSayEachChangeOnce(t *testing.T) {
+	chromium := findChromium(t)
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer", controller.NumberInput{Label: "work", Number: "+1 202 555 0101", Default: true})
+	B := env.AddUser("Bob Baker", controller.NumberInput{Label: "work", Number: "+1 202 555 0111", Default: true})
+	conv := convOf(t, env, A, "Heard", B)
+	ui := startBrowser(t, chromium, t.TempDir())
+	pa := ui.open(t, "A", env.URL, 1280, 800)
+	pa.signIn(A, "/ui/c/"+conv)
+	pb := ui.open(t, "B", env.URL, 1280, 800)
+	pb.signIn(B, "/ui/c/"+conv)
+
+	for _, p := range []*page{pa, pb} {
+		for id, live := range map[string]string{"invite-live": "assertive", "my-call-live": "polite", "people-live": "polite", "lobby-live": "polite"} {
+			if got := attr(p, id, "aria-live"); got != live {
+				t.Fatalf("%s: %s has aria-live %q, want %q", p.name, id, got, live)
+			}
+		}
+		// The visible widgets are not live themselves: no double reading.
+		for _, id := range []string{"activity", "invitation-banner", "invite-toast", "my-call", "participants", "lobby"} {
+			if got := attr(p, id, "aria-live"); got != "" && got != "off" {
+				t.Fatalf("%s: %s is a live region too (%q): changes would be read twice", p.name, id, got)
+			}
+		}
+	}
+	pa.click("phone-button")
+	pa.click("join-using")
+	pa.click("join-using-work")
+	pa.waitText("my-call-live", "You are in the conference at +1 202 555 0101. Nobody else is in the audio yet.")
+	pb.waitText("invite-live", "Alice Archer invited you to the audio conference.")
+	pb.waitText("people-live", "Alice Archer: ")
+	if got := eval[string](pb, elem("announcer")+`.textContent`); strings.Contains(got, "invited you") {
+		t.Fatalf("B: the invitation is said twice (the announcer too): %q", got)
+	}
+	pb.click("invite-accept")
+	pa.waitText("people-live", "Bob Baker: ")
+	pa.waitJS("Alice's bar no longer says she is alone", `!`+elem("my-call-live")+`.textContent.includes("Nobody else")`)
+
+	_, token := jlLink(t, env, A, conv, map[string]any{"require_admission": true})
+	env.Must(201, "POST", "/api/v1/join/"+token, "", map[string]string{"display_name": "Gina", "number": "+1 202 555 0155"})
+	pa.waitText("lobby-live", "Gina (guest) is waiting to join the conversation.")
+	if got := eval[string](pa, elem("announcer")+`.textContent`); strings.Contains(got, "waiting") {
+		t.Fatalf("A: the lobby is said twice (the announcer too): %q", got)
+	}
+	checkClean(t, pa, pb)
+}
