@@ -546,3 +546,91 @@ func TestWebUI_LiveRegionsSayEachChangeOnce(t *testing.T) {
 	}
 	checkClean(t, pa, pb)
 }
+
+// Point 5 (server side): the others are invited once the first call is
+// connected, so a first call that fails — again and again — invites
+// nobody and cancels nothing; the call that connects invites them once.
+func TestGivenAFirstCallThatFails_WhenRetried_ThenNobodyIsInvitedUntilOneConnects(t *testing.T) {
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer", controller.NumberInput{Label: "work", Number: "+1 202 555 0101", Default: true})
+	B := env.AddUser("Bob Baker", controller.NumberInput{Label: "work", Number: "+1 202 555 0111", Default: true})
+	conv := convOf(t, env, A, "Retry", B)
+	for i := 0; i < 3; i++ {
+		env.Must(201, "POST", "/api/v1/conversations/"+conv+"/audio", A.Token, map[string]any{"number": "+1 202 555 0486"})
+		env.WaitFor("the busy call's audio to end", 10*time.Second, func() bool {
+			return env.Do("GET", "/api/v1/conversations/"+conv+"/audio", A.Token, nil).Status == 404
+		})
+	}
+	var conf struct {
+		Invitations []struct{ UserID, State string } `json:"invitations"`
+	}
+	env.Must(200, "GET", "/api/v1/conversations/"+conv+"/audio?last=true", A.Token, nil).JSON(t, &conf)
+	if len(conf.Invitations) != 0 {
+		t.Fatalf("a failed first call invited: %+v", conf.Invitations)
+	}
+	evs, err := env.Store.EventsAfter(context.Background(), conv, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Type == "invitation.updated" {
+			t.Fatalf("an invitation event after busy first calls: %+v", ev)
+		}
+	}
+	env.Must(201, "POST", "/api/v1/conversations/"+conv+"/audio", A.Token, map[string]any{})
+	pendingInvitation(t, env, B, conv)
+	env.Must(200, "GET", "/api/v1/conversations/"+conv+"/audio", A.Token, nil).JSON(t, &conf)
+	if len(conf.Invitations) != 1 || conf.Invitations[0].State != "pending" {
+		t.Fatalf("after the call connected: invitations %+v, want one pending for Bob", conf.Invitations)
+	}
+}
+
+// Point 6: a join link is shown once (only its hash is kept); Copy a new
+// link makes another like it in one click and shows it ready to copy.
+func TestWebUI_CopyANewJoinLink(t *testing.T) {
+	chromium := findChromium(t)
+	env := peopleEnv(t)
+	A := env.AddUser("Alice Archer", controller.NumberInput{Label: "work", Number: "+1 202 555 0101", Default: true})
+	B := env.AddUser("Bob Baker", controller.NumberInput{Label: "work", Number: "+1 202 555 0111", Default: true})
+	conv := convOf(t, env, A, "Links", B)
+	old, oldToken := jlLink(t, env, A, conv, map[string]any{"expires_in_s": 3600, "require_admission": true, "max_uses": 5})
+	ui := startBrowser(t, chromium, t.TempDir())
+	pa := ui.open(t, "A", env.URL, 1280, 800)
+	pa.signIn(A, "/ui/c/"+conv)
+	pa.click("meet-now")
+	id := old["id"].(string)
+	pa.click("copy-new-" + id)
+	pa.waitVisible("join-link-result")
+	pa.waitJS("a new URL is shown", elem("join-link-url")+`.value.includes("/join/")`)
+	newURL := eval[string](pa, elem("join-link-url")+`.value`)
+	if strings.HasSuffix(newURL, "/join/"+oldToken) {
+		t.Fatalf("the old link was shown again: %s", newURL)
+	}
+	pa.waitJS("it is copied, or selected for copying", `["copied", "selected"].includes(`+elem("join-link-copied")+`.dataset.state)`)
+	pa.waitText("join-link-expiry", "admits them")
+	var links struct {
+		JoinLinks []struct {
+			ID               string    `json:"id"`
+			CreatedAt        time.Time `json:"created_at"`
+			ExpiresAt        time.Time `json:"expires_at"`
+			MaxUses          int       `json:"max_uses"`
+			RequireAdmission bool      `json:"require_admission"`
+			State            string    `json:"state"`
+		} `json:"join_links"`
+	}
+	env.Must(200, "GET", "/api/v1/conversations/"+conv+"/join-links", A.Token, nil).JSON(t, &links)
+	if len(links.JoinLinks) != 2 {
+		t.Fatalf("join links = %+v, want the old one and a new one", links.JoinLinks)
+	}
+	for _, l := range links.JoinLinks {
+		if l.State != "active" || !l.RequireAdmission || l.MaxUses != 5 || l.ExpiresAt.Sub(l.CreatedAt).Round(time.Minute) != time.Hour {
+			t.Fatalf("link %+v: want active, admission, 5 uses, an hour", l)
+		}
+	}
+	tok := newURL[strings.LastIndex(newURL, "/join/")+len("/join/"):]
+	env.Must(200, "GET", "/api/v1/join/"+tok, "", nil)
+	env.Must(200, "GET", "/api/v1/join/"+oldToken, "", nil) // the old one still works
+	pa.click("email-done")
+	pa.waitVisible("copy-new-" + id)
+	checkClean(t, pa)
+}

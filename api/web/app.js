@@ -957,7 +957,7 @@
     let state;
     if (!a) {
       state = 'none';
-      text = 'No audio yet. Click Phone, then Join Conference Now Using, and convoice calls you and invites everyone.';
+      text = 'No audio yet. Click Phone, then Join Conference Now Using: convoice calls you and, once you are connected, invites everyone.';
     } else if (a.state === 'active') {
       state = 'active';
       const live = a.legs.filter((l) => LIVE_LEG.has(l.state));
@@ -1686,6 +1686,11 @@
         h('button', { type: 'button', class: 'btn btn-quiet btn-small', 'data-testid': 'revoke-keep-' + l.id, text: 'Keep it',
           onclick: () => { cur.revoking = null; renderLinks(cur); focusTestId('revoke-' + l.id); } }));
       } else if (state === 'active') {
+        // The link itself was shown once (convoice keeps only its hash):
+        // a new one like it is one click away.
+        actions.push(h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'copy-new-' + l.id,
+          'aria-label': 'Copy a new link like the one ' + made.charAt(0).toLowerCase() + made.slice(1), text: 'Copy a new link',
+          onclick: () => copyNewLink(cur, l) }));
         actions.push(h('button', { type: 'button', class: 'btn btn-danger btn-small', 'data-testid': 'revoke-' + l.id,
           'aria-label': 'Revoke the join link ' + made.charAt(0).toLowerCase() + made.slice(1), text: 'Revoke',
           onclick: () => askRevoke(cur, l) }));
@@ -1850,7 +1855,7 @@
     if (r.max_uses) bits.push(r.max_uses === 1 ? 'for one person' : 'for up to ' + r.max_uses + ' people');
     let text = bits.join(', ') + '.';
     if (r.require_admission) text += ' Guests wait until someone in the conversation admits them.';
-    text += ' convoice shows this link only now: copy it, or write the e-mail, before you close this window.';
+    text += ' convoice shows this link only now (it keeps only a hash of it): copy it, or write the e-mail, before you close this window — Copy a new link in Meet Now makes another like it later.';
     // The server words the e-mail; an older one may not, so there is a plain fallback.
     const subject = r.subject || 'Join the conversation' + (cur.conv.subject ? ' “' + cur.conv.subject + '”' : '') + ' by phone';
     const body = r.body || 'Open this link, give your name and a phone number, and convoice will call you into the conversation:\n\n' + r.url + '\n';
@@ -2334,6 +2339,33 @@
       if (old && old.state !== v.state && v.state !== 'none') said.push(v.name + ': ' + v.text);
     }
     if (said.length) liveSay('people-live', said.join('. ') + '.');
+  }
+
+  // copyNewLink makes a new join link with the same settings as l (how long
+  // it works, who can use it, admission) and shows it ready to copy: a
+  // link is shown only when it is made, since convoice stores only its
+  // hash. The old link keeps working for whoever already has it.
+  async function copyNewLink(cur, l) {
+    if (cur.makingLink) return;
+    cur.makingLink = true;
+    setError($('join-links-error'), '');
+    const secs = Math.round((tsOf(l.expires_at) - tsOf(l.created_at)) / 1000);
+    const body = { expires_in_s: secs > 0 && secs <= 2592000 ? secs : 86400 };
+    if (l.max_uses) body.max_uses = l.max_uses;
+    if (l.require_admission) body.require_admission = true;
+    try {
+      const r = await api('POST', '/conversations/' + enc(cur.id) + '/join-links', body);
+      if (S.cur !== cur) return;
+      mergeLink(cur, r);
+      renderLinks(cur);
+      openInviteEmail($('meet-now-btn'));
+      showJoinLink(cur, r);
+      copyJoinLink();
+    } catch (e) {
+      if (S.cur === cur) setError($('join-links-error'), e.message);
+    } finally {
+      cur.makingLink = false;
+    }
   }
 
   // ---------------------------------------------------------------- wiring
