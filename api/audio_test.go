@@ -52,16 +52,23 @@ func legState(t *testing.T, env *apitest.Env, convID, token, legID, want string)
 	return legOf(conf, legID)
 }
 
+// The others are invited once the conference's first call is connected,
+// so it waits (a few seconds at most) for the invitation to appear.
 func pendingInvitation(t *testing.T, env *apitest.Env, u apitest.User, convID string) string {
 	t.Helper()
-	invs := env.Must(200, "GET", "/api/v1/invitations", u.Token, nil).Map(t)["invitations"].([]any)
-	for _, i := range invs {
-		if m := i.(map[string]any); m["conversation_id"] == convID {
-			return m["id"].(string)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		invs := env.Must(200, "GET", "/api/v1/invitations", u.Token, nil).Map(t)["invitations"].([]any)
+		for _, i := range invs {
+			if m := i.(map[string]any); m["conversation_id"] == convID {
+				return m["id"].(string)
+			}
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no pending invitation for %s", u.Name, convID)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%s has no pending invitation for %s", u.Name, convID)
-	return ""
 }
 
 // pbxKinds are the PBXs every audio scenario runs against, unchanged: the

@@ -644,7 +644,21 @@ func TestOpenAPIValidatesAudioTraffic(t *testing.T) {
 	c.do(200, "GET", cp, alice.Token, nil)
 	c.do(200, "GET", cp+"/audio", bob.Token, nil)
 
-	// Erin joins directly: her own invitation is accepted by the join.
+	// Alice's call is connected: the others are invited then.
+	ctl.HandlePBXEvent(context.Background(), "fake", pbx.Event{Type: pbx.EventRinging, LegID: join.Leg.ID, At: time.Now()})
+	ctl.HandlePBXEvent(context.Background(), "fake", pbx.Event{Type: pbx.EventConnected, LegID: join.Leg.ID, At: time.Now()})
+	// Call progress is applied in the background (in order): wait for it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		l, err := ctl.Store().GetLeg(context.Background(), join.Leg.ID)
+		if err == nil && l.State == "connected" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's leg never connected: %+v %v", l, err)
+		}
+	}
+	// Erin joins directly: her own invitation (made when Alice's call was
+	// connected) is accepted by the join.
 	var ej struct {
 		Invitation *struct{ State string } `json:"invitation"`
 	}
@@ -679,19 +693,7 @@ func TestOpenAPIValidatesAudioTraffic(t *testing.T) {
 	c.do(400, "POST", "/api/v1/invitations/"+invitationOf(dave)+"/redirect", dave.Token, map[string]any{"number": "555"})
 	c.do(200, "POST", "/api/v1/invitations/"+invitationOf(dave)+"/redirect", dave.Token, map[string]any{"number": "+1 202 555 0181"}, "Idempotency-Key", "r-1")
 
-	// Legs: connect alice's, mute and unmute it; bob's is still dialing.
-	ctl.HandlePBXEvent(context.Background(), "fake", pbx.Event{Type: pbx.EventRinging, LegID: join.Leg.ID, At: time.Now()})
-	ctl.HandlePBXEvent(context.Background(), "fake", pbx.Event{Type: pbx.EventConnected, LegID: join.Leg.ID, At: time.Now()})
-	// Call progress is applied in the background (in order): wait for it.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-		l, err := ctl.Store().GetLeg(context.Background(), join.Leg.ID)
-		if err == nil && l.State == "connected" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alice's leg never connected: %+v %v", l, err)
-		}
-	}
+	// Alice's leg was connected above; mute and unmute it; bob's is still dialing.
 	var muted struct {
 		CreatedAt   time.Time  `json:"created_at"`
 		ConnectedAt *time.Time `json:"connected_at"`

@@ -310,7 +310,7 @@ func TestWebUI(t *testing.T) {
 	if want.Status != 400 || wantErr.Error.Field != "number" {
 		t.Fatalf("POST audio with 12345: %d %s, want 400 on field number", want.Status, want.Body)
 	}
-	pa.waitText("phone-error", wantErr.Error.Message)
+	pa.waitText("new-number-error", wantErr.Error.Message) // under the field
 	pa.waitJS("the field is marked invalid", `document.querySelector('[data-testid="new-number"]').getAttribute("aria-invalid") === "true"`)
 	pa.shot("a-invalid-number")
 
@@ -506,7 +506,7 @@ func meetNowGuest(t *testing.T, env *apitest.Env, ui *browser, convID string, A 
 		p.waitVisible("refuse-" + gid)
 	}
 	pa.waitText("activity", "Gina Green (guest) is waiting to join.")
-	pa.waitText("announcer", "Gina Green (guest) is waiting")
+	pa.waitText("lobby-live", "Gina Green (guest) is waiting")
 	if w := eval[int](pd, `document.documentElement.scrollWidth`); w > 375 {
 		pd.shot("overflow-lobby")
 		t.Fatalf("D: the page is %d px wide on a 375 px screen with the lobby shown", w)

@@ -35,8 +35,8 @@
   // Words people see for each audio presence (the seed's and the issue's).
   const PRESENCE_TEXT = {
     none: 'Not in audio', invited: 'Invited', dialing: 'Dialing', ringing: 'Ringing', connected: 'Connected',
-    muted: 'Muted', talking: 'Talking', declined: 'Declined', busy: 'Busy', no_answer: 'No answer',
-    rejected: 'Call rejected', failed: 'Call failed', cancelled: 'Call cancelled', left: 'Left',
+    muted: 'Muted', talking: 'Talking', declined: 'Declined', busy: 'Line busy', no_answer: 'No answer',
+    rejected: 'Declined the call', failed: 'Call failed', cancelled: 'Call cancelled', left: 'Left',
     confirming: 'Answered — waiting for them to press 1',
     unconfirmed: 'Answered but nobody pressed 1 — probably voicemail',
     inv_cancelled: 'Invitation cancelled', inv_expired: 'Invitation expired',
@@ -262,6 +262,7 @@
     loadConversations();
     pollInvites();
     followMe();
+    renderAlertControls();
     // Polls pause while the tab is hidden and run at once when it shows again.
     S.timers.push(setInterval(() => {
       if (document.hidden) return;
@@ -284,6 +285,11 @@
     S.convs.clear();
     S.invites.clear();
     S.answered.clear();
+    AL.alerted.clear();
+    AL.ready = false;
+    renderToast();
+    setBaseTitle('convoice');
+    renderAlertControls();
     $('conv-list').replaceChildren();
     if (location.pathname !== '/') history.replaceState(null, '', '/');
     showSignIn(msg);
@@ -314,6 +320,7 @@
 
   function showList() {
     document.body.classList.remove('has-conv');
+    setBaseTitle('convoice');
     $('conv-pane').hidden = true;
     $('empty-pane').hidden = false;
     renderList();
@@ -363,6 +370,7 @@
     });
     replaceKeepFocus($('conv-list'), items);
     $('conv-list-empty').hidden = list.length > 0;
+    invitationsChanged();
   }
 
   // ---------------------------------------------------------------- invitations (own stream, poll as fallback)
@@ -431,16 +439,13 @@
     for (const inv of r.invitations || []) {
       if (S.answered.has(inv.id)) continue;
       next.set(inv.id, inv);
-      if (!S.invites.has(inv.id) && !(S.cur && S.cur.id === inv.conversation_id)) {
-        const c = S.convs.get(inv.conversation_id);
-        announce('You are invited to the audio conference' + (c ? ' of ' + convName(c) : '') + '.');
-      }
       if (!S.convs.has(inv.conversation_id)) unknownConv = true;
     }
     S.invites = next;
     if (unknownConv) loadConversations();
     renderList();
     if (S.cur) renderBanner();
+    AL.ready = true; // from now on an invitation is new: it rings
   }
 
   // ---------------------------------------------------------------- conversation window
@@ -479,6 +484,7 @@
     $('invitation-banner').replaceChildren();
     $('new-number-box').hidden = true;
     setError($('phone-error'), '');
+    fieldError($('new-number'), $('new-number-error'), '');
     setError($('composer-error'), '');
     setError($('moderation-error'), '');
     $('end-audio-confirm').hidden = true;
@@ -719,7 +725,9 @@
           cur.audio = Object.assign({}, d, { legs: [], invitations: [] });
         }
         conv.audio = { id: d.id, state: d.state };
-        logActivity(cur, nameOf(cur, d.created_by) + ' started the audio conference.');
+        // A guest's audio has no starting user: its first call names them.
+        if (d.created_by) logActivity(cur, nameOf(cur, d.created_by) + ' started the audio conference.');
+        else cur.audio.starterUnnamed = true;
         break;
       }
       case 'audio.ended':
@@ -736,6 +744,10 @@
         const i = audio.legs.findIndex((l) => l.id === d.id);
         const old = i >= 0 ? audio.legs[i] : null;
         if (i >= 0) audio.legs[i] = d; else audio.legs.push(d);
+        if (audio.starterUnnamed && d.guest_id) {
+          audio.starterUnnamed = false;
+          logActivity(cur, guestName(cur, d.guest_id) + ' started the audio.');
+        }
         logLegChange(cur, old, d);
         break;
       }
@@ -789,7 +801,7 @@
       ended: who + '’s session ended' + (g.end_reason ? ' (' + g.end_reason + ')' : '') + '.',
     }[g.state];
     if (text) logActivity(cur, text);
-    if (g.state === 'lobby') announce(g.display_name + ' (guest) is waiting to join the conversation.');
+    if (g.state === 'lobby') liveSay('lobby-live', g.display_name + ' (guest) is waiting to join the conversation.');
     // A guest's arrival counts as a use of their link.
     if (cur.links && (!old || g.state === 'lobby' || g.state === 'admitted')) loadLinksSoon(cur);
   }
@@ -799,14 +811,16 @@
     if (!old || old.state !== l.state) {
       const words = {
         dialing: 'calling ' + fmtNumber(l.number), ringing: 'phone is ringing', connected: 'connected to the audio',
-        ended: 'left the audio', busy: 'line is busy', no_answer: 'did not answer', rejected: 'rejected the call',
-        failed: 'call failed' + (l.cause_text ? ' (' + l.cause_text + ')' : ''), cancelled: 'call was cancelled',
+        ended: 'left the audio', busy: 'line is busy', no_answer: 'did not answer', rejected: 'declined the call',
+        failed: 'call couldn’t be completed: ' + outcome(l).charAt(0).toLowerCase() + outcome(l).slice(1), cancelled: 'call was cancelled',
         confirming: 'call was answered — waiting for them to press 1',
         unconfirmed: 'call was answered but nobody pressed 1 — probably voicemail',
       }[l.state] || l.state;
       const verbIsName = ['connected', 'ended', 'no_answer', 'rejected'].includes(l.state);
       const possessive = who === 'You' ? 'Your' : who + '’s';
+      const by = l.state === 'ended' ? hungUpBy(l) : '';
       if (l.state === 'dialing') logActivity(cur, 'convoice is calling ' + (who === 'You' ? 'you' : who) + ' at ' + fmtNumber(l.number) + '.');
+      else if (by) logActivity(cur, by + ' hung up ' + (who === 'You' ? 'your' : who + '’s') + ' call.');
       else logActivity(cur, (verbIsName ? who + ' ' : possessive + ' ') + words + '.');
     } else if (old.muted !== l.muted) {
       logActivity(cur, who + (l.muted ? (who === 'You' ? ' are muted.' : ' is muted.') : (who === 'You' ? ' are unmuted.' : ' is unmuted.')));
@@ -817,7 +831,8 @@
     const who = nameOf(cur, inv.user_id);
     const you = inv.user_id === S.me.id;
     const text = {
-      pending: you ? nameOf(cur, inv.invited_by) + ' invited you to the audio.' : who + ' is invited to the audio.',
+      // A guest's audio invites with no inviting user: its start names the guest.
+      pending: you ? (inv.invited_by ? nameOf(cur, inv.invited_by) + ' invited you to the audio.' : 'You are invited to the audio.') : who + ' is invited to the audio.',
       accepted: who + ' accepted the invitation.',
       declined: who + ' declined the invitation' + (you ? '; you stay in the conversation.' : '.'),
       redirected: who + ' redirected the call to another number.',
@@ -942,7 +957,7 @@
     const conv = cur.conv;
     $('conv-title').textContent = convName(conv);
     $('conv-kind').textContent = conv.kind === 'sharing' ? 'Desktop sharing' : 'IM';
-    document.title = convName(conv) + ' · convoice';
+    setBaseTitle(convName(conv) + ' · convoice');
     renderConference(cur);
     renderParticipants(cur);
     renderMyCall(cur);
@@ -960,7 +975,7 @@
     let state;
     if (!a) {
       state = 'none';
-      text = 'No audio yet. Click Phone, then Join Conference Now Using, and convoice calls you and invites everyone.';
+      text = 'No audio yet. Click Phone, then Join Conference Now Using: convoice calls you and, once you are connected, invites everyone.';
     } else if (a.state === 'active') {
       state = 'active';
       const live = a.legs.filter((l) => LIVE_LEG.has(l.state));
@@ -1016,7 +1031,7 @@
       rows.push(personRow(cur, {
         key: p.user_id, name: p.display_name + (me ? ' (you)' : ''), spoken: me ? 'yourself' : p.display_name,
         organizer: p.role === 'organizer', presenting: conv.presenter_id === p.user_id, pr,
-        canControl: mod || me,
+        canControl: mod || me, reinvite: mod && !me,
       }));
     }
     // Calls of guests not (or no longer) among the participants: one row
@@ -1035,6 +1050,12 @@
       }
     }
     replaceKeepFocus($('participants'), rows);
+    const states = new Map();
+    for (const r of rows) {
+      const st = r.querySelector('.status');
+      if (st) states.set(r.dataset.testid, { state: st.dataset.state, text: st.textContent, name: r.querySelector('.person-name span').textContent });
+    }
+    announcePeople(cur, states);
   }
 
   function personRow(cur, o) {
@@ -1043,9 +1064,14 @@
     const showStatus = cur.audio || pr.key !== 'none';
     const detail = [];
     if (leg && (LIVE_LEG.has(leg.state) || pr.key !== 'none')) detail.push(fmtNumber(leg.number));
-    if (leg && !LIVE_LEG.has(leg.state) && leg.end_reason) detail.push(leg.end_reason);
-    if (leg && ['failed', 'rejected'].includes(leg.state) && leg.cause_text) detail.push(leg.cause_text);
+    const ended = leg && !LIVE_LEG.has(leg.state) ? endDetail(leg) : '';
+    // The pill already says busy, no answer, declined: no second word for it.
+    if (ended && ended.toLowerCase() !== (PRESENCE_TEXT[pr.key] || '').toLowerCase() && !['busy', 'no_answer', 'rejected', 'unconfirmed', 'cancelled'].includes(leg.state)) detail.push(ended);
     const controls = [];
+    if (o.reinvite && leg && !LIVE_LEG.has(leg.state) && RETRY_STATES.has(leg.state) && cur.audio && cur.audio.state === 'active') {
+      controls.push(h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'reinvite-' + o.key,
+        'aria-label': 'Invite ' + o.spoken + ' again', text: 'Invite again', onclick: () => reinvite(cur, o.key) }));
+    }
     if (leg && LIVE_LEG.has(leg.state) && o.canControl) {
       if (leg.state === 'connected') {
         controls.push(h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'mute-' + o.key,
@@ -1077,34 +1103,45 @@
     const box = $('my-call');
     const live = myLiveLeg(cur);
     let leg = live;
-    if (!leg && cur.lastDialLegId && cur.audio) leg = cur.audio.legs.find((l) => l.id === cur.lastDialLegId) || null;
+    if (!leg && cur.audio) {
+      leg = (cur.lastDialLegId && cur.audio.legs.find((l) => l.id === cur.lastDialLegId)) ||
+        // someone else ended my call (the organiser): say so, and offer a way back
+        newest(cur.audio.legs.filter((l) => l.user_id === S.me.id && l.state === 'ended' && hungUpBy(l)), 'created_at') || null;
+    }
     // A call that simply ended with the audio needs no line of its own.
-    if (leg && !live && leg.state === 'ended' && cur.audio.state !== 'active') leg = null;
+    if (leg && !live && leg.state === 'ended' && cur.audio.state !== 'active' && !hungUpBy(leg)) leg = null;
     if (!leg) {
       box.hidden = true;
       box.dataset.state = 'none';
+      renderRetry(cur, null, null);
+      liveSay('my-call-live', '');
       return;
     }
     const num = fmtNumber(leg.number);
+    const alone = leg.state === 'connected' && !otherConnected(cur, leg) ? ' Nobody else is in the audio yet.' : '';
+    const by = hungUpBy(leg);
+    const bad = outcome(leg);
     const text = {
       dialing: 'convoice is calling you at ' + num + '…',
       ringing: 'Your phone is ringing (' + num + '). Answer it to join the conference.',
-      connected: leg.muted ? 'You are in the conference at ' + num + ', muted.' : 'You are in the conference at ' + num + '.',
-      ended: 'Your call to ' + num + ' has ended.',
-      busy: num + ' is busy. Try another number.',
-      no_answer: num + ' did not answer.',
-      rejected: 'The call to ' + num + ' was rejected.',
-      failed: 'The call to ' + num + ' failed' + (leg.cause_text ? ' (' + leg.cause_text + ')' : '') + '.',
+      connected: (leg.muted ? 'You are in the conference at ' + num + ', muted.' : 'You are in the conference at ' + num + '.') + alone,
+      ended: by ? by + ' hung up your call.' : 'Your call to ' + num + ' has ended.',
+      busy: 'Line busy: ' + num + '.',
+      no_answer: 'No answer at ' + num + '.',
+      rejected: 'They declined the call at ' + num + '.',
+      failed: bad + ' (' + num + ').',
       cancelled: 'The call to ' + num + ' was cancelled.',
       confirming: 'Your phone (' + num + ') answered — waiting for you to press 1 to join the conference.',
-      unconfirmed: 'The call to ' + num + ' was answered but nobody pressed 1 — probably voicemail.',
+      unconfirmed: bad + ' (' + num + ').',
     }[leg.state] || leg.state;
     box.hidden = false;
     box.dataset.state = leg.state;
-    box.classList.toggle('my-call-bad', ['busy', 'no_answer', 'rejected', 'failed', 'unconfirmed'].includes(leg.state));
-    $('my-call-text').textContent = text;
+    box.classList.toggle('my-call-bad', ['busy', 'no_answer', 'rejected', 'failed', 'unconfirmed'].includes(leg.state) || !!by);
+    if ($('my-call-text').textContent !== text) $('my-call-text').textContent = text;
+    liveSay('my-call-live', text);
     $('my-call-hangup').hidden = !live;
     $('my-call-hangup').onclick = live ? () => legAction(live, 'hangup') : null;
+    renderRetry(cur, leg, live);
   }
 
   function renderPresenter(cur) {
@@ -1164,15 +1201,23 @@
       numbers.map((n) => h('option', { value: n.label, selected: n === def, text: cap(n.label) + ' ' + fmtNumber(n.number) })));
     const err = h('p', { class: 'error', role: 'alert', 'data-testid': 'invitation-error' });
     const redirectInput = h('input', { id: 'redirect-number', type: 'tel', inputmode: 'tel', autocomplete: 'tel',
-      'data-testid': 'redirect-number', placeholder: '+1 202 555 0123' });
+      'data-testid': 'redirect-number', placeholder: '+1 202 555 0123', 'aria-describedby': 'redirect-error' });
+    const redirectErr = h('p', { id: 'redirect-error', class: 'error', role: 'alert', 'data-testid': 'redirect-error' });
     const redirectForm = h('form', { class: 'redirect-form', novalidate: true, hidden: true, 'data-testid': 'redirect-form',
-      onsubmit: (ev) => { ev.preventDefault(); answerInvitation(inv, 'redirect', { number: redirectInput.value }, err, redirectInput); } },
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        if (!redirectInput.value.trim()) {
+          fieldError(redirectInput, redirectErr, 'Type the phone number convoice should call.');
+          return;
+        }
+        answerInvitation(inv, 'redirect', { number: redirectInput.value }, redirectErr, redirectInput);
+      } },
     h('label', { for: 'redirect-number', text: 'Phone Number' }),
     h('div', { class: 'row' }, redirectInput,
-      h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'redirect-call', text: 'Call this number' })));
-    const inviter = nameOf(cur, inv.invited_by);
+      h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'redirect-call', text: 'Call this number' })),
+    redirectErr);
     banner.replaceChildren(
-      h('p', { class: 'banner-text' }, h('strong', { text: inviter === 'You' ? 'Audio invitation.' : inviter + ' invited you to the audio conference.' }),
+      h('p', { class: 'banner-text' }, h('strong', { 'data-testid': 'invitation-headline', text: inviteWords(inv) }),
         ' Accept and convoice calls you; Decline and nothing rings (you stay in the conversation); Redirect to have another number called.'),
       h('div', { class: 'row banner-actions' },
         numbers.length ? h('label', { for: 'accept-number', class: 'inline-label', text: 'Call me at' }) : null,
@@ -1192,13 +1237,13 @@
           } })),
       redirectForm, err);
     banner.hidden = false;
-    announce(inviter === 'You' ? 'You have an audio invitation.' : inviter + ' invited you to the audio conference.');
   }
 
   async function answerInvitation(inv, action, body, errEl, field) {
     const cur = S.cur;
     if (!cur || cur.answering) return;
     cur.answering = true;
+    if (action !== 'decline') askNotify();
     setError(errEl, '');
     if (field) field.removeAttribute('aria-invalid');
     const buttons = $('invitation-banner').querySelectorAll('button');
@@ -1218,11 +1263,8 @@
       }
       renderList();
     } catch (e) {
-      setError(errEl, e.message);
-      if (field && e.field === 'number') {
-        field.setAttribute('aria-invalid', 'true');
-        field.focus();
-      }
+      if (field && isNumberError(e)) fieldError(field, errEl, e.message);
+      else setError(errEl, e.message);
       if (e.code === 'invitation_not_pending' || e.code === 'audio_ended' || e.status === 404) {
         S.answered.add(inv.id);
         S.invites.delete(inv.id);
@@ -1257,9 +1299,10 @@
     const cur = S.cur;
     if (!cur || cur.dialing) return; // one request at a time: a double click never rings twice
     cur.dialing = true;
+    askNotify();
     const key = uuid4(); // Idempotency-Key: a retry of this same click is answered, never re-dialed
     setError($('phone-error'), '');
-    $('new-number').removeAttribute('aria-invalid');
+    fieldError($('new-number'), $('new-number-error'), '');
     try {
       const r = await api('POST', '/conversations/' + enc(cur.id) + '/audio', body, { 'Idempotency-Key': key });
       if (S.cur !== cur) return;
@@ -1279,11 +1322,9 @@
       $('phone-btn').focus();
     } catch (e) {
       if (S.cur !== cur) return;
-      setError($('phone-error'), e.message);
-      if (field && (e.field === 'number' || e.code === 'invalid_number')) {
-        field.setAttribute('aria-invalid', 'true');
-        field.focus();
-      }
+      // About the typed number: under its field; otherwise under Phone.
+      if (field && isNumberError(e)) fieldError(field, $('new-number-error'), e.message);
+      else setError($('phone-error'), e.message);
     } finally {
       cur.dialing = false;
     }
@@ -1663,6 +1704,11 @@
         h('button', { type: 'button', class: 'btn btn-quiet btn-small', 'data-testid': 'revoke-keep-' + l.id, text: 'Keep it',
           onclick: () => { cur.revoking = null; renderLinks(cur); focusTestId('revoke-' + l.id); } }));
       } else if (state === 'active') {
+        // The link itself was shown once (convoice keeps only its hash):
+        // a new one like it is one click away.
+        actions.push(h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'copy-new-' + l.id,
+          'aria-label': 'Copy a new link like the one ' + made.charAt(0).toLowerCase() + made.slice(1), text: 'Copy a new link',
+          onclick: () => copyNewLink(cur, l) }));
         actions.push(h('button', { type: 'button', class: 'btn btn-danger btn-small', 'data-testid': 'revoke-' + l.id,
           'aria-label': 'Revoke the join link ' + made.charAt(0).toLowerCase() + made.slice(1), text: 'Revoke',
           onclick: () => askRevoke(cur, l) }));
@@ -1827,7 +1873,7 @@
     if (r.max_uses) bits.push(r.max_uses === 1 ? 'for one person' : 'for up to ' + r.max_uses + ' people');
     let text = bits.join(', ') + '.';
     if (r.require_admission) text += ' Guests wait until someone in the conversation admits them.';
-    text += ' convoice shows this link only now: copy it, or write the e-mail, before you close this window.';
+    text += ' convoice shows this link only now (it keeps only a hash of it): copy it, or write the e-mail, before you close this window — Copy a new link in Meet Now makes another like it later.';
     // The server words the e-mail; an older one may not, so there is a plain fallback.
     const subject = r.subject || 'Join the conversation' + (cur.conv.subject ? ' “' + cur.conv.subject + '”' : '') + ' by phone';
     const body = r.body || 'Open this link, give your name and a phone number, and convoice will call you into the conversation:\n\n' + r.url + '\n';
@@ -1879,6 +1925,467 @@
     else setCopied('selected', 'The link is selected: press Ctrl+C (⌘C on a Mac) to copy it.');
   }
 
+
+  // ---------------------------------------------------------------- invitations you cannot miss (issue 18)
+  //
+  // A new invitation rings a short chime (Web Audio oscillator: no sound
+  // file; muted by the topbar's Sound button, remembered in localStorage),
+  // shows a browser notification when the tab is hidden (permission is
+  // asked only when the person starts or accepts audio, or clicks Notify
+  // me), counts in the title ("(1) convoice"), and shows a toast with
+  // Accept / Decline / Redirect wherever the person is — unless the
+  // invitation's conversation is open, where its banner has them.
+  //
+  // Screen readers hear each invitation once, from the #invite-live region
+  // (not from the banner or the toast, which carry the buttons).
+
+  const SOUND_KEY = 'convoice.invitationSound';
+  const AL = {
+    ctx: null, // AudioContext, made on first use
+    alerted: new Set(), // invitation ids already rung / spoken
+    ready: false, // the first invitation list is in: later ones are new
+    asked: false, // Notification permission asked in this page
+    base: 'convoice', // the title without the count
+    toastFor: null, // invitation id the toast shows
+    starters: new Map(), // conference id → "Gina Green (guest)" (guest-started audio)
+    fetching: new Set(),
+  };
+
+  function soundOn() {
+    try { return localStorage.getItem(SOUND_KEY) !== 'off'; } catch (e) { return true; }
+  }
+
+  function notifySupported() {
+    return typeof window.Notification === 'function';
+  }
+
+  function renderAlertControls() {
+    const on = soundOn();
+    const snd = $('sound-toggle');
+    snd.hidden = !S.me;
+    snd.setAttribute('aria-pressed', String(on));
+    snd.textContent = on ? 'Sound: on' : 'Sound: off'; // its name, "Invitation sound", is the aria-label
+    const n = $('notify-me');
+    n.hidden = !S.me || !notifySupported() || window.Notification.permission !== 'default';
+  }
+
+  function toggleSound() {
+    const on = !soundOn();
+    try { localStorage.setItem(SOUND_KEY, on ? 'on' : 'off'); } catch (e) { /* this page only */ }
+    renderAlertControls();
+    if (on) chime(); // let the person hear what it sounds like
+  }
+
+  // askNotify asks for permission to notify, once, at a moment the person
+  // acts on audio (never on load).
+  function askNotify() {
+    if (!notifySupported() || AL.asked || window.Notification.permission !== 'default') return;
+    AL.asked = true;
+    try {
+      const p = window.Notification.requestPermission(renderAlertControls);
+      if (p && typeof p.then === 'function') p.then(renderAlertControls, renderAlertControls);
+    } catch (e) { /* an old browser: no notifications */ }
+  }
+
+  // chime plays two soft tones. Browsers let audio start only after the
+  // person has used the page; before that it stays silent.
+  function chime() {
+    if (!soundOn()) return;
+    const AC = window.AudioContext || window.webkitAudioContext;
+    if (!AC) return;
+    try {
+      if (!AL.ctx) AL.ctx = new AC();
+      const ctx = AL.ctx;
+      if (ctx.state === 'suspended' && ctx.resume) ctx.resume();
+      const t0 = ctx.currentTime;
+      [[660, 0], [880, 0.18], [660, 0.6], [880, 0.78]].forEach(([f, at]) => {
+        const osc = ctx.createOscillator();
+        const gain = ctx.createGain();
+        osc.type = 'sine';
+        osc.frequency.setValueAtTime(f, t0 + at);
+        gain.gain.setValueAtTime(0.0001, t0 + at);
+        gain.gain.exponentialRampToValueAtTime(0.2, t0 + at + 0.02);
+        gain.gain.exponentialRampToValueAtTime(0.0001, t0 + at + 0.32);
+        osc.connect(gain);
+        gain.connect(ctx.destination);
+        osc.start(t0 + at);
+        osc.stop(t0 + at + 0.35);
+      });
+    } catch (e) { /* no sound is no failure */ }
+  }
+
+  function openInvitations() {
+    return Array.from(S.invites.values()).filter((inv) => !S.answered.has(inv.id))
+      .sort((a, b) => tsOf(a.created_at) - tsOf(b.created_at));
+  }
+
+  function setBaseTitle(t) {
+    AL.base = t;
+    updateTitle();
+  }
+
+  function updateTitle() {
+    const n = S.me ? openInvitations().length : 0;
+    const want = (n ? '(' + n + ') ' : '') + AL.base;
+    if (document.title !== want) document.title = want;
+  }
+
+  // personName names a user for an invitation outside the open conversation.
+  function personName(convId, userId) {
+    if (!userId) return '';
+    if (S.cur && S.cur.id === convId && S.cur.conv) return nameOf(S.cur, userId);
+    const c = S.convs.get(convId);
+    const p = c && (c.participants || []).find((x) => x.user_id === userId);
+    if (p) return p.display_name;
+    const k = S.me && (S.me.contacts || []).find((x) => x.id === userId);
+    return k ? k.display_name : 'Someone';
+  }
+
+  // starterName names whoever started a guest-started conference: its
+  // first call's guest. Known from the open conversation, or read once.
+  function starterName(inv) {
+    const cur = S.cur;
+    if (cur && cur.id === inv.conversation_id && cur.audio && cur.audio.id === inv.conference_id) {
+      const first = cur.audio.legs.filter((l) => l.guest_id).sort((a, b) => tsOf(a.created_at) - tsOf(b.created_at))[0];
+      if (first) return guestName(cur, first.guest_id);
+    }
+    if (AL.starters.has(inv.conference_id)) return AL.starters.get(inv.conference_id);
+    fetchStarter(inv);
+    return '';
+  }
+
+  async function fetchStarter(inv) {
+    if (AL.fetching.has(inv.conference_id)) return;
+    AL.fetching.add(inv.conference_id);
+    try {
+      const [a, g] = await Promise.all([
+        api('GET', '/conversations/' + enc(inv.conversation_id) + '/audio?last=true'),
+        api('GET', '/conversations/' + enc(inv.conversation_id) + '/guests').catch(() => ({ guests: [] }))]);
+      const first = (a.legs || []).filter((l) => l.guest_id).sort((x, y) => tsOf(x.created_at) - tsOf(y.created_at))[0];
+      const guest = first && (g.guests || []).find((x) => x.id === first.guest_id);
+      AL.starters.set(inv.conference_id, guest ? guest.display_name + ' (guest)' : 'A guest');
+      AL.toastFor = null; // redraw with the name
+      renderToast();
+    } catch (e) { /* the toast keeps its general words */ }
+  }
+
+  // inviteWords is the invitation's headline: who invited, or which guest
+  // started the audio (a guest's audio invites every member, the organiser
+  // too, and has no inviting user).
+  function inviteWords(inv) {
+    if (inv.invited_by) {
+      const who = personName(inv.conversation_id, inv.invited_by);
+      return who === 'You' ? 'Audio invitation.' : who + ' invited you to the audio conference.';
+    }
+    const g = starterName(inv);
+    return (g || 'A guest') + ' started the audio — join them?';
+  }
+
+  function inviteLive(text) {
+    const el = $('invite-live');
+    el.textContent = '';
+    setTimeout(() => { el.textContent = text; }, 30);
+  }
+
+  // invitationsChanged runs after the invitation list may have changed:
+  // rings for the new ones, updates the title and the toast.
+  function invitationsChanged() {
+    if (!S.me) return;
+    for (const inv of openInvitations()) {
+      if (AL.alerted.has(inv.id)) continue;
+      AL.alerted.add(inv.id);
+      alertInvitation(inv, AL.ready);
+    }
+    updateTitle();
+    renderToast();
+  }
+
+  function alertInvitation(inv, fresh) {
+    const c = S.convs.get(inv.conversation_id);
+    const text = inviteWords(inv) + (c ? ' (' + convName(c) + ')' : '');
+    inviteLive(text);
+    if (!fresh) return; // already waiting when the page loaded: no ring
+    chime();
+    if (document.hidden && notifySupported() && window.Notification.permission === 'granted') {
+      try {
+        const n = new window.Notification('convoice: audio invitation', { body: text, tag: 'convoice-invitation-' + inv.id });
+        n.onclick = () => {
+          window.focus();
+          go('/ui/c/' + enc(inv.conversation_id));
+          n.close();
+        };
+      } catch (e) { /* notifications refused by the browser */ }
+    }
+  }
+
+  // toastInvitation: the oldest open invitation whose conversation is not
+  // the open one (there, the banner shows it).
+  function toastInvitations() {
+    return openInvitations().filter((inv) => !(S.cur && S.cur.id === inv.conversation_id && S.cur.conv));
+  }
+
+  function renderToast() {
+    const box = $('invite-toast');
+    const list = S.me ? toastInvitations() : [];
+    const inv = list[0];
+    if (!inv) {
+      if (AL.toastFor) {
+        const hadFocus = box.contains(document.activeElement);
+        box.hidden = true;
+        box.replaceChildren();
+        AL.toastFor = null;
+        if (hadFocus) $('main').focus();
+      }
+      return;
+    }
+    const more = list.length - 1;
+    if (AL.toastFor === inv.id) {
+      const m = box.querySelector('.toast-more');
+      if (m) m.textContent = more > 0 ? '+' + more + ' more' : '';
+      return;
+    }
+    AL.toastFor = inv.id;
+    box.dataset.invitationId = inv.id;
+    const c = S.convs.get(inv.conversation_id);
+    const numbers = S.me.numbers || [];
+    const def = numbers.find((n) => n.default) || numbers[0];
+    const err = h('p', { class: 'error', role: 'alert', 'data-testid': 'toast-error' });
+    const select = h('select', { id: 'toast-number', 'data-testid': 'toast-number', 'aria-label': 'Call me at' },
+      numbers.map((n) => h('option', { value: n.label, selected: n === def, text: cap(n.label) + ' ' + fmtNumber(n.number) })));
+    const redirectInput = h('input', { id: 'toast-redirect-number', type: 'tel', inputmode: 'tel', autocomplete: 'tel',
+      'data-testid': 'toast-redirect-number', placeholder: '+1 202 555 0123', 'aria-describedby': 'toast-redirect-error' });
+    const redirectErr = h('p', { id: 'toast-redirect-error', class: 'error', role: 'alert', 'data-testid': 'toast-redirect-error' });
+    const redirectForm = h('form', { class: 'redirect-form', novalidate: true, hidden: true, 'data-testid': 'toast-redirect-form',
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        if (!redirectInput.value.trim()) {
+          fieldError(redirectInput, redirectErr, 'Type the phone number convoice should call.');
+          return;
+        }
+        toastAnswer(inv, 'redirect', { number: redirectInput.value }, redirectErr, redirectInput);
+      } },
+    h('label', { for: 'toast-redirect-number', text: 'Phone Number' }),
+    h('div', { class: 'row' }, redirectInput,
+      h('button', { type: 'submit', class: 'btn btn-primary btn-small', 'data-testid': 'toast-redirect-call', text: 'Call this number' })),
+    redirectErr);
+    box.replaceChildren(
+      h('p', { class: 'toast-text' }, h('strong', { 'data-testid': 'toast-headline', text: inviteWords(inv) }), ' ',
+        c ? h('a', { href: '/ui/c/' + enc(c.id), 'data-testid': 'toast-open',
+          onclick: (ev) => { ev.preventDefault(); go('/ui/c/' + enc(c.id)); } }, convName(c)) : null,
+        h('span', { class: 'toast-more small muted', text: more > 0 ? '+' + more + ' more' : '' })),
+      h('div', { class: 'row toast-actions' },
+        numbers.length > 1 ? select : null,
+        numbers.length ? h('button', { type: 'button', class: 'btn btn-primary btn-small', 'data-testid': 'toast-accept',
+          text: numbers.length > 1 ? 'Accept' : 'Accept (' + fmtNumber(def.number) + ')',
+          onclick: () => {
+            const chosen = numbers.length > 1 ? numbers.find((n) => n.label === select.value) : def;
+            toastAnswer(inv, 'accept', chosen && !chosen.default ? { published: chosen.label } : {}, err);
+          } }) : null,
+        h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'toast-decline', text: 'Decline',
+          onclick: () => toastAnswer(inv, 'decline', undefined, err) }),
+        h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'toast-redirect', 'aria-expanded': 'false', text: 'Redirect…',
+          onclick: (ev) => {
+            redirectForm.hidden = !redirectForm.hidden;
+            ev.currentTarget.setAttribute('aria-expanded', String(!redirectForm.hidden));
+            if (!redirectForm.hidden) redirectInput.focus();
+          } })),
+      redirectForm, err);
+    box.hidden = false;
+  }
+
+  // toastAnswer answers from the toast; accepting or redirecting opens the
+  // conversation, where the call shows.
+  async function toastAnswer(inv, action, body, errEl, field) {
+    if (AL.answering) return;
+    AL.answering = true;
+    if (action !== 'decline') askNotify();
+    setError(errEl, '');
+    if (field) field.removeAttribute('aria-invalid');
+    const buttons = $('invite-toast').querySelectorAll('button');
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      await api('POST', '/invitations/' + enc(inv.id) + '/' + action, body === undefined ? {} : body,
+        action === 'decline' ? undefined : { 'Idempotency-Key': uuid4() });
+      S.answered.add(inv.id);
+      S.invites.delete(inv.id);
+      renderList();
+      if (action !== 'decline') go('/ui/c/' + enc(inv.conversation_id));
+    } catch (e) {
+      if (field && isNumberError(e)) fieldError(field, errEl, e.message);
+      else setError(errEl, e.message);
+      if (e.code === 'invitation_not_pending' || e.code === 'audio_ended' || e.status === 404) {
+        S.answered.add(inv.id);
+        S.invites.delete(inv.id);
+        renderList();
+      }
+    } finally {
+      AL.answering = false;
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  }
+
+  // ---------------------------------------------------------------- plain words for calls (issue 18)
+
+  // Errors about the number itself belong under the number's field.
+  const NUMBER_CODES = new Set(['invalid_number', 'number_not_allowed', 'country_not_allowed', 'number_type_not_allowed', 'extension_not_allowed']);
+  function isNumberError(e) {
+    return e.field === 'number' || NUMBER_CODES.has(e.code);
+  }
+
+  function fieldError(field, errEl, msg) {
+    setError(errEl, msg);
+    if (msg) {
+      field.setAttribute('aria-invalid', 'true');
+      field.focus();
+    } else {
+      field.removeAttribute('aria-invalid');
+    }
+  }
+
+  // Q.850 causes that mean the number does not exist, and those that mean
+  // the network is congested or out of order for now.
+  const CAUSE_NO_NUMBER = new Set([1, 3, 22, 28]);
+  const CAUSE_NETWORK = new Set([27, 34, 38, 41, 42, 44, 47]);
+
+  // outcome words a leg's end for people, never the exchange's texts.
+  function outcome(l) {
+    switch (l.state) {
+      case 'busy': return 'Line busy';
+      case 'no_answer': return 'No answer';
+      case 'rejected': return 'They declined the call';
+      case 'unconfirmed': return 'Answered but nobody pressed 1 — probably voicemail';
+      case 'cancelled': return 'Call cancelled';
+      case 'failed':
+        if (CAUSE_NO_NUMBER.has(l.cause)) return 'That number doesn’t exist — check it';
+        if (CAUSE_NETWORK.has(l.cause)) return 'The phone network is busy — try again in a minute';
+        return 'The call couldn’t be completed';
+      case 'ended': return 'Call ended';
+      default: return '';
+    }
+  }
+
+  // hungUpBy names who hung up a call that convoice ended on request:
+  // "hung up by Alice Archer" (the organiser) → "Alice Archer"; the
+  // participant themselves or the audio's end → ''.
+  function hungUpBy(l) {
+    const m = /^hung up by (.+)$/.exec(l.end_reason || '');
+    return m && m[1] !== 'the participant' ? m[1] : '';
+  }
+
+  // endDetail is the short line under a person whose call is over.
+  function endDetail(l) {
+    if (l.state === 'ended') {
+      const by = hungUpBy(l);
+      if (by) return 'hung up by ' + by;
+      if (/^audio /.test(l.end_reason || '')) return '';
+      return l.end_reason && !/^hung up by the participant$/.test(l.end_reason) ? l.end_reason : '';
+    }
+    return outcome(l);
+  }
+
+  function otherConnected(cur, l) {
+    return !!cur.audio && cur.audio.legs.some((x) => x.id !== l.id && x.state === 'connected');
+  }
+
+  // ---------------------------------------------------------------- a way back after a failure (issue 18)
+
+  const RETRY_STATES = new Set(['busy', 'no_answer', 'rejected', 'failed', 'unconfirmed', 'ended', 'cancelled']);
+
+  // renderRetry offers "Call me again" (the same number) and "Call my
+  // mobile instead" (another published number) under my call when it
+  // failed or someone else hung it up.
+  function renderRetry(cur, leg, live) {
+    const box = $('my-call-retry');
+    const show = !!leg && !live && RETRY_STATES.has(leg.state) && !(leg.state === 'ended' && !hungUpBy(leg));
+    if (!show) {
+      box.hidden = true;
+      box.replaceChildren();
+      box.dataset.leg = '';
+      return;
+    }
+    if (box.dataset.leg === leg.id + leg.state) return;
+    box.dataset.leg = leg.id + leg.state;
+    const numbers = S.me.numbers || [];
+    const same = numbers.find((n) => n.number === leg.number);
+    const other = numbers.find((n) => n.number !== leg.number && n.label === 'mobile') || numbers.find((n) => n.number !== leg.number);
+    const again = h('button', { type: 'button', class: 'btn btn-primary btn-small', 'data-testid': 'call-again', text: 'Call me again',
+      onclick: () => dial(same ? { published: same.label } : { number: leg.number }) });
+    const instead = other ? h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'call-other',
+      text: 'Call my ' + other.label + ' instead', 'aria-label': 'Call my ' + other.label + ' instead (' + fmtNumber(other.number) + ')',
+      onclick: () => dial({ published: other.label }) }) : null;
+    box.replaceChildren(again, instead);
+    box.hidden = false;
+  }
+
+  // reinvite: the organiser invites again someone whose call failed or
+  // who was hung up; it rings their page and they choose the number (a
+  // guest calls themselves again from their own page).
+  async function reinvite(cur, userId) {
+    setError($('moderation-error'), '');
+    try {
+      const r = await api('POST', '/conversations/' + enc(cur.id) + '/audio/invitations', { user_ids: [userId] });
+      if (S.cur === cur) {
+        for (const inv of r.invitations || []) mergeInvitation(cur, inv);
+        renderConversation();
+      }
+      liveSay('people-live', 'Invitation sent to ' + nameOf(cur, userId) + '.');
+    } catch (e) {
+      setError($('moderation-error'), e.message);
+    }
+  }
+
+
+  // ---------------------------------------------------------------- live regions (issue 18)
+
+  function liveSay(id, text) {
+    const el = $(id);
+    if (el.dataset.said === text) return;
+    el.dataset.said = text;
+    el.textContent = '';
+    setTimeout(() => { if (el.dataset.said === text) el.textContent = text; }, 30);
+  }
+
+  // announcePeople speaks the participants whose audio state changed
+  // since the last render (not the first render of a conversation).
+  function announcePeople(cur, states) {
+    const before = cur.peopleStates;
+    cur.peopleStates = states;
+    if (!before) return;
+    const said = [];
+    for (const [key, v] of states) {
+      const old = before.get(key);
+      if (old && old.state !== v.state && v.state !== 'none') said.push(v.name + ': ' + v.text);
+    }
+    if (said.length) liveSay('people-live', said.join('. ') + '.');
+  }
+
+  // copyNewLink makes a new join link with the same settings as l (how long
+  // it works, who can use it, admission) and shows it ready to copy: a
+  // link is shown only when it is made, since convoice stores only its
+  // hash. The old link keeps working for whoever already has it.
+  async function copyNewLink(cur, l) {
+    if (cur.makingLink) return;
+    cur.makingLink = true;
+    setError($('join-links-error'), '');
+    const secs = Math.round((tsOf(l.expires_at) - tsOf(l.created_at)) / 1000);
+    const body = { expires_in_s: secs > 0 && secs <= 2592000 ? secs : 86400 };
+    if (l.max_uses) body.max_uses = l.max_uses;
+    if (l.require_admission) body.require_admission = true;
+    try {
+      const r = await api('POST', '/conversations/' + enc(cur.id) + '/join-links', body);
+      if (S.cur !== cur) return;
+      mergeLink(cur, r);
+      renderLinks(cur);
+      openInviteEmail($('meet-now-btn'));
+      showJoinLink(cur, r);
+      copyJoinLink();
+    } catch (e) {
+      if (S.cur === cur) setError($('join-links-error'), e.message);
+    } finally {
+      cur.makingLink = false;
+    }
+  }
+
   // ---------------------------------------------------------------- wiring
 
   function bindStatic() {
@@ -1897,6 +2404,8 @@
       }
     });
     $('signout').addEventListener('click', signOut);
+    $('sound-toggle').addEventListener('click', toggleSound);
+    $('notify-me').addEventListener('click', () => { AL.asked = false; askNotify(); });
     $('new-conv-btn').addEventListener('click', openNewConversation);
     $('new-conv-form').addEventListener('submit', createConversation);
     $('new-conv-cancel').addEventListener('click', () => $('new-conv-dialog').close());
@@ -1958,8 +2467,7 @@
       ev.preventDefault();
       const v = $('new-number').value;
       if (!v.trim()) {
-        setError($('phone-error'), 'Type the phone number convoice should call.');
-        $('new-number').setAttribute('aria-invalid', 'true');
+        fieldError($('new-number'), $('new-number-error'), 'Type the phone number convoice should call.');
         return;
       }
       dial({ number: v }, $('new-number'));
@@ -1970,6 +2478,7 @@
     $('new-number-cancel').addEventListener('click', () => {
       $('new-number-box').hidden = true;
       setError($('phone-error'), '');
+      fieldError($('new-number'), $('new-number-error'), '');
       $('phone-btn').focus();
     });
 

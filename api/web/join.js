@@ -39,7 +39,12 @@
     idemFor: '',
     info: null, // the link's description (before joining)
     over: false,
+    others: new Set(), // the other calls connected in my call's conference
   };
+
+  // A number the server refuses as a number (its words name the country)
+  // is said under the number's field, not under the button.
+  const NUMBER_CODES = new Set(['invalid_number', 'number_not_allowed', 'country_not_allowed', 'number_type_not_allowed', 'extension_not_allowed']);
 
   // ---- helpers --------------------------------------------------------------
 
@@ -166,9 +171,10 @@
       return;
     }
     S.idemFor = ''; // a refused attempt is over: the next one is new
-    if (r.status === 400 && r.error && (r.error.field === 'display_name' || r.error.field === 'number')) {
-      fieldError(r.error.field, r.error.message.replace(/^[a-z_]+: /, ''));
-      (r.error.field === 'display_name' ? $('name-input') : $('number-input')).focus();
+    if (r.error && (r.error.field === 'display_name' || r.error.field === 'number' || NUMBER_CODES.has(r.error.code))) {
+      const field = r.error.field === 'display_name' ? 'display_name' : 'number';
+      fieldError(field, capital(r.error.message.replace(/^[a-z_]+: /, '')));
+      (field === 'display_name' ? $('name-input') : $('number-input')).focus();
       return;
     }
     if (r.status === 404) {
@@ -184,6 +190,8 @@
     if (sess.csrf_token) S.csrf = sess.csrf_token;
     S.guest = sess.guest;
     S.leg = sess.leg || null;
+    if (sess.others_connected) S.others = new Set(sess.others_connected);
+    else refreshOthers();
     const subject = sess.conversation && sess.conversation.subject;
     $('session-subject').textContent = subject ? subject : 'Conversation';
     $('session-name').textContent = S.guest.display_name;
@@ -209,13 +217,30 @@
     renderCall();
   }
 
+  // callText words the call; connected and alone says nobody else is in
+  // the audio yet.
+  function callText(state) {
+    if (state === 'connected' && S.others.size === 0) return 'Connected – nobody else is in the audio yet';
+    return CALL_TEXT[state] || state;
+  }
+
+  // refreshOthers reads who else is connected (the stream follows changes
+  // only from the guest's admission on).
+  async function refreshOthers() {
+    const r = await api('GET', '/guest');
+    if (r.status !== 200 || !r.data.others_connected) return;
+    S.others = new Set(r.data.others_connected);
+    renderCall();
+  }
+
   function renderCall() {
     const admitted = S.guest && S.guest.state === 'admitted';
     const state = S.leg ? S.leg.state : 'none';
     const call = $('call');
     call.dataset.state = state;
     $('call-dot').className = 'status status-' + state;
-    $('call-text').textContent = CALL_TEXT[state] || state;
+    const text = callText(state);
+    if ($('call-text').textContent !== text) $('call-text').textContent = text;
     $('call-number').textContent = S.leg ? fmtNumber(S.leg.number) : '';
     const live = S.leg && LIVE.has(S.leg.state);
     $('hangup').hidden = !live;
@@ -227,7 +252,7 @@
     const before = S.leg ? S.leg.id + S.leg.state : '';
     S.leg = l;
     renderCall();
-    if (before !== l.id + l.state) announce(CALL_TEXT[l.state] || l.state);
+    if (before !== l.id + l.state && l.state === 'connected') refreshOthers();
   }
 
   function openStream(lastEventID) {
@@ -239,7 +264,15 @@
       try { ev = JSON.parse(e.data); } catch (x) { return; }
       f(ev.data || {});
     });
-    on('leg.updated', (l) => { if (S.guest && l.guest_id === S.guest.id) setLeg(l); });
+    on('leg.updated', (l) => {
+      if (S.guest && l.guest_id === S.guest.id) {
+        setLeg(l);
+        return;
+      }
+      const had = S.others.has(l.id);
+      if (l.state === 'connected') S.others.add(l.id); else S.others.delete(l.id);
+      if (had !== S.others.has(l.id)) renderCall();
+    });
     const guestEvent = (g) => {
       if (!S.guest || g.id !== S.guest.id) return;
       const was = S.guest.state;
@@ -263,6 +296,7 @@
     if (r.status === 200) {
       S.guest = r.data.guest;
       if (r.data.leg) setLeg(r.data.leg);
+      if (r.data.others_connected) S.others = new Set(r.data.others_connected);
       renderGuest();
       setTimeout(() => openStream(r.data.last_event_id), 1000);
       return;

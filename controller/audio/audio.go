@@ -86,7 +86,8 @@ func labelsOf(u *storage.User) string {
 }
 
 // JoinAudio is "Join Conference Now Using": it starts the conversation's
-// conference if needed (inviting every other participant), and has the PBX
+// conference if needed (every other participant is invited once its first
+// call is connected), and has the PBX
 // call the caller.
 func (au *Audio) JoinAudio(ctx context.Context, a core.Actor, convID string, req JoinRequest) (core.JoinResult, error) {
 	conv, _, err := core.Member(ctx, au.store, a, convID)

@@ -223,10 +223,10 @@ type dialPlaced struct {
 }
 
 // dialTx is Dial's transaction: find (and lock) or start the conference,
-// refuse a second live leg, record the leg, invite the others. Once the
+// refuse a second live leg, record the leg. Once the
 // leg is written it fills p and lets the caller place the call
 // (tx.Proceed): what follows only records (events, the invitation answered
-// by joining, the invitations of a new conference, the audit), and should
+// by joining, the audit), and should
 // it fail the caller hangs the call up (Commit.Durable).
 func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.Conversation, a core.Actor, t Target,
 	before func(tx *storage.Store, conf *storage.Conference) error, now time.Time, p *dialPlaced,
@@ -310,11 +310,9 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 			invitation = inv
 		}
 	}
-	if newConf {
-		if err := en.inviteOthers(ctx, tx, conv, conf, a.UserID, t.UserID); err != nil {
-			return nil, err
-		}
-	}
+	// The others are invited when the first call is connected
+	// (inviteOnFirstConnect), not now: a first call that fails invites
+	// nobody.
 	if err := en.dialedTx(ctx, tx, a, conv.ID, t, leg); err != nil {
 		return nil, err
 	}

@@ -126,6 +126,7 @@ func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID strin
 		}
 		ours = conf.State == storage.ConferenceEnded
 	}
+	was := l.State
 	changed, st, ok := en.stepLeg(l, ev, ours, in)
 	if !ok {
 		return legStep{}, nil
@@ -144,6 +145,9 @@ func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID strin
 		return legStep{}, err
 	}
 	if storage.LegLive(l.State) {
+		if was != storage.LegConnected && l.State == storage.LegConnected {
+			return st, en.inviteOnFirstConnect(ctx, tx, l)
+		}
 		return st, nil
 	}
 	en.metrics.LegEnds.WithLabelValues(l.State).Inc()

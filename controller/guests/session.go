@@ -81,6 +81,10 @@ type GuestSessionView struct {
 	Guest        GuestView         `json:"guest"`
 	Conversation GuestConversation `json:"conversation"`
 	Leg          *core.LegView     `json:"leg"`
+	// OthersConnected lists the other calls connected in the conference of
+	// the guest's call now (their ids), so the page can tell a lone caller
+	// that nobody else is in the audio yet and follow the rest by events.
+	OthersConnected []string `json:"others_connected"`
 	// LastEventID: follow GET /guest/events from here to miss nothing.
 	LastEventID string `json:"last_event_id"`
 }
@@ -101,9 +105,19 @@ func (gu *Guests) GuestSession(ctx context.Context, ga GuestActor) (GuestSession
 	}
 	v := GuestSessionView{Guest: guestView(g), Conversation: GuestConversation{ID: conv.ID, Kind: conv.Kind, Subject: conv.Subject},
 		LastEventID: strconv.FormatInt(seq, 10)}
+	v.OthersConnected = []string{}
 	if l, err := gu.store.LatestLegOfGuest(ctx, g.ID); err == nil {
 		lv := core.LegViewOf(l)
 		v.Leg = &lv
+		live, err := gu.store.LiveLegs(ctx, l.ConferenceID)
+		if err != nil {
+			return GuestSessionView{}, err
+		}
+		for _, o := range live {
+			if o.ID != l.ID && o.State == storage.LegConnected {
+				v.OthersConnected = append(v.OthersConnected, o.ID)
+			}
+		}
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return GuestSessionView{}, err
 	}
