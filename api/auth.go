@@ -160,7 +160,7 @@ func (s *Server) createSession(c echo.Context) error {
 	}
 	a, err := s.ctl.Authenticate(c.Request().Context(), tok, s.cfg.AdminTokenHash)
 	if err != nil {
-		if ok, held := s.authLog.allow(c.RealIP(), time.Now()); ok {
+		if ok, held := s.authLog.allow("sign-in "+c.RealIP(), time.Now()); ok {
 			s.log.Info("sign-in failed", "remote", c.RealIP(), "unlogged_since_last", held)
 		}
 		if ce, ok := controller.AsError(err); ok && ce.Kind == controller.KindUnauthorized {
