@@ -132,6 +132,24 @@ func (s *Store) HasLiveLeg(ctx context.Context, confID string) (bool, error) {
 	return true, nil
 }
 
+// OtherLegConnected reports whether a leg of the conference other than
+// legID has ever been connected (one indexed probe: the first-connect
+// check runs on every answer, and a large conference has many legs).
+func (s *Store) OtherLegConnected(ctx context.Context, confID, legID string) (bool, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT 1 FROM legs WHERE conference_id = ? AND id <> ? AND connected_at IS NOT NULL LIMIT 1`, confID, legID)
+	if err != nil {
+		return false, err
+	}
+	var one int
+	switch err := row.Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
 // CountLiveLegsByConference counts the live legs of every conference that
 // has any, in one query (a resync's "active conferences with no live leg
 // left").

@@ -22,6 +22,11 @@ import (
 // invite everyone and cancel it again at once, on every attempt; now the
 // others are rung only once someone is there to talk to.
 func (en *Engine) inviteOnFirstConnect(ctx context.Context, tx *storage.Store, l *storage.Leg) error {
+	// Most answers are not the first: one indexed probe says so before
+	// anything is read in full.
+	if other, err := tx.OtherLegConnected(ctx, l.ConferenceID, l.ID); err != nil || other {
+		return err
+	}
 	legs, err := tx.Legs(ctx, l.ConferenceID)
 	if err != nil {
 		return err
