@@ -17,6 +17,7 @@ import (
 	"context"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -95,15 +96,24 @@ func (s *Store) fanOut(ctx context.Context) error {
 		if err := row.Scan(&last); err != nil {
 			return err
 		}
+		// One statement for all of this user's rows (a conference start
+		// gives one user several events in one transaction).
+		var q strings.Builder
+		q.WriteString(`INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at) VALUES `)
+		args := make([]any, 0, 6*len(list))
 		for i, ev := range list {
 			seq := last - n + 1 + int64(i)
-			if _, err := s.execRaw(ctx, `INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at) VALUES (?,?,?,?,?,?)`,
-				u, seq, ev.ConversationID, ev.Seq, ev.Type, ev.CreatedAt); err != nil {
-				return err
+			if i > 0 {
+				q.WriteString(",")
 			}
+			q.WriteString("(?,?,?,?,?,?)")
+			args = append(args, u, seq, ev.ConversationID, ev.Seq, ev.Type, ev.CreatedAt)
 			cp := ev
 			cp.Seq, cp.ForUser = seq, u
 			*s.pending = append(*s.pending, cp)
+		}
+		if _, err := s.execRaw(ctx, q.String(), args...); err != nil {
+			return err
 		}
 		if s.dialect == "postgres" {
 			if err := s.notifyEvent(ctx, UserStreamKey(u), last); err != nil {
