@@ -1177,6 +1177,36 @@
     return null;
   }
 
+  // answerControls builds what answering an invitation needs, for the
+  // banner and the toast alike: the "call me at" choice of numbers, the
+  // error line, and the Redirect form (refusing an empty number under its
+  // field); ids names their ids and test ids, answer sends the answer.
+  function answerControls(inv, ids, answer) {
+    const numbers = S.me.numbers || [];
+    const def = numbers.find((n) => n.default) || numbers[0];
+    const select = h('select', { id: ids.number, 'data-testid': ids.number, 'aria-label': ids.label || null },
+      numbers.map((n) => h('option', { value: n.label, selected: n === def, text: cap(n.label) + ' ' + fmtNumber(n.number) })));
+    const err = h('p', { class: 'error', role: 'alert', 'data-testid': ids.error });
+    const r = ids.redirect;
+    const redirectInput = h('input', { id: r + '-number', type: 'tel', inputmode: 'tel', autocomplete: 'tel',
+      'data-testid': r + '-number', placeholder: '+1 202 555 0123', 'aria-describedby': r + '-error' });
+    const redirectErr = h('p', { id: r + '-error', class: 'error', role: 'alert', 'data-testid': r + '-error' });
+    const redirectForm = h('form', { class: 'redirect-form', novalidate: true, hidden: true, 'data-testid': r + '-form',
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        if (!redirectInput.value.trim()) {
+          fieldError(redirectInput, redirectErr, 'Type the phone number convoice should call.');
+          return;
+        }
+        answer(inv, 'redirect', { number: redirectInput.value }, redirectErr, redirectInput);
+      } },
+    h('label', { for: r + '-number', text: 'Phone Number' }),
+    h('div', { class: 'row' }, redirectInput,
+      h('button', { type: 'submit', class: ids.button, 'data-testid': r + '-call', text: 'Call this number' })),
+    redirectErr);
+    return { numbers, def, select, err, redirectForm, redirectInput };
+  }
+
   function renderBanner() {
     const cur = S.cur;
     if (!cur || !cur.conv) return;
@@ -1195,27 +1225,8 @@
     if (cur.bannerFor === inv.id) return; // keep what the person is typing
     cur.bannerFor = inv.id;
     banner.dataset.invitationId = inv.id;
-    const numbers = S.me.numbers || [];
-    const def = numbers.find((n) => n.default) || numbers[0];
-    const select = h('select', { id: 'accept-number', 'data-testid': 'accept-number' },
-      numbers.map((n) => h('option', { value: n.label, selected: n === def, text: cap(n.label) + ' ' + fmtNumber(n.number) })));
-    const err = h('p', { class: 'error', role: 'alert', 'data-testid': 'invitation-error' });
-    const redirectInput = h('input', { id: 'redirect-number', type: 'tel', inputmode: 'tel', autocomplete: 'tel',
-      'data-testid': 'redirect-number', placeholder: '+1 202 555 0123', 'aria-describedby': 'redirect-error' });
-    const redirectErr = h('p', { id: 'redirect-error', class: 'error', role: 'alert', 'data-testid': 'redirect-error' });
-    const redirectForm = h('form', { class: 'redirect-form', novalidate: true, hidden: true, 'data-testid': 'redirect-form',
-      onsubmit: (ev) => {
-        ev.preventDefault();
-        if (!redirectInput.value.trim()) {
-          fieldError(redirectInput, redirectErr, 'Type the phone number convoice should call.');
-          return;
-        }
-        answerInvitation(inv, 'redirect', { number: redirectInput.value }, redirectErr, redirectInput);
-      } },
-    h('label', { for: 'redirect-number', text: 'Phone Number' }),
-    h('div', { class: 'row' }, redirectInput,
-      h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'redirect-call', text: 'Call this number' })),
-    redirectErr);
+    const { numbers, def, select, err, redirectForm, redirectInput } = answerControls(inv,
+      { number: 'accept-number', error: 'invitation-error', redirect: 'redirect', button: 'btn btn-primary' }, answerInvitation);
     banner.replaceChildren(
       h('p', { class: 'banner-text' }, h('strong', { 'data-testid': 'invitation-headline', text: inviteWords(inv) }),
         ' Accept and convoice calls you; Decline and nothing rings (you stay in the conversation); Redirect to have another number called.'),
@@ -2147,27 +2158,8 @@
     AL.toastFor = inv.id;
     box.dataset.invitationId = inv.id;
     const c = S.convs.get(inv.conversation_id);
-    const numbers = S.me.numbers || [];
-    const def = numbers.find((n) => n.default) || numbers[0];
-    const err = h('p', { class: 'error', role: 'alert', 'data-testid': 'toast-error' });
-    const select = h('select', { id: 'toast-number', 'data-testid': 'toast-number', 'aria-label': 'Call me at' },
-      numbers.map((n) => h('option', { value: n.label, selected: n === def, text: cap(n.label) + ' ' + fmtNumber(n.number) })));
-    const redirectInput = h('input', { id: 'toast-redirect-number', type: 'tel', inputmode: 'tel', autocomplete: 'tel',
-      'data-testid': 'toast-redirect-number', placeholder: '+1 202 555 0123', 'aria-describedby': 'toast-redirect-error' });
-    const redirectErr = h('p', { id: 'toast-redirect-error', class: 'error', role: 'alert', 'data-testid': 'toast-redirect-error' });
-    const redirectForm = h('form', { class: 'redirect-form', novalidate: true, hidden: true, 'data-testid': 'toast-redirect-form',
-      onsubmit: (ev) => {
-        ev.preventDefault();
-        if (!redirectInput.value.trim()) {
-          fieldError(redirectInput, redirectErr, 'Type the phone number convoice should call.');
-          return;
-        }
-        toastAnswer(inv, 'redirect', { number: redirectInput.value }, redirectErr, redirectInput);
-      } },
-    h('label', { for: 'toast-redirect-number', text: 'Phone Number' }),
-    h('div', { class: 'row' }, redirectInput,
-      h('button', { type: 'submit', class: 'btn btn-primary btn-small', 'data-testid': 'toast-redirect-call', text: 'Call this number' })),
-    redirectErr);
+    const { numbers, def, select, err, redirectForm, redirectInput } = answerControls(inv,
+      { number: 'toast-number', error: 'toast-error', redirect: 'toast-redirect', button: 'btn btn-primary btn-small', label: 'Call me at' }, toastAnswer);
     box.replaceChildren(
       h('p', { class: 'toast-text' }, h('strong', { 'data-testid': 'toast-headline', text: inviteWords(inv) }), ' ',
         c ? h('a', { href: '/ui/c/' + enc(c.id), 'data-testid': 'toast-open',
