@@ -118,36 +118,14 @@ func (s *Store) AllLiveLegs(ctx context.Context, node string) ([]Leg, error) {
 // HasLiveLeg reports whether a conference has a leg that still holds a
 // phone (LiveLegs without reading them).
 func (s *Store) HasLiveLeg(ctx context.Context, confID string) (bool, error) {
-	row, err := s.queryRowRaw(ctx, `SELECT 1 FROM legs WHERE conference_id = ? AND state IN `+liveStatesSQL+` LIMIT 1`, confID)
-	if err != nil {
-		return false, err
-	}
-	var one int
-	switch err := row.Scan(&one); {
-	case errors.Is(err, sql.ErrNoRows):
-		return false, nil
-	case err != nil:
-		return false, err
-	}
-	return true, nil
+	return s.anyLeg(ctx, `conference_id = ? AND state IN `+liveStatesSQL, confID)
 }
 
 // OtherLegConnected reports whether a leg of the conference other than
 // legID has ever been connected (one indexed probe: the first-connect
 // check runs on every answer, and a large conference has many legs).
 func (s *Store) OtherLegConnected(ctx context.Context, confID, legID string) (bool, error) {
-	row, err := s.queryRowRaw(ctx, `SELECT 1 FROM legs WHERE conference_id = ? AND id <> ? AND connected_at IS NOT NULL LIMIT 1`, confID, legID)
-	if err != nil {
-		return false, err
-	}
-	var one int
-	switch err := row.Scan(&one); {
-	case errors.Is(err, sql.ErrNoRows):
-		return false, nil
-	case err != nil:
-		return false, err
-	}
-	return true, nil
+	return s.anyLeg(ctx, `conference_id = ? AND id <> ? AND connected_at IS NOT NULL`, confID, legID)
 }
 
 // CountLiveLegsByConference counts the live legs of every conference that
@@ -175,8 +153,13 @@ func (s *Store) CountLiveLegsByConference(ctx context.Context) (map[string]int, 
 // (hangup_requested) and that was last changed before t: a hang-up the
 // PBX may not have taken.
 func (s *Store) HangupsPending(ctx context.Context, node string, t time.Time) (bool, error) {
-	row, err := s.queryRowRaw(ctx, `SELECT 1 FROM legs WHERE state IN `+liveStatesSQL+
-		` AND node = ? AND hangup_requested = ? AND updated_at < ? LIMIT 1`, node, true, t.UTC())
+	return s.anyLeg(ctx, `state IN `+liveStatesSQL+` AND node = ? AND hangup_requested = ? AND updated_at < ?`, node, true, t.UTC())
+}
+
+// anyLeg reports whether a leg matches where (one indexed probe, no row
+// read).
+func (s *Store) anyLeg(ctx context.Context, where string, args ...any) (bool, error) {
+	row, err := s.queryRowRaw(ctx, `SELECT 1 FROM legs WHERE `+where+` LIMIT 1`, args...)
 	if err != nil {
 		return false, err
 	}
