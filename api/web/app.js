@@ -1179,8 +1179,9 @@
 
   // answerControls builds what answering an invitation needs, for the
   // banner and the toast alike: the "call me at" choice of numbers, the
-  // error line, and the Redirect form (refusing an empty number under its
-  // field); ids names their ids and test ids, answer sends the answer.
+  // error line, the Redirect form (refusing an empty number under its
+  // field) and the Redirect… button that shows it; ids names their ids,
+  // test ids and classes, answer sends the answer.
   function answerControls(inv, ids, answer) {
     const numbers = S.me.numbers || [];
     const def = numbers.find((n) => n.default) || numbers[0];
@@ -1204,7 +1205,15 @@
     h('div', { class: 'row' }, redirectInput,
       h('button', { type: 'submit', class: ids.button, 'data-testid': r + '-call', text: 'Call this number' })),
     redirectErr);
-    return { numbers, def, select, err, redirectForm, redirectInput };
+    // The Redirect… button shows and hides the form.
+    const redirectToggle = h('button', { type: 'button', class: ids.toggleClass, 'data-testid': ids.toggle, 'aria-expanded': 'false',
+      text: 'Redirect…',
+      onclick: (ev) => {
+        redirectForm.hidden = !redirectForm.hidden;
+        ev.currentTarget.setAttribute('aria-expanded', String(!redirectForm.hidden));
+        if (!redirectForm.hidden) redirectInput.focus();
+      } });
+    return { numbers, def, select, err, redirectForm, redirectToggle };
   }
 
   function renderBanner() {
@@ -1225,8 +1234,9 @@
     if (cur.bannerFor === inv.id) return; // keep what the person is typing
     cur.bannerFor = inv.id;
     banner.dataset.invitationId = inv.id;
-    const { numbers, def, select, err, redirectForm, redirectInput } = answerControls(inv,
-      { number: 'accept-number', error: 'invitation-error', redirect: 'redirect', button: 'btn btn-primary' }, answerInvitation);
+    const { numbers, def, select, err, redirectForm, redirectToggle } = answerControls(inv,
+      { number: 'accept-number', error: 'invitation-error', redirect: 'redirect', button: 'btn btn-primary',
+        toggle: 'invite-redirect', toggleClass: 'btn' }, answerInvitation);
     banner.replaceChildren(
       h('p', { class: 'banner-text' }, h('strong', { 'data-testid': 'invitation-headline', text: inviteWords(inv) }),
         ' Accept and convoice calls you; Decline and nothing rings (you stay in the conversation); Redirect to have another number called.'),
@@ -1240,12 +1250,7 @@
           } }) : h('span', { class: 'small muted', text: 'You have no published number: use Redirect.' }),
         h('button', { type: 'button', class: 'btn', 'data-testid': 'invite-decline', text: 'Decline',
           onclick: () => answerInvitation(inv, 'decline', undefined, err) }),
-        h('button', { type: 'button', class: 'btn', 'data-testid': 'invite-redirect', 'aria-expanded': 'false', text: 'Redirect…',
-          onclick: (ev) => {
-            redirectForm.hidden = !redirectForm.hidden;
-            ev.currentTarget.setAttribute('aria-expanded', String(!redirectForm.hidden));
-            if (!redirectForm.hidden) redirectInput.focus();
-          } })),
+        redirectToggle),
       redirectForm, err);
     banner.hidden = false;
   }
@@ -2158,8 +2163,9 @@
     AL.toastFor = inv.id;
     box.dataset.invitationId = inv.id;
     const c = S.convs.get(inv.conversation_id);
-    const { numbers, def, select, err, redirectForm, redirectInput } = answerControls(inv,
-      { number: 'toast-number', error: 'toast-error', redirect: 'toast-redirect', button: 'btn btn-primary btn-small', label: 'Call me at' }, toastAnswer);
+    const { numbers, def, select, err, redirectForm, redirectToggle } = answerControls(inv,
+      { number: 'toast-number', error: 'toast-error', redirect: 'toast-redirect', button: 'btn btn-primary btn-small', label: 'Call me at',
+        toggle: 'toast-redirect', toggleClass: 'btn btn-small' }, toastAnswer);
     box.replaceChildren(
       h('p', { class: 'toast-text' }, h('strong', { 'data-testid': 'toast-headline', text: inviteWords(inv) }), ' ',
         c ? h('a', { href: '/ui/c/' + enc(c.id), 'data-testid': 'toast-open',
@@ -2175,12 +2181,7 @@
           } }) : null,
         h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'toast-decline', text: 'Decline',
           onclick: () => toastAnswer(inv, 'decline', undefined, err) }),
-        h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'toast-redirect', 'aria-expanded': 'false', text: 'Redirect…',
-          onclick: (ev) => {
-            redirectForm.hidden = !redirectForm.hidden;
-            ev.currentTarget.setAttribute('aria-expanded', String(!redirectForm.hidden));
-            if (!redirectForm.hidden) redirectInput.focus();
-          } })),
+        redirectToggle),
       redirectForm, err);
     box.hidden = false;
   }
