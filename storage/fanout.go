@@ -15,6 +15,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,74 +55,134 @@ func (s *Store) SetEventAudience(f EventAudience) { s.audience = f }
 func UserStreamKey(userID string) string { return "user:" + userID }
 
 // fanOut writes the user-stream index and the webhook outbox for the
-// events this transaction appended, then adds the user-stream copies of
-// the events to those announced after commit. It runs once, at the end of
-// the outermost transaction.
-func (s *Store) fanOut(ctx context.Context) error {
-	if s.pending == nil || len(*s.pending) == 0 {
-		return nil
+// events appended by the transactions whose event lists are given, then
+// adds each user-stream copy to the list of the transaction that appended
+// its event (those are announced after that transaction's commit). On
+// PostgreSQL it runs once at the end of each transaction; the SQLite
+// writer runs it once for a whole batch: one webhook check, one counter
+// statement and one index statement (per chunk of fanOutChunk rows) for
+// every user the batch's events concern, instead of three statements per
+// transaction and user.
+func (s *Store) fanOut(ctx context.Context, lists ...*[]Event) error {
+	type entry struct {
+		list *[]Event
+		ev   Event
 	}
-	evs := *s.pending
-	if err := s.enqueueDeliveries(ctx, evs); err != nil {
-		return err
-	}
-	if s.audience == nil {
-		return nil
-	}
-	byUser := map[string][]Event{}
-	for _, ev := range evs {
-		if ev.ForUser != "" {
+	var all []Event
+	byUser := map[string][]entry{}
+	for _, l := range lists {
+		if l == nil {
 			continue
 		}
-		for _, u := range s.audience(ev) {
-			if u != "" {
-				byUser[u] = append(byUser[u], ev)
+		for _, ev := range *l {
+			if ev.ForUser != "" {
+				continue
+			}
+			all = append(all, ev)
+			if s.audience == nil {
+				continue
+			}
+			for _, u := range s.audience(ev) {
+				if u != "" {
+					byUser[u] = append(byUser[u], entry{l, ev})
+				}
 			}
 		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	if err := s.enqueueDeliveries(ctx, all); err != nil {
+		return err
+	}
+	if len(byUser) == 0 {
+		return nil
 	}
 	users := make([]string, 0, len(byUser))
 	for u := range byUser {
 		users = append(users, u)
 	}
 	sort.Strings(users)
-	for _, u := range users {
-		list := byUser[u]
-		n := int64(len(list))
-		row, err := s.queryRowRaw(ctx, `INSERT INTO user_event_seqs (user_id, seq) VALUES (?, ?)
- ON CONFLICT (user_id) DO UPDATE SET seq = user_event_seqs.seq + excluded.seq RETURNING seq`, u, n)
+	// Each user's counter moves past all of the user's new rows at once;
+	// the rows then take the seqs up to it, in append order.
+	last := make(map[string]int64, len(users))
+	for from := 0; from < len(users); from += fanOutChunk {
+		chunk := users[from:min(from+fanOutChunk, len(users))]
+		args := make([]any, 0, 2*len(chunk))
+		for _, u := range chunk {
+			args = append(args, u, int64(len(byUser[u])))
+		}
+		rows, err := s.queryRaw(ctx, `INSERT INTO user_event_seqs (user_id, seq) VALUES `+valueRows("(?,?)", len(chunk))+
+			` ON CONFLICT (user_id) DO UPDATE SET seq = user_event_seqs.seq + excluded.seq RETURNING user_id, seq`, args...)
 		if err != nil {
 			return err
 		}
-		var last int64
-		if err := row.Scan(&last); err != nil {
-			return err
-		}
-		// One statement for all of this user's rows (a conference start
-		// gives one user several events in one transaction).
-		var q strings.Builder
-		q.WriteString(`INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at) VALUES `)
-		args := make([]any, 0, 6*len(list))
-		for i, ev := range list {
-			seq := last - n + 1 + int64(i)
-			if i > 0 {
-				q.WriteString(",")
+		for rows.Next() {
+			var u string
+			var seq int64
+			if err := rows.Scan(&u, &seq); err != nil {
+				rows.Close()
+				return err
 			}
-			q.WriteString("(?,?,?,?,?,?)")
-			args = append(args, u, seq, ev.ConversationID, ev.Seq, ev.Type, ev.CreatedAt)
-			cp := ev
-			cp.Seq, cp.ForUser = seq, u
-			*s.pending = append(*s.pending, cp)
+			last[u] = seq
 		}
-		if _, err := s.execRaw(ctx, q.String(), args...); err != nil {
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return err
+		}
+	}
+	var args []any
+	n := 0
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		_, err := s.execRaw(ctx, `INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at) VALUES `+
+			valueRows("(?,?,?,?,?,?)", n), args...)
+		args, n = args[:0], 0
+		return err
+	}
+	for _, u := range users {
+		list, top := byUser[u], last[u]
+		if top == 0 {
+			return fmt.Errorf("user stream counter of %s was not returned", u)
+		}
+		for i, e := range list {
+			seq := top - int64(len(list)) + 1 + int64(i)
+			args = append(args, u, seq, e.ev.ConversationID, e.ev.Seq, e.ev.Type, e.ev.CreatedAt)
+			cp := e.ev
+			cp.Seq, cp.ForUser = seq, u
+			*e.list = append(*e.list, cp)
+			if n++; n == fanOutChunk {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
 		}
 		if s.dialect == "postgres" {
-			if err := s.notifyEvent(ctx, UserStreamKey(u), last); err != nil {
+			if err := s.notifyEvent(ctx, UserStreamKey(u), top); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	return flush()
+}
+
+// fanOutChunk is how many users' counters, or index rows, one statement
+// writes: few distinct statement texts to prepare, few statements to run.
+const fanOutChunk = 32
+
+// valueRows is n copies of row joined by commas, for a multi-row VALUES.
+func valueRows(row string, n int) string {
+	var b strings.Builder
+	b.Grow(n * (len(row) + 1))
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(row)
+	}
+	return b.String()
 }
 
 // UserEventsAfter returns up to limit entries of a user's stream with seq

@@ -402,7 +402,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 		if err := fn(&tx); err != nil {
 			return err
 		}
-		return tx.fanOut(ctx)
+		return tx.fanOut(ctx, tx.pending)
 	})
 	if s.commitTime != nil {
 		s.commitTime(time.Since(start))

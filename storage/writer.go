@@ -218,9 +218,6 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			tx.pending = &r.events
 			tx.req = r
 			r.err = runSafely(r.fn, &tx)
-			if r.err == nil {
-				r.err = tx.fanOut(ctx)
-			}
 			if r.err != nil {
 				r.events = nil
 				if err := s.execTx(ctx, sqlTx, `ROLLBACK TO w`); err != nil {
@@ -234,6 +231,21 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			// act on it (see there) without waiting for the rest of the
 			// batch and its commit.
 			r.signalCommitted()
+		}
+		// The user streams' index and the webhook outbox of every
+		// transaction of the batch, in a few statements; should they fail
+		// the batch is rolled back with them, as a failed commit would.
+		lists := make([]*[]Event, 0, len(batch))
+		for _, r := range batch {
+			if r.err == nil {
+				lists = append(lists, &r.events)
+			}
+		}
+		tx := *s
+		tx.db = gtx.WithContext(context.Background())
+		tx.pending = new([]Event)
+		if err := tx.fanOut(context.Background(), lists...); err != nil {
+			return err
 		}
 		if s.beforeCommit != nil {
 			s.beforeCommit()
