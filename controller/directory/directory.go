@@ -22,6 +22,7 @@ type Directory struct {
 	numbers policy.Numbers
 	audit   *audit.Log
 	idcfg   IdentityConfig // identity.go
+	touches touchLog       // identity.go
 }
 
 // New makes the directory over store; numbers normalises published
@@ -49,7 +50,7 @@ func (dir *Directory) Authenticate(ctx context.Context, token, adminHash string)
 		return core.Actor{}, err
 	}
 	if p.LastUsed == nil || now.Sub(*p.LastUsed) > touchEvery {
-		dir.touch(ctx, func(ctx context.Context, tx *storage.Store) error { return tx.TouchToken(ctx, p.CredentialID, now) })
+		dir.touch(ctx, "token:"+p.CredentialID, now, func(ctx context.Context, tx *storage.Store) error { return tx.TouchToken(ctx, p.CredentialID, now) })
 	}
 	return core.Actor{UserID: p.UserID, Admin: p.Role == storage.RoleAdmin, Name: p.DisplayName}, nil
 }

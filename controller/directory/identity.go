@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/convoice/convoice/controller/audit"
@@ -118,7 +119,7 @@ func (dir *Directory) AuthenticateSession(ctx context.Context, secret string) (c
 		return core.Actor{}, err
 	}
 	if p.LastUsed == nil || now.Sub(*p.LastUsed) > touchEvery {
-		dir.touch(ctx, func(ctx context.Context, tx *storage.Store) error { return tx.TouchSession(ctx, p.CredentialID, now) })
+		dir.touch(ctx, "session:"+p.CredentialID, now, func(ctx context.Context, tx *storage.Store) error { return tx.TouchSession(ctx, p.CredentialID, now) })
 	}
 	return core.Actor{UserID: p.UserID, Admin: p.Role == storage.RoleAdmin, Name: p.DisplayName}, nil
 }
@@ -127,7 +128,14 @@ func (dir *Directory) AuthenticateSession(ctx context.Context, secret string) (c
 // that answer people: a request never waits for it (on SQLite every write
 // goes through the one writer; see storage.InTxAsync), and the request's
 // end does not cancel it.
-func (dir *Directory) touch(ctx context.Context, fn func(ctx context.Context, tx *storage.Store) error) {
+//
+// A burst of requests with one credential reads the same old time before
+// the first write lands; this process queues one write per credential and
+// touchEvery (key names the credential), not one per request.
+func (dir *Directory) touch(ctx context.Context, key string, now time.Time, fn func(ctx context.Context, tx *storage.Store) error) {
+	if !dir.touches.claim(key, now) {
+		return
+	}
 	bg := storage.LowPriority(context.WithoutCancel(ctx))
 	dir.store.InTxAsync(bg, func(tx *storage.Store) error { return fn(bg, tx) }, nil)
 }
@@ -239,4 +247,33 @@ func utc(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+// touchLog remembers when this process last queued a credential's
+// last-used write.
+type touchLog struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// claim says whether key's write is due at now (and records it): not when
+// one was queued less than touchEvery ago.
+func (l *touchLog) claim(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.last[key]; ok && now.Sub(t) < touchEvery {
+		return false
+	}
+	if l.last == nil {
+		l.last = map[string]time.Time{}
+	}
+	if len(l.last) >= 4096 { // forget what no longer suppresses anything
+		for k, t := range l.last {
+			if now.Sub(t) >= touchEvery {
+				delete(l.last, k)
+			}
+		}
+	}
+	l.last[key] = now
+	return true
 }
