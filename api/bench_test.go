@@ -41,6 +41,9 @@ import (
 // the same run places the same legs with the Asterisk driver alone against
 // a fresh emulator (originate + StasisStart + addChannel: the same ARI
 // operations, without convoice around them).
+// With CONVOICE_BENCH_DIALOUT_PROFILE=file the CPU profile of the
+// throughput window alone (joins until every leg is connected) is written
+// to file; with -count > 1 the last run's.
 // BenchmarkHeapPerLeg holds 10,000 connected legs and reports convoice's
 // heap per leg, with the emulator in another process so that its memory is
 // not counted.
@@ -255,12 +258,14 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 			stops = append(stops, sseCounter(b, env.URL+"/api/v1/conversations/"+c+"/events", w.users[0].Token, &connected))
 		}
 		runtime.GC()
+		stopProfile := windowProfile(b, "CONVOICE_BENCH_DIALOUT_PROFILE")
 		start := time.Now()
 		w.joinAll(b)
 		requestsDone := time.Since(start)
 		total := int64(users * convs)
 		waitConnected(b, &connected, total)
 		whole := time.Since(start)
+		stopProfile()
 		for _, s := range stops {
 			s()
 		}
@@ -646,8 +651,13 @@ func BenchmarkResync(b *testing.B) {
 
 // resyncProfile starts a CPU profile into $CONVOICE_BENCH_RESYNC_PROFILE
 // (when set) and returns what stops it.
-func resyncProfile(b *testing.B) func() {
-	path := os.Getenv("CONVOICE_BENCH_RESYNC_PROFILE")
+func resyncProfile(b *testing.B) func() { return windowProfile(b, "CONVOICE_BENCH_RESYNC_PROFILE") }
+
+// windowProfile starts a CPU profile into the file named by the
+// environment variable env (when set) and returns what stops it: the
+// profile of one measured window, not of the setup around it.
+func windowProfile(b *testing.B, env string) func() {
+	path := os.Getenv(env)
 	if path == "" {
 		return func() {}
 	}
