@@ -3,13 +3,13 @@ package storage
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/convoice/convoice/leg"
+	"github.com/convoice/convoice/storage/pgtest"
 )
 
 func TestMigration5_IndexesTheTablesLiveStates(t *testing.T) {
@@ -22,10 +22,7 @@ func TestMigration5_IndexesTheTablesLiveStates(t *testing.T) {
 func openLegTest(t *testing.T, dsn string) *Store {
 	t.Helper()
 	if dsn == "" {
-		dsn = filepath.Join(t.TempDir(), "legs.db")
-		if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
-			dsn = pg
-		}
+		dsn = pgtest.DSN(t, filepath.Join(t.TempDir(), "legs.db"))
 	}
 	s, err := Open(context.Background(), dsn, Options{})
 	if err != nil {

@@ -4,23 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/convoice/convoice/storage"
+	"github.com/convoice/convoice/storage/pgtest"
 )
 
 // testDSN is a new SQLite file, or CONVOICE_TEST_POSTGRES (a DSN to a
 // throw-away database) when set, so the same tests run on both engines.
 func openTest(t *testing.T) *storage.Store {
 	t.Helper()
-	dsn := filepath.Join(t.TempDir(), "t.db")
-	if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
-		dsn = pg
-	}
+	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
 	s, err := storage.Open(context.Background(), dsn, storage.Options{})
 	if err != nil {
 		t.Fatalf("open: %v", err)

@@ -6,13 +6,11 @@ package apitest
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +33,7 @@ import (
 	"github.com/convoice/convoice/pbx/asterisk"
 	"github.com/convoice/convoice/pbx/freeswitch"
 	"github.com/convoice/convoice/storage"
+	"github.com/convoice/convoice/storage/pgtest"
 )
 
 // AdminToken is the admin bearer token of every test environment.
@@ -386,25 +385,7 @@ func (e *Env) WaitFor(what string, d time.Duration, cond func() bool) {
 // it when the test ends, and returns its DSN.
 func FreshPostgres(t testing.TB, dsn string) string {
 	t.Helper()
-	admin, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	name := fmt.Sprintf("t_%d_%d", time.Now().UnixNano(), os.Getpid())
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		admin.Close()
-		t.Fatalf("create database: %v", err)
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("CONVOICE_TEST_POSTGRES: %v", err)
-	}
-	u.Path = "/" + name
-	t.Cleanup(func() {
-		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-		admin.Close()
-	})
-	return u.String()
+	return pgtest.Fresh(t, dsn)
 }
 
 // Postgres returns the DSN of an empty PostgreSQL database for a test that

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,6 +21,7 @@ import (
 	"github.com/convoice/convoice/controller/policy"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
+	"github.com/convoice/convoice/storage/pgtest"
 )
 
 // policyController is an engine with no PBX over a fresh store:
@@ -30,10 +30,7 @@ import (
 // throw-away server), a new PostgreSQL database.
 func policyController(t testing.TB, p policy.Config) *Engine {
 	t.Helper()
-	dsn := filepath.Join(t.TempDir(), "policy.db")
-	if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
-		dsn = freshPostgres(t, pg)
-	}
+	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "policy.db"))
 	st, err := storage.Open(context.Background(), dsn, storage.Options{})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
@@ -41,30 +38,6 @@ func policyController(t testing.TB, p policy.Config) *Engine {
 	t.Cleanup(func() { st.Close() })
 	return New(Config{Region: "US", Extensions: regexp.MustCompile(`^[0-9]{4}$`), Policy: p}, st,
 		audit.New(st, slog.New(slog.DiscardHandler)), nil, nil)
-}
-
-// freshPostgres creates an empty database on the server of dsn and gives
-// its DSN; it is dropped when the test ends.
-func freshPostgres(t testing.TB, dsn string) string {
-	t.Helper()
-	admin, err := storage.Open(context.Background(), dsn, storage.Options{})
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	name := "policy_" + strings.ReplaceAll(core.NewID(), "-", "")
-	if err := admin.DB().Exec("CREATE DATABASE " + name).Error; err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	t.Cleanup(func() {
-		admin.DB().Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-		admin.Close()
-	})
-	return u.String()
 }
 
 // noLimits switches off every limit p does not set, to look at the number
