@@ -57,19 +57,18 @@ func UserStreamKey(userID string) string { return "user:" + userID }
 // fanOut writes the user-stream index and the webhook outbox for the
 // events appended by the transactions whose event lists are given, then
 // adds each user-stream copy to the list of the transaction that appended
-// its event (those are announced after that transaction's commit). On
-// PostgreSQL it runs once at the end of each transaction; the SQLite
-// writer runs it once for a whole batch: one webhook check, one counter
-// statement and one index statement (per chunk of fanOutChunk rows) for
-// every user the batch's events concern, instead of three statements per
-// transaction and user.
+// its event (those are announced after that transaction's commit).
+//
+// On PostgreSQL it runs once at the end of each transaction, in two
+// statements whatever the events: the users' counters, then the outbox,
+// the index rows and every NOTIFY of the transaction together (a round
+// trip is what a transaction pays most for there, while it holds its
+// conversation's lock). The SQLite writer runs it once for a whole batch:
+// one webhook check, one counter statement and one index statement (per
+// chunk of fanOutChunk rows) for every user the batch's events concern.
 func (s *Store) fanOut(ctx context.Context, lists ...*[]Event) error {
-	type entry struct {
-		list *[]Event
-		ev   Event
-	}
 	var all []Event
-	byUser := map[string][]entry{}
+	byUser := map[string][]userEntry{}
 	for _, l := range lists {
 		if l == nil {
 			continue
@@ -84,7 +83,7 @@ func (s *Store) fanOut(ctx context.Context, lists ...*[]Event) error {
 			}
 			for _, u := range s.audience(ev) {
 				if u != "" {
-					byUser[u] = append(byUser[u], entry{l, ev})
+					byUser[u] = append(byUser[u], userEntry{l, ev})
 				}
 			}
 		}
@@ -92,19 +91,88 @@ func (s *Store) fanOut(ctx context.Context, lists ...*[]Event) error {
 	if len(all) == 0 {
 		return nil
 	}
+	rows, err := s.userEventRows(ctx, byUser)
+	if err != nil {
+		return err
+	}
+	if s.dialect == "postgres" {
+		return s.fanOutPG(ctx, lists, all, rows)
+	}
 	if err := s.enqueueDeliveries(ctx, all); err != nil {
 		return err
 	}
+	for from := 0; from < len(rows); from += fanOutChunk {
+		chunk := rows[from:min(from+fanOutChunk, len(rows))]
+		args := make([]any, 0, 6*len(chunk))
+		for _, r := range chunk {
+			args = append(args, r.ForUser, r.Seq, r.ConversationID, r.convSeq, r.Type, r.CreatedAt)
+		}
+		if _, err := s.execRaw(ctx, `INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at) VALUES `+
+			valueRows("(?,?,?,?,?,?)", len(chunk)), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fanOutPG is fanOut's last statement on PostgreSQL: the webhook outbox
+// rows of all (enqueueDeliveries), the user-stream index rows and one
+// NOTIFY per stream the transaction grew (notifyEvents), as
+// data-modifying WITH clauses, which PostgreSQL runs to completion
+// whether or not the query reads them.
+func (s *Store) fanOutPG(ctx context.Context, lists []*[]Event, all []Event, rows []userEventRow) error {
+	var evs []Event
+	for _, l := range lists {
+		if l != nil {
+			evs = append(evs, *l...)
+		}
+	}
+	wh := deliveryArrays(all)
+	var ix struct {
+		users, convs, types []string
+		seqs, convSeqs      []int64
+		ats                 []time.Time
+	}
+	for _, r := range rows {
+		ix.users, ix.seqs, ix.convs = append(ix.users, r.ForUser), append(ix.seqs, r.Seq), append(ix.convs, r.ConversationID)
+		ix.convSeqs, ix.types, ix.ats = append(ix.convSeqs, r.convSeq), append(ix.types, r.Type), append(ix.ats, r.CreatedAt)
+	}
+	_, err := s.execRaw(ctx, `WITH d AS (`+enqueueDeliveriesPG+`),
+ u AS (INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at)
+  SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::timestamptz[]))
+ SELECT pg_notify('`+eventsChannel+`', p) FROM unnest(?::text[]) AS t(p)`,
+		wh.convs, wh.seqs, wh.types, wh.ats, ix.users, ix.seqs, ix.convs, ix.convSeqs, ix.types, ix.ats, notifyPayloads(evs))
+	return err
+}
+
+// userEntry is an event for one user's stream, and the event list of the
+// transaction that appended it (where its user-stream copy goes).
+type userEntry struct {
+	list *[]Event
+	ev   Event
+}
+
+// userEventRow is a user-stream copy of an event (ForUser, Seq: the
+// user's) and the seq of the event in its conversation's log.
+type userEventRow struct {
+	Event
+	convSeq int64
+}
+
+// userEventRows moves each user's stream counter past the user's new
+// entries (byUser: user → their events, in append order; one counter
+// statement per chunk of fanOutChunk users, in user id order, which on
+// PostgreSQL is the order their row locks are taken), appends each copy to
+// its transaction's list and returns the index rows to write.
+func (s *Store) userEventRows(ctx context.Context, byUser map[string][]userEntry) ([]userEventRow, error) {
 	if len(byUser) == 0 {
-		return nil
+		return nil, nil
 	}
 	users := make([]string, 0, len(byUser))
 	for u := range byUser {
 		users = append(users, u)
 	}
 	sort.Strings(users)
-	// Each user's counter moves past all of the user's new rows at once;
-	// the rows then take the seqs up to it, in append order.
 	last := make(map[string]int64, len(users))
 	for from := 0; from < len(users); from += fanOutChunk {
 		chunk := users[from:min(from+fanOutChunk, len(users))]
@@ -115,57 +183,37 @@ func (s *Store) fanOut(ctx context.Context, lists ...*[]Event) error {
 		rows, err := s.queryRaw(ctx, `INSERT INTO user_event_seqs (user_id, seq) VALUES `+valueRows("(?,?)", len(chunk))+
 			` ON CONFLICT (user_id) DO UPDATE SET seq = user_event_seqs.seq + excluded.seq RETURNING user_id, seq`, args...)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for rows.Next() {
 			var u string
 			var seq int64
 			if err := rows.Scan(&u, &seq); err != nil {
 				rows.Close()
-				return err
+				return nil, err
 			}
 			last[u] = seq
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	var args []any
-	n := 0
-	flush := func() error {
-		if n == 0 {
-			return nil
-		}
-		_, err := s.execRaw(ctx, `INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at) VALUES `+
-			valueRows("(?,?,?,?,?,?)", n), args...)
-		args, n = args[:0], 0
-		return err
-	}
+	var out []userEventRow
 	for _, u := range users {
 		list, top := byUser[u], last[u]
 		if top == 0 {
-			return fmt.Errorf("user stream counter of %s was not returned", u)
+			return nil, fmt.Errorf("user stream counter of %s was not returned", u)
 		}
+		// The entries take the seqs up to the counter, in append order.
 		for i, e := range list {
-			seq := top - int64(len(list)) + 1 + int64(i)
-			args = append(args, u, seq, e.ev.ConversationID, e.ev.Seq, e.ev.Type, e.ev.CreatedAt)
 			cp := e.ev
-			cp.Seq, cp.ForUser = seq, u
+			cp.Seq, cp.ForUser = top-int64(len(list))+1+int64(i), u
 			*e.list = append(*e.list, cp)
-			if n++; n == fanOutChunk {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-		if s.dialect == "postgres" {
-			if err := s.notifyEvent(ctx, UserStreamKey(u), top); err != nil {
-				return err
-			}
+			out = append(out, userEventRow{Event: cp, convSeq: e.ev.Seq})
 		}
 	}
-	return flush()
+	return out, nil
 }
 
 // fanOutChunk is how many users' counters, or index rows, one statement

@@ -16,10 +16,30 @@ import (
 // (a replica that hears of seq N reads the log up to it).
 const eventsChannel = "convoice_events"
 
-// notifyEvent queues the NOTIFY for an appended event (PostgreSQL only).
-func (s *Store) notifyEvent(ctx context.Context, convID string, seq int64) error {
-	_, err := s.execRaw(ctx, `SELECT pg_notify('`+eventsChannel+`', ?)`, convID+":"+strconv.FormatInt(seq, 10))
-	return err
+// notifyPayloads are the NOTIFY payloads for the streams evs (a
+// transaction's events: the conversations' and the user streams' copies)
+// grew: one per stream, with its newest seq, which says "the log has
+// grown to here" (a listener reads everything up to it).
+func notifyPayloads(evs []Event) []string {
+	newest := map[string]int64{}
+	var keys []string
+	for _, ev := range evs {
+		key := ev.ConversationID
+		if ev.ForUser != "" {
+			key = UserStreamKey(ev.ForUser)
+		}
+		if seq, ok := newest[key]; !ok {
+			keys = append(keys, key)
+			newest[key] = ev.Seq
+		} else if ev.Seq > seq {
+			newest[key] = ev.Seq
+		}
+	}
+	payloads := make([]string, len(keys))
+	for i, k := range keys {
+		payloads[i] = k + ":" + strconv.FormatInt(newest[k], 10)
+	}
+	return payloads
 }
 
 // ListenEvents follows the event notifications of every replica on a
