@@ -320,64 +320,63 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 
 // BenchmarkDialOutReplicas: the throughput of BenchmarkDialOut (joins with
 // 100 in flight until every leg's "connected" is on the SSE streams) on
-// PostgreSQL, with 1 and with 3 convoice replicas behind a round-robin
-// balancer and one PBX node: one replica holds the node's event
-// connection, the others place their calls without it. All replicas share
-// this machine's cores, so the figure shows what replication costs, not
-// what more machines would give.
+// SQLite, then on PostgreSQL with 1 and with 3 convoice replicas behind a
+// round-robin balancer and one PBX node (one replica holds the node's
+// event connection, the others place their calls without it), the three
+// back to back in each iteration, so that each ratio compares runs
+// seconds apart on a machine whose load moves. All replicas share this
+// machine's cores, so the figure shows what replication costs, not what
+// more machines would give.
 //
-//	go test -run '^$' -bench DialOutReplicas -benchtime 1x ./api/
+//	CONVOICE_TEST_POSTGRES=<dsn> go test -run '^$' -bench DialOutReplicas -benchtime 1x -count 4 ./api/
 func BenchmarkDialOutReplicas(b *testing.B) {
-	const users, convs = 30, 10 // 300 legs, 10 conferences of 30
 	cluster := apitest.Postgres(b)
-	// SQLite in the same run, for the ratio; every variant with the dial
-	// policy on (benchPolicy), so each dial takes its decision's locks.
-	variants := []struct {
-		name string
-		n    int
-		pg   bool
-	}{{"sqlite", 1, false}, {"replicas=1", 1, true}, {"replicas=3", 3, true}}
-	for _, v := range variants {
-		n := v.n
-		b.Run(v.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				db := filepath.Join(b.TempDir(), "convoice.db")
-				if v.pg {
-					db = apitest.FreshPostgres(b, cluster)
-				}
-				emu := startBenchEmu(b, nil)
-				var reps []*apitest.Env
-				for r := 0; r < n; r++ {
-					reps = append(reps, apitest.Start(b, apitest.Options{DB: db, Emu: emu, Policy: benchPolicy(),
-						Confirm: controller.ConfirmConfig{Mode: controller.ConfirmOff}}))
-				}
-				w := newBenchWorld(b, reps[0], users, convs)
-				for _, r := range reps {
-					w.urls = append(w.urls, r.URL)
-				}
-				var connected atomic.Int64
-				var stops []func()
-				for _, c := range w.convs {
-					stops = append(stops, sseCounter(b, reps[0].URL+"/api/v1/conversations/"+c+"/events", w.users[0].Token, &connected))
-				}
-				runtime.GC()
-				start := time.Now()
-				w.joinAll(b)
-				requestsDone := time.Since(start)
-				waitConnected(b, &connected, users*convs)
-				whole := time.Since(start)
-				for _, s := range stops {
-					s()
-				}
-				for _, r := range reps {
-					r.Stop()
-				}
-				emu.Close()
-				b.ReportMetric(float64(users*convs)/whole.Seconds(), "dialouts/s")
-				b.ReportMetric(float64(users*convs)/requestsDone.Seconds(), "requests/s")
-			}
-		})
+	for i := 0; i < b.N; i++ {
+		// Every variant with the dial policy on (benchPolicy), so each
+		// dial takes its decision's locks.
+		sqlite := replicasRun(b, filepath.Join(b.TempDir(), "convoice.db"), 1)
+		one := replicasRun(b, apitest.FreshPostgres(b, cluster), 1)
+		three := replicasRun(b, apitest.FreshPostgres(b, cluster), 3)
+		b.ReportMetric(sqlite, "sqlite-dialouts/s")
+		b.ReportMetric(one, "pg-1-replica-dialouts/s")
+		b.ReportMetric(three, "pg-3-replicas-dialouts/s")
+		b.ReportMetric(one/sqlite, "pg-1÷sqlite")
+		b.ReportMetric(three/one, "pg-3÷pg-1")
 	}
+}
+
+// replicasRun joins 300 legs (30 users × 10 conversations) through n
+// replicas on the database db and returns dial-outs per second.
+func replicasRun(b *testing.B, db string, n int) float64 {
+	const users, convs = 30, 10
+	emu := startBenchEmu(b, nil)
+	defer emu.Close()
+	var reps []*apitest.Env
+	for r := 0; r < n; r++ {
+		reps = append(reps, apitest.Start(b, apitest.Options{DB: db, Emu: emu, Policy: benchPolicy(),
+			Confirm: controller.ConfirmConfig{Mode: controller.ConfirmOff}}))
+	}
+	w := newBenchWorld(b, reps[0], users, convs)
+	for _, r := range reps {
+		w.urls = append(w.urls, r.URL)
+	}
+	var connected atomic.Int64
+	var stops []func()
+	for _, c := range w.convs {
+		stops = append(stops, sseCounter(b, reps[0].URL+"/api/v1/conversations/"+c+"/events", w.users[0].Token, &connected))
+	}
+	runtime.GC()
+	start := time.Now()
+	w.joinAll(b)
+	waitConnected(b, &connected, users*convs)
+	whole := time.Since(start)
+	for _, s := range stops {
+		s()
+	}
+	for _, r := range reps {
+		r.Stop()
+	}
+	return float64(users*convs) / whole.Seconds()
 }
 
 // benchPolicy is the production dial policy with its limits raised past
