@@ -142,6 +142,9 @@ type sessionAnswer struct {
 	User      *controller.MeView `json:"user,omitempty"`
 	Admin     bool               `json:"admin"`
 	CSRFToken string             `json:"csrf_token"`
+	// ConfirmKey is the key confirm-to-join asks a called phone for: the
+	// web UI says "press <key>" while a call is confirming.
+	ConfirmKey string `json:"confirm_key"`
 }
 
 // createSession signs the web UI in: it checks the token and sets it as an
@@ -178,7 +181,7 @@ func (s *Server) createSession(c echo.Context) error {
 }
 
 func (s *Server) sessionAnswer(c echo.Context, a controller.Actor, tok string, status int) error {
-	ans := sessionAnswer{Admin: a.Admin, CSRFToken: csrfToken(tok)}
+	ans := sessionAnswer{Admin: a.Admin, CSRFToken: csrfToken(tok), ConfirmKey: s.ctl.ConfirmKey()}
 	if a.UserID != "" {
 		me, err := s.ctl.Me(c.Request().Context(), a)
 		if err != nil {

@@ -189,10 +189,13 @@ func (s *Server) joinLinkInfo(c echo.Context) error {
 }
 
 // guestJoinAnswer is the join answer: the controller's plus the CSRF token
-// for cookie use.
+// for cookie use and the key confirm-to-join asks for (the guest page's
+// words while the call is confirming). Neither is kept with the replayed
+// answer.
 type guestJoinAnswer struct {
 	controller.GuestJoinResult
-	CSRFToken string `json:"csrf_token,omitempty"`
+	CSRFToken  string `json:"csrf_token,omitempty"`
+	ConfirmKey string `json:"confirm_key"`
 }
 
 // joinAsGuest is POST /api/v1/join/{token}. It honours Idempotency-Key,
@@ -246,6 +249,7 @@ func (s *Server) joinAsGuest(c echo.Context) error {
 		return err
 	}
 	out.CSRFToken = csrfToken(out.GuestToken)
+	out.ConfirmKey = s.ctl.ConfirmKey()
 	c.SetCookie(&http.Cookie{Name: guestCookie, Value: out.GuestToken, Path: guestCookiePath, HttpOnly: true,
 		Secure: s.secureCookies(c), SameSite: http.SameSiteStrictMode})
 	return writeJSON(c, http.StatusCreated, out)
@@ -349,7 +353,8 @@ func (s *Server) authenticateGuest(next echo.HandlerFunc) echo.HandlerFunc {
 
 type guestSessionAnswer struct {
 	controller.GuestSessionView
-	CSRFToken string `json:"csrf_token"`
+	CSRFToken  string `json:"csrf_token"`
+	ConfirmKey string `json:"confirm_key"`
 }
 
 func (s *Server) guestSession(c echo.Context) error {
@@ -359,7 +364,8 @@ func (s *Server) guestSession(c echo.Context) error {
 	}
 	tok, _ := c.Get("guest_token").(string)
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return writeJSON(c, http.StatusOK, guestSessionAnswer{GuestSessionView: v, CSRFToken: csrfToken(tok)})
+	return writeJSON(c, http.StatusOK, guestSessionAnswer{GuestSessionView: v, CSRFToken: csrfToken(tok),
+		ConfirmKey: s.ctl.ConfirmKey()})
 }
 
 func (s *Server) guestLeave(c echo.Context) error {

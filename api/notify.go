@@ -28,6 +28,7 @@ func (s *Server) mountNotify(v1, authed *echo.Group) {
 	authed.POST("/webhooks", s.createWebhook)
 	authed.GET("/webhooks", s.listWebhooks)
 	authed.GET("/webhooks/:id", s.getWebhook)
+	authed.PATCH("/webhooks/:id", s.patchWebhook)
 	authed.DELETE("/webhooks/:id", s.deleteWebhook)
 }
 
@@ -271,6 +272,21 @@ func (s *Server) listWebhooks(c echo.Context) error {
 
 func (s *Server) getWebhook(c echo.Context) error {
 	e, err := s.ctl.GetWebhook(c.Request().Context(), actorOf(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(c, http.StatusOK, e)
+}
+
+// patchWebhook is PATCH /api/v1/webhooks/{id} {"enabled": true|false}:
+// an admin re-enables an endpoint convoice disabled (its undelivered
+// deliveries are retried at once) or pauses one by hand.
+func (s *Server) patchWebhook(c echo.Context) error {
+	var req controller.WebhookChange
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	e, err := s.ctl.SetWebhookEnabled(c.Request().Context(), actorOf(c), c.Param("id"), req)
 	if err != nil {
 		return err
 	}

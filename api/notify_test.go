@@ -512,6 +512,148 @@ func TestWebhooks_EveryLegAndInvitationEventOnceDespiteFailuresAndRestart(t *tes
 	env.Must(404, "GET", "/api/v1/webhooks/"+whID, apitest.AdminToken, nil)
 }
 
+// deliveredTexts gives the texts of the message.created deliveries the
+// receiver has accepted.
+func (rc *webhookReceiver) deliveredTexts() map[string]bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := map[string]bool{}
+	for _, b := range rc.got {
+		if d, ok := b["data"].(map[string]any); ok && b["type"] == "message.created" {
+			out[d["text"].(string)] = true
+		}
+	}
+	return out
+}
+
+// An endpoint convoice disabled after its deliveries kept failing is
+// enabled again by an admin with PATCH, keeping its delivery log: what it
+// was owed is retried at once (its attempts counted afresh) and arrives;
+// what happened while it was disabled was never queued for it. Only admins
+// may, the body must say enabled true or false, an unknown id is 404, and
+// PATCH false pauses it by hand with a reason naming who.
+func TestWebhooks_DisabledEndpointEnabledAgainByPatchGetsWhatItWasOwed(t *testing.T) {
+	rc := &webhookReceiver{t: t, secret: "a-long-shared-secret-0123456789", got: map[string]map[string]any{}, fail: true}
+	recv := httptest.NewServer(rc)
+	defer recv.Close()
+	env := apitest.Start(t, apitest.Options{NoPBX: true, Notify: controller.NotifyConfig{WebhookAllowPrivate: true,
+		WebhookRetryBase: 50 * time.Millisecond, WebhookRetryMax: 100 * time.Millisecond, WebhookPoll: 50 * time.Millisecond,
+		WebhookDisableAfter: 400 * time.Millisecond, WebhookTimeout: time.Second}})
+	alice := env.AddUser("Alice", num("work", "+12025550101"))
+	bob := env.AddUser("Bob", num("work", "+12025550111"))
+	wh := env.Must(201, "POST", "/api/v1/webhooks", apitest.AdminToken, map[string]any{"url": recv.URL + "/hook",
+		"secret": rc.secret, "events": []string{"message.created"}}).Map(t)
+	whID := wh["id"].(string)
+	path := "/api/v1/webhooks/" + whID
+	conv := jlConv(t, env, alice, "Hooks", bob)
+	say := func(text string) {
+		env.Must(201, "POST", "/api/v1/conversations/"+conv+"/messages", alice.Token, map[string]any{"text": text})
+	}
+
+	// The receiver fails until convoice gives up on it.
+	say("owed")
+	var off map[string]any
+	env.WaitFor("the endpoint disabled", 10*time.Second, func() bool {
+		off = env.Must(200, "GET", path, apitest.AdminToken, nil).Map(t)
+		return off["enabled"] == false
+	})
+	if off["disabled_at"] == nil || !strings.Contains(off["disabled_reason"].(string), "every delivery failed since") {
+		t.Fatalf("a disabled endpoint shows %v", off)
+	}
+	owed := off["deliveries"].([]any)
+	if len(owed) != 1 || owed[0].(map[string]any)["delivered_at"] != nil || owed[0].(map[string]any)["attempts"].(float64) < 2 {
+		t.Fatalf("the delivery log of the disabled endpoint: %v", owed)
+	}
+	// Held: nothing is tried while it is disabled, nothing queued for it.
+	rc.setFail(false)
+	say("while disabled")
+	time.Sleep(400 * time.Millisecond)
+	if got := rc.deliveredTexts(); len(got) != 0 {
+		t.Fatalf("a disabled endpoint got %v", got)
+	}
+
+	// Refused changes.
+	for _, c := range []struct {
+		token  string
+		path   string
+		body   any
+		status int
+		code   string
+	}{
+		{alice.Token, path, map[string]any{"enabled": true}, 403, "admin_only"},
+		{apitest.AdminToken, "/api/v1/webhooks/" + controller.NewID(), map[string]any{"enabled": true}, 404, "not_found"},
+		{apitest.AdminToken, path, map[string]any{}, 400, "invalid_enabled"},
+		{apitest.AdminToken, path, map[string]any{"enabled": nil}, 400, "invalid_enabled"},
+		{apitest.AdminToken, path, map[string]any{"enabled": "yes"}, 400, "invalid_enabled"},
+		{apitest.AdminToken, path, map[string]any{"enabled": true, "url": "http://example.com/"}, 400, "invalid_url"},
+	} {
+		r := env.Do("PATCH", c.path, c.token, c.body)
+		if r.Status != c.status || r.ErrorCode() != c.code {
+			t.Errorf("PATCH %v: %d %s, want %d %s", c.body, r.Status, r.Body, c.status, c.code)
+		}
+		if c.status == 400 {
+			if f := r.Map(t)["error"].(map[string]any)["field"]; f != strings.TrimPrefix(c.code, "invalid_") {
+				t.Errorf("PATCH %v: the error names the field %v", c.body, f)
+			}
+		}
+	}
+	if g := env.Must(200, "GET", path, apitest.AdminToken, nil).Map(t); g["enabled"] != false {
+		t.Fatalf("refused changes changed the endpoint: %v", g)
+	}
+
+	// Enabled again: the owed delivery is retried at once and arrives;
+	// the message of the disabled time never does; new ones do.
+	on := env.Must(200, "PATCH", path, apitest.AdminToken, map[string]any{"enabled": true}).Map(t)
+	if on["enabled"] != true || on["disabled_at"] != nil || on["disabled_reason"] != nil || on["failing_since"] != nil ||
+		on["id"] != whID || len(on["deliveries"].([]any)) != 1 {
+		t.Fatalf("the enabled endpoint shows %v", on)
+	}
+	env.WaitFor("the owed delivery arrives", 5*time.Second, func() bool { return rc.deliveredTexts()["owed"] })
+	say("after")
+	env.WaitFor("a new message arrives", 5*time.Second, func() bool { return rc.deliveredTexts()["after"] })
+	var log map[string]any
+	env.WaitFor("both deliveries recorded", 5*time.Second, func() bool {
+		log = env.Must(200, "GET", path, apitest.AdminToken, nil).Map(t)
+		ds := log["deliveries"].([]any)
+		return len(ds) == 2 && ds[0].(map[string]any)["delivered_at"] != nil && ds[1].(map[string]any)["delivered_at"] != nil
+	})
+	if rc.deliveredTexts()["while disabled"] {
+		t.Fatalf("the message of the disabled time was delivered")
+	}
+	// Newest first: "after", then "owed", which was tried once more after
+	// its attempts were counted afresh.
+	if a := log["deliveries"].([]any)[1].(map[string]any)["attempts"]; a != float64(1) {
+		t.Fatalf("the owed delivery after re-enabling: %d attempts, want 1: %v", a, log["deliveries"])
+	}
+	if log["enabled"] != true || log["last_status"] != float64(204) || log["last_success_at"] == nil || log["failing_since"] != nil {
+		t.Fatalf("the recovered endpoint shows %v", log)
+	}
+	// Asking again for what is so changes nothing.
+	if again := env.Must(200, "PATCH", path, apitest.AdminToken, map[string]any{"enabled": true}).Map(t); again["enabled"] != true {
+		t.Fatalf("enabling an enabled endpoint: %v", again)
+	}
+
+	// Paused by hand: held again, with who did it; a second pause keeps
+	// the first one's time.
+	paused := env.Must(200, "PATCH", path, apitest.AdminToken, map[string]any{"enabled": false}).Map(t)
+	if paused["enabled"] != false || paused["disabled_at"] == nil || !strings.HasPrefix(paused["disabled_reason"].(string), "disabled by ") {
+		t.Fatalf("a paused endpoint shows %v", paused)
+	}
+	if again := env.Must(200, "PATCH", path, apitest.AdminToken, map[string]any{"enabled": false}).Map(t); again["disabled_at"] != paused["disabled_at"] {
+		t.Fatalf("pausing twice moved disabled_at from %v to %v", paused["disabled_at"], again["disabled_at"])
+	}
+	say("while paused")
+	time.Sleep(300 * time.Millisecond)
+	if rc.deliveredTexts()["while paused"] {
+		t.Fatalf("a paused endpoint got a delivery")
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.badSig != 0 {
+		t.Fatalf("%d deliveries with a bad signature or body", rc.badSig)
+	}
+}
+
 // Webhooks refuse what is not http(s) and, by default, loopback and
 // private addresses.
 func TestWebhooks_RefuseBadAndPrivateURLs(t *testing.T) {

@@ -46,6 +46,7 @@ type Controller struct {
 	log     *slog.Logger
 
 	idemAttempt, idemRetention time.Duration // idempotency.go
+	confirmKey                 string        // confirm-to-join's key, for the web UI's words
 
 	// issue 17 (notify.go)
 	streams  *userevents.Streams
@@ -77,6 +78,10 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 		Guests:        guests.New(store, cfg.Logger, numbers, eng, convs, trail),
 		engine:        eng, audit: trail, store: store, hub: hub, numbers: numbers, log: cfg.Logger,
 		idemAttempt: cfg.IdempotencyAttempt, idemRetention: cfg.IdempotencyRetention,
+		confirmKey: cfg.Confirm.Key,
+	}
+	if c.confirmKey == "" {
+		c.confirmKey = DefaultConfirmKey
 	}
 	c.streams = userevents.New(store)
 	c.notifyDefaults(cfg.Logger)
@@ -98,6 +103,11 @@ func (c *Controller) Store() *storage.Store { return c.store }
 
 // Hub gives the event hub (for the API's event streams).
 func (c *Controller) Hub() *Hub { return c.hub }
+
+// ConfirmKey is the key a called phone presses to join when
+// confirm-to-join asks for one (CONVOICE_CONFIRM_KEY), for the words of
+// the web UI.
+func (c *Controller) ConfirmKey() string { return c.confirmKey }
 
 // Numbers gives the number normaliser.
 func (c *Controller) Numbers() Numbers { return c.numbers }

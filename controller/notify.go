@@ -22,6 +22,7 @@ type (
 	HistoryPage      = history.Page
 	WebhookInput     = webhooks.NewEndpoint
 	WebhookEndpoint  = webhooks.Endpoint
+	WebhookChange    = webhooks.Change
 	WebhookBody      = webhooks.Body
 )
 
@@ -117,6 +118,12 @@ func (c *Controller) ListWebhooks(ctx context.Context, a Actor) ([]WebhookEndpoi
 // GetWebhook shows one endpoint and its delivery log (admins only).
 func (c *Controller) GetWebhook(ctx context.Context, a Actor, id string) (WebhookEndpoint, error) {
 	return c.webhooks.Get(ctx, a, id)
+}
+
+// SetWebhookEnabled enables or disables an endpoint by hand (admins
+// only); enabling retries what it is owed at once.
+func (c *Controller) SetWebhookEnabled(ctx context.Context, a Actor, id string, ch WebhookChange) (WebhookEndpoint, error) {
+	return c.webhooks.SetEnabled(ctx, a, id, ch)
 }
 
 // DeleteWebhook removes an endpoint (admins only).

@@ -10,6 +10,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"time"
 	"unicode/utf8"
 
@@ -177,6 +178,56 @@ func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 		}
 		return tx.q(ctx).Where("endpoint_id = ?", id).Delete(&WebhookDelivery{}).Error
 	})
+}
+
+// SetWebhookEnabled switches an endpoint on or off by hand; ErrNotFound
+// when there is none, changed false when it already was so (nothing is
+// touched then: a disabled endpoint keeps its first reason and time).
+//
+// Disabling holds its deliveries as being disabled for failing does:
+// nothing undelivered is claimed, and no delivery is written for events
+// that happen meanwhile. Enabling clears the disabled and failing state
+// and makes every undelivered delivery due at now with its attempts
+// counted from zero, so the dispatcher retries them at once and, should
+// they fail again, backs off from RetryBase and disables the endpoint only
+// after a further DisableAfter of failures. Each delivery keeps its last
+// status and error until the next attempt. Events of the time it was
+// disabled are not delivered: they never were queued for it.
+func (s *Store) SetWebhookEnabled(ctx context.Context, id string, enabled bool, now time.Time, reason string) (changed bool, err error) {
+	now = now.UTC()
+	err = s.InTx(ctx, func(tx *Store) error {
+		var res sql.Result
+		var err error
+		if enabled {
+			res, err = tx.execRaw(ctx, `UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = '', failing_since = NULL
+ WHERE id = ? AND disabled_at IS NOT NULL`, id)
+		} else {
+			res, err = tx.execRaw(ctx, `UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ?
+ WHERE id = ? AND disabled_at IS NULL`, now, truncate(reason, 500), id)
+		}
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if changed = n == 1; !changed {
+			row, err := tx.queryRowRaw(ctx, `SELECT 1 FROM webhook_endpoints WHERE id = ?`, id)
+			if err != nil {
+				return err
+			}
+			var one int
+			return rowErr(row.Scan(&one))
+		}
+		if !enabled {
+			return nil
+		}
+		_, err = tx.execRaw(ctx, `UPDATE webhook_deliveries SET next_attempt_at = ?, attempts = 0
+ WHERE endpoint_id = ? AND delivered_at IS NULL`, now, id)
+		return err
+	})
+	return changed, err
 }
 
 // DueDeliveries reports whether any delivery of an enabled endpoint is due

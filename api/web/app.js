@@ -37,10 +37,18 @@
     none: 'Not in audio', invited: 'Invited', dialing: 'Dialing', ringing: 'Ringing', connected: 'Connected',
     muted: 'Muted', talking: 'Talking', declined: 'Declined', busy: 'Line busy', no_answer: 'No answer',
     rejected: 'Declined the call', failed: 'Call failed', cancelled: 'Call cancelled', left: 'Left',
-    confirming: 'Answered — waiting for them to press 1',
-    unconfirmed: 'Answered but nobody pressed 1 — probably voicemail',
+    // confirming and unconfirmed name the key: setConfirmKey.
     inv_cancelled: 'Invitation cancelled', inv_expired: 'Invitation expired',
   };
+  // The key a called phone presses to join when confirm-to-join asks for
+  // one (the server's CONVOICE_CONFIRM_KEY, from the session answer).
+  let confirmKey = '1';
+  function setConfirmKey(k) {
+    confirmKey = k || '1';
+    PRESENCE_TEXT.confirming = 'Answered — waiting for them to press ' + confirmKey;
+    PRESENCE_TEXT.unconfirmed = 'Answered but nobody pressed ' + confirmKey + ' — probably voicemail';
+  }
+  setConfirmKey('1');
   const LINK_STATE_TEXT = { active: 'Active', expired: 'Expired', used_up: 'Used up', revoked: 'Revoked' };
 
   // ---------------------------------------------------------------- state
@@ -245,6 +253,7 @@
   function startSession(s) {
     S.csrf = s.csrf_token;
     S.admin = !!s.admin;
+    setConfirmKey(s.confirm_key);
     S.me = s.user || null;
     $('boot').hidden = true;
     $('signin-view').hidden = true;
@@ -813,8 +822,8 @@
         dialing: 'calling ' + fmtNumber(l.number), ringing: 'phone is ringing', connected: 'connected to the audio',
         ended: 'left the audio', busy: 'line is busy', no_answer: 'did not answer', rejected: 'declined the call',
         failed: 'call couldn’t be completed: ' + outcome(l).charAt(0).toLowerCase() + outcome(l).slice(1), cancelled: 'call was cancelled',
-        confirming: 'call was answered — waiting for them to press 1',
-        unconfirmed: 'call was answered but nobody pressed 1 — probably voicemail',
+        confirming: 'call was answered — waiting for them to press ' + confirmKey,
+        unconfirmed: 'call was answered but nobody pressed ' + confirmKey + ' — probably voicemail',
       }[l.state] || l.state;
       const verbIsName = ['connected', 'ended', 'no_answer', 'rejected'].includes(l.state);
       const possessive = who === 'You' ? 'Your' : who + '’s';
@@ -1131,7 +1140,7 @@
       rejected: 'They declined the call at ' + num + '.',
       failed: bad + ' (' + num + ').',
       cancelled: 'The call to ' + num + ' was cancelled.',
-      confirming: 'Your phone (' + num + ') answered — waiting for you to press 1 to join the conference.',
+      confirming: 'Your phone (' + num + ') answered — waiting for you to press ' + confirmKey + ' to join the conference.',
       unconfirmed: bad + ' (' + num + ').',
     }[leg.state] || leg.state;
     box.hidden = false;
@@ -2246,7 +2255,7 @@
       case 'busy': return 'Line busy';
       case 'no_answer': return 'No answer';
       case 'rejected': return 'They declined the call';
-      case 'unconfirmed': return 'Answered but nobody pressed 1 — probably voicemail';
+      case 'unconfirmed': return PRESENCE_TEXT.unconfirmed;
       case 'cancelled': return 'Call cancelled';
       case 'failed':
         if (CAUSE_NO_NUMBER.has(l.cause)) return 'That number doesn’t exist — check it';

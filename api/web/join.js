@@ -24,9 +24,18 @@
     rejected: 'The call was turned down',
     failed: 'The call could not be placed',
     cancelled: 'The call was cancelled',
-    confirming: 'You answered – press 1 to join the conference',
-    unconfirmed: 'The call was answered but nobody pressed 1 – probably voicemail',
+    // confirming and unconfirmed name the key: setConfirmKey.
   };
+
+  // setConfirmKey words the confirming states with the key a called phone
+  // presses to join (the server's CONVOICE_CONFIRM_KEY, given with the
+  // guest session).
+  function setConfirmKey(k) {
+    const key = k || '1';
+    CALL_TEXT.confirming = 'You answered – press ' + key + ' to join the conference';
+    CALL_TEXT.unconfirmed = 'The call was answered but nobody pressed ' + key + ' – probably voicemail';
+  }
+  setConfirmKey('1');
 
   const S = {
     csrf: '',
@@ -167,7 +176,7 @@
     btn.textContent = 'Call me';
     if (r.status === 201) {
       S.csrf = r.data.csrf_token || '';
-      enterSession({ guest: r.data.guest, leg: r.data.leg, conversation: { id: r.data.conversation_id, subject: S.info ? S.info.subject : '' } }, '');
+      enterSession({ guest: r.data.guest, leg: r.data.leg, confirm_key: r.data.confirm_key, conversation: { id: r.data.conversation_id, subject: S.info ? S.info.subject : '' } }, '');
       return;
     }
     S.idemFor = ''; // a refused attempt is over: the next one is new
@@ -188,6 +197,7 @@
 
   function enterSession(sess, lastEventID) {
     if (sess.csrf_token) S.csrf = sess.csrf_token;
+    if (sess.confirm_key) setConfirmKey(sess.confirm_key);
     S.guest = sess.guest;
     S.leg = sess.leg || null;
     if (sess.others_connected) S.others = new Set(sess.others_connected);

@@ -12,7 +12,8 @@
 // in the row. The event id ("<conversation id>:<seq>") is the same on
 // every attempt, so a receiver de-duplicates by it. An endpoint whose
 // deliveries have all failed for DisableAfter (a day) is disabled and says
-// why. Endpoints on loopback, private or link-local addresses are refused
+// why, until an admin enables it again (SetEnabled), which retries what it
+// is still owed at once. Endpoints on loopback, private or link-local addresses are refused
 // — at registration and again for the address actually dialed at each
 // delivery, against DNS rebinding — unless AllowPrivate.
 package webhooks
@@ -289,6 +290,43 @@ func (w *Webhooks) Delete(ctx context.Context, a core.Actor, id string) error {
 		return err
 	}
 	return nil
+}
+
+// Change is what an admin may change of an endpoint (PATCH): only
+// whether it is enabled, for now.
+type Change struct {
+	Enabled *bool `json:"enabled"`
+}
+
+// SetEnabled switches an endpoint on or off by hand (admins only) and
+// shows it as Get does. Enabling one that was disabled (for failing, or by
+// hand) retries what it is still owed at once (storage's
+// SetWebhookEnabled says how); disabling holds its deliveries and queues
+// none for new events until it is enabled again. Asking for the state it
+// is in changes nothing.
+func (w *Webhooks) SetEnabled(ctx context.Context, a core.Actor, id string, ch Change) (Endpoint, error) {
+	if err := core.RequireAdmin(a); err != nil {
+		return Endpoint{}, err
+	}
+	if ch.Enabled == nil {
+		return Endpoint{}, core.Invalid("enabled", "enabled: true (deliver again, retrying what is owed now) or false (hold the deliveries)")
+	}
+	on := *ch.Enabled
+	by := a.Name
+	if by == "" {
+		by = "an admin"
+	}
+	changed, err := w.store.SetWebhookEnabled(ctx, id, on, time.Now(), "disabled by "+by)
+	if errors.Is(err, storage.ErrNotFound) {
+		return Endpoint{}, core.NotFound("webhook")
+	}
+	if err != nil {
+		return Endpoint{}, err
+	}
+	if changed {
+		w.log.Info("webhook endpoint switched by hand", "endpoint", id, "enabled", on, "by", by)
+	}
+	return w.Get(ctx, a, id)
 }
 
 // checkURL accepts absolute http(s) URLs whose host does not resolve to a
