@@ -74,13 +74,22 @@ func (s *Store) GetLeg(ctx context.Context, id string) (*Leg, error) {
 	return s.leg(ctx, `id = ?`, id)
 }
 
-// GetLegForUpdate loads a leg and, on PostgreSQL, locks its row for the
-// rest of the transaction (SQLite transactions are already exclusive).
-func (s *Store) GetLegForUpdate(ctx context.Context, id string) (*Leg, error) {
-	if s.dialect == "postgres" {
-		return s.leg(ctx, `id = ? FOR UPDATE`, id)
+// LockLeg loads a leg for change. On PostgreSQL it first takes the row
+// lock of the leg's conversation, then the leg's (the lock order of every
+// transaction, see LockConversation), in one statement: the locking WITH
+// query is run before the outer query's row lock, which is taken on rows
+// the join has produced. SQLite transactions are already exclusive.
+func (s *Store) LockLeg(ctx context.Context, id string) (*Leg, error) {
+	if s.dialect != "postgres" {
+		return s.GetLeg(ctx, id)
 	}
-	return s.leg(ctx, `id = ?`, id)
+	row, err := s.queryRowRaw(ctx, `WITH c AS (SELECT id AS locked_conversation FROM conversations
+  WHERE id = (SELECT conversation_id FROM legs WHERE id = ?) FOR UPDATE)
+ SELECT `+legColumns+` FROM legs JOIN c ON c.locked_conversation = legs.conversation_id WHERE legs.id = ? FOR UPDATE OF legs`, id, id)
+	if err != nil {
+		return nil, err
+	}
+	return scanLeg(row)
 }
 
 // SaveLeg writes every field of a leg.

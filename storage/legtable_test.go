@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -228,5 +229,71 @@ func TestLiveLegQueries_EndedLegsAndPendingHangups(t *testing.T) {
 	}
 	if p, err := s.HangupsPending(ctx, "another-node", time.Now()); err != nil || p {
 		t.Errorf("HangupsPending on another node: %v %v, want false", p, err)
+	}
+}
+
+// LockLeg loads a leg for change; on PostgreSQL it holds the row locks of
+// the leg's conversation and of the leg until the transaction ends, so a
+// second transaction that appends to the conversation waits for it (on
+// SQLite transactions are one at a time: the writer already orders them).
+func TestLockLeg_HoldsTheConversationAndTheLeg(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "lock")
+	l := &Leg{ID: conf.ID + "-leg", ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
+		Number: "+12025550100", State: LegDialing, CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+	if err := s.CreateLeg(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LockLeg(ctx, "no-such-leg"); err != ErrNotFound {
+		t.Fatalf("lock of an unknown leg: %v, want ErrNotFound", err)
+	}
+	locked := make(chan struct{})
+	release := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- s.InTx(ctx, func(tx *Store) error {
+			got, err := tx.LockLeg(ctx, l.ID)
+			if err != nil {
+				return err
+			}
+			if got.ID != l.ID || got.ConversationID != conf.ConversationID || got.State != LegDialing {
+				return fmt.Errorf("LockLeg gave %+v", got)
+			}
+			close(locked)
+			<-release
+			got.State = LegRinging
+			return tx.SaveLeg(ctx, got)
+		})
+	}()
+	if s.Dialect() != "postgres" {
+		<-locked
+		close(release)
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	<-locked
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.AppendEvent(ctx, conf.ConversationID, "test.appended", "{}")
+		appended <- err
+	}()
+	select {
+	case err := <-appended:
+		t.Fatalf("an append to the conversation did not wait for the leg's lock holder (err %v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetLeg(ctx, l.ID)
+	if err != nil || got.State != LegRinging {
+		t.Fatalf("after the holder committed: %+v %v", got, err)
 	}
 }

@@ -36,16 +36,6 @@ func ownsLeg(a core.Actor, l *storage.Leg) bool {
 	return l.UserID != nil && *l.UserID == a.UserID && a.UserID != ""
 }
 
-// lockLeg reloads l for change in tx: its conversation's lock first, then
-// the leg's (the lock order of every transaction, see
-// storage.LockConversation).
-func lockLeg(ctx context.Context, tx *storage.Store, l *storage.Leg) (*storage.Leg, error) {
-	if err := tx.LockConversation(ctx, l.ConversationID); err != nil {
-		return nil, err
-	}
-	return tx.GetLegForUpdate(ctx, l.ID)
-}
-
 // SetLegMute mutes or unmutes a connected leg: the organiser any leg, a
 // participant their own.
 func (au *Audio) SetLegMute(ctx context.Context, a core.Actor, legID string, muted bool) (core.LegView, error) {
@@ -68,7 +58,7 @@ func (au *Audio) SetLegMute(ctx context.Context, a core.Actor, legID string, mut
 	}
 	var out core.LegView
 	err = au.store.InTx(ctx, func(tx *storage.Store) error {
-		cur, err := lockLeg(ctx, tx, l)
+		cur, err := tx.LockLeg(ctx, l.ID)
 		if err != nil {
 			return err
 		}
@@ -112,7 +102,7 @@ func (au *Audio) HangupLeg(ctx context.Context, a core.Actor, legID string) erro
 		reason = "hung up by the participant"
 	}
 	err = au.store.InTx(ctx, func(tx *storage.Store) error {
-		cur, err := lockLeg(ctx, tx, l)
+		cur, err := tx.LockLeg(ctx, l.ID)
 		if err != nil {
 			return err
 		}

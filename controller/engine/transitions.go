@@ -110,7 +110,7 @@ func (en *Engine) applyLegAsync(ctx context.Context, legID string, ev leg.Event,
 // applyLegTx is the transaction of applyLeg: the leg's row, the event on
 // the conversation's log, and the conference's end with its last leg.
 func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID string, ev leg.Event, in legInput) (legStep, error) {
-	l, err := lockLeg(ctx, tx, legID)
+	l, err := tx.LockLeg(ctx, legID)
 	if err != nil {
 		return legStep{}, err
 	}
@@ -288,20 +288,6 @@ func (en *Engine) afterLeg(ctx context.Context, legID string, ev leg.Event, err 
 	if st.ended != nil {
 		en.destroyOnPBX(ctx, st.ended)
 	}
-}
-
-// lockLeg loads a leg for change: its conversation's lock first, then the
-// leg's (the lock order of every transaction, see LockConversation).
-func lockLeg(ctx context.Context, tx *storage.Store, legID string) (*storage.Leg, error) {
-	l, err := tx.GetLeg(ctx, legID)
-	if err != nil || tx.Dialect() != "postgres" {
-		// SQLite runs one transaction at a time: what was read stays true.
-		return l, err
-	}
-	if err := tx.LockConversation(ctx, l.ConversationID); err != nil {
-		return nil, err
-	}
-	return tx.GetLegForUpdate(ctx, legID)
 }
 
 // Column sizes of legs.cause_text and legs.end_reason (storage.Leg);

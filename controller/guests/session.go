@@ -212,7 +212,7 @@ func (gu *Guests) GuestHangup(ctx context.Context, ga GuestActor) error {
 		if err != nil {
 			return err
 		}
-		cur, err := tx.GetLegForUpdate(ctx, l.ID)
+		cur, err := tx.LockLeg(ctx, l.ID)
 		if err != nil {
 			return err
 		}
