@@ -138,7 +138,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		}
 		sqlDB, _ := s.db.DB()
 		sqlDB.SetMaxOpenConns(20)
-		sqlDB.SetMaxIdleConns(10)
+		sqlDB.SetMaxIdleConns(20)
 	} else {
 		s.dialect = "sqlite"
 		bt := opts.BusyTimeout
