@@ -345,10 +345,14 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 	}
 }
 
-// replicasRun joins 300 legs (30 users × 10 conversations) through n
-// replicas on the database db and returns dial-outs per second.
+// replicasRun joins 900 legs (30 users × 30 conversations) through n
+// replicas on the database db and returns dial-outs per second. The run is
+// long enough to amortise pool warm-up: a new PostgreSQL connection parses
+// and plans every statement on its first use, which dominated a 300-leg run.
+// Each conversation's event stream is held by a different user because a
+// person may hold only a bounded number of streams.
 func replicasRun(b *testing.B, db string, n int) float64 {
-	const users, convs = 30, 10
+	const users, convs = 30, 30
 	emu := startBenchEmu(b, nil)
 	defer emu.Close()
 	var reps []*apitest.Env
@@ -362,8 +366,8 @@ func replicasRun(b *testing.B, db string, n int) float64 {
 	}
 	var connected atomic.Int64
 	var stops []func()
-	for _, c := range w.convs {
-		stops = append(stops, sseCounter(b, reps[0].URL+"/api/v1/conversations/"+c+"/events", w.users[0].Token, &connected))
+	for i, c := range w.convs {
+		stops = append(stops, sseCounter(b, reps[0].URL+"/api/v1/conversations/"+c+"/events", w.users[i%users].Token, &connected))
 	}
 	runtime.GC()
 	start := time.Now()
