@@ -48,7 +48,7 @@ func (s *Store) DecideDial(ctx context.Context, keys []string, limits []DialLimi
 		if err := tx.LockScopes(ctx, keys...); err != nil {
 			return err
 		}
-		q, args := dialCountsSQL(limits)
+		q, args := dialCountsSQL(limits, nil)
 		row, err := tx.queryRowRaw(ctx, q, args...)
 		if err != nil {
 			return err
@@ -89,7 +89,9 @@ func grantArgs(g *DialGrant) []any {
 }
 
 // dialCountsSQL is one SELECT of one count per limit ("SELECT 0" for none).
-func dialCountsSQL(limits []DialLimit) (string, []any) {
+// known holds, for some limits, a count to use instead of counting
+// (serviceCounts' estimates); nil counts every limit.
+func dialCountsSQL(limits []DialLimit, known map[int]int64) (string, []any) {
 	if len(limits) == 0 {
 		return "SELECT 0", nil
 	}
@@ -100,12 +102,17 @@ func dialCountsSQL(limits []DialLimit) (string, []any) {
 		if i > 0 {
 			b.WriteString(", ")
 		}
+		if n, ok := known[i]; ok {
+			b.WriteString("?::bigint")
+			args = append(args, n)
+			fmt.Fprintf(&b, " AS n%d", i)
+			continue
+		}
 		gw, ga := l.Scope.sqlWhere(true)
 		if l.Live {
-			lw, la := l.Scope.sqlWhere(false)
-			fmt.Fprintf(&b, "(SELECT count(*) FROM legs WHERE state IN %s%s) + ", liveStatesSQL, lw)
+			la := l.Scope.liveLegsSQL(&b)
 			args = append(args, la...)
-			fmt.Fprintf(&b, "(SELECT count(*) FROM dial_grants WHERE at > ? AND released = ?%s)", gw)
+			fmt.Fprintf(&b, " + (SELECT count(*) FROM dial_grants WHERE at > ? AND released = ?%s)", gw)
 			args = append(args, l.Since.UTC(), false)
 		} else {
 			fmt.Fprintf(&b, "(SELECT count(*) FROM dial_grants WHERE at > ?%s)", gw)
@@ -115,6 +122,30 @@ func dialCountsSQL(limits []DialLimit) (string, []any) {
 		fmt.Fprintf(&b, " AS n%d", i)
 	}
 	return b.String(), args
+}
+
+// liveLegsSQL writes the count of the scope's live legs to b and returns
+// its arguments. An account's legs are counted in two parts, the user's
+// own and their link guests', each through its partial index of live legs
+// (migration 23): one condition "user_id = ? OR guest_id IN (…)" made
+// PostgreSQL walk every live leg of the service on every decision.
+func (sc DialScope) liveLegsSQL(b *strings.Builder) []any {
+	if sc.Account == "" {
+		w, args := sc.sqlWhere(false)
+		fmt.Fprintf(b, "(SELECT count(*) FROM legs WHERE state IN %s%s)", liveStatesSQL, w)
+		return args
+	}
+	rest := sc
+	rest.Account = ""
+	w, wa := rest.sqlWhere(false)
+	var args []any
+	fmt.Fprintf(b, "(SELECT count(*) FROM legs WHERE state IN %s AND user_id = ?%s)", liveStatesSQL, w)
+	args = append(args, sc.Account)
+	args = append(args, wa...)
+	fmt.Fprintf(b, " + (SELECT count(*) FROM legs WHERE state IN %s AND guest_id IN (SELECT g.id FROM guests g JOIN join_links j ON j.id = g.join_link_id WHERE j.created_by = ?)%s)", liveStatesSQL, w)
+	args = append(args, sc.Account)
+	args = append(args, wa...)
+	return args
 }
 
 // sqlWhere is where for raw SQL: " AND …" conditions and their arguments.
@@ -133,14 +164,10 @@ func (sc DialScope) sqlWhere(grants bool) (string, []any) {
 		b.WriteString(" AND conversation_id = ?")
 		args = append(args, sc.ConversationID)
 	}
-	if sc.Account != "" {
-		if grants {
-			b.WriteString(" AND account = ?")
-			args = append(args, sc.Account)
-		} else {
-			b.WriteString(" AND (user_id = ? OR guest_id IN (SELECT g.id FROM guests g JOIN join_links j ON j.id = g.join_link_id WHERE j.created_by = ?))")
-			args = append(args, sc.Account, sc.Account)
-		}
+	if sc.Account != "" && grants {
+		// (Legs have no account column: liveLegsSQL counts theirs.)
+		b.WriteString(" AND account = ?")
+		args = append(args, sc.Account)
 	}
 	if sc.AnyGuest {
 		if grants {
@@ -157,7 +184,8 @@ func (sc DialScope) sqlWhere(grants bool) (string, []any) {
 func (s *Store) decideDialPG(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant) ([]int64, bool, error) {
 	counts := make([]int64, len(limits))
 	var granted bool
-	q, args := dialCountsSQL(limits)
+	plan := s.svc.plan(limits, g.At)
+	q, args := dialCountsSQL(limits, plan.known)
 	var cond []string
 	for i, l := range limits {
 		cond = append(cond, fmt.Sprintf("c.n%d < %d", i, l.Max))
@@ -201,8 +229,10 @@ func (s *Store) decideDialPG(ctx context.Context, keys []string, limits []DialLi
 		return br.Close()
 	})
 	if err := s.noteWrite(err); err != nil {
+		s.svc.done(plan, nil, nil, false)
 		return nil, false, err
 	}
+	s.svc.done(plan, limits, counts, granted)
 	return counts, granted, nil
 }
 

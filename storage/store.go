@@ -84,6 +84,10 @@ type Store struct {
 	// beforeCommit is Options.BeforeCommit (tests).
 	beforeCommit func()
 
+	// svc is the last reading of the service-wide dial counts
+	// (servicecounts.go).
+	svc *serviceCounts
+
 	// commitTime, when set, is told how long each write transaction took
 	// from its start to its commit (on SQLite: each batch of the writer).
 	commitTime func(time.Duration)
@@ -127,7 +131,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
 	}
-	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}, full: &fullness{}, beforeCommit: opts.BeforeCommit}
+	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}, full: &fullness{}, svc: &serviceCounts{}, beforeCommit: opts.BeforeCommit}
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"
