@@ -311,17 +311,41 @@ func (s *Store) FinishIdempotency(ctx context.Context, scope, key string, status
 		Updates(map[string]any{"status": status, "body": body}).Error
 }
 
-// LockActiveConference returns the conversation's active conference with
-// its row lock held for the rest of the transaction on PostgreSQL, so that
-// "the last leg ended, end the conference" and "a new leg joins" are
-// decided one after the other even on different replicas (PostgreSQL
-// checks the state again once it has the lock). SQLite transactions are
-// already one at a time: a plain read.
-func (s *Store) LockActiveConference(ctx context.Context, convID string) (*Conference, error) {
-	if s.dialect == "postgres" {
-		return s.conference(ctx, `conversation_id = ? AND state = 'active' FOR UPDATE`, convID)
+// LockConversationConference takes the conversation's lock (see
+// LockConversation) and then its active conference's, and returns that
+// conference (nil when it has none): on PostgreSQL "the last leg ended,
+// end the conference" and "a new leg joins" are then decided one after
+// the other even on different replicas (PostgreSQL checks the state again
+// once it has the lock); SQLite transactions are one at a time, a plain
+// read. On PostgreSQL it is one statement (the join's round trip less
+// while the conversation is held): the conference is read by a lateral
+// sub-select of the locked conversation, so the conversation is locked
+// whether or not a conference is there. ErrNotFound: no such conversation (PostgreSQL only, as
+// LockConversation).
+func (s *Store) LockConversationConference(ctx context.Context, convID string) (*Conference, error) {
+	if s.dialect != "postgres" {
+		conf, err := s.ActiveConference(ctx, convID)
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		return conf, err
 	}
-	return s.ActiveConference(ctx, convID)
+	row, err := s.queryRowRaw(ctx, `WITH c AS (SELECT id FROM conversations WHERE id = ? FOR UPDATE)
+ SELECT x.id, x.conversation_id, x.state, x.node, x.created_by, x.created_at, x.ended_at, x.end_reason FROM c
+ LEFT JOIN LATERAL (SELECT `+conferenceColumns+` FROM conferences WHERE conversation_id = c.id AND state = 'active' FOR UPDATE) x ON TRUE`, convID)
+	if err != nil {
+		return nil, err
+	}
+	var id, conv, state, node, by, reason sql.NullString
+	var created, ended sql.NullTime
+	if err := row.Scan(&id, &conv, &state, &node, &by, &created, &ended, &reason); err != nil {
+		return nil, rowErr(err)
+	}
+	if !id.Valid {
+		return nil, nil
+	}
+	return &Conference{ID: id.String, ConversationID: conv.String, State: state.String, Node: node.String,
+		CreatedBy: by.String, CreatedAt: created.Time.UTC(), EndedAt: ptime(ended), EndReason: reason.String}, nil
 }
 
 // LockConversation takes the conversation's row lock on PostgreSQL. Every

@@ -16,7 +16,7 @@ import (
 func TestMigration5_IndexesTheTablesLiveStates(t *testing.T) {
 	if got := sqlList(leg.Live()); got != liveStatesOfMigration5 {
 		t.Fatalf("the leg table's live states are %s, migration 5 indexed %s: add a migration that recreates "+
-			"ux_leg_live_user and ux_leg_live_guest with the new set", got, liveStatesOfMigration5)
+			"ux_leg_live_user, ux_leg_live_guest and migration 23's ix_leg_live_* with the new set", got, liveStatesOfMigration5)
 	}
 }
 
@@ -295,5 +295,60 @@ func TestLockLeg_HoldsTheConversationAndTheLeg(t *testing.T) {
 	got, err := s.GetLeg(ctx, l.ID)
 	if err != nil || got.State != LegRinging {
 		t.Fatalf("after the holder committed: %+v %v", got, err)
+	}
+}
+
+// The dial's lock: the conversation's row and its active conference's,
+// both held until the transaction ends (another session's NOWAIT lock of
+// either fails), the conversation's even when it has no conference yet.
+func TestLockConversationConference_HoldsTheConversationAndItsConference(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "lockcc")
+	bare := &Conversation{ID: conf.ConversationID + "-bare", Kind: KindIM, CreatorID: conf.CreatedBy}
+	if err := s.CreateConversation(ctx, bare, []Participant{{ConversationID: bare.ID, UserID: conf.CreatedBy, Role: RoleOrganizer}}); err != nil {
+		t.Fatal(err)
+	}
+	// Another session tries to lock a row without waiting.
+	busy := func(table, id string) bool {
+		t.Helper()
+		_, err := s.execRaw(ctx, `SELECT id FROM `+table+` WHERE id = ? FOR UPDATE NOWAIT`, id)
+		return err != nil
+	}
+	for _, tc := range []struct {
+		conv     string
+		wantConf *Conference
+	}{{conf.ConversationID, conf}, {bare.ID, nil}} {
+		err := s.InTx(ctx, func(tx *Store) error {
+			got, err := tx.LockConversationConference(ctx, tc.conv)
+			if err != nil {
+				return err
+			}
+			if (got == nil) != (tc.wantConf == nil) || (got != nil && (got.ID != tc.wantConf.ID || got.Node != tc.wantConf.Node ||
+				got.State != ConferenceActive || got.ConversationID != tc.conv)) {
+				return fmt.Errorf("conversation %s: got conference %+v, want %+v", tc.conv, got, tc.wantConf)
+			}
+			if s.Dialect() != "postgres" {
+				return nil
+			}
+			if !busy("conversations", tc.conv) {
+				return fmt.Errorf("conversation %s was not locked", tc.conv)
+			}
+			if got != nil && !busy("conferences", got.ID) {
+				return fmt.Errorf("conference %s was not locked", got.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Dialect() == "postgres" && busy("conversations", tc.conv) {
+			t.Fatalf("conversation %s still locked after the transaction", tc.conv)
+		}
+	}
+	if s.Dialect() == "postgres" {
+		if _, err := s.LockConversationConference(ctx, "no-such-conversation"); err != ErrNotFound {
+			t.Fatalf("an unknown conversation: %v, want ErrNotFound", err)
+		}
 	}
 }

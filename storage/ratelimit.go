@@ -172,13 +172,15 @@ func (s *Store) CreateDialGrant(ctx context.Context, g *DialGrant) error {
 // its leg is written (or the dial failed before it was), so the leg itself
 // counts from now on.
 func (s *Store) ReleaseDialGrant(ctx context.Context, sc DialScope, number string) error {
-	q := s.q(ctx).Model(&DialGrant{}).Where("released = ? AND number = ?", false, number).
-		Where("user_id = ? AND guest_id = ? AND conversation_id = ?", sc.UserID, sc.GuestID, sc.ConversationID)
-	var gs []DialGrant
-	if err := q.Order("at ASC").Limit(1).Find(&gs).Error; err != nil || len(gs) == 0 {
-		return err
-	}
-	return s.q(ctx).Model(&DialGrant{}).Where("id = ?", gs[0].ID).Update("released", true).Error
+	// One statement (it runs in the dial's transaction, while the
+	// conversation is locked). Two releases of the same scope and number at
+	// once may pick the same grant; the second then releases nothing and
+	// the other grant counts until policy.GrantTTL: an overcount, never an
+	// undercount.
+	_, err := s.execRaw(ctx, `UPDATE dial_grants SET released = ? WHERE released = ? AND id = (SELECT id FROM dial_grants
+ WHERE released = ? AND number = ? AND user_id = ? AND guest_id = ? AND conversation_id = ? ORDER BY at LIMIT 1)`,
+		true, false, false, number, sc.UserID, sc.GuestID, sc.ConversationID)
+	return err
 }
 
 // LinkMakerOfGuest is the user who made the join link a guest came with.

@@ -233,12 +233,12 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 ) (invitation *storage.Invitation, err error) {
 	// The conversation's lock first (see storage.LockConversation): then
 	// its last leg ending cannot end the conference under us.
-	if err := tx.LockConversation(ctx, conv.ID); err != nil {
+	conf, err := tx.LockConversationConference(ctx, conv.ID)
+	if err != nil {
 		return nil, err
 	}
-	conf, err := tx.LockActiveConference(ctx, conv.ID)
 	newConf := false
-	if errors.Is(err, storage.ErrNotFound) {
+	if conf == nil {
 		node, perr := en.placeConference(ctx)
 		if perr != nil {
 			return nil, perr
@@ -255,8 +255,6 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 		if err := core.AppendEvent(ctx, tx, conv.ID, "audio.started", core.ConferenceViewOf(conf)); err != nil {
 			return nil, err
 		}
-	} else if err != nil {
-		return nil, err
 	}
 	if before != nil {
 		if err := before(tx, conf); err != nil {
