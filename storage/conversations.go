@@ -172,6 +172,10 @@ func (s *Store) AppendEvent(ctx context.Context, convID, typ, data string) (Even
 		})
 		return ev, err
 	}
+	// What was recorded before this event is written first (eventspg.go).
+	if err := s.writeDeferred(ctx); err != nil {
+		return Event{}, err
+	}
 	ev := Event{ConversationID: convID, Type: typ, Data: data, CreatedAt: time.Now().UTC()}
 	// Bump the counter first: on PostgreSQL the UPDATE takes the row lock,
 	// so concurrent appenders on any replica queue here and seqs stay
@@ -244,6 +248,9 @@ func (s *Store) AppendEvents(ctx context.Context, convID, typ string, datas []st
 			return err
 		})
 		return evs, err
+	}
+	if err := s.writeDeferred(ctx); err != nil {
+		return nil, err
 	}
 	n := int64(len(datas))
 	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq`, n, convID)

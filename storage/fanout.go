@@ -59,13 +59,10 @@ func UserStreamKey(userID string) string { return "user:" + userID }
 // adds each user-stream copy to the list of the transaction that appended
 // its event (those are announced after that transaction's commit).
 //
-// On PostgreSQL it runs once at the end of each transaction, in two
-// statements whatever the events: the users' counters, then the outbox,
-// the index rows and every NOTIFY of the transaction together (a round
-// trip is what a transaction pays most for there, while it holds its
-// conversation's lock). The SQLite writer runs it once for a whole batch:
-// one webhook check, one counter statement and one index statement (per
-// chunk of fanOutChunk rows) for every user the batch's events concern.
+// The SQLite writer runs it once for a whole batch: one webhook check,
+// one counter statement and one index statement (per chunk of fanOutChunk
+// rows) for every user the batch's events concern. PostgreSQL does the
+// same in each transaction's last statement (finishPG, eventspg.go).
 func (s *Store) fanOut(ctx context.Context, lists ...*[]Event) error {
 	var all []Event
 	byUser := map[string][]userEntry{}
@@ -95,9 +92,6 @@ func (s *Store) fanOut(ctx context.Context, lists ...*[]Event) error {
 	if err != nil {
 		return err
 	}
-	if s.dialect == "postgres" {
-		return s.fanOutPG(ctx, lists, all, rows)
-	}
 	if err := s.enqueueDeliveries(ctx, all); err != nil {
 		return err
 	}
@@ -113,36 +107,6 @@ func (s *Store) fanOut(ctx context.Context, lists ...*[]Event) error {
 		}
 	}
 	return nil
-}
-
-// fanOutPG is fanOut's last statement on PostgreSQL: the webhook outbox
-// rows of all (enqueueDeliveries), the user-stream index rows and one
-// NOTIFY per stream the transaction grew (notifyEvents), as
-// data-modifying WITH clauses, which PostgreSQL runs to completion
-// whether or not the query reads them.
-func (s *Store) fanOutPG(ctx context.Context, lists []*[]Event, all []Event, rows []userEventRow) error {
-	var evs []Event
-	for _, l := range lists {
-		if l != nil {
-			evs = append(evs, *l...)
-		}
-	}
-	wh := deliveryArrays(all)
-	var ix struct {
-		users, convs, types []string
-		seqs, convSeqs      []int64
-		ats                 []time.Time
-	}
-	for _, r := range rows {
-		ix.users, ix.seqs, ix.convs = append(ix.users, r.ForUser), append(ix.seqs, r.Seq), append(ix.convs, r.ConversationID)
-		ix.convSeqs, ix.types, ix.ats = append(ix.convSeqs, r.convSeq), append(ix.types, r.Type), append(ix.ats, r.CreatedAt)
-	}
-	_, err := s.execRaw(ctx, `WITH d AS (`+enqueueDeliveriesPG+`),
- u AS (INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at)
-  SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::timestamptz[]))
- SELECT pg_notify('`+eventsChannel+`', p) FROM unnest(?::text[]) AS t(p)`,
-		wh.convs, wh.seqs, wh.types, wh.ats, ix.users, ix.seqs, ix.convs, ix.convSeqs, ix.types, ix.ats, notifyPayloads(evs))
-	return err
 }
 
 // userEntry is an event for one user's stream, and the event list of the
@@ -161,8 +125,7 @@ type userEventRow struct {
 
 // userEventRows moves each user's stream counter past the user's new
 // entries (byUser: user → their events, in append order; one counter
-// statement per chunk of fanOutChunk users, in user id order, which on
-// PostgreSQL is the order their row locks are taken), appends each copy to
+// statement per chunk of fanOutChunk users, in user id order), appends each copy to
 // its transaction's list and returns the index rows to write.
 func (s *Store) userEventRows(ctx context.Context, byUser map[string][]userEntry) ([]userEventRow, error) {
 	if len(byUser) == 0 {

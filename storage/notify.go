@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,32 +14,6 @@ import (
 // and only for committed events; the stored log stays the source of truth
 // (a replica that hears of seq N reads the log up to it).
 const eventsChannel = "convoice_events"
-
-// notifyPayloads are the NOTIFY payloads for the streams evs (a
-// transaction's events: the conversations' and the user streams' copies)
-// grew: one per stream, with its newest seq, which says "the log has
-// grown to here" (a listener reads everything up to it).
-func notifyPayloads(evs []Event) []string {
-	newest := map[string]int64{}
-	var keys []string
-	for _, ev := range evs {
-		key := ev.ConversationID
-		if ev.ForUser != "" {
-			key = UserStreamKey(ev.ForUser)
-		}
-		if seq, ok := newest[key]; !ok {
-			keys = append(keys, key)
-			newest[key] = ev.Seq
-		} else if ev.Seq > seq {
-			newest[key] = ev.Seq
-		}
-	}
-	payloads := make([]string, len(keys))
-	for i, k := range keys {
-		payloads[i] = k + ":" + strconv.FormatInt(newest[k], 10)
-	}
-	return payloads
-}
 
 // ListenEvents follows the event notifications of every replica on a
 // PostgreSQL store until ctx is done: poke(conversation, seq) for each, and

@@ -74,6 +74,9 @@ type Store struct {
 	// pending collects the events appended in this transaction (nil on the
 	// root store, where AppendEvent commits at once).
 	pending *[]Event
+	// deferred holds the events recorded in this PostgreSQL transaction
+	// and not written yet (eventspg.go); nil elsewhere.
+	deferred *[]Event
 
 	// stmts are the prepared statements of the hot path (raw.go).
 	stmts *stmtCache
@@ -403,10 +406,12 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 		tx := *s
 		tx.db = gtx
 		tx.pending = &events
+		var recorded []Event
+		tx.deferred = &recorded
 		if err := fn(&tx); err != nil {
 			return err
 		}
-		return tx.fanOut(ctx, tx.pending)
+		return tx.finishPG(ctx)
 	})
 	if s.commitTime != nil {
 		s.commitTime(time.Since(start))

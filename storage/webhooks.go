@@ -62,37 +62,9 @@ type WebhookDelivery struct {
 	LastError      string `gorm:"size:500;not null;default:''"`
 }
 
-// enqueueDeliveriesPG writes, for each event of four parallel arrays
-// (deliveryArrays), a delivery to every enabled endpoint subscribed to its
-// type, in one statement (PostgreSQL: fanOutPG runs it with the rest of a
-// transaction's fan-out).
-const enqueueDeliveriesPG = `INSERT INTO webhook_deliveries (endpoint_id, conversation_id, seq, type, created_at, attempts, next_attempt_at, lease_token, last_status, last_error)
- SELECT w.id, e.conversation_id, e.seq, e.type, e.at, 0, e.at, '', 0, ''
- FROM unnest(?::text[], ?::bigint[], ?::text[], ?::timestamptz[]) WITH ORDINALITY AS e(conversation_id, seq, type, at, n)
- JOIN webhook_subscriptions ws ON ws.type = e.type JOIN webhook_endpoints w ON w.id = ws.endpoint_id AND w.disabled_at IS NULL
- ORDER BY e.n, w.id`
-
-// deliveryColumns are conversation events as the parallel arrays of
-// enqueueDeliveriesPG.
-type deliveryColumns struct {
-	convs, types []string
-	seqs         []int64
-	ats          []time.Time
-}
-
-func deliveryArrays(evs []Event) deliveryColumns {
-	var c deliveryColumns
-	for _, ev := range evs {
-		if ev.ForUser == "" {
-			c.convs, c.seqs, c.types, c.ats = append(c.convs, ev.ConversationID), append(c.seqs, ev.Seq), append(c.types, ev.Type), append(c.ats, ev.CreatedAt)
-		}
-	}
-	return c
-}
-
 // enqueueDeliveries writes, for each of evs, a delivery to every enabled
 // endpoint subscribed to its type (SQLite; PostgreSQL's is part of
-// fanOutPG). One cheap read first: with no enabled endpoint at all (the
+// finishPG). One cheap read first: with no enabled endpoint at all (the
 // usual case) nothing else runs.
 func (s *Store) enqueueDeliveries(ctx context.Context, evs []Event) error {
 	row, err := s.queryRowRaw(ctx, `SELECT COUNT(*) FROM webhook_endpoints WHERE disabled_at IS NULL`)

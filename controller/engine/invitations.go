@@ -90,8 +90,7 @@ func (en *Engine) inviteOthers(ctx context.Context, tx *storage.Store, conv *sto
 	if err := tx.CreateInvitations(ctx, invs); err != nil {
 		return err
 	}
-	_, err = tx.AppendEvents(ctx, conv.ID, "invitation.updated", datas)
-	return err
+	return tx.RecordEvents(ctx, conv.ID, "invitation.updated", datas)
 }
 
 // Invite creates a pending invitation (or returns the pending one).

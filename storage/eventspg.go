@@ -1,0 +1,223 @@
+package storage
+
+// Events recorded in a PostgreSQL transaction are written by its last
+// statement. A round trip is what a transaction pays most for there, and
+// most of it runs while the conversation's row is locked: a leg's change
+// used to be BEGIN, the leg's lock, its UPDATE, the event's append (the
+// conversation's seq bump and the insert), the user streams' counters, the
+// outbox and index rows with the NOTIFYs, COMMIT. RecordEvent keeps the
+// event in memory instead, and finishPG writes every recorded event with
+// the whole fan-out in one statement: the seq bump, the events, the
+// webhook outbox, the user streams' counters (row locks taken in user id
+// order, after every other lock of the transaction) and index rows, and
+// the NOTIFYs. Two statements fewer per event.
+//
+// The events of one transaction keep the order they were recorded or
+// appended in: an AppendEvent (whose caller needs the seq at once) first
+// writes what was recorded before it, and so does recording an event of
+// another conversation (one statement bumps one conversation's counter).
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// RecordEvent adds an event to a conversation's log, like AppendEvent, for
+// a caller that does not need its seq: inside a PostgreSQL transaction it
+// is written with the transaction's last statement; elsewhere it is
+// AppendEvent. Published after commit, in order with the transaction's
+// other events.
+func (s *Store) RecordEvent(ctx context.Context, convID, typ, data string) error {
+	if s.dialect != "postgres" || s.deferred == nil {
+		_, err := s.AppendEvent(ctx, convID, typ, data)
+		return err
+	}
+	if d := *s.deferred; len(d) > 0 && d[0].ConversationID != convID {
+		if err := s.writeDeferred(ctx); err != nil {
+			return err
+		}
+	}
+	*s.deferred = append(*s.deferred, Event{ConversationID: convID, Type: typ, Data: data, CreatedAt: time.Now().UTC()})
+	return nil
+}
+
+// RecordEvents is RecordEvent for several events of one type.
+func (s *Store) RecordEvents(ctx context.Context, convID, typ string, datas []string) error {
+	if s.dialect != "postgres" || s.deferred == nil {
+		_, err := s.AppendEvents(ctx, convID, typ, datas)
+		return err
+	}
+	for _, d := range datas {
+		if err := s.RecordEvent(ctx, convID, typ, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeDeferred writes the recorded events now (one conversation's: one
+// statement), before an event that must follow them.
+func (s *Store) writeDeferred(ctx context.Context) error {
+	if s.deferred == nil || len(*s.deferred) == 0 {
+		return nil
+	}
+	def := *s.deferred
+	conv, n := def[0].ConversationID, int64(len(def))
+	types, datas, ats := make([]string, n), make([]string, n), make([]time.Time, n)
+	for i, ev := range def {
+		types[i], datas[i], ats[i] = ev.Type, ev.Data, ev.CreatedAt
+	}
+	row, err := s.queryRowRaw(ctx, `WITH s AS (UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq - ? AS base),
+ i AS (INSERT INTO events (conversation_id, seq, type, data, created_at)
+  SELECT ?, s.base + x.n, x.type, x.data, x.at FROM s, unnest(?::text[], ?::text[], ?::timestamptz[]) WITH ORDINALITY AS x(type, data, at, n))
+ SELECT base FROM s`, n, conv, n, conv, types, datas, ats)
+	if err != nil {
+		return err
+	}
+	var base int64
+	if err := row.Scan(&base); err != nil {
+		if rowErr(err) == ErrNotFound {
+			return fmt.Errorf("append event: conversation %s: %w", conv, ErrNotFound)
+		}
+		return err
+	}
+	for i := range def {
+		def[i].Seq = base + int64(i) + 1
+	}
+	*s.pending = append(*s.pending, def...)
+	*s.deferred = (*s.deferred)[:0]
+	return nil
+}
+
+// finishPG is a PostgreSQL transaction's last statement: the recorded
+// events (one conversation's, numbered after its log) and the fan-out of
+// every event of the transaction (see fanOut), as data-modifying WITH
+// clauses, which PostgreSQL runs to completion whether or not the query
+// reads them. It then gives the recorded events their seqs and adds each
+// user-stream copy to the transaction's list (announced after commit).
+func (s *Store) finishPG(ctx context.Context) error {
+	written, def := *s.pending, *s.deferred
+	if len(written)+len(def) == 0 {
+		return nil
+	}
+	// Every event as parallel arrays, written ones (seq known) first, then
+	// the recorded ones (seq: their ordinal, added to the bumped counter).
+	all := make([]Event, 0, len(written)+len(def))
+	all = append(append(all, written...), def...)
+	var e struct {
+		convs, types, datas []string
+		seqs                []int64
+		deferred            []bool
+		ats                 []time.Time
+	}
+	for i, ev := range all {
+		seq, d := ev.Seq, i >= len(written)
+		if d {
+			seq = int64(i-len(written)) + 1
+		}
+		e.convs, e.types, e.datas = append(e.convs, ev.ConversationID), append(e.types, ev.Type), append(e.datas, ev.Data)
+		e.seqs, e.deferred, e.ats = append(e.seqs, seq), append(e.deferred, d), append(e.ats, ev.CreatedAt)
+	}
+	// Each user's entries, users in id order (their counters' lock order).
+	byUser := map[string][]int64{} // user → 1-based indexes into all
+	if s.audience != nil {
+		for i, ev := range all {
+			for _, u := range s.audience(ev) {
+				if u != "" {
+					byUser[u] = append(byUser[u], int64(i)+1)
+				}
+			}
+		}
+	}
+	users := make([]string, 0, len(byUser))
+	for u := range byUser {
+		users = append(users, u)
+	}
+	sort.Strings(users)
+	var u struct {
+		users, rUsers            []string
+		counts, rKs, rOrds, rCnt []int64
+	}
+	for _, id := range users {
+		ks := byUser[id]
+		u.users, u.counts = append(u.users, id), append(u.counts, int64(len(ks)))
+		for j, k := range ks {
+			u.rUsers, u.rKs = append(u.rUsers, id), append(u.rKs, k)
+			u.rOrds, u.rCnt = append(u.rOrds, int64(j)+1), append(u.rCnt, int64(len(ks)))
+		}
+	}
+	var conv string
+	n := int64(len(def))
+	if n > 0 {
+		conv = def[0].ConversationID
+	}
+	rows, err := s.queryRaw(ctx, `WITH s AS (UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? AND ? > 0 RETURNING event_seq - ? AS base),
+ ev AS (SELECT x.conv, CASE WHEN x.deferred THEN (SELECT base FROM s) + x.seq ELSE x.seq END AS seq, x.deferred, x.type, x.data, x.at, x.k
+  FROM unnest(?::text[], ?::bigint[], ?::boolean[], ?::text[], ?::text[], ?::timestamptz[]) WITH ORDINALITY AS x(conv, seq, deferred, type, data, at, k)),
+ i AS (INSERT INTO events (conversation_id, seq, type, data, created_at) SELECT conv, seq, type, data, at FROM ev WHERE deferred AND seq IS NOT NULL),
+ d AS (INSERT INTO webhook_deliveries (endpoint_id, conversation_id, seq, type, created_at, attempts, next_attempt_at, lease_token, last_status, last_error)
+  SELECT w.id, ev.conv, ev.seq, ev.type, ev.at, 0, ev.at, '', 0, '' FROM ev
+  JOIN webhook_subscriptions ws ON ws.type = ev.type JOIN webhook_endpoints w ON w.id = ws.endpoint_id AND w.disabled_at IS NULL
+  WHERE ev.seq IS NOT NULL ORDER BY ev.k, w.id),
+ us AS (INSERT INTO user_event_seqs (user_id, seq) SELECT t.u, t.n FROM unnest(?::text[], ?::bigint[]) AS t(u, n) ORDER BY t.u
+  ON CONFLICT (user_id) DO UPDATE SET seq = user_event_seqs.seq + excluded.seq RETURNING user_id, seq),
+ ue AS (INSERT INTO user_events (user_id, seq, conversation_id, conv_seq, type, created_at)
+  SELECT r.u, us.seq - r.cnt + r.ord, ev.conv, ev.seq, ev.type, ev.at
+  FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[]) AS r(u, k, ord, cnt) JOIN us ON us.user_id = r.u JOIN ev ON ev.k = r.k
+  WHERE ev.seq IS NOT NULL),
+ nt AS (SELECT count(pg_notify('`+eventsChannel+`', p)) AS n FROM (
+  SELECT conv || ':' || max(seq) FROM ev WHERE seq IS NOT NULL GROUP BY conv
+  UNION ALL SELECT ? || user_id || ':' || seq FROM us) AS t(p))
+ SELECT (SELECT base FROM s), (SELECT n FROM nt), us.user_id, us.seq FROM (SELECT 1) AS one LEFT JOIN us ON TRUE`,
+		n, conv, n, n,
+		e.convs, e.seqs, e.deferred, e.types, e.datas, e.ats,
+		u.users, u.counts,
+		u.rUsers, u.rKs, u.rOrds, u.rCnt,
+		UserStreamKey(""))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var base sql.NullInt64
+	top := map[string]int64{}
+	for rows.Next() {
+		var notified int64
+		var user sql.NullString
+		var seq sql.NullInt64
+		if err := rows.Scan(&base, &notified, &user, &seq); err != nil {
+			return err
+		}
+		if user.Valid {
+			top[user.String] = seq.Int64
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if n > 0 && !base.Valid {
+		return fmt.Errorf("append event: conversation %s: %w", conv, ErrNotFound)
+	}
+	for i := range def {
+		def[i].Seq = base.Int64 + int64(i) + 1
+	}
+	*s.pending = append(*s.pending, def...)
+	*s.deferred = (*s.deferred)[:0]
+	for _, id := range users {
+		ks, last := byUser[id], top[id]
+		if last == 0 {
+			return fmt.Errorf("user stream counter of %s was not returned", id)
+		}
+		for j, k := range ks {
+			cp := all[k-1]
+			if k > int64(len(written)) {
+				cp = def[k-1-int64(len(written))]
+			}
+			cp.Seq, cp.ForUser = last-int64(len(ks))+1+int64(j), id
+			*s.pending = append(*s.pending, cp)
+		}
+	}
+	return nil
+}
