@@ -349,8 +349,10 @@ func invitationRules(t *testing.T, kind string) {
 	if r := env.Do("POST", "/api/v1/invitations/"+bInv+"/accept", b.Token, map[string]any{}); r.Status != 409 {
 		t.Fatalf("second accept: %d %s", r.Status, r.Body)
 	}
-	// Joining again while your leg is live is a 409, not a second call.
-	if r := env.Do("POST", "/api/v1/conversations/"+conv+"/audio", b.Token, map[string]any{"published": "work"}); r.Status != 409 || r.ErrorCode() != "already_in_audio" {
+	// Joining again while your leg is live is a 409, not a second call,
+	// naming the call there is.
+	if r := env.Do("POST", "/api/v1/conversations/"+conv+"/audio", b.Token, map[string]any{"published": "work"}); r.Status != 409 ||
+		r.ErrorCode() != "already_in_audio" || !strings.Contains(string(r.Body), "hang it up first") {
 		t.Fatalf("join while live: %d %s", r.Status, r.Body)
 	}
 	// Inviting someone already in the audio is refused.

@@ -81,6 +81,10 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 	if errors.Is(err, errConferenceRace) {
 		err = core.Conflict("audio_starting", "the audio of this conversation is being started by someone else; try again")
 	}
+	var live *liveLegExists
+	if errors.As(err, &live) {
+		err = en.alreadyInAudio(ctx, live.confID, t)
+	}
 	if err != nil {
 		en.placed(&placed)
 		en.dialed(ctx, a, conv.ID, t, nil, err) // releases the dial's reservation
@@ -215,6 +219,25 @@ func (en *Engine) placingIn(confID string) bool {
 // conference first (PostgreSQL); dial runs its transaction again.
 var errConferenceRace = errors.New("conference started concurrently")
 
+// liveLegExists: dialTx found the target's live call in the conference
+// (the unique index of live legs refused a second one).
+type liveLegExists struct{ confID string }
+
+func (e *liveLegExists) Error() string { return "a live call exists in conference " + e.confID }
+
+// alreadyInAudio is the refusal of a second live call: it names the call
+// there is, read after the refused transaction.
+func (en *Engine) alreadyInAudio(ctx context.Context, confID string, t Target) error {
+	if t.UserID != nil {
+		if l, err := en.store.LiveLegOfUser(ctx, confID, *t.UserID); err == nil {
+			return &core.Error{Kind: core.KindConflict, Code: "already_in_audio",
+				Message: fmt.Sprintf("a call to %s is already %s in this conference; hang it up first", l.Number, l.State)}
+		}
+	}
+	return &core.Error{Kind: core.KindConflict, Code: "already_in_audio",
+		Message: "a call to you is already being placed in this conference"}
+}
+
 // dialPlaced is what dialTx settles before the call may be placed.
 type dialPlaced struct {
 	conf    *storage.Conference
@@ -261,14 +284,6 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 			return nil, err
 		}
 	}
-	if t.UserID != nil {
-		if l, err := tx.LiveLegOfUser(ctx, conf.ID, *t.UserID); err == nil {
-			return nil, &core.Error{Kind: core.KindConflict, Code: "already_in_audio",
-				Message: fmt.Sprintf("a call to %s is already %s in this conference; hang it up first", l.Number, l.State)}
-		} else if !errors.Is(err, storage.ErrNotFound) {
-			return nil, err
-		}
-	}
 	legID := t.LegID
 	if legID == "" {
 		legID = core.NewID()
@@ -278,11 +293,12 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 		State: storage.LegDialing, CreatedAt: now, UpdatedAt: now}
 	if err := tx.CreateLeg(ctx, leg); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
-			// The unique index of live legs: a concurrent request (another
-			// replica, a double click on PostgreSQL) placed this person's
-			// call first.
-			return nil, &core.Error{Kind: core.KindConflict, Code: "already_in_audio",
-				Message: "a call to you is already being placed in this conference"}
+			// The unique index of live legs: this person has a live call in
+			// the conference already (Dial names it), or a concurrent
+			// request (another replica, a double click) placed it first.
+			// No read beforehand: one round trip less while the
+			// conversation is locked, on every join.
+			return nil, &liveLegExists{confID: conf.ID}
 		}
 		return nil, err
 	}
