@@ -126,9 +126,10 @@ func dialCountsSQL(limits []DialLimit, known map[int]int64) (string, []any) {
 
 // liveLegsSQL writes the count of the scope's live legs to b and returns
 // its arguments. An account's legs are counted in two parts, the user's
-// own and their link guests', each through its partial index of live legs
-// (migration 23): one condition "user_id = ? OR guest_id IN (…)" made
-// PostgreSQL walk every live leg of the service on every decision.
+// own (on PostgreSQL through the partial index of live legs by user,
+// migration 23) and their link guests' (by guest): one condition
+// "user_id = ? OR guest_id IN (…)" made PostgreSQL walk every live leg of
+// the service on every decision.
 func (sc DialScope) liveLegsSQL(b *strings.Builder) []any {
 	if sc.Account == "" {
 		w, args := sc.sqlWhere(false)

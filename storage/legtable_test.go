@@ -16,7 +16,7 @@ import (
 func TestMigration5_IndexesTheTablesLiveStates(t *testing.T) {
 	if got := sqlList(leg.Live()); got != liveStatesOfMigration5 {
 		t.Fatalf("the leg table's live states are %s, migration 5 indexed %s: add a migration that recreates "+
-			"ux_leg_live_user, ux_leg_live_guest and migration 23's ix_leg_live_* with the new set", got, liveStatesOfMigration5)
+			"ux_leg_live_user, ux_leg_live_guest and migration 23's ix_leg_live_* (PostgreSQL) with the new set", got, liveStatesOfMigration5)
 	}
 }
 
