@@ -40,17 +40,8 @@ func TestLease_SQLiteIsGrantedAtOnce(t *testing.T) {
 // backend), a waiter holds it within LeaseRetry plus a connect, and the
 // former holder learns that its lease is lost.
 func TestLease_PostgresOneHolderAndTakeoverWhenItsSessionDies(t *testing.T) {
-	dsn := apitest.Postgres(t)
 	ctx := context.Background()
-	open := func() *storage.Store {
-		s, err := storage.Open(ctx, dsn, storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a, b := open(), open()
+	dsn, a, b := twoReplicas(t)
 
 	la, err := a.AcquireLease(ctx, "pbx-node:n1")
 	if err != nil {
@@ -118,4 +109,20 @@ func TestLease_PostgresOneHolderAndTakeoverWhenItsSessionDies(t *testing.T) {
 		t.Fatal("the former holder did not notice that its lease was lost")
 	}
 	la.Release()
+}
+
+// twoReplicas opens two stores on one fresh PostgreSQL database (dsn), as
+// two replicas of convoice would.
+func twoReplicas(t *testing.T) (dsn string, a, b *storage.Store) {
+	t.Helper()
+	dsn = apitest.Postgres(t)
+	open := func() *storage.Store {
+		s, err := storage.Open(context.Background(), dsn, storage.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	return dsn, open(), open()
 }

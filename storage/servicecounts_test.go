@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/storage"
 )
 
@@ -16,17 +15,8 @@ import (
 // margin (20 below the cap) it counts exactly, so the cap refuses exactly
 // at 100 — a refusal never comes from an estimate.
 func TestDecideDial_ServiceCapEstimatedFarBelowAndCountedNearIt(t *testing.T) {
-	dsn := apitest.Postgres(t)
 	ctx := context.Background()
-	open := func() *storage.Store {
-		s, err := storage.Open(ctx, dsn, storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a, b := open(), open()
+	_, a, b := twoReplicas(t)
 	t0 := time.Now().UTC()
 	limits := []storage.DialLimit{{Scope: storage.DialScope{}, Since: t0.Add(-time.Minute), Max: 100}}
 	n := 0
