@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"gorm.io/gorm"
@@ -12,30 +13,42 @@ func (s *Store) CreateUser(ctx context.Context, u *User) error {
 	return notFound(s.q(ctx).Create(u).Error)
 }
 
-// GetUser loads a user with numbers ordered as published.
+// GetUser loads a user with numbers ordered as published, in one
+// statement (every join request reads its caller).
 func (s *Store) GetUser(ctx context.Context, id string) (*User, error) {
-	row, err := s.queryRowRaw(ctx, `SELECT id, display_name, email, role, created_at FROM users WHERE id = ?`, id)
-	if err != nil {
-		return nil, err
-	}
-	var u User
-	if err := row.Scan(&u.ID, &u.DisplayName, &u.Email, &u.Role, &u.CreatedAt); err != nil {
-		return nil, rowErr(err)
-	}
-	u.CreatedAt = u.CreatedAt.UTC()
-	rows, err := s.queryRaw(ctx, `SELECT id, user_id, label, number, is_default, position FROM published_numbers WHERE user_id = ? ORDER BY position, id`, id)
+	rows, err := s.queryRaw(ctx, `SELECT u.id, u.display_name, u.email, u.role, u.created_at,
+ n.id, n.user_id, n.label, n.number, n.is_default, n.position
+ FROM users u LEFT JOIN published_numbers n ON n.user_id = u.id WHERE u.id = ? ORDER BY n.position, n.id`, id)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
+	var u *User
 	for rows.Next() {
-		var n PublishedNumber
-		if err := rows.Scan(&n.ID, &n.UserID, &n.Label, &n.Number, &n.IsDefault, &n.Position); err != nil {
+		var row User
+		var nid, pos sql.NullInt64
+		var uid, label, number sql.NullString
+		var def sql.NullBool
+		if err := rows.Scan(&row.ID, &row.DisplayName, &row.Email, &row.Role, &row.CreatedAt,
+			&nid, &uid, &label, &number, &def, &pos); err != nil {
 			return nil, err
 		}
-		u.Numbers = append(u.Numbers, n)
+		if u == nil {
+			row.CreatedAt = row.CreatedAt.UTC()
+			u = &row
+		}
+		if nid.Valid {
+			u.Numbers = append(u.Numbers, PublishedNumber{ID: nid.Int64, UserID: uid.String, Label: label.String,
+				Number: number.String, IsDefault: def.Bool, Position: int(pos.Int64)})
+		}
 	}
-	return &u, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if u == nil {
+		return nil, ErrNotFound
+	}
+	return u, nil
 }
 
 // GetUsers loads several users (numbers not loaded), in no particular order.

@@ -226,3 +226,40 @@ func TestAppendEvents_OneBumpGivesConsecutiveSeqsAfterTheLog(t *testing.T) {
 		t.Fatalf("event_seq %d", seq)
 	}
 }
+
+// GetUser reads a user and their published numbers in their order, a user
+// without numbers, and no one.
+func TestGetUser_NumbersInOrderNoneAndUnknown(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	u, _ := seedConversation(t, s)
+	nums := []storage.PublishedNumber{{Label: "work", Number: "+12025550101", IsDefault: true},
+		{Label: "mobile", Number: "+12025550102"}, {Label: "home", Number: "+12025550103"}}
+	if err := s.ReplaceNumbers(ctx, u.ID, nums); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetUser(ctx, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var labels []string
+	for i, n := range got.Numbers {
+		if n.Position != i || n.UserID != u.ID || n.ID == 0 {
+			t.Fatalf("number %d: %+v", i, n)
+		}
+		labels = append(labels, n.Label)
+	}
+	if got.ID != u.ID || got.Email != u.Email || got.Role != u.Role || fmt.Sprint(labels) != "[work mobile home]" ||
+		!got.Numbers[0].IsDefault || got.Numbers[1].IsDefault || got.Numbers[2].Number != "+12025550103" {
+		t.Fatalf("GetUser: %+v", got)
+	}
+	if err := s.ReplaceNumbers(ctx, u.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetUser(ctx, u.ID); err != nil || got.ID != u.ID || len(got.Numbers) != 0 {
+		t.Fatalf("a user without numbers: %+v %v", got, err)
+	}
+	if _, err := s.GetUser(ctx, "no-such-user"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("an unknown user: %v, want ErrNotFound", err)
+	}
+}
