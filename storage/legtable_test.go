@@ -352,3 +352,44 @@ func TestLockConversationConference_HoldsTheConversationAndItsConference(t *test
 		}
 	}
 }
+
+// A call's progress reads its leg with the conference's state in the same
+// locking statement on PostgreSQL (active, then ended); SQLite leaves the
+// state to a read of the conference ("").
+func TestLockLegWithConferenceState_ReadsTheConferenceState(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "lockstate")
+	l := &Leg{ID: conf.ID + "-leg", ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
+		Number: "+12025550100", State: LegRinging, CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+	if err := s.CreateLeg(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	want := func(state string) {
+		t.Helper()
+		if s.Dialect() != "postgres" {
+			state = ""
+		}
+		err := s.InTx(ctx, func(tx *Store) error {
+			got, st, err := tx.LockLegWithConferenceState(ctx, l.ID)
+			if err != nil {
+				return err
+			}
+			if got.ID != l.ID || got.State != LegRinging || got.Number != l.Number || got.ConferenceID != conf.ID || st != state {
+				return fmt.Errorf("got leg %+v and conference state %q, want state %q", got, st, state)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(ConferenceActive)
+	if _, err := s.EndConference(ctx, conf.ID, "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want(ConferenceEnded)
+	if _, _, err := s.LockLegWithConferenceState(ctx, "no-such-leg"); err != ErrNotFound {
+		t.Fatalf("an unknown leg: %v, want ErrNotFound", err)
+	}
+}

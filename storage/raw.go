@@ -178,6 +178,15 @@ const legColumns = `id, conference_id, conversation_id, user_id, guest_id, invit
  cause_text, end_reason, muted, talking, hangup_requested, created_at, ringing_at, connected_at, ended_at, updated_at,
  answered_at`
 
+// legColumnsOf is legColumns qualified by table (for joins).
+func legColumnsOf(table string) string {
+	cols := strings.Split(legColumns, ",")
+	for i, c := range cols {
+		cols[i] = table + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanLeg(r scanner) (*Leg, error) {

@@ -110,21 +110,25 @@ func (en *Engine) applyLegAsync(ctx context.Context, legID string, ev leg.Event,
 // applyLegTx is the transaction of applyLeg: the leg's row, the event on
 // the conversation's log, and the conference's end with its last leg.
 func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID string, ev leg.Event, in legInput) (legStep, error) {
-	l, err := tx.LockLeg(ctx, legID)
+	l, confState, err := tx.LockLegWithConferenceState(ctx, legID)
 	if err != nil {
 		return legStep{}, err
 	}
 	ev, in = en.rangOut(l, ev, in)
 	// A leg is "ours" when convoice is ending it: a hang-up was asked
 	// for, or its conference has ended (a ringing leg that another
-	// replica placed may answer after the end).
+	// replica placed may answer after the end). The conference itself is
+	// read only when it has ended (or its state is unknown: SQLite).
 	ours := l.HangupRequested
 	var conf *storage.Conference
 	if !ours && (ev == leg.EvAnswered || ev == leg.EvConnected || ev == leg.EvResyncInConference) && oursMatters(l.State, ev) {
-		if conf, err = tx.GetConference(ctx, l.ConferenceID); err != nil {
-			return legStep{}, err
+		if confState == "" || confState == storage.ConferenceEnded {
+			if conf, err = tx.GetConference(ctx, l.ConferenceID); err != nil {
+				return legStep{}, err
+			}
+			confState = conf.State
 		}
-		ours = conf.State == storage.ConferenceEnded
+		ours = confState == storage.ConferenceEnded
 	}
 	was := l.State
 	changed, st, ok := en.stepLeg(l, ev, ours, in)
