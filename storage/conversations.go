@@ -172,25 +172,15 @@ func (s *Store) AppendEvent(ctx context.Context, convID, typ, data string) (Even
 		})
 		return ev, err
 	}
-	// What was recorded before this event is written first (eventspg.go).
-	if err := s.writeDeferred(ctx); err != nil {
-		return Event{}, err
+	if s.deferred != nil { // PostgreSQL (eventspg.go)
+		evs, err := s.appendNowPG(ctx, convID, typ, []string{data})
+		if err != nil {
+			return Event{}, err
+		}
+		return evs[0], nil
 	}
 	ev := Event{ConversationID: convID, Type: typ, Data: data, CreatedAt: time.Now().UTC()}
-	// Bump the counter first: on PostgreSQL the UPDATE takes the row lock,
-	// so concurrent appenders on any replica queue here and seqs stay
-	// gap-free and in commit order per conversation. PostgreSQL bumps and
-	// inserts in one statement (one round trip less while that lock is
-	// held); its NOTIFY goes out with the transaction's fan-out.
-	var row *sql.Row
-	var err error
-	if s.dialect == "postgres" {
-		row, err = s.queryRowRaw(ctx, `WITH s AS (UPDATE conversations SET event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq)
- INSERT INTO events (conversation_id, seq, type, data, created_at) SELECT ?, event_seq, ?, ?, ? FROM s RETURNING seq`,
-			convID, convID, ev.Type, ev.Data, ev.CreatedAt)
-	} else {
-		row, err = s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq`, convID)
-	}
+	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq`, convID)
 	if err != nil {
 		return Event{}, err
 	}
@@ -200,11 +190,9 @@ func (s *Store) AppendEvent(ctx context.Context, convID, typ, data string) (Even
 		}
 		return Event{}, err
 	}
-	if s.dialect != "postgres" {
-		if _, err := s.execRaw(ctx, `INSERT INTO events (conversation_id, seq, type, data, created_at) VALUES (?,?,?,?,?)`,
-			ev.ConversationID, ev.Seq, ev.Type, ev.Data, ev.CreatedAt); err != nil {
-			return Event{}, err
-		}
+	if _, err := s.execRaw(ctx, `INSERT INTO events (conversation_id, seq, type, data, created_at) VALUES (?,?,?,?,?)`,
+		ev.ConversationID, ev.Seq, ev.Type, ev.Data, ev.CreatedAt); err != nil {
+		return Event{}, err
 	}
 	*s.pending = append(*s.pending, ev)
 	return ev, nil
@@ -249,8 +237,8 @@ func (s *Store) AppendEvents(ctx context.Context, convID, typ string, datas []st
 		})
 		return evs, err
 	}
-	if err := s.writeDeferred(ctx); err != nil {
-		return nil, err
+	if s.deferred != nil { // PostgreSQL (eventspg.go)
+		return s.appendNowPG(ctx, convID, typ, datas)
 	}
 	n := int64(len(datas))
 	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq`, n, convID)

@@ -21,6 +21,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -84,12 +85,34 @@ func (s *Store) writeDeferred(ctx context.Context) error {
 		}
 		return err
 	}
+	s.numberDeferred(base)
+	return nil
+}
+
+// numberDeferred gives the recorded events the seqs after base, moves them
+// to the transaction's written events and returns them.
+func (s *Store) numberDeferred(base int64) []Event {
+	def := *s.deferred
 	for i := range def {
 		def[i].Seq = base + int64(i) + 1
 	}
 	*s.pending = append(*s.pending, def...)
-	*s.deferred = (*s.deferred)[:0]
-	return nil
+	*s.deferred = nil
+	return def
+}
+
+// appendNowPG is AppendEvents in a PostgreSQL transaction, for a caller
+// that needs the seqs at once: the events are recorded and written at once,
+// with what was recorded before them, in one statement (writeDeferred).
+func (s *Store) appendNowPG(ctx context.Context, convID, typ string, datas []string) ([]Event, error) {
+	if err := s.RecordEvents(ctx, convID, typ, datas); err != nil {
+		return nil, err
+	}
+	if err := s.writeDeferred(ctx); err != nil {
+		return nil, err
+	}
+	written := *s.pending
+	return slices.Clone(written[len(written)-len(datas):]), nil
 }
 
 // finishPG is a PostgreSQL transaction's last statement: the recorded
@@ -200,11 +223,7 @@ func (s *Store) finishPG(ctx context.Context) error {
 	if n > 0 && !base.Valid {
 		return fmt.Errorf("append event: conversation %s: %w", conv, ErrNotFound)
 	}
-	for i := range def {
-		def[i].Seq = base.Int64 + int64(i) + 1
-	}
-	*s.pending = append(*s.pending, def...)
-	*s.deferred = (*s.deferred)[:0]
+	copy(all[len(written):], s.numberDeferred(base.Int64))
 	for _, id := range users {
 		ks, last := byUser[id], top[id]
 		if last == 0 {
@@ -212,9 +231,6 @@ func (s *Store) finishPG(ctx context.Context) error {
 		}
 		for j, k := range ks {
 			cp := all[k-1]
-			if k > int64(len(written)) {
-				cp = def[k-1-int64(len(written))]
-			}
 			cp.Seq, cp.ForUser = last-int64(len(ks))+1+int64(j), id
 			*s.pending = append(*s.pending, cp)
 		}
