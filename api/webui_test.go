@@ -186,6 +186,13 @@ func TestWebUI(t *testing.T) {
 	}
 
 	// --- B talks; A mutes B.
+	// Live updates change B's row in place: the Hang up button A may be
+	// pressing stays the same element (a replaced one would swallow a click
+	// whose mousedown landed on the old one).
+	pa.waitVisible("hangup-" + B.ID)
+	if !eval[bool](pa, `!!(window.__bHangup = `+elem("hangup-"+B.ID)+`)`) {
+		t.Fatalf("A: no Hang up button for B")
+	}
 	bLeg := liveLegOf(t, env, convID, A.Token, B.ID)
 	if err := env.Emu.SetTalking(bLeg, true); err != nil {
 		t.Fatalf("make B talk: %v", err)
@@ -196,6 +203,9 @@ func TestWebUI(t *testing.T) {
 	pa.click("mute-" + B.ID)
 	for _, p := range []*page{pa, pb, pc, pd} {
 		p.waitState("audio-status-"+B.ID, "muted")
+	}
+	if !eval[bool](pa, `!!window.__bHangup && window.__bHangup.isConnected && window.__bHangup === `+elem("hangup-"+B.ID)) {
+		t.Fatalf("A: B's Hang up button was replaced by the talking and muted updates")
 	}
 
 	// --- A: Invite → Invite Someone → E (search, tick, OK).

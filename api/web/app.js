@@ -80,7 +80,7 @@
       if (v === undefined || v === null || v === false) continue;
       if (k === 'text') el.textContent = v;
       else if (k === 'class') el.className = v;
-      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k.startsWith('on') && typeof v === 'function') on(el, k.slice(2), v);
       else if (k === 'checked' || k === 'disabled' || k === 'value' || k === 'hidden' || k === 'selected') el[k] = v;
       else el.setAttribute(k, v === true ? '' : String(v));
     }
@@ -91,17 +91,80 @@
     return el;
   }
 
-  // replaceKeepFocus swaps a container's children and gives focus back to
-  // the element with the same data-testid, so live updates never steal the
-  // keyboard user's place.
+  // Handlers set through h live in el._on and run through one shared
+  // listener, so morph can hand an element the new closures (which hold the
+  // newest state) without listeners piling up.
+  function dispatch(ev) {
+    const f = this._on && this._on[ev.type];
+    if (f) return f.call(this, ev);
+  }
+  function on(el, type, f) {
+    (el._on || (el._on = {}))[type] = f;
+    el.addEventListener(type, dispatch);
+  }
+
+  // replaceKeepFocus brings a container's children to the given nodes.
+  // Rows and controls with the same data-testid are updated in place rather
+  // than replaced: live updates (a talking indicator flips several times a
+  // second) must not swap the button under someone's pointer between
+  // mousedown and mouseup, nor take the keyboard user's focus away.
   function replaceKeepFocus(container, nodes) {
     const a = document.activeElement;
     const key = a && container.contains(a) ? a.getAttribute('data-testid') : null;
-    container.replaceChildren(...nodes);
-    if (key) {
+    morphChildren(container, nodes);
+    // A focused element that was replaced, or moved (moving blurs it), gets
+    // the focus back through its successor with the same data-testid.
+    if (key && document.activeElement !== a) {
       const el = container.querySelector('[data-testid="' + CSS.escape(key) + '"]');
       if (el) el.focus();
     }
+  }
+
+  const keyOf = (n) => (n.nodeType === 1 ? n.getAttribute('data-testid') : null);
+  const sameKind = (a, b) => a.nodeType === b.nodeType && (a.nodeType !== 1 || (a.tagName === b.tagName && keyOf(a) === keyOf(b)));
+
+  function morphChildren(parent, want) {
+    const old = Array.from(parent.childNodes);
+    const byKey = new Map();
+    for (const n of old) {
+      const k = keyOf(n);
+      if (k) byKey.set(k, n);
+    }
+    const used = new Set();
+    let pos = 0; // next unkeyed old child to consider, in order
+    const result = want.map((n) => {
+      const k = keyOf(n);
+      let match = null;
+      if (k) {
+        const o = byKey.get(k);
+        if (o && !used.has(o) && sameKind(o, n)) match = o;
+      } else {
+        while (pos < old.length && (keyOf(old[pos]) || used.has(old[pos]))) pos++;
+        if (pos < old.length && sameKind(old[pos], n)) match = old[pos++];
+      }
+      if (!match) return n;
+      used.add(match);
+      morph(match, n);
+      return match;
+    });
+    for (const n of old) if (!used.has(n)) n.remove();
+    result.forEach((n, i) => {
+      if (parent.childNodes[i] !== n) parent.insertBefore(n, parent.childNodes[i] || null);
+    });
+  }
+
+  function morph(el, n) {
+    if (el.nodeType !== 1) {
+      if (el.nodeValue !== n.nodeValue) el.nodeValue = n.nodeValue;
+      return;
+    }
+    for (const a of Array.from(el.attributes)) if (!n.hasAttribute(a.name)) el.removeAttribute(a.name);
+    for (const a of Array.from(n.attributes)) if (el.getAttribute(a.name) !== a.value) el.setAttribute(a.name, a.value);
+    for (const k of ['checked', 'disabled', 'hidden', 'selected']) if (k in n && el[k] !== n[k]) el[k] = n[k];
+    if ('value' in n && el.value !== n.value && el !== document.activeElement) el.value = n.value;
+    el._on = n._on;
+    for (const type of Object.keys(n._on || {})) el.addEventListener(type, dispatch);
+    morphChildren(el, Array.from(n.childNodes));
   }
 
   function fmtNumber(n) {
