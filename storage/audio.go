@@ -118,14 +118,14 @@ type withExtra struct {
 
 func (w withExtra) Scan(dest ...any) error { return w.r.Scan(append(dest, w.extra)...) }
 
-// SaveLeg writes every field of a leg.
+// SaveLeg writes every field of a leg (in a PostgreSQL transaction with
+// its next statement: execLater).
 func (s *Store) SaveLeg(ctx context.Context, l *Leg) error {
 	l.UpdatedAt = time.Now().UTC()
-	_, err := s.execRaw(ctx, `UPDATE legs SET state = ?, cause = ?, cause_text = ?, end_reason = ?, muted = ?, talking = ?,
+	return s.execLater(ctx, `UPDATE legs SET state = ?, cause = ?, cause_text = ?, end_reason = ?, muted = ?, talking = ?,
  hangup_requested = ?, ringing_at = ?, connected_at = ?, ended_at = ?, updated_at = ?, invitation_id = ?, answered_at = ? WHERE id = ?`,
 		l.State, l.Cause, l.CauseText, l.EndReason, l.Muted, l.Talking, l.HangupRequested,
 		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt, nstr(l.InvitationID), ntime(l.AnsweredAt), l.ID)
-	return err
 }
 
 // Legs lists a conference's legs by creation.

@@ -20,10 +20,13 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // RecordEvent adds an event to a conversation's log, like AppendEvent, for
@@ -115,16 +118,17 @@ func (s *Store) appendNowPG(ctx context.Context, convID, typ string, datas []str
 	return slices.Clone(written[len(written)-len(datas):]), nil
 }
 
-// finishPG is a PostgreSQL transaction's last statement: the recorded
-// events (one conversation's, numbered after its log) and the fan-out of
-// every event of the transaction (see fanOut), as data-modifying WITH
-// clauses, which PostgreSQL runs to completion whether or not the query
-// reads them. It then gives the recorded events their seqs and adds each
-// user-stream copy to the transaction's list (announced after commit).
-func (s *Store) finishPG(ctx context.Context) error {
+// finishPG is a PostgreSQL transaction's last statement, sent with its
+// COMMIT (pgpipe.go): the recorded events (one conversation's, numbered
+// after its log) and the fan-out of every event of the transaction (see
+// fanOut), as data-modifying WITH clauses, which PostgreSQL runs to
+// completion whether or not the query reads them. Its reader then gives
+// the recorded events their seqs and adds each user-stream copy to the
+// transaction's list (announced after commit). No events: no statement.
+func (s *Store) finishPG() (*pgStmt, func(rowsIter) error) {
 	written, def := *s.pending, *s.deferred
 	if len(written)+len(def) == 0 {
-		return nil
+		return nil, nil
 	}
 	// Every event as parallel arrays, written ones (seq known) first, then
 	// the recorded ones (seq: their ordinal, added to the bumped counter).
@@ -177,10 +181,10 @@ func (s *Store) finishPG(ctx context.Context) error {
 	if n > 0 {
 		conv = def[0].ConversationID
 	}
-	rows, err := s.queryRaw(ctx, `WITH s AS (UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? AND ? > 0 RETURNING event_seq - ? AS base),
+	q := `WITH s AS (UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? AND ? > 0 RETURNING event_seq - ? AS base),
  ev AS (SELECT x.conv, CASE WHEN x.deferred THEN (SELECT base FROM s) + x.seq ELSE x.seq END AS seq, x.deferred, x.type, x.data, x.at, x.k
   FROM unnest(?::text[], ?::bigint[], ?::boolean[], ?::text[], ?::text[], ?::timestamptz[]) WITH ORDINALITY AS x(conv, seq, deferred, type, data, at, k)),
- i AS (INSERT INTO events (conversation_id, seq, type, data, created_at) SELECT conv, seq, type, data, at FROM ev WHERE deferred AND seq IS NOT NULL),
+ i AS (INSERT INTO events (conversation_id, seq, type, data, created_at) SELECT conv, seq, type, data, at FROM ev WHERE deferred),
  d AS (INSERT INTO webhook_deliveries (endpoint_id, conversation_id, seq, type, created_at, attempts, next_attempt_at, lease_token, last_status, last_error)
   SELECT w.id, ev.conv, ev.seq, ev.type, ev.at, 0, ev.at, '', 0, '' FROM ev
   JOIN webhook_subscriptions ws ON ws.type = ev.type JOIN webhook_endpoints w ON w.id = ws.endpoint_id AND w.disabled_at IS NULL
@@ -191,18 +195,22 @@ func (s *Store) finishPG(ctx context.Context) error {
   SELECT r.u, us.seq - r.cnt + r.ord, ev.conv, ev.seq, ev.type, ev.at
   FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[]) AS r(u, k, ord, cnt) JOIN us ON us.user_id = r.u JOIN ev ON ev.k = r.k
   WHERE ev.seq IS NOT NULL),
- nt AS (SELECT count(pg_notify('`+eventsChannel+`', p)) AS n FROM (
+ nt AS (SELECT count(pg_notify('` + eventsChannel + `', p)) AS n FROM (
   SELECT conv || ':' || max(seq) FROM ev WHERE seq IS NOT NULL GROUP BY conv
   UNION ALL SELECT ? || user_id || ':' || seq FROM us) AS t(p))
- SELECT (SELECT base FROM s), (SELECT n FROM nt), us.user_id, us.seq FROM (SELECT 1) AS one LEFT JOIN us ON TRUE`,
-		n, conv, n, n,
+ SELECT (SELECT base FROM s), (SELECT n FROM nt), us.user_id, us.seq FROM (SELECT 1) AS one LEFT JOIN us ON TRUE`
+	args := []any{n, conv, n, n,
 		e.convs, e.seqs, e.deferred, e.types, e.datas, e.ats,
 		u.users, u.counts,
 		u.rUsers, u.rKs, u.rOrds, u.rCnt,
-		UserStreamKey(""))
-	if err != nil {
-		return err
+		UserStreamKey("")}
+	return &pgStmt{rebind(s.dialect, q), args}, func(rows rowsIter) error {
+		return s.finishedPG(rows, all, written, users, byUser, n, conv)
 	}
+}
+
+// finishedPG reads finishPG's rows.
+func (s *Store) finishedPG(rows rowsIter, all, written []Event, users []string, byUser map[string][]int64, n int64, conv string) error {
 	defer rows.Close()
 	var base sql.NullInt64
 	top := map[string]int64{}
@@ -218,6 +226,13 @@ func (s *Store) finishPG(ctx context.Context) error {
 		}
 	}
 	if err := rows.Err(); err != nil {
+		// The recorded events' conversation has no counter to bump: their
+		// seq is NULL, which the events' key refuses, failing the statement
+		// and with it the COMMIT sent behind it.
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23502" && pe.TableName == "events" {
+			return fmt.Errorf("append event: conversation %s: %w", conv, ErrNotFound)
+		}
 		return err
 	}
 	if n > 0 && !base.Valid {

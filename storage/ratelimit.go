@@ -90,6 +90,10 @@ func (s *Store) LockScopes(ctx context.Context, keys ...string) error {
 	if q == "" {
 		return nil
 	}
+	if s.pipe != nil {
+		_, err := s.pipe.exec(ctx, q, ids...)
+		return err
+	}
 	_, err := s.conn().ExecContext(ctx, q, ids...)
 	return err
 }
@@ -177,10 +181,9 @@ func (s *Store) ReleaseDialGrant(ctx context.Context, sc DialScope, number strin
 	// once may pick the same grant; the second then releases nothing and
 	// the other grant counts until policy.GrantTTL: an overcount, never an
 	// undercount.
-	_, err := s.execRaw(ctx, `UPDATE dial_grants SET released = ? WHERE released = ? AND id = (SELECT id FROM dial_grants
+	return s.execLater(ctx, `UPDATE dial_grants SET released = ? WHERE released = ? AND id = (SELECT id FROM dial_grants
  WHERE released = ? AND number = ? AND user_id = ? AND guest_id = ? AND conversation_id = ? ORDER BY at LIMIT 1)`,
 		true, false, false, number, sc.UserID, sc.GuestID, sc.ConversationID)
-	return err
 }
 
 // LinkMakerOfGuest is the user who made the join link a guest came with.

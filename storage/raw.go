@@ -100,7 +100,18 @@ func (s *Store) conn() sqlConn {
 // transaction could wait for a pool connection that only the waiting
 // transactions hold (a deadlock once every connection is in a transaction).
 
+// rowsIter is what both *sql.Rows and a pipelined transaction's rows offer.
+type rowsIter interface {
+	Next() bool
+	Scan(dest ...any) error
+	Close() error
+	Err() error
+}
+
 func (s *Store) execRaw(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if s.pipe != nil {
+		return s.pipe.exec(ctx, rebind(s.dialect, query), args...)
+	}
 	if s.dialect == "postgres" {
 		return s.conn().ExecContext(ctx, rebind(s.dialect, query), args...)
 	}
@@ -111,7 +122,22 @@ func (s *Store) execRaw(ctx context.Context, query string, args ...any) (sql.Res
 	return st.ExecContext(ctx, args...)
 }
 
-func (s *Store) queryRowRaw(ctx context.Context, query string, args ...any) (*sql.Row, error) {
+// execLater is execRaw for a write whose outcome the caller does not
+// read: in a pipelined PostgreSQL transaction it goes out with the next
+// statement (and fails that one, and the transaction, should it fail).
+func (s *Store) execLater(ctx context.Context, query string, args ...any) error {
+	if s.pipe != nil {
+		s.pipe.execLater(rebind(s.dialect, query), args...)
+		return nil
+	}
+	_, err := s.execRaw(ctx, query, args...)
+	return err
+}
+
+func (s *Store) queryRowRaw(ctx context.Context, query string, args ...any) (scanner, error) {
+	if s.pipe != nil {
+		return s.pipe.queryRow(ctx, rebind(s.dialect, query), args...), nil
+	}
 	if s.dialect == "postgres" {
 		return s.conn().QueryRowContext(ctx, rebind(s.dialect, query), args...), nil
 	}
@@ -122,7 +148,10 @@ func (s *Store) queryRowRaw(ctx context.Context, query string, args ...any) (*sq
 	return st.QueryRowContext(ctx, args...), nil
 }
 
-func (s *Store) queryRaw(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+func (s *Store) queryRaw(ctx context.Context, query string, args ...any) (rowsIter, error) {
+	if s.pipe != nil {
+		return s.pipe.query(ctx, rebind(s.dialect, query), args...)
+	}
 	if s.dialect == "postgres" {
 		return s.conn().QueryContext(ctx, rebind(s.dialect, query), args...)
 	}

@@ -81,6 +81,9 @@ type Store struct {
 	// stmts are the prepared statements of the hot path (raw.go).
 	stmts *stmtCache
 
+	// pipe is the PostgreSQL transaction this store runs in (pgpipe.go).
+	pipe *pgPipe
+
 	// req is the writer's request this transaction store runs (SQLite).
 	req *writeReq
 
@@ -402,17 +405,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 	}
 	var events []Event
 	start := time.Now()
-	err := s.db.WithContext(ctx).Transaction(func(gtx *gorm.DB) error {
-		tx := *s
-		tx.db = gtx
-		tx.pending = &events
-		var recorded []Event
-		tx.deferred = &recorded
-		if err := fn(&tx); err != nil {
-			return err
-		}
-		return tx.finishPG(ctx)
-	})
+	err := s.inTxPG(ctx, fn, &events)
 	if s.commitTime != nil {
 		s.commitTime(time.Since(start))
 	}
@@ -423,6 +416,29 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 		s.afterCommit(events)
 	}
 	return Commit{}, nil
+}
+
+// inTxPG runs fn in a PostgreSQL transaction, pipelined (pgpipe.go): its
+// events and their fan-out go out with the COMMIT.
+func (s *Store) inTxPG(ctx context.Context, fn func(tx *Store) error, events *[]Event) error {
+	p, err := s.newPGPipe(ctx)
+	if err != nil {
+		return s.translate(err)
+	}
+	defer p.release(ctx)
+	tx := *s
+	gtx := s.db.WithContext(ctx).Session(&gorm.Session{NewDB: true})
+	gtx.Statement.ConnPool = p.conn
+	tx.db = gtx
+	tx.pipe = p
+	tx.pending = events
+	var recorded []Event
+	tx.deferred = &recorded
+	if err := fn(&tx); err != nil {
+		return err
+	}
+	last, read := tx.finishPG()
+	return p.commit(ctx, last, read)
 }
 
 // Proceed, called inside an InTxEarly transaction, lets its caller go on
@@ -436,7 +452,17 @@ func (s *Store) Proceed() {
 	}
 }
 
-func (s *Store) q(ctx context.Context) *gorm.DB { return s.db.WithContext(ctx) }
+// q is gorm on this store's connection; in a pipelined PostgreSQL
+// transaction after what the pipe holds has been sent.
+func (s *Store) q(ctx context.Context) *gorm.DB {
+	db := s.db.WithContext(ctx)
+	if s.pipe != nil {
+		if err := s.pipe.sync(ctx); err != nil {
+			db.AddError(err)
+		}
+	}
+	return db
+}
 
 // notFound turns gorm's record-not-found into ErrNotFound.
 func notFound(err error) error {

@@ -1,0 +1,130 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// seedDialingLeg makes a conference with one dialing leg.
+func seedDialingLeg(t *testing.T, s *Store, tag string) *Leg {
+	t.Helper()
+	_, conf := seedConference(t, s, tag)
+	now := time.Now().UTC()
+	l := &Leg{ID: conf.ID + "-l", ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
+		Number: "+12025550100", State: LegDialing, CreatedAt: now, UpdatedAt: now}
+	if err := s.CreateLeg(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// In a pipelined PostgreSQL transaction a write sent later (execLater) is
+// in place for the next statement, whether that is the pipe's own read or
+// gorm's; on SQLite the same calls run one by one.
+func TestPGPipe_LaterWritesComeBeforeTheNextRead(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	l := seedDialingLeg(t, s, "pipe")
+	err := s.InTx(ctx, func(tx *Store) error {
+		l.State = LegRinging
+		if err := tx.SaveLeg(ctx, l); err != nil {
+			return err
+		}
+		if got, err := tx.GetLeg(ctx, l.ID); err != nil || got.State != LegRinging {
+			t.Errorf("the pipe's read after a later write: %+v %v", got, err)
+		}
+		l.State = LegConnected
+		if err := tx.SaveLeg(ctx, l); err != nil {
+			return err
+		}
+		ls, err := tx.Legs(ctx, l.ConferenceID) // gorm, on the same connection
+		if err != nil || len(ls) != 1 || ls[0].State != LegConnected {
+			t.Errorf("gorm's read after a later write: %+v %v", ls, err)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetLeg(ctx, l.ID); err != nil || got.State != LegConnected {
+		t.Fatalf("after commit: %+v %v", got, err)
+	}
+}
+
+// A later write that fails fails the statement it went out with and the
+// transaction: nothing of the transaction is kept, and the connection goes
+// back to the pool outside any transaction (more failures than the pool
+// has connections, then a transaction that must work).
+func TestPGPipe_AFailedLaterWriteFailsTheWholeTransaction(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	l := seedDialingLeg(t, s, "pipefail")
+	errBad := errors.New("not reached")
+	for i := 0; i < 25; i++ {
+		err := s.InTx(ctx, func(tx *Store) error {
+			ringing := *l
+			ringing.State = LegRinging
+			if err := tx.SaveLeg(ctx, &ringing); err != nil {
+				return err
+			}
+			// number is NOT NULL.
+			if err := tx.execLater(ctx, `UPDATE legs SET number = NULL WHERE id = ?`, l.ID); err != nil {
+				return err
+			}
+			if _, err := tx.GetLeg(ctx, l.ID); err != nil {
+				return err
+			}
+			return errBad
+		})
+		if err == nil || errors.Is(err, errBad) {
+			t.Fatalf("transaction %d: %v, want the NOT NULL violation", i, err)
+		}
+	}
+	if got, err := s.GetLeg(ctx, l.ID); err != nil || got.State != LegDialing || got.Number != l.Number {
+		t.Fatalf("after the failed transactions: %+v %v", got, err)
+	}
+	err := s.InTx(ctx, func(tx *Store) error {
+		l.State = LegRinging
+		return tx.SaveLeg(ctx, l)
+	})
+	if err != nil {
+		t.Fatalf("a transaction after the failed ones: %v", err)
+	}
+	if got, err := s.GetLeg(ctx, l.ID); err != nil || got.State != LegRinging {
+		t.Fatalf("after commit: %+v %v", got, err)
+	}
+}
+
+// A transaction whose context ends midway rolls back; the pool still works.
+func TestPGPipe_ACancelledTransactionKeepsNothing(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	l := seedDialingLeg(t, s, "pipecancel")
+	cctx, cancel := context.WithCancel(ctx)
+	err := s.InTx(cctx, func(tx *Store) error {
+		if _, err := tx.LockLeg(cctx, l.ID); err != nil {
+			return err
+		}
+		ringing := *l
+		ringing.State = LegRinging
+		if err := tx.SaveLeg(cctx, &ringing); err != nil {
+			return err
+		}
+		cancel()
+		_, err := tx.GetLeg(cctx, l.ID)
+		return err
+	})
+	if err == nil {
+		t.Fatal("the cancelled transaction committed")
+	}
+	for i := 0; i < 25; i++ {
+		if got, err := s.GetLeg(ctx, l.ID); err != nil || got.State != LegDialing {
+			t.Fatalf("read %d after the cancelled transaction: %+v %v", i, got, err)
+		}
+	}
+	if err := s.InTx(ctx, func(tx *Store) error { _, err := tx.LockLeg(ctx, l.ID); return err }); err != nil {
+		t.Fatalf("a transaction after the cancelled one: %v", err)
+	}
+}
