@@ -23,6 +23,9 @@ type Directory struct {
 	audit   *audit.Log
 	idcfg   IdentityConfig // identity.go
 	touches touchLog       // identity.go
+	// failures are the sign-in failures counted lately, by address
+	// (identity.go).
+	failures failureCounts
 }
 
 // New makes the directory over store; numbers normalises published

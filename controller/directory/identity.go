@@ -166,9 +166,17 @@ func (dir *Directory) RevokeCredentials(ctx context.Context, tx *storage.Store, 
 func (dir *Directory) AuthThrottle(ctx context.Context, remote string) (time.Duration, error) {
 	cfg := dir.identity()
 	now := time.Now().UTC()
-	n, oldest, err := dir.store.AuthFailuresSince(ctx, remote, now.Add(-cfg.AuthWindow))
-	if err != nil || n < int64(cfg.AuthFailures) {
-		return 0, err
+	n, oldest, ok := dir.failures.get(remote, now, cfg.AuthWindow)
+	if !ok {
+		var err error
+		n, oldest, err = dir.store.AuthFailuresSince(ctx, remote, now.Add(-cfg.AuthWindow))
+		if err != nil {
+			return 0, err
+		}
+		dir.failures.put(remote, n, oldest, now)
+	}
+	if n < int64(cfg.AuthFailures) {
+		return 0, nil
 	}
 	after := oldest.Add(cfg.AuthWindow).Sub(now)
 	if after < time.Second {
@@ -189,6 +197,54 @@ func (dir *Directory) AuthFailed(ctx context.Context, remote string) {
 		// Keep the table small: forget what left every window.
 		return tx.DeleteAuthFailuresBefore(ctx, now.Add(-2*cfg.AuthWindow))
 	})
+	// This replica's next request from remote counts exactly again.
+	dir.failures.forget(remote)
+}
+
+// failureCounts keeps each remote address's count of failed sign-ins
+// (AuthFailuresSince) for failuresFresh. AuthThrottle runs before every
+// authenticated request, so without it every request paid one more read
+// of the database, most from a few addresses (a reverse proxy, a busy
+// client). A failure recorded here drops the address's entry, so on one
+// replica the throttle counts exactly; another replica's failures count
+// here at most failuresFresh late (the README's "Several replicas").
+type failureCounts struct {
+	mu sync.Mutex
+	m  map[string]failureCount
+}
+
+type failureCount struct {
+	n          int64
+	oldest, at time.Time
+}
+
+const failuresFresh = 250 * time.Millisecond
+
+// get is remote's count and oldest failure in the window, when read less
+// than failuresFresh ago and not outdated by the window since.
+func (f *failureCounts) get(remote string, now time.Time, window time.Duration) (int64, time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.m[remote]
+	if !ok || now.Sub(c.at) >= failuresFresh || (c.n > 0 && !c.oldest.Add(window).After(now)) {
+		return 0, time.Time{}, false
+	}
+	return c.n, c.oldest, true
+}
+
+func (f *failureCounts) put(remote string, n int64, oldest, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil || len(f.m) >= 4096 { // what is stale suppresses no read
+		f.m = map[string]failureCount{}
+	}
+	f.m[remote] = failureCount{n: n, oldest: oldest, at: now}
+}
+
+func (f *failureCounts) forget(remote string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, remote)
 }
 
 // TokenSpec is what an issuer asks for.
