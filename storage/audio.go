@@ -60,13 +60,31 @@ func (s *Store) ActiveConferences(ctx context.Context) ([]Conference, error) {
 	return cs, err
 }
 
-// CreateLeg inserts a leg.
+// CreateLeg inserts a leg. ErrConflict: the person has a live call in the
+// conference already.
 func (s *Store) CreateLeg(ctx context.Context, l *Leg) error {
-	_, err := s.execRaw(ctx, `INSERT INTO legs (`+legColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		l.ID, l.ConferenceID, l.ConversationID, nstr(l.UserID), nstr(l.GuestID), nstr(l.InvitationID), l.Node, l.Number,
-		l.State, l.Cause, l.CauseText, l.EndReason, l.Muted, l.Talking, l.HangupRequested, l.CreatedAt.UTC(),
-		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt.UTC(), ntime(l.AnsweredAt))
+	_, err := s.execRaw(ctx, insertLegSQL, legArgs(l)...)
 	return notFound(s.translate(err))
+}
+
+// CreateLegLater is CreateLeg whose refusal may come later: in a
+// PostgreSQL transaction the insert goes out with the transaction's next
+// statement (execLater), the one that commits it at the latest, and a live
+// call of the person already there fails that statement and the
+// transaction with ErrLiveLeg. Elsewhere it is CreateLeg (ErrConflict).
+func (s *Store) CreateLegLater(ctx context.Context, l *Leg) error {
+	if s.pipe != nil {
+		return s.execLater(ctx, insertLegSQL, legArgs(l)...)
+	}
+	return s.CreateLeg(ctx, l)
+}
+
+const insertLegSQL = `INSERT INTO legs (` + legColumns + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+
+func legArgs(l *Leg) []any {
+	return []any{l.ID, l.ConferenceID, l.ConversationID, nstr(l.UserID), nstr(l.GuestID), nstr(l.InvitationID), l.Node, l.Number,
+		l.State, l.Cause, l.CauseText, l.EndReason, l.Muted, l.Talking, l.HangupRequested, l.CreatedAt.UTC(),
+		ntime(l.RingingAt), ntime(l.ConnectedAt), ntime(l.EndedAt), l.UpdatedAt.UTC(), ntime(l.AnsweredAt)}
 }
 
 // GetLeg loads one leg.
@@ -243,11 +261,11 @@ func (s *Store) GetInvitation(ctx context.Context, id string) (*Invitation, erro
 }
 
 // SaveInvitation writes every field of an invitation.
+// (In a PostgreSQL transaction with its next statement: execLater.)
 func (s *Store) SaveInvitation(ctx context.Context, inv *Invitation) error {
 	inv.UpdatedAt = time.Now().UTC()
-	_, err := s.execRaw(ctx, `UPDATE invitations SET state = ?, leg_id = ?, updated_at = ? WHERE id = ?`,
+	return s.execLater(ctx, `UPDATE invitations SET state = ?, leg_id = ?, updated_at = ? WHERE id = ?`,
 		inv.State, nstr(inv.LegID), inv.UpdatedAt, inv.ID)
-	return err
 }
 
 // Invitations lists a conference's invitations by creation.
@@ -349,29 +367,56 @@ func (s *Store) FinishIdempotency(ctx context.Context, scope, key string, status
 // whether or not a conference is there. ErrNotFound: no such conversation (PostgreSQL only, as
 // LockConversation).
 func (s *Store) LockConversationConference(ctx context.Context, convID string) (*Conference, error) {
+	conf, _, err := s.LockConversationForJoin(ctx, convID, "")
+	return conf, err
+}
+
+// LockConversationForJoin is LockConversationConference that also returns,
+// when userID is set, the user's pending invitation in that conference (nil
+// when there is none): a user joining answers it, and on PostgreSQL it is
+// read in the same statement as the locks.
+func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID string) (*Conference, *Invitation, error) {
 	if s.dialect != "postgres" {
 		conf, err := s.ActiveConference(ctx, convID)
 		if errors.Is(err, ErrNotFound) {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return conf, err
+		if err != nil || userID == "" {
+			return conf, nil, err
+		}
+		inv, err := s.PendingInvitation(ctx, conf.ID, userID)
+		if errors.Is(err, ErrNotFound) {
+			return conf, nil, nil
+		}
+		return conf, inv, err
 	}
 	row, err := s.queryRowRaw(ctx, `WITH c AS (SELECT id FROM conversations WHERE id = ? FOR UPDATE)
- SELECT x.id, x.conversation_id, x.state, x.node, x.created_by, x.created_at, x.ended_at, x.end_reason FROM c
- LEFT JOIN LATERAL (SELECT `+conferenceColumns+` FROM conferences WHERE conversation_id = c.id AND state = 'active' FOR UPDATE) x ON TRUE`, convID)
+ SELECT x.id, x.conversation_id, x.state, x.node, x.created_by, x.created_at, x.ended_at, x.end_reason,
+  i.id, i.conference_id, i.conversation_id, i.user_id, i.invited_by, i.state, i.leg_id, i.created_at, i.updated_at FROM c
+ LEFT JOIN LATERAL (SELECT `+conferenceColumns+` FROM conferences WHERE conversation_id = c.id AND state = 'active' FOR UPDATE) x ON TRUE
+ LEFT JOIN LATERAL (SELECT `+invitationColumns+` FROM invitations
+  WHERE conference_id = x.id AND user_id = ? AND ? <> '' AND state = 'pending' LIMIT 1) i ON TRUE`, convID, userID, userID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var id, conv, state, node, by, reason sql.NullString
 	var created, ended sql.NullTime
-	if err := row.Scan(&id, &conv, &state, &node, &by, &created, &ended, &reason); err != nil {
-		return nil, rowErr(err)
+	var iid, iconf, iconv, iuser, iby, istate, ileg sql.NullString
+	var icreated, iupdated sql.NullTime
+	if err := row.Scan(&id, &conv, &state, &node, &by, &created, &ended, &reason,
+		&iid, &iconf, &iconv, &iuser, &iby, &istate, &ileg, &icreated, &iupdated); err != nil {
+		return nil, nil, rowErr(err)
 	}
 	if !id.Valid {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return &Conference{ID: id.String, ConversationID: conv.String, State: state.String, Node: node.String,
-		CreatedBy: by.String, CreatedAt: created.Time.UTC(), EndedAt: ptime(ended), EndReason: reason.String}, nil
+	conf := &Conference{ID: id.String, ConversationID: conv.String, State: state.String, Node: node.String,
+		CreatedBy: by.String, CreatedAt: created.Time.UTC(), EndedAt: ptime(ended), EndReason: reason.String}
+	if !iid.Valid {
+		return conf, nil, nil
+	}
+	return conf, &Invitation{ID: iid.String, ConferenceID: iconf.String, ConversationID: iconv.String, UserID: iuser.String,
+		InvitedBy: iby.String, State: istate.String, LegID: pstr(ileg), CreatedAt: icreated.Time.UTC(), UpdatedAt: iupdated.Time.UTC()}, nil
 }
 
 // LockConversation takes the conversation's row lock on PostgreSQL. Every

@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,6 +54,7 @@ func (s *Store) listenOnce(ctx context.Context, dsn string, poke func(string, in
 		return err
 	}
 	connected()
+	s.notify.pokeAll.Store(&pokeAll)
 	// Whatever was notified while we were not listening is in the log:
 	// let every stream re-read it.
 	pokeAll()
@@ -60,11 +63,51 @@ func (s *Store) listenOnce(ctx context.Context, dsn string, poke func(string, in
 		if err != nil {
 			return err
 		}
+		if s.notify.fromUs(n.PID) {
+			continue // published at commit already (afterCommit)
+		}
 		conv, seq, ok := parseNotify(n.Payload)
 		if !ok {
 			s.log.Warn("odd event notification ignored", "payload_len", len(n.Payload))
 			continue
 		}
 		poke(conv, seq)
+	}
+}
+
+// notifyState tells a replica's own notifications from the others'. A
+// replica publishes the events it commits itself, in process, once COMMIT
+// has answered (afterCommit); the NOTIFY of the same commit reaches its
+// listener at about the same moment, usually first, and made every stream
+// of the conversation read the log again for events it was about to be
+// handed (1.5 reads of the events per dial-out on one replica). A
+// notification carries the PID of the server backend that sent it: one of
+// this replica's pool connections that committed events within ownWindow
+// is this replica's. PIDs are not reused within seconds, and a stale
+// entry only ever names a connection of this replica's pool.
+type notifyState struct {
+	pids sync.Map // backend PID (uint32) → unix nanos of its last commit with events
+	// pokeAll is ListenEvents' pokeAll: after a commit whose outcome is
+	// unknown (the connection failed after COMMIT went out) the events may
+	// be committed and published by nobody, so every stream re-reads.
+	pokeAll atomic.Pointer[func()]
+}
+
+const ownWindow = 10 * time.Second
+
+// committing notes that the backend pid is about to commit events.
+func (n *notifyState) committing(pid uint32) {
+	n.pids.Store(pid, time.Now().UnixNano())
+}
+
+func (n *notifyState) fromUs(pid uint32) bool {
+	v, ok := n.pids.Load(pid)
+	return ok && time.Now().UnixNano()-v.(int64) < int64(ownWindow)
+}
+
+// unsure is told of a commit with events whose outcome is unknown.
+func (n *notifyState) unsure() {
+	if f := n.pokeAll.Load(); f != nil {
+		(*f)()
 	}
 }

@@ -45,6 +45,9 @@ type pgPipe struct {
 	// err is the transaction's first failure: everything after it fails.
 	err       error
 	translate func(error) error
+	// commitSent: COMMIT went out (its outcome may be unknown should the
+	// connection fail before the answer).
+	commitSent bool
 }
 
 // newPGPipe takes a pool connection for a transaction.
@@ -116,7 +119,12 @@ func (p *pgPipe) fail(err error) error {
 	if err == nil {
 		return nil
 	}
-	err = p.translate(err)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.ConstraintName == "ux_leg_live_user" || pe.ConstraintName == "ux_leg_live_guest") {
+		err = fmt.Errorf("%w: %v", ErrLiveLeg, err)
+	} else {
+		err = p.translate(err)
+	}
 	if p.err == nil {
 		p.err = err
 	}
@@ -198,6 +206,7 @@ func (p *pgPipe) commit(ctx context.Context, last *pgStmt, read func(rowsIter) e
 	if !p.begun && len(p.later) == 0 && last == nil {
 		return nil
 	}
+	p.commitSent = true
 	stmts := []pgStmt{{sql: "COMMIT"}}
 	if last != nil {
 		stmts = append([]pgStmt{*last}, stmts...)

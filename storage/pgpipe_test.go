@@ -128,3 +128,74 @@ func TestPGPipe_ACancelledTransactionKeepsNothing(t *testing.T) {
 		t.Fatalf("a transaction after the cancelled one: %v", err)
 	}
 }
+
+// A join's locks come with the joiner's pending invitation (and only
+// theirs, only a pending one); a second live call of the same person,
+// inserted with CreateLegLater, is refused by the time the transaction
+// commits: ErrLiveLeg on PostgreSQL (with the COMMIT), ErrConflict at once
+// on SQLite. Nothing of the refused transaction is kept.
+func TestLockConversationForJoin_AndALaterLegRefusal(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	creator, conf := seedConference(t, s, "join")
+	now := time.Now().UTC()
+	l := &Leg{ID: conf.ID + "-l", ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: &creator.ID, Node: conf.Node,
+		Number: "+12025550100", State: LegDialing, CreatedAt: now, UpdatedAt: now}
+	if err := s.CreateLeg(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	u := &User{ID: l.ConferenceID + "-b", DisplayName: "B", Email: l.ConferenceID + "-b@x.com", Role: RoleUser}
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	invs := []Invitation{
+		{ID: l.ConferenceID + "-i1", ConferenceID: l.ConferenceID, ConversationID: l.ConversationID, UserID: u.ID, InvitedBy: u.ID,
+			State: InvitationDeclined, CreatedAt: now, UpdatedAt: now},
+		{ID: l.ConferenceID + "-i2", ConferenceID: l.ConferenceID, ConversationID: l.ConversationID, UserID: u.ID, InvitedBy: u.ID,
+			State: InvitationPending, CreatedAt: now, UpdatedAt: now},
+	}
+	if err := s.CreateInvitations(ctx, invs); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ user, want string }{{u.ID, invs[1].ID}, {"", ""}, {"someone-else", ""}} {
+		err := s.InTx(ctx, func(tx *Store) error {
+			conf, inv, err := tx.LockConversationForJoin(ctx, l.ConversationID, c.user)
+			if err != nil {
+				return err
+			}
+			got := ""
+			if inv != nil {
+				got = inv.ID
+			}
+			if conf == nil || conf.ID != l.ConferenceID || got != c.want {
+				t.Errorf("user %q: conference %+v, invitation %q; want %s and %q", c.user, conf, got, l.ConferenceID, c.want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// l is the creator's live call: a second one of theirs is refused.
+	second := &Leg{ID: l.ID + "-2", ConferenceID: l.ConferenceID, ConversationID: l.ConversationID, UserID: &creator.ID, Node: l.Node,
+		Number: "+12025550101", State: LegDialing, CreatedAt: now, UpdatedAt: now}
+	err := s.InTx(ctx, func(tx *Store) error {
+		if err := tx.CreateLegLater(ctx, second); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, l.ConversationID, "leg.updated", `{}`)
+	})
+	want := ErrConflict
+	if s.dialect == "postgres" {
+		want = ErrLiveLeg
+	}
+	if !errors.Is(err, want) || !errors.Is(err, ErrConflict) {
+		t.Fatalf("second live call: %v; want %v", err, want)
+	}
+	if _, err := s.GetLeg(ctx, second.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the refused leg was kept: %v", err)
+	}
+	if evs, err := s.EventsAfter(ctx, l.ConversationID, 0, 10); err != nil || len(evs) != 0 {
+		t.Fatalf("the refused transaction's event was kept: %+v %v", evs, err)
+	}
+}

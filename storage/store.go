@@ -26,6 +26,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
 	ErrClosed   = errors.New("storage closed")
+	// ErrLiveLeg: the person has a live call in the conference already
+	// (the unique indexes of live legs refused a leg). It is an ErrConflict.
+	ErrLiveLeg = fmt.Errorf("%w: a live call exists in the conference", ErrConflict)
 )
 
 // Store is the database. Its methods run on the root connection; InTx gives
@@ -80,6 +83,10 @@ type Store struct {
 
 	// stmts are the prepared statements of the hot path (raw.go).
 	stmts *stmtCache
+
+	// notify tells this replica's event notifications from the others'
+	// (notify.go; PostgreSQL).
+	notify *notifyState
 
 	// pipe is the PostgreSQL transaction this store runs in (pgpipe.go).
 	pipe *pgPipe
@@ -142,6 +149,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"
 		s.dsn = dsn
+		s.notify = &notifyState{}
 		s.db, err = gorm.Open(postgres.Open(dsn), gcfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres: %w", err)
@@ -438,7 +446,16 @@ func (s *Store) inTxPG(ctx context.Context, fn func(tx *Store) error, events *[]
 		return err
 	}
 	last, read := tx.finishPG()
-	return p.commit(ctx, last, read)
+	if last == nil {
+		return p.commit(ctx, nil, nil)
+	}
+	// Its NOTIFY is ours: this process publishes the events after COMMIT.
+	s.notify.committing(p.pc.PgConn().PID())
+	err = p.commit(ctx, last, read)
+	if err != nil && p.commitSent && p.pc.IsClosed() {
+		s.notify.unsure()
+	}
+	return err
 }
 
 // Proceed, called inside an InTxEarly transaction, lets its caller go on

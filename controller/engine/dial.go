@@ -82,8 +82,11 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 		err = core.Conflict("audio_starting", "the audio of this conversation is being started by someone else; try again")
 	}
 	var live *liveLegExists
-	if errors.As(err, &live) {
+	switch {
+	case errors.As(err, &live):
 		err = en.alreadyInAudio(ctx, live.confID, t)
+	case errors.Is(err, storage.ErrLiveLeg) && placed.conf != nil:
+		err = en.alreadyInAudio(ctx, placed.conf.ID, t)
 	}
 	if err != nil {
 		en.placed(&placed)
@@ -255,8 +258,14 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 	before func(tx *storage.Store, conf *storage.Conference) error, now time.Time, p *dialPlaced,
 ) (invitation *storage.Invitation, err error) {
 	// The conversation's lock first (see storage.LockConversation): then
-	// its last leg ending cannot end the conference under us.
-	conf, err := tx.LockConversationConference(ctx, conv.ID)
+	// its last leg ending cannot end the conference under us. Joining
+	// directly answers one's own pending invitation: it is read with the
+	// locks.
+	answers := ""
+	if t.UserID != nil && t.InvitationID == nil {
+		answers = *t.UserID
+	}
+	conf, pending, err := tx.LockConversationForJoin(ctx, conv.ID, answers)
 	if err != nil {
 		return nil, err
 	}
@@ -291,13 +300,16 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 	leg := &storage.Leg{ID: legID, ConferenceID: conf.ID, ConversationID: conv.ID, UserID: t.UserID,
 		GuestID: t.GuestID, InvitationID: t.InvitationID, Node: conf.Node, Number: t.Number,
 		State: storage.LegDialing, CreatedAt: now, UpdatedAt: now}
-	if err := tx.CreateLeg(ctx, leg); err != nil {
+	// The unique index of live legs refuses a second live call of this
+	// person in the conference (Dial names the one there is), whether it
+	// is theirs already or a concurrent request (another replica, a double
+	// click) placed it first. No read beforehand, and on PostgreSQL the
+	// insert goes out with the COMMIT (its refusal is storage.ErrLiveLeg
+	// then, which Dial maps the same way): the conversation stays locked
+	// for two round trips, the one that takes the locks and the one that
+	// commits.
+	if err := tx.CreateLegLater(ctx, leg); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
-			// The unique index of live legs: this person has a live call in
-			// the conference already (Dial names it), or a concurrent
-			// request (another replica, a double click) placed it first.
-			// No read beforehand: one round trip less while the
-			// conversation is locked, on every join.
 			return nil, &liveLegExists{confID: conf.ID}
 		}
 		return nil, err
@@ -314,15 +326,12 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 	if err := core.AppendEvent(ctx, tx, conv.ID, "leg.updated", core.LegViewOf(leg)); err != nil {
 		return nil, err
 	}
-	if t.UserID != nil && t.InvitationID == nil {
-		// Joining directly answers one's own pending invitation.
-		if inv, err := tx.PendingInvitation(ctx, conf.ID, *t.UserID); err == nil {
-			inv.LegID = &leg.ID
-			if err := en.SetInvitationState(ctx, tx, inv, storage.InvitationAccepted); err != nil {
-				return nil, err
-			}
-			invitation = inv
+	if pending != nil && !newConf {
+		pending.LegID = &leg.ID
+		if err := en.SetInvitationState(ctx, tx, pending, storage.InvitationAccepted); err != nil {
+			return nil, err
 		}
+		invitation = pending
 	}
 	// The others are invited when the first call is connected
 	// (inviteOnFirstConnect), not now: a first call that fails invites
