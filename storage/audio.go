@@ -98,43 +98,57 @@ func (s *Store) GetLeg(ctx context.Context, id string) (*Leg, error) {
 // query is run before the outer query's row lock, which is taken on rows
 // the join has produced. SQLite transactions are already exclusive.
 func (s *Store) LockLeg(ctx context.Context, id string) (*Leg, error) {
-	l, _, err := s.LockLegWithConferenceState(ctx, id)
+	l, _, err := s.LockLegWithSurroundings(ctx, id)
 	return l, err
 }
 
-// LockLegWithConferenceState is LockLeg that also reads the state of the
-// leg's conference in the same statement on PostgreSQL (a call's progress
-// asks whether its conference has ended: one round trip less while the
-// locks are held). On SQLite the state is "": read the conference if it
-// matters.
-func (s *Store) LockLegWithConferenceState(ctx context.Context, id string) (*Leg, string, error) {
+// LegSurroundings is what a call's progress needs to know of the rest of
+// its conference. Known is false on SQLite: ask (GetConference,
+// OtherLegConnected, HasLiveLeg).
+type LegSurroundings struct {
+	Known           bool
+	ConferenceState string
+	// OtherConnected: another leg of the conference has been connected.
+	OtherConnected bool
+	// OtherLive: another leg of the conference still holds a phone.
+	OtherLive bool
+}
+
+// LockLegWithSurroundings is LockLeg that also reads, on PostgreSQL, the
+// leg's surroundings in the same round trip: a call's progress asks
+// whether its conference has ended, whether it is the first call
+// connected (the others are invited then) and whether it was the last
+// (the conference ends). Two statements: the locks, then the read, which
+// so sees whatever committed before the locks were granted (a read inside
+// the locking statement would see the conference as it was before a
+// transaction it waited for ended it).
+func (s *Store) LockLegWithSurroundings(ctx context.Context, id string) (*Leg, LegSurroundings, error) {
 	if s.dialect != "postgres" {
 		l, err := s.GetLeg(ctx, id)
-		return l, "", err
+		return l, LegSurroundings{}, err
 	}
-	row, err := s.queryRowRaw(ctx, `WITH c AS (SELECT id AS locked_conversation FROM conversations
+	var l *Leg
+	sur := LegSurroundings{Known: true}
+	err := s.queryRowsRaw(ctx, []pgStmt{
+		{`WITH c AS (SELECT id AS locked_conversation FROM conversations
   WHERE id = (SELECT conversation_id FROM legs WHERE id = ?) FOR UPDATE)
- SELECT `+legColumnsOf("legs")+`, f.state FROM legs JOIN c ON c.locked_conversation = legs.conversation_id
- JOIN conferences f ON f.id = legs.conference_id WHERE legs.id = ? FOR UPDATE OF legs`, id, id)
+ SELECT ` + legColumnsOf("legs") + ` FROM legs JOIN c ON c.locked_conversation = legs.conversation_id
+ WHERE legs.id = ? FOR UPDATE OF legs`, []any{id, id}},
+		{`SELECT f.state,
+  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> l.id AND o.connected_at IS NOT NULL),
+  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> l.id AND o.state IN ` + liveStatesSQL + `)
+ FROM legs l JOIN conferences f ON f.id = l.conference_id WHERE l.id = ?`, []any{id}},
+	}, func(r scanner) (err error) {
+		l, err = scanLeg(r)
+		return err
+	}, func(r scanner) error {
+		return rowErr(r.Scan(&sur.ConferenceState, &sur.OtherConnected, &sur.OtherLive))
+	})
 	if err != nil {
-		return nil, "", err
+		return nil, LegSurroundings{}, err
 	}
-	var state string
-	l, err := scanLeg(withExtra{row, &state})
-	if err != nil {
-		return nil, "", err
-	}
-	return l, state, nil
+	return l, sur, nil
 }
-
-// withExtra scans a row whose last column is not the scanning function's:
-// into extra.
-type withExtra struct {
-	r     scanner
-	extra any
-}
-
-func (w withExtra) Scan(dest ...any) error { return w.r.Scan(append(dest, w.extra)...) }
 
 // SaveLeg writes every field of a leg (in a PostgreSQL transaction with
 // its next statement: execLater).
@@ -390,33 +404,45 @@ func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID stri
 		}
 		return conf, inv, err
 	}
-	row, err := s.queryRowRaw(ctx, `WITH c AS (SELECT id FROM conversations WHERE id = ? FOR UPDATE)
- SELECT x.id, x.conversation_id, x.state, x.node, x.created_by, x.created_at, x.ended_at, x.end_reason,
-  i.id, i.conference_id, i.conversation_id, i.user_id, i.invited_by, i.state, i.leg_id, i.created_at, i.updated_at FROM c
- LEFT JOIN LATERAL (SELECT `+conferenceColumns+` FROM conferences WHERE conversation_id = c.id AND state = 'active' FOR UPDATE) x ON TRUE
- LEFT JOIN LATERAL (SELECT `+invitationColumns+` FROM invitations
-  WHERE conference_id = x.id AND user_id = ? AND ? <> '' AND state = 'pending' LIMIT 1) i ON TRUE`, convID, userID, userID)
-	if err != nil {
+	// The invitation in a statement of its own, after the locks: see
+	// queryRowsRaw.
+	stmts := []pgStmt{{`WITH c AS (SELECT id FROM conversations WHERE id = ? FOR UPDATE)
+ SELECT x.id, x.conversation_id, x.state, x.node, x.created_by, x.created_at, x.ended_at, x.end_reason FROM c
+ LEFT JOIN LATERAL (SELECT ` + conferenceColumns + ` FROM conferences WHERE conversation_id = c.id AND state = 'active' FOR UPDATE) x ON TRUE`,
+		[]any{convID}}}
+	var conf *Conference
+	var inv *Invitation
+	scans := []func(scanner) error{func(r scanner) error {
+		var id, conv, state, node, by, reason sql.NullString
+		var created, ended sql.NullTime
+		if err := r.Scan(&id, &conv, &state, &node, &by, &created, &ended, &reason); err != nil {
+			return rowErr(err)
+		}
+		if id.Valid {
+			conf = &Conference{ID: id.String, ConversationID: conv.String, State: state.String, Node: node.String,
+				CreatedBy: by.String, CreatedAt: created.Time.UTC(), EndedAt: ptime(ended), EndReason: reason.String}
+		}
+		return nil
+	}}
+	if userID != "" {
+		stmts = append(stmts, pgStmt{`SELECT ` + invitationColumns + ` FROM invitations WHERE conversation_id = ? AND user_id = ?
+ AND state = 'pending' AND conference_id = (SELECT id FROM conferences WHERE conversation_id = ? AND state = 'active') LIMIT 1`,
+			[]any{convID, userID, convID}})
+		scans = append(scans, func(r scanner) (err error) {
+			inv, err = scanInvitation(r)
+			if errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			return err
+		})
+	}
+	if err := s.queryRowsRaw(ctx, stmts, scans...); err != nil {
 		return nil, nil, err
 	}
-	var id, conv, state, node, by, reason sql.NullString
-	var created, ended sql.NullTime
-	var iid, iconf, iconv, iuser, iby, istate, ileg sql.NullString
-	var icreated, iupdated sql.NullTime
-	if err := row.Scan(&id, &conv, &state, &node, &by, &created, &ended, &reason,
-		&iid, &iconf, &iconv, &iuser, &iby, &istate, &ileg, &icreated, &iupdated); err != nil {
-		return nil, nil, rowErr(err)
-	}
-	if !id.Valid {
+	if conf == nil {
 		return nil, nil, nil
 	}
-	conf := &Conference{ID: id.String, ConversationID: conv.String, State: state.String, Node: node.String,
-		CreatedBy: by.String, CreatedAt: created.Time.UTC(), EndedAt: ptime(ended), EndReason: reason.String}
-	if !iid.Valid {
-		return conf, nil, nil
-	}
-	return conf, &Invitation{ID: iid.String, ConferenceID: iconf.String, ConversationID: iconv.String, UserID: iuser.String,
-		InvitedBy: iby.String, State: istate.String, LegID: pstr(ileg), CreatedAt: icreated.Time.UTC(), UpdatedAt: iupdated.Time.UTC()}, nil
+	return conf, inv, nil
 }
 
 // LockConversation takes the conversation's row lock on PostgreSQL. Every

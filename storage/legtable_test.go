@@ -353,30 +353,58 @@ func TestLockConversationConference_HoldsTheConversationAndItsConference(t *test
 	}
 }
 
-// A call's progress reads its leg with the conference's state in the same
-// locking statement on PostgreSQL (active, then ended); SQLite leaves the
-// state to a read of the conference ("").
-func TestLockLegWithConferenceState_ReadsTheConferenceState(t *testing.T) {
+// surroundingsOf is what LockLegWithSurroundings says of a leg, asked of
+// the store on SQLite (Known false) as the engine does.
+func surroundingsOf(t *testing.T, tx *Store, id string) (*Leg, LegSurroundings) {
+	t.Helper()
+	ctx := context.Background()
+	l, sur, err := tx.LockLegWithSurroundings(ctx, id)
+	if err != nil {
+		t.Fatalf("lock leg %s: %v", id, err)
+	}
+	if tx.Dialect() == "postgres" && !sur.Known {
+		t.Fatal("PostgreSQL did not read the surroundings")
+	}
+	if !sur.Known {
+		conf, err := tx.GetConference(ctx, l.ConferenceID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sur.ConferenceState = conf.State
+		if sur.OtherConnected, err = tx.OtherLegConnected(ctx, l.ConferenceID, l.ID); err != nil {
+			t.Fatal(err)
+		}
+		live, err := tx.LiveLegs(ctx, l.ConferenceID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range live {
+			sur.OtherLive = sur.OtherLive || o.ID != l.ID
+		}
+	}
+	return l, sur
+}
+
+// A call's progress reads its leg with its surroundings: the conference's
+// state, whether another leg has connected and whether another holds a
+// phone (on PostgreSQL in the round trip that takes the locks).
+func TestLockLegWithSurroundings_ReadsTheConferenceAndItsOtherLegs(t *testing.T) {
 	s := openLegTest(t, "")
 	ctx := context.Background()
 	_, conf := seedConference(t, s, "lockstate")
+	now := time.Now().UTC()
 	l := &Leg{ID: conf.ID + "-leg", ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
-		Number: "+12025550100", State: LegRinging, CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+		Number: "+12025550100", State: LegRinging, CreatedAt: now, UpdatedAt: now}
 	if err := s.CreateLeg(ctx, l); err != nil {
 		t.Fatal(err)
 	}
-	want := func(state string) {
+	want := func(what string, w LegSurroundings) {
 		t.Helper()
-		if s.Dialect() != "postgres" {
-			state = ""
-		}
 		err := s.InTx(ctx, func(tx *Store) error {
-			got, st, err := tx.LockLegWithConferenceState(ctx, l.ID)
-			if err != nil {
-				return err
-			}
-			if got.ID != l.ID || got.State != LegRinging || got.Number != l.Number || got.ConferenceID != conf.ID || st != state {
-				return fmt.Errorf("got leg %+v and conference state %q, want state %q", got, st, state)
+			got, sur := surroundingsOf(t, tx, l.ID)
+			sur.Known = false
+			if got.ID != l.ID || got.State != LegRinging || got.Number != l.Number || got.ConferenceID != conf.ID || sur != w {
+				return fmt.Errorf("%s: got leg %+v and %+v, want %+v", what, got, sur, w)
 			}
 			return nil
 		})
@@ -384,12 +412,101 @@ func TestLockLegWithConferenceState_ReadsTheConferenceState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want(ConferenceActive)
+	want("alone", LegSurroundings{ConferenceState: ConferenceActive})
+	other := &Leg{ID: conf.ID + "-other", ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
+		Number: "+12025550101", State: LegConnected, ConnectedAt: &now, CreatedAt: now, UpdatedAt: now}
+	if err := s.CreateLeg(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	want("with a connected leg", LegSurroundings{ConferenceState: ConferenceActive, OtherConnected: true, OtherLive: true})
+	other.State = LegEnded
+	other.EndedAt = &now
+	if err := s.InTx(ctx, func(tx *Store) error { return tx.SaveLeg(ctx, other) }); err != nil {
+		t.Fatal(err)
+	}
+	want("after it ended", LegSurroundings{ConferenceState: ConferenceActive, OtherConnected: true})
 	if _, err := s.EndConference(ctx, conf.ID, "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	want(ConferenceEnded)
-	if _, _, err := s.LockLegWithConferenceState(ctx, "no-such-leg"); err != ErrNotFound {
+	want("the conference ended", LegSurroundings{ConferenceState: ConferenceEnded, OtherConnected: true})
+	if _, _, err := s.LockLegWithSurroundings(ctx, "no-such-leg"); err != ErrNotFound {
 		t.Fatalf("an unknown leg: %v, want ErrNotFound", err)
+	}
+}
+
+// whileAnotherEnds runs fn in a transaction that has to wait for the
+// conversation's lock while another transaction holds it and ends the
+// conference (on SQLite: behind it in the writer).
+func whileAnotherEnds(t *testing.T, s *Store, conf *Conference, fn func(tx *Store) error) {
+	t.Helper()
+	ctx := context.Background()
+	locked, release := make(chan struct{}), make(chan struct{})
+	ending := make(chan error, 1)
+	go func() {
+		ending <- s.InTx(ctx, func(tx *Store) error {
+			if err := tx.LockConversation(ctx, conf.ConversationID); err != nil {
+				return err
+			}
+			if _, err := tx.EndConference(ctx, conf.ID, "ended meanwhile", time.Now()); err != nil {
+				return err
+			}
+			close(locked)
+			<-release
+			return nil
+		})
+	}()
+	<-locked
+	if s.Dialect() == "postgres" {
+		// Release once fn's transaction is waiting for the lock.
+		go func() {
+			defer close(release)
+			for i := 0; i < 500; i++ {
+				var n int64
+				if err := s.DB().Raw(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n).Error; err == nil && n > 0 {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	} else {
+		time.AfterFunc(200*time.Millisecond, func() { close(release) })
+	}
+	if err := s.InTx(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ending; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A call's progress, or a join, that waits for the conversation while
+// another transaction ends the conference sees it ended once it has the
+// lock. (A read inside the locking statement sees what was committed when
+// the statement started: the conference active. A call answering at that
+// moment was then connected to an ended conference instead of being hung
+// up.)
+func TestLocks_SeeWhatTheTransactionTheyWaitedForDid(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	for _, join := range []bool{false, true} {
+		_, conf := seedConference(t, s, fmt.Sprintf("lockwait%v", join))
+		now := time.Now().UTC()
+		l := &Leg{ID: conf.ID + "-leg", ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
+			Number: "+12025550100", State: LegRinging, CreatedAt: now, UpdatedAt: now}
+		if err := s.CreateLeg(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		whileAnotherEnds(t, s, conf, func(tx *Store) error {
+			if join {
+				if got, _, err := tx.LockConversationForJoin(ctx, conf.ConversationID, ""); err != nil || got != nil {
+					return fmt.Errorf("a join after waiting for the end: conference %+v, %v; want none", got, err)
+				}
+				return nil
+			}
+			if _, sur := surroundingsOf(t, tx, l.ID); sur.ConferenceState != ConferenceEnded {
+				return fmt.Errorf("progress after waiting for the end: conference %q", sur.ConferenceState)
+			}
+			return nil
+		})
 	}
 }

@@ -196,6 +196,45 @@ func (p *pgPipe) query(ctx context.Context, query string, args ...any) (*pipeRow
 	return &pipeRows{p: p, rows: rows}, nil
 }
 
+// scanEach sends stmts in one round trip (after what the pipe holds) and
+// hands each one's row to scans[i] (whose Scan says sql.ErrNoRows when
+// there is none), in order; it stops at the first error a scan returns.
+func (p *pgPipe) scanEach(ctx context.Context, stmts []pgStmt, scans []func(scanner) error) error {
+	br, err := p.batch(ctx, stmts...)
+	if err != nil {
+		return err
+	}
+	for i := range stmts {
+		row := &batchRow{p: p, br: br}
+		if err := scans[i](row); err != nil {
+			if cerr := p.closeOpen(); row.dbErr == nil && cerr != nil {
+				return cerr
+			}
+			return err
+		}
+	}
+	return p.closeOpen()
+}
+
+// batchRow is one statement's row of an open batch.
+type batchRow struct {
+	p     *pgPipe
+	br    pgx.BatchResults
+	dbErr error
+}
+
+func (r *batchRow) Scan(dst ...any) error {
+	err := r.br.QueryRow().Scan(dst...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return sql.ErrNoRows
+	}
+	if err != nil {
+		r.dbErr = r.p.fail(err)
+		return r.dbErr
+	}
+	return nil
+}
+
 // commit sends what is pending, last (a query whose rows read reads)
 // and COMMIT in one round trip. A transaction that sent nothing commits
 // without one.

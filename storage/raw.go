@@ -148,6 +148,34 @@ func (s *Store) queryRowRaw(ctx context.Context, query string, args ...any) (sca
 	return st.QueryRowContext(ctx, args...), nil
 }
 
+// queryRowsRaw runs statements of at most one row each and hands each
+// one's row to scans[i] (Scan says sql.ErrNoRows when there is none), in
+// order, stopping at the first error. In a pipelined PostgreSQL
+// transaction they go out in one round trip. Each statement sees what was
+// committed before it started (READ COMMITTED takes a snapshot per
+// statement): one that follows a statement taking a lock sees everything
+// committed before the lock was granted, which a read within the locking
+// statement would not.
+func (s *Store) queryRowsRaw(ctx context.Context, stmts []pgStmt, scans ...func(scanner) error) error {
+	if s.pipe != nil {
+		bound := make([]pgStmt, len(stmts))
+		for i, st := range stmts {
+			bound[i] = pgStmt{rebind(s.dialect, st.sql), st.args}
+		}
+		return s.pipe.scanEach(ctx, bound, scans)
+	}
+	for i, st := range stmts {
+		row, err := s.queryRowRaw(ctx, st.sql, st.args...)
+		if err != nil {
+			return err
+		}
+		if err := scans[i](row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *Store) queryRaw(ctx context.Context, query string, args ...any) (rowsIter, error) {
 	if s.pipe != nil {
 		return s.pipe.query(ctx, rebind(s.dialect, query), args...)

@@ -110,10 +110,11 @@ func (en *Engine) applyLegAsync(ctx context.Context, legID string, ev leg.Event,
 // applyLegTx is the transaction of applyLeg: the leg's row, the event on
 // the conversation's log, and the conference's end with its last leg.
 func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID string, ev leg.Event, in legInput) (legStep, error) {
-	l, confState, err := tx.LockLegWithConferenceState(ctx, legID)
+	l, sur, err := tx.LockLegWithSurroundings(ctx, legID)
 	if err != nil {
 		return legStep{}, err
 	}
+	confState := sur.ConferenceState
 	ev, in = en.rangOut(l, ev, in)
 	// A leg is "ours" when convoice is ending it: a hang-up was asked
 	// for, or its conference has ended (a ringing leg that another
@@ -150,12 +151,20 @@ func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID strin
 	}
 	if storage.LegLive(l.State) {
 		if was != storage.LegConnected && l.State == storage.LegConnected {
+			if sur.Known && sur.OtherConnected {
+				return st, nil // not the first: the others were invited then
+			}
 			return st, en.inviteOnFirstConnect(ctx, tx, l)
 		}
 		return st, nil
 	}
 	en.metrics.LegEnds.WithLabelValues(l.State).Inc()
-	if live, err := tx.HasLiveLeg(ctx, l.ConferenceID); err != nil || live {
+	// The leg itself is not live any more: a live leg is another one.
+	if sur.Known {
+		if sur.OtherLive {
+			return st, nil
+		}
+	} else if live, err := tx.HasLiveLeg(ctx, l.ConferenceID); err != nil || live {
 		return st, err
 	}
 	if conf == nil {
