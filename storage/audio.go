@@ -130,14 +130,14 @@ func (s *Store) LockLegWithSurroundings(ctx context.Context, id string) (*Leg, L
 	var l *Leg
 	sur := LegSurroundings{Known: true}
 	err := s.queryRowsRaw(ctx, []pgStmt{
-		{`WITH c AS (SELECT id AS locked_conversation FROM conversations
+		{sql: `WITH c AS (SELECT id AS locked_conversation FROM conversations
   WHERE id = (SELECT conversation_id FROM legs WHERE id = ?) FOR UPDATE)
  SELECT ` + legColumnsOf("legs") + ` FROM legs JOIN c ON c.locked_conversation = legs.conversation_id
- WHERE legs.id = ? FOR UPDATE OF legs`, []any{id, id}},
-		{`SELECT f.state,
+ WHERE legs.id = ? FOR UPDATE OF legs`, args: []any{id, id}},
+		{sql: `SELECT f.state,
   EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> l.id AND o.connected_at IS NOT NULL),
   EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> l.id AND o.state IN ` + liveStatesSQL + `)
- FROM legs l JOIN conferences f ON f.id = l.conference_id WHERE l.id = ?`, []any{id}},
+ FROM legs l JOIN conferences f ON f.id = l.conference_id WHERE l.id = ?`, args: []any{id}},
 	}, func(r scanner) (err error) {
 		l, err = scanLeg(r)
 		return err
@@ -406,10 +406,10 @@ func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID stri
 	}
 	// The invitation in a statement of its own, after the locks: see
 	// queryRowsRaw.
-	stmts := []pgStmt{{`WITH c AS (SELECT id FROM conversations WHERE id = ? FOR UPDATE)
+	stmts := []pgStmt{{sql: `WITH c AS (SELECT id FROM conversations WHERE id = ? FOR UPDATE)
  SELECT x.id, x.conversation_id, x.state, x.node, x.created_by, x.created_at, x.ended_at, x.end_reason FROM c
  LEFT JOIN LATERAL (SELECT ` + conferenceColumns + ` FROM conferences WHERE conversation_id = c.id AND state = 'active' FOR UPDATE) x ON TRUE`,
-		[]any{convID}}}
+		args: []any{convID}}}
 	var conf *Conference
 	var inv *Invitation
 	scans := []func(scanner) error{func(r scanner) error {
@@ -425,9 +425,9 @@ func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID stri
 		return nil
 	}}
 	if userID != "" {
-		stmts = append(stmts, pgStmt{`SELECT ` + invitationColumns + ` FROM invitations WHERE conversation_id = ? AND user_id = ?
+		stmts = append(stmts, pgStmt{sql: `SELECT ` + invitationColumns + ` FROM invitations WHERE conversation_id = ? AND user_id = ?
  AND state = 'pending' AND conference_id = (SELECT id FROM conferences WHERE conversation_id = ? AND state = 'active') LIMIT 1`,
-			[]any{convID, userID, convID}})
+			args: []any{convID, userID, convID}})
 		scans = append(scans, func(r scanner) (err error) {
 			inv, err = scanInvitation(r)
 			if errors.Is(err, ErrNotFound) {

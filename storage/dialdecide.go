@@ -85,7 +85,7 @@ func under(counts []int64, limits []DialLimit) bool {
 const insertGrantSQL = `INSERT INTO dial_grants (id, at, user_id, guest_id, conversation_id, number, released, account)`
 
 func grantArgs(g *DialGrant) []any {
-	return []any{g.ID, g.At, g.UserID, g.GuestID, g.ConversationID, g.Number, false, g.Account}
+	return []any{g.ID, g.At, g.UserID, g.GuestID, g.ConversationID, g.Number, g.Released, g.Account}
 }
 
 // dialCountsSQL is one SELECT of one count per limit ("SELECT 0" for none).
@@ -183,26 +183,11 @@ func (sc DialScope) sqlWhere(grants bool) (string, []any) {
 // decideDialPG is DecideDial in one pgx batch: the locks, then counting
 // and the conditional insert in one statement (a data-modifying CTE).
 func (s *Store) decideDialPG(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant) ([]int64, bool, error) {
-	counts := make([]int64, len(limits))
-	var granted bool
 	plan := s.svc.plan(limits, g.At)
-	q, args := dialCountsSQL(limits, plan.known)
-	var cond []string
-	for i, l := range limits {
-		cond = append(cond, fmt.Sprintf("c.n%d < %d", i, l.Max))
-	}
-	if len(cond) == 0 {
-		cond = []string{"TRUE"}
-	}
-	cols := []string{}
-	for i := range limits {
-		cols = append(cols, fmt.Sprintf("c.n%d", i))
-	}
-	stmt := `WITH c AS (` + q + `), ins AS (` + insertGrantSQL + ` SELECT ?::varchar, ?::timestamptz, ?::varchar, ?::varchar, ?::varchar, ?::varchar, ?::boolean, ?::varchar FROM c WHERE ` +
-		strings.Join(cond, " AND ") + ` RETURNING 1) SELECT ` + strings.Join(append(cols, "(SELECT count(*) FROM ins)"), ", ") + ` FROM c`
-	args = append(args, grantArgs(g)...)
-	stmt = rebind("postgres", stmt)
 	lock, ids := lockScopesSQL(keys)
+	stmt, args := decideDialSQL(limits, g, plan.known)
+	var counts []int64
+	var granted bool
 	err := s.pgConn(ctx, func(c *pgx.Conn) error {
 		b := &pgx.Batch{}
 		if lock != "" {
@@ -216,17 +201,11 @@ func (s *Store) decideDialPG(ctx context.Context, keys []string, limits []DialLi
 				return err
 			}
 		}
-		dst := make([]any, 0, len(limits)+1)
-		for i := range counts {
-			dst = append(dst, &counts[i])
-		}
-		var n int64
-		dst = append(dst, &n)
-		if err := br.QueryRow().Scan(dst...); err != nil {
+		var err error
+		if counts, granted, err = scanDecision(br.QueryRow(), limits); err != nil {
 			br.Close()
 			return err
 		}
-		granted = n == 1
 		return br.Close()
 	})
 	if err := s.noteWrite(err); err != nil {
@@ -235,6 +214,83 @@ func (s *Store) decideDialPG(ctx context.Context, keys []string, limits []DialLi
 	}
 	s.svc.done(plan, limits, counts, granted)
 	return counts, granted, nil
+}
+
+// decideDialSQL is the decision's statement on PostgreSQL: the counts
+// (known ones given, see serviceCounts) and the grant inserted when every
+// count is below its limit; it returns the counts and 1 when it inserted.
+func decideDialSQL(limits []DialLimit, g *DialGrant, known map[int]int64) (string, []any) {
+	q, args := dialCountsSQL(limits, known)
+	var cond []string
+	for i, l := range limits {
+		cond = append(cond, fmt.Sprintf("c.n%d < %d", i, l.Max))
+	}
+	if len(cond) == 0 {
+		cond = []string{"TRUE"}
+	}
+	cols := []string{}
+	for i := range limits {
+		cols = append(cols, fmt.Sprintf("c.n%d", i))
+	}
+	stmt := `WITH c AS (` + q + `), ins AS (` + insertGrantSQL + ` SELECT ?::varchar, ?::timestamptz, ?::varchar, ?::varchar, ?::varchar, ?::varchar, ?::boolean, ?::varchar FROM c WHERE ` +
+		strings.Join(cond, " AND ") + ` RETURNING 1) SELECT ` + strings.Join(append(cols, "(SELECT count(*) FROM ins)"), ", ") + ` FROM c`
+	return rebind("postgres", stmt), append(args, grantArgs(g)...)
+}
+
+// scanDecision reads decideDialSQL's row.
+func scanDecision(r scanner, limits []DialLimit) ([]int64, bool, error) {
+	counts := make([]int64, len(limits))
+	dst := make([]any, 0, len(limits)+1)
+	for i := range counts {
+		dst = append(dst, &counts[i])
+	}
+	var n int64
+	dst = append(dst, &n)
+	if err := r.Scan(dst...); err != nil {
+		return nil, false, err
+	}
+	return counts, n == 1, nil
+}
+
+// DialDecision is the outcome of DecideDialIn: the counts, in the order of
+// the limits, and whether the grant was recorded.
+type DialDecision struct {
+	Counts  []int64
+	Granted bool
+}
+
+// DecideDialIn is DecideDial in a write transaction, the dial's own: the
+// grant commits with the leg (or not at all), and there is no transaction
+// of its own to pay for. In a pipelined PostgreSQL transaction the scope
+// locks and the counting statement go out with the transaction's next
+// statement, and d is filled once that statement has returned; elsewhere
+// d is filled now. The scope locks are held to the end of the transaction.
+func (s *Store) DecideDialIn(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant, d *DialDecision) error {
+	g.At = g.At.UTC()
+	*d = DialDecision{}
+	if s.pipe == nil {
+		counts, granted, err := s.DecideDial(ctx, keys, limits, g)
+		if err == nil {
+			*d = DialDecision{Counts: counts, Granted: granted}
+		}
+		return err
+	}
+	plan := s.svc.plan(limits, g.At)
+	if lock, ids := lockScopesSQL(keys); lock != "" {
+		s.pipe.execLater(lock, ids...)
+	}
+	stmt, args := decideDialSQL(limits, g, plan.known)
+	s.pipe.readLater(stmt, args, func(r scanner) error {
+		counts, granted, err := scanDecision(r, limits)
+		if err != nil {
+			s.svc.done(plan, nil, nil, false)
+			return err
+		}
+		*d = DialDecision{Counts: counts, Granted: granted}
+		s.svc.done(plan, limits, counts, granted)
+		return nil
+	}, func() { s.svc.done(plan, nil, nil, false) })
+	return nil
 }
 
 // pgConn runs fn on a pool connection's pgx.Conn (for batches).

@@ -204,7 +204,7 @@ func (s *Store) finishPG() (*pgStmt, func(rowsIter) error) {
 		u.users, u.counts,
 		u.rUsers, u.rKs, u.rOrds, u.rCnt,
 		UserStreamKey("")}
-	return &pgStmt{rebind(s.dialect, q), args}, func(rows rowsIter) error {
+	return &pgStmt{sql: rebind(s.dialect, q), args: args}, func(rows rowsIter) error {
 		return s.finishedPG(rows, all, written, users, byUser, n, conv)
 	}
 }

@@ -31,6 +31,11 @@ import (
 type pgStmt struct {
 	sql  string
 	args []any
+	// scan, on a later statement, reads its row when the batch it went out
+	// with is read (readLater); drop is called instead when it never is
+	// (an earlier statement failed, or the transaction ended first).
+	scan func(scanner) error
+	drop func()
 }
 
 type pgPipe struct {
@@ -75,9 +80,10 @@ func (s *Store) newPGPipe(ctx context.Context) (*pgPipe, error) {
 	return p, nil
 }
 
-// batch sends BEGIN (the first time), the later writes and stmts in one
-// round trip and reads the results of BEGIN and the later writes; stmts'
-// results are the caller's to read, and the batch stays open until it
+// batch sends BEGIN (the first time), the later statements and stmts in
+// one round trip and reads the results of BEGIN and the later statements
+// (a later read's row goes to its scan); stmts' results are the caller's
+// to read, and the batch stays open until it
 // closes it (closeOpen). With no stmts it sends what is pending and closes
 // the batch itself.
 func (p *pgPipe) batch(ctx context.Context, stmts ...pgStmt) (pgx.BatchResults, error) {
@@ -91,18 +97,35 @@ func (p *pgPipe) batch(ctx context.Context, stmts ...pgStmt) (pgx.BatchResults, 
 	for _, st := range p.later {
 		b.Queue(st.sql, st.args...)
 	}
-	prefix := b.Len()
 	for _, st := range stmts {
 		b.Queue(st.sql, st.args...)
 	}
 	if b.Len() == 0 {
 		return nil, nil
 	}
-	p.begun = true
-	p.later = p.later[:0]
+	later := p.later
+	p.later = nil
 	br := p.pc.SendBatch(ctx, b)
-	for i := 0; i < prefix; i++ {
+	if !p.begun {
 		if _, err := br.Exec(); err != nil {
+			dropAll(later)
+			br.Close()
+			return nil, p.fail(err)
+		}
+	}
+	p.begun = true
+	for i, st := range later {
+		var err error
+		if st.scan != nil {
+			row := &batchRow{p: p, br: br}
+			if err = st.scan(row); err != nil && row.dbErr == nil {
+				err = p.fail(err)
+			}
+		} else {
+			_, err = br.Exec()
+		}
+		if err != nil {
+			dropAll(later[i+1:])
 			br.Close()
 			return nil, p.fail(err)
 		}
@@ -159,11 +182,26 @@ func (p *pgPipe) sync(ctx context.Context) error {
 // execLater queues a write whose result nobody reads; its failure fails
 // the statement it is sent with, and the transaction.
 func (p *pgPipe) execLater(query string, args ...any) {
-	p.later = append(p.later, pgStmt{query, args})
+	p.later = append(p.later, pgStmt{sql: query, args: args})
+}
+
+// readLater queues a statement of one row that scan reads once the
+// statement it goes out with is answered (before that one's own result);
+// drop is called if that never happens.
+func (p *pgPipe) readLater(query string, args []any, scan func(scanner) error, drop func()) {
+	p.later = append(p.later, pgStmt{sql: query, args: args, scan: scan, drop: drop})
+}
+
+func dropAll(stmts []pgStmt) {
+	for _, st := range stmts {
+		if st.drop != nil {
+			st.drop()
+		}
+	}
 }
 
 func (p *pgPipe) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	br, err := p.batch(ctx, pgStmt{query, args})
+	br, err := p.batch(ctx, pgStmt{sql: query, args: args})
 	if err != nil {
 		return nil, err
 	}
@@ -179,12 +217,12 @@ func (p *pgPipe) exec(ctx context.Context, query string, args ...any) (sql.Resul
 }
 
 func (p *pgPipe) queryRow(ctx context.Context, query string, args ...any) *pipeRow {
-	br, err := p.batch(ctx, pgStmt{query, args})
+	br, err := p.batch(ctx, pgStmt{sql: query, args: args})
 	return &pipeRow{p: p, br: br, err: err}
 }
 
 func (p *pgPipe) query(ctx context.Context, query string, args ...any) (*pipeRows, error) {
-	br, err := p.batch(ctx, pgStmt{query, args})
+	br, err := p.batch(ctx, pgStmt{sql: query, args: args})
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +315,8 @@ func (p *pgPipe) commit(ctx context.Context, last *pgStmt, read func(rowsIter) e
 // release ends the transaction (rolling back what is not committed). The connection goes back to the
 // pool only when it is outside any transaction; otherwise it is closed.
 func (p *pgPipe) release(ctx context.Context) {
+	dropAll(p.later)
+	p.later = nil
 	if p.open != nil {
 		p.open.Close()
 		p.open = nil

@@ -160,7 +160,7 @@ func (s *Store) queryRowsRaw(ctx context.Context, stmts []pgStmt, scans ...func(
 	if s.pipe != nil {
 		bound := make([]pgStmt, len(stmts))
 		for i, st := range stmts {
-			bound[i] = pgStmt{rebind(s.dialect, st.sql), st.args}
+			bound[i] = pgStmt{sql: rebind(s.dialect, st.sql), args: st.args}
 		}
 		return s.pipe.scanEach(ctx, bound, scans)
 	}

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -14,7 +15,16 @@ import (
 // grants since, and does not see the other replica's grants; within the
 // margin (20 below the cap) it counts exactly, so the cap refuses exactly
 // at 100 — a refusal never comes from an estimate.
+//
+// Both ways of deciding: alone (DecideDial) and in a dial's transaction
+// (DecideDialIn, pipelined on PostgreSQL), as Dial does.
 func TestDecideDial_ServiceCapEstimatedFarBelowAndCountedNearIt(t *testing.T) {
+	for _, inTx := range []bool{false, true} {
+		t.Run(fmt.Sprintf("in_transaction=%v", inTx), func(t *testing.T) { serviceCapEstimated(t, inTx) })
+	}
+}
+
+func serviceCapEstimated(t *testing.T, inTx bool) {
 	ctx := context.Background()
 	_, a, b := twoReplicas(t)
 	t0 := time.Now().UTC()
@@ -24,11 +34,19 @@ func TestDecideDial_ServiceCapEstimatedFarBelowAndCountedNearIt(t *testing.T) {
 		t.Helper()
 		n++
 		g := &storage.DialGrant{ID: fmt.Sprintf("g%03d", n), At: t0.Add(at), UserID: fmt.Sprintf("u%d", n), ConversationID: "c", Number: "0100"}
-		counts, granted, err := s.DecideDial(ctx, []string{"dial:conv:c" + g.ID}, limits, g)
-		if err != nil {
+		keys := []string{"dial:conv:c" + g.ID}
+		if !inTx {
+			counts, granted, err := s.DecideDial(ctx, keys, limits, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return counts[0], granted
+		}
+		var d storage.DialDecision
+		if err := s.InTx(ctx, func(tx *storage.Store) error { return tx.DecideDialIn(ctx, keys, limits, g, &d) }); err != nil {
 			t.Fatal(err)
 		}
-		return counts[0], granted
+		return d.Counts[0], d.Granted
 	}
 
 	if c, ok := decide(a, 0); c != 0 || !ok {
@@ -67,5 +85,51 @@ func TestDecideDial_ServiceCapEstimatedFarBelowAndCountedNearIt(t *testing.T) {
 	// since it is within the margin: counted.
 	if c, ok := decide(b, 170*time.Millisecond); c != 100 || ok {
 		t.Fatalf("B at the cap: count %d granted %v, want the exact 100, refused", c, ok)
+	}
+}
+
+// A decision made in a transaction that then fails leaves no grant: the
+// dial it allowed never happened. Its outcome is known once the
+// transaction's next statement has returned.
+func TestDecideDialIn_AFailedTransactionKeepsNoGrant(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	_, c := seedConversation(t, s)
+	limits := []storage.DialLimit{{Scope: storage.DialScope{ConversationID: c.ID}, Since: time.Now().Add(-time.Minute), Max: 1}}
+	decide := func(id string, fail bool) storage.DialDecision {
+		t.Helper()
+		var d storage.DialDecision
+		g := &storage.DialGrant{ID: id, At: time.Now(), UserID: "u", ConversationID: c.ID, Number: "0100"}
+		errFail := errors.New("the dial failed")
+		err := s.InTx(ctx, func(tx *storage.Store) error {
+			if err := tx.DecideDialIn(ctx, []string{"dial:conv:" + c.ID}, limits, g, &d); err != nil {
+				return err
+			}
+			if _, err := tx.GetConversation(ctx, c.ID); err != nil { // the next statement
+				return err
+			}
+			if len(d.Counts) != 1 {
+				t.Errorf("decision %s not known after the next statement: %+v", id, d)
+			}
+			if fail {
+				return errFail
+			}
+			return nil
+		})
+		if fail != errors.Is(err, errFail) || (!fail && err != nil) {
+			t.Fatalf("decision %s: %v", id, err)
+		}
+		return d
+	}
+	for i := 0; i < 3; i++ {
+		if d := decide(fmt.Sprintf("failed-%d", i), true); !d.Granted {
+			t.Fatalf("failed attempt %d refused (%v): a failed transaction's grant was kept", i, d.Counts)
+		}
+	}
+	if d := decide("kept", false); !d.Granted {
+		t.Fatalf("the first committed dial refused: %v", d.Counts)
+	}
+	if d := decide("over", false); d.Granted || d.Counts[0] != 1 {
+		t.Fatalf("a dial over the limit: %+v, want refused at 1", d)
 	}
 }

@@ -37,9 +37,18 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 	defer en.inflight.Done()
 	started := time.Now()
 
-	if err := en.checkDial(ctx, DialCheck{Actor: a, ConversationID: conv.ID, UserID: t.UserID, GuestID: t.GuestID,
-		Number: t.Number, Source: t.Source}); err != nil {
+	// The number rules now; the limits are counted in the dial's
+	// transaction (dialTx), so that the grant commits with the leg.
+	dp, err := en.planDial(ctx, DialCheck{Actor: a, ConversationID: conv.ID, UserID: t.UserID, GuestID: t.GuestID,
+		Number: t.Number, Source: t.Source})
+	if err != nil {
 		return core.JoinResult{}, err
+	}
+	if dp != nil {
+		// The leg is written in the grant's transaction and counts for
+		// itself from its commit: the grant counts only in the rate
+		// windows (no release to write).
+		dp.grant.Released = true
 	}
 	// Fail fast, before anything is written, when no PBX can take a call
 	// (after a node this replica just took over has its event connection).
@@ -59,7 +68,6 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 		invitation *storage.Invitation
 	)
 	now := time.Now().UTC()
-	var err error
 	// On PostgreSQL two requests (or replicas) may both find no conference
 	// and both start one; the partial unique index lets one win, and the
 	// other runs its transaction again and joins that conference.
@@ -70,7 +78,7 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 	var commit storage.Commit
 	for attempt := 0; ; attempt++ {
 		commit, err = en.store.InTxEarly(ctx, func(tx *storage.Store) error {
-			inv, err := en.dialTx(ctx, tx, conv, a, t, before, now, &placed)
+			inv, err := en.dialTx(ctx, tx, conv, a, t, dp, before, now, &placed)
 			invitation = inv
 			return err
 		})
@@ -87,10 +95,13 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 		err = en.alreadyInAudio(ctx, live.confID, t)
 	case errors.Is(err, storage.ErrLiveLeg) && placed.conf != nil:
 		err = en.alreadyInAudio(ctx, placed.conf.ID, t)
+	case errors.Is(err, errDialRefused):
+		err = en.refused(ctx, dp)
 	}
 	if err != nil {
+		// Nothing to release: a refused or failed transaction took its
+		// grant with it.
 		en.placed(&placed)
-		en.dialed(ctx, a, conv.ID, t, nil, err) // releases the dial's reservation
 		return core.JoinResult{}, err
 	}
 	conf, leg := placed.conf, placed.leg
@@ -254,9 +265,17 @@ type dialPlaced struct {
 // (tx.Proceed): what follows only records (events, the invitation answered
 // by joining, the audit), and should
 // it fail the caller hangs the call up (Commit.Durable).
-func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.Conversation, a core.Actor, t Target,
+func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.Conversation, a core.Actor, t Target, dp *dialPlan,
 	before func(tx *storage.Store, conf *storage.Conference) error, now time.Time, p *dialPlaced,
 ) (invitation *storage.Invitation, err error) {
+	// The dial's count against the limits first: on PostgreSQL its scope
+	// locks and statement go out with the conversation's locks below (one
+	// round trip), and are held with them to COMMIT.
+	if dp != nil {
+		if err := en.decideTx(ctx, tx, dp); err != nil {
+			return nil, err
+		}
+	}
 	// The conversation's lock first (see storage.LockConversation): then
 	// its last leg ending cannot end the conference under us. Joining
 	// directly answers one's own pending invitation: it is read with the
@@ -268,6 +287,9 @@ func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.C
 	conf, pending, err := tx.LockConversationForJoin(ctx, conv.ID, answers)
 	if err != nil {
 		return nil, err
+	}
+	if dp != nil && !dp.res.Granted {
+		return nil, errDialRefused
 	}
 	newConf := false
 	if conf == nil {

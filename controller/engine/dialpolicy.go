@@ -29,29 +29,32 @@ type DialCheck struct {
 // limits).
 func (en *Engine) Policy() *policy.Policy { return en.policy }
 
-// checkDial applies the dial policy; nil allows, and then counts the dial
-// against the limits (the grant is released when the leg is written, see
-// dialed). Every refusal is audited.
-func (en *Engine) checkDial(ctx context.Context, d DialCheck) error {
+// planDial applies the dial policy's number rules (a refusal is audited)
+// and prepares the count of the dial against the limits: decideTx makes it
+// in the dial's transaction, refusalOf reads its outcome. nil plan: every
+// limit is off, nothing to count (no grant).
+func (en *Engine) planDial(ctx context.Context, d DialCheck) (*dialPlan, error) {
 	guest := policy.IsGuestSource(d.Source) || d.GuestID != nil
 	p := en.policy
 	if r := p.NumberRule(en.numbers, d.Number, guest); r != nil {
 		en.auditRefusal(ctx, nil, d, r)
-		return r.Err()
+		return nil, r.Err()
 	}
 	if !p.Limited() {
-		return nil // nothing to count: no transaction, no grant
+		return nil, nil
 	}
-	ref, err := en.countDial(ctx, p, d, guest)
-	if err != nil {
-		return err
-	}
-	if ref != nil {
-		en.auditRefusal(ctx, nil, d, ref)
-		return ref.Err()
-	}
-	return nil
+	return en.planLimits(ctx, p, d, guest)
 }
+
+// decideTx counts the dial in tx (storage.DecideDialIn): its outcome is in
+// dp.res once tx's next statement has returned (at once on SQLite).
+func (en *Engine) decideTx(ctx context.Context, tx *storage.Store, dp *dialPlan) error {
+	return tx.DecideDialIn(ctx, dp.keys, dp.limits, dp.grant, &dp.res)
+}
+
+// errDialRefused: the dial's decision refused it (dialTx); Dial answers
+// with refusalOf once the transaction is rolled back.
+var errDialRefused = errors.New("dial refused by the dial policy")
 
 // dialLimit is one limit of a decision with the words of its refusal.
 type dialLimit struct {
@@ -59,14 +62,27 @@ type dialLimit struct {
 	rule, name, words string
 }
 
-// countDial checks the caps and rates and, when the dial is within them,
-// records its grant: one storage.DecideDial, locked per scope (the caller,
-// their account, the conversation) rather than for the whole cluster, so
-// dials of different people in different conversations never wait for
-// each other. The service-wide caps are the exception: counted without a
-// lock, they may be exceeded by the dials deciding at the same moment
-// (README, "Several replicas").
-func (en *Engine) countDial(ctx context.Context, p *policy.Policy, d DialCheck, guest bool) (*policy.Refusal, error) {
+// dialPlan is a dial's count against the limits: the scopes it locks,
+// the limits it counts, the grant it records when within them, and, once
+// decided, the outcome.
+type dialPlan struct {
+	d      DialCheck
+	on     []dialLimit
+	limits []storage.DialLimit
+	keys   []string
+	grant  *storage.DialGrant
+	since  time.Time
+	res    storage.DialDecision
+}
+
+// planLimits prepares the caps and rates a dial is counted against. The
+// decision (storage.DecideDialIn) locks per scope (the caller, their
+// account, the conversation) rather than for the whole cluster, so dials
+// of different people in different conversations never wait for each
+// other. The service-wide caps are the exception: counted without a lock,
+// they may be exceeded by the dials deciding at the same moment (README,
+// "Several replicas").
+func (en *Engine) planLimits(ctx context.Context, p *policy.Policy, d DialCheck, guest bool) (*dialPlan, error) {
 	now := p.Now().UTC()
 	en.forgetOldGrants(ctx, p, now)
 	who := storage.DialScope{}
@@ -146,11 +162,16 @@ func (en *Engine) countDial(ctx context.Context, p *policy.Policy, d DialCheck, 
 	}
 	g := &storage.DialGrant{ID: core.NewID(), At: now, ConversationID: d.ConversationID, Number: d.Number,
 		UserID: who.UserID, GuestID: who.GuestID, Account: account}
-	counts, granted, err := en.store.DecideDial(ctx, keys, limits, g)
-	if err != nil || granted {
-		return nil, err
+	return &dialPlan{d: d, on: on, limits: limits, keys: keys, grant: g, since: since}, nil
+}
+
+// refusalOf is the refusal of a decided dial, nil when it was granted.
+func (en *Engine) refusalOf(ctx context.Context, dp *dialPlan) (*policy.Refusal, error) {
+	if dp.res.Granted {
+		return nil, nil
 	}
-	for i, l := range on {
+	p, counts, now, since := en.policy, dp.res.Counts, dp.grant.At, dp.since
+	for i, l := range dp.on {
 		n := counts[i]
 		if n < int64(l.Max) {
 			continue
@@ -198,45 +219,26 @@ func accountWords(d DialCheck, rest string) string {
 	return "you and the guests of your join links have " + rest
 }
 
-// dialed is told by Dial, right after the leg's transaction, what became
-// of an allowed dial: the grant is released either way (a written leg
-// counts for itself), and a written leg is audited as a dial-out.
-func (en *Engine) dialed(ctx context.Context, a core.Actor, convID string, t Target, leg *storage.Leg, err error) {
-	ctx = context.WithoutCancel(ctx)
-	werr := en.store.InTx(ctx, func(tx *storage.Store) error {
-		if err != nil || leg == nil {
-			return tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.Number)
-		}
-		return en.dialedTx(ctx, tx, a, convID, t, leg)
-	})
-	if werr != nil {
-		en.log.Error("recording a dial-out failed", "conversation", convID, "err", werr)
+// refused is the answer to a dial its decision refused, audited.
+func (en *Engine) refused(ctx context.Context, dp *dialPlan) error {
+	ref, err := en.refusalOf(ctx, dp)
+	if err != nil {
+		return err
 	}
+	if ref == nil {
+		return fmt.Errorf("dial policy: refused without a refusal")
+	}
+	en.auditRefusal(ctx, nil, dp.d, ref)
+	return ref.Err()
 }
 
-// dialedTx records a leg's dial-out in the transaction that creates the
-// leg: the audit entry, and the dial's reservation released (the live leg
-// counts from now on). Doing it there keeps a second write transaction out
-// of the path between the request and the originate.
+// dialedTx records a leg's dial-out, as an audit entry, in the
+// transaction that creates the leg. (The dial's grant needs no release:
+// Dial records it released, as the leg written in the same transaction
+// counts for itself.)
 func (en *Engine) dialedTx(ctx context.Context, tx *storage.Store, a core.Actor, convID string, t Target, leg *storage.Leg) error {
-	// With every limit off checkDial made no grant: nothing to release.
-	if en.policy.Limited() {
-		if err := tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.Number); err != nil {
-			return err
-		}
-	}
 	return en.audit.AddTx(ctx, tx, audit.Entry{Actor: a, GuestID: deref(t.GuestID), Action: audit.ActionDial, ConversationID: convID,
 		TargetID: leg.ID, Number: t.Number, Source: t.Source, Detail: policy.NumberKind(t.Number)})
-}
-
-func dialScope(convID string, t Target) storage.DialScope {
-	sc := storage.DialScope{ConversationID: convID}
-	if t.GuestID != nil {
-		sc.GuestID = *t.GuestID
-	} else if t.UserID != nil {
-		sc.UserID = *t.UserID
-	}
-	return sc
 }
 
 // auditRefusal records a refused dial (in tx when given).

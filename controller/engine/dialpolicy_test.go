@@ -40,6 +40,50 @@ func policyController(t testing.TB, p policy.Config) *Engine {
 		audit.New(st, slog.New(slog.DiscardHandler)), nil, nil)
 }
 
+// checkDial is the decision Dial makes in its transaction (planDial,
+// decideTx, refused), in a transaction of its own: the policy's rules
+// without a leg or a PBX. An allowed dial's grant stays unreleased, as it
+// is in Dial until the leg is written in the same transaction; dialed
+// releases it.
+func (en *Engine) checkDial(ctx context.Context, d DialCheck) error {
+	dp, err := en.planDial(ctx, d)
+	if err != nil || dp == nil {
+		return err
+	}
+	if err := en.store.InTx(ctx, func(tx *storage.Store) error { return en.decideTx(ctx, tx, dp) }); err != nil {
+		return err
+	}
+	if !dp.res.Granted {
+		return en.refused(ctx, dp)
+	}
+	return nil
+}
+
+// dialed settles an allowed dial's grant: released (in Dial the grant is
+// recorded released, with its leg, or not at all), and with a leg written
+// the dial-out audited (dialedTx).
+func (en *Engine) dialed(ctx context.Context, a core.Actor, convID string, t Target, leg *storage.Leg, failed error) {
+	if err := en.store.InTx(ctx, func(tx *storage.Store) error {
+		if err := tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.Number); err != nil || failed != nil || leg == nil {
+			return err
+		}
+		return en.dialedTx(ctx, tx, a, convID, t, leg)
+	}); err != nil {
+		panic(err)
+	}
+}
+
+// dialScope is the scope of a dial's grant.
+func dialScope(convID string, t Target) storage.DialScope {
+	sc := storage.DialScope{ConversationID: convID}
+	if t.GuestID != nil {
+		sc.GuestID = *t.GuestID
+	} else if t.UserID != nil {
+		sc.UserID = *t.UserID
+	}
+	return sc
+}
+
 // noLimits switches off every limit p does not set, to look at the number
 // rules (or one limit) alone.
 func noLimits(p policy.Config) policy.Config {
