@@ -42,7 +42,8 @@ type pgPipe struct {
 	conn  *sql.Conn
 	pc    *pgx.Conn
 	begun bool
-	// later are writes not sent yet: they go first in the next batch.
+	// later are statements not sent yet (execLater's writes, readLater's
+	// reads): they go first in the next batch.
 	later []pgStmt
 	// open is a batch whose last result a row or rows being read still
 	// holds; the next statement closes it first.
@@ -312,8 +313,9 @@ func (p *pgPipe) commit(ctx context.Context, last *pgStmt, read func(rowsIter) e
 	return p.fail(err)
 }
 
-// release ends the transaction (rolling back what is not committed). The connection goes back to the
-// pool only when it is outside any transaction; otherwise it is closed.
+// release ends the transaction (rolling back what is not committed). The
+// connection goes back to the pool only when it is outside any
+// transaction; otherwise it is closed.
 func (p *pgPipe) release(ctx context.Context) {
 	dropAll(p.later)
 	p.later = nil
