@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 )
@@ -198,4 +199,63 @@ func TestLockConversationForJoin_AndALaterLegRefusal(t *testing.T) {
 	if evs, err := s.EventsAfter(ctx, l.ConversationID, 0, 10); err != nil || len(evs) != 0 {
 		t.Fatalf("the refused transaction's event was kept: %+v %v", evs, err)
 	}
+}
+
+// When PostgreSQL drops the pool's connections (a restart, a failover, an
+// administrator's pg_terminate_backend), a transaction on a dropped
+// connection fails, its connection is not given out again, and the pool
+// heals: within as many failures as it has connections, transactions
+// work again. (On SQLite there is nothing to drop: every one works.)
+func TestPGPipe_ThePoolHealsAfterItsConnectionsAreDropped(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	l := seedDialingLeg(t, s, "pipeheal")
+	if s.Dialect() == "postgres" {
+		// Fill the pool: 20 transactions at once, each holding its
+		// connection until all have begun. (SQLite's one writer runs
+		// transactions one at a time: this would never end there.)
+		var ready, wg sync.WaitGroup
+		ready.Add(20)
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.InTx(ctx, func(tx *Store) error {
+					_, err := tx.GetLeg(ctx, l.ID)
+					ready.Done()
+					ready.Wait()
+					return err
+				})
+			}()
+		}
+		wg.Wait()
+		var n int64
+		if err := s.DB().Raw(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		if n < 10 {
+			t.Fatalf("terminated %d connections; the pool should have held about 20", n)
+		}
+	}
+	failures := 0
+	for i := 0; i < 40; i++ {
+		err := s.InTx(ctx, func(tx *Store) error {
+			cur, err := tx.LockLeg(ctx, l.ID)
+			if err != nil {
+				return err
+			}
+			return tx.SaveLeg(ctx, cur)
+		})
+		if err != nil {
+			failures++
+			if i >= 21 {
+				t.Fatalf("transaction %d still fails after %d failures: %v", i, failures, err)
+			}
+		}
+	}
+	if s.Dialect() != "postgres" && failures > 0 {
+		t.Fatalf("%d failures on SQLite", failures)
+	}
+	t.Logf("%d transactions failed on dropped connections", failures)
 }
