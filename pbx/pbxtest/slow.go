@@ -12,9 +12,11 @@ import (
 // can be held still (a controller stuck on its database). It keeps the
 // talking events per leg, the EventLost reports and which legs connected.
 type SlowConsumer struct {
-	delay  time.Duration
-	hold   chan struct{} // while open, leg events wait
-	notify chan struct{}
+	delay   time.Duration
+	owed    time.Duration // delay not slept yet (under sleepMu)
+	sleepMu sync.Mutex
+	hold    chan struct{} // while open, leg events wait
+	notify  chan struct{}
 
 	mu sync.Mutex
 	// Read these only inside a Wait condition (it runs under the lock)
@@ -25,8 +27,12 @@ type SlowConsumer struct {
 	Handled   int                    // talking events handled
 }
 
-// NewSlowConsumer sleeps delay over every leg event. With held, leg events
-// wait until Release.
+// NewSlowConsumer takes delay over every leg event, on average: the delays
+// add up and are slept once they reach a millisecond. (A sleep of 20 µs
+// per event took milliseconds each on a loaded CI machine, which made
+// 10,000 events outlast Wait's deadline; what the tests need is a handler
+// slower than the socket, not a precise one.) With held, leg events wait
+// until Release.
 func NewSlowConsumer(delay time.Duration, held bool) *SlowConsumer {
 	c := &SlowConsumer{delay: delay, notify: make(chan struct{}, 1),
 		ByLeg: map[string][]pbx.Event{}, Connected: map[string]bool{}}
@@ -45,7 +51,14 @@ func (c *SlowConsumer) HandleEvent(e pbx.Event) {
 		if c.hold != nil {
 			<-c.hold
 		}
-		time.Sleep(c.delay)
+		c.sleepMu.Lock()
+		c.owed += c.delay
+		nap := time.Duration(0)
+		if c.owed >= time.Millisecond {
+			nap, c.owed = c.owed, 0
+		}
+		c.sleepMu.Unlock()
+		time.Sleep(nap)
 	}
 	c.mu.Lock()
 	switch e.Type {
