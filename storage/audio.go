@@ -387,8 +387,9 @@ func (s *Store) LockConversationConference(ctx context.Context, convID string) (
 
 // LockConversationForJoin is LockConversationConference that also returns,
 // when userID is set, the user's pending invitation in that conference (nil
-// when there is none): a user joining answers it, and on PostgreSQL it is
-// read in the same statement as the locks.
+// when there is none): a user joining answers it. On PostgreSQL it is read
+// in the round trip that takes the locks, in a statement of its own after
+// them (see queryRowsRaw).
 func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID string) (*Conference, *Invitation, error) {
 	if s.dialect != "postgres" {
 		conf, err := s.ActiveConference(ctx, convID)
@@ -404,8 +405,6 @@ func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID stri
 		}
 		return conf, inv, err
 	}
-	// The invitation in a statement of its own, after the locks: see
-	// queryRowsRaw.
 	stmts := []pgStmt{{sql: `WITH c AS (SELECT id FROM conversations WHERE id = ? FOR UPDATE)
  SELECT x.id, x.conversation_id, x.state, x.node, x.created_by, x.created_at, x.ended_at, x.end_reason FROM c
  LEFT JOIN LATERAL (SELECT ` + conferenceColumns + ` FROM conferences WHERE conversation_id = c.id AND state = 'active' FOR UPDATE) x ON TRUE`,

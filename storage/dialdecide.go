@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // DialLimit is one limit a dial decision counts: the calls up in Scope
@@ -29,48 +26,15 @@ type DialLimit struct {
 // decisions may each miss the others' grants: such a limit is exceeded by
 // at most the number of decisions running at the same moment.
 //
-// On PostgreSQL it is one round trip: the scope locks and a statement that
-// counts and conditionally inserts go out as one pgx batch, which the
-// server runs as one implicit transaction (the locks are held until its
-// end; the counting statement takes its snapshot after they are held). On
-// SQLite it runs in the writer's transaction, exclusive anyway.
-//
-// It returns the counts, in the order of limits, and whether g was
-// recorded.
+// It is DecideDialIn in a transaction of its own: on PostgreSQL one round
+// trip (BEGIN, the scope locks, the counting statement and COMMIT in one
+// pipelined batch); on SQLite in the writer's transaction, exclusive
+// anyway. It returns the counts, in the order of limits, and whether g
+// was recorded.
 func (s *Store) DecideDial(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant) ([]int64, bool, error) {
-	g.At = g.At.UTC()
-	if s.dialect == "postgres" && s.pending == nil {
-		return s.decideDialPG(ctx, keys, limits, g)
-	}
-	var counts []int64
-	var granted bool
-	err := s.InTx(ctx, func(tx *Store) error {
-		if err := tx.LockScopes(ctx, keys...); err != nil {
-			return err
-		}
-		q, args := dialCountsSQL(limits, nil)
-		row, err := tx.queryRowRaw(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		counts = make([]int64, len(limits))
-		dst := make([]any, len(limits))
-		for i := range counts {
-			dst[i] = &counts[i]
-		}
-		if len(limits) > 0 {
-			if err := row.Scan(dst...); err != nil {
-				return err
-			}
-		}
-		if !under(counts, limits) {
-			return nil
-		}
-		granted = true
-		_, err = tx.execRaw(ctx, insertGrantSQL+` VALUES (?,?,?,?,?,?,?,?)`, grantArgs(g)...)
-		return err
-	})
-	return counts, granted, err
+	var d DialDecision
+	err := s.InTx(ctx, func(tx *Store) error { return tx.DecideDialIn(ctx, keys, limits, g, &d) })
+	return d.Counts, d.Granted, err
 }
 
 func under(counts []int64, limits []DialLimit) bool {
@@ -180,42 +144,6 @@ func (sc DialScope) sqlWhere(grants bool) (string, []any) {
 	return b.String(), args
 }
 
-// decideDialPG is DecideDial in one pgx batch: the locks, then counting
-// and the conditional insert in one statement (a data-modifying CTE).
-func (s *Store) decideDialPG(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant) ([]int64, bool, error) {
-	plan := s.svc.plan(limits, g.At)
-	lock, ids := lockScopesSQL(keys)
-	stmt, args := decideDialSQL(limits, g, plan.known)
-	var counts []int64
-	var granted bool
-	err := s.pgConn(ctx, func(c *pgx.Conn) error {
-		b := &pgx.Batch{}
-		if lock != "" {
-			b.Queue(lock, ids...)
-		}
-		b.Queue(stmt, args...)
-		br := c.SendBatch(ctx, b)
-		if lock != "" {
-			if _, err := br.Exec(); err != nil {
-				br.Close()
-				return err
-			}
-		}
-		var err error
-		if counts, granted, err = scanDecision(br.QueryRow(), limits); err != nil {
-			br.Close()
-			return err
-		}
-		return br.Close()
-	})
-	if err := s.noteWrite(err); err != nil {
-		s.svc.done(plan, nil, nil, false)
-		return nil, false, err
-	}
-	s.svc.done(plan, limits, counts, granted)
-	return counts, granted, nil
-}
-
 // decideDialSQL is the decision's statement on PostgreSQL: the counts
 // (known ones given, see serviceCounts) and the grant inserted when every
 // count is below its limit; it returns the counts and 1 when it inserted.
@@ -262,17 +190,39 @@ type DialDecision struct {
 // DecideDialIn is DecideDial in a write transaction, the dial's own: the
 // grant commits with the leg (or not at all), and there is no transaction
 // of its own to pay for. In a pipelined PostgreSQL transaction the scope
-// locks and the counting statement go out with the transaction's next
-// statement, and d is filled once that statement has returned; elsewhere
-// d is filled now. The scope locks are held to the end of the transaction.
+// locks and the counting statement (the service-wide counts estimated
+// where serviceCounts allows) go out with the transaction's next
+// statement, and d is filled once that statement has returned; on SQLite
+// d is filled now. The scope locks are held to the end of the
+// transaction. Outside a transaction it makes one (DecideDial).
 func (s *Store) DecideDialIn(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant, d *DialDecision) error {
 	g.At = g.At.UTC()
 	*d = DialDecision{}
-	if s.pipe == nil {
-		counts, granted, err := s.DecideDial(ctx, keys, limits, g)
-		if err == nil {
-			*d = DialDecision{Counts: counts, Granted: granted}
+	if s.pending == nil {
+		return s.InTx(ctx, func(tx *Store) error { return tx.DecideDialIn(ctx, keys, limits, g, d) })
+	}
+	if s.pipe == nil { // SQLite: the writer's transaction
+		q, args := dialCountsSQL(limits, nil)
+		row, err := s.queryRowRaw(ctx, q, args...)
+		if err != nil {
+			return err
 		}
+		counts := make([]int64, len(limits))
+		dst := make([]any, len(limits))
+		for i := range counts {
+			dst[i] = &counts[i]
+		}
+		if len(limits) > 0 {
+			if err := row.Scan(dst...); err != nil {
+				return err
+			}
+		}
+		*d = DialDecision{Counts: counts}
+		if !under(counts, limits) {
+			return nil
+		}
+		d.Granted = true
+		_, err = s.execRaw(ctx, insertGrantSQL+` VALUES (?,?,?,?,?,?,?,?)`, grantArgs(g)...)
 		return err
 	}
 	plan := s.svc.plan(limits, g.At)
@@ -291,20 +241,4 @@ func (s *Store) DecideDialIn(ctx context.Context, keys []string, limits []DialLi
 		return nil
 	}, func() { s.svc.done(plan, nil, nil, false) })
 	return nil
-}
-
-// pgConn runs fn on a pool connection's pgx.Conn (for batches).
-func (s *Store) pgConn(ctx context.Context, fn func(c *pgx.Conn) error) error {
-	conn, err := s.stmts.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("postgres connection is %T, not pgx", dc)
-		}
-		return fn(sc.Conn())
-	})
 }

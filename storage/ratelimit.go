@@ -178,8 +178,7 @@ func (s *Store) CreateDialGrant(ctx context.Context, g *DialGrant) error {
 // decided on its own (DecideDial) rather than with its leg (Dial records
 // the grant released in the leg's transaction).
 func (s *Store) ReleaseDialGrant(ctx context.Context, sc DialScope, number string) error {
-	// One statement (it runs in the dial's transaction, while the
-	// conversation is locked). Two releases of the same scope and number at
+	// One statement. Two releases of the same scope and number at
 	// once may pick the same grant; the second then releases nothing and
 	// the other grant counts until policy.GrantTTL: an overcount, never an
 	// undercount.

@@ -31,7 +31,7 @@ func (en *Engine) Policy() *policy.Policy { return en.policy }
 
 // planDial applies the dial policy's number rules (a refusal is audited)
 // and prepares the count of the dial against the limits: decideTx makes it
-// in the dial's transaction, refusalOf reads its outcome. nil plan: every
+// in the dial's transaction, refused answers a refusal. nil plan: every
 // limit is off, nothing to count (no grant).
 func (en *Engine) planDial(ctx context.Context, d DialCheck) (*dialPlan, error) {
 	guest := policy.IsGuestSource(d.Source) || d.GuestID != nil
@@ -165,11 +165,9 @@ func (en *Engine) planLimits(ctx context.Context, p *policy.Policy, d DialCheck,
 	return &dialPlan{d: d, on: on, limits: limits, keys: keys, grant: g, since: since}, nil
 }
 
-// refusalOf is the refusal of a decided dial, nil when it was granted.
+// refusalOf is the refusal of a dial its decision refused: the first
+// limit its counts reached.
 func (en *Engine) refusalOf(ctx context.Context, dp *dialPlan) (*policy.Refusal, error) {
-	if dp.res.Granted {
-		return nil, nil
-	}
 	p, counts, now, since := en.policy, dp.res.Counts, dp.grant.At, dp.since
 	for i, l := range dp.on {
 		n := counts[i]
@@ -224,9 +222,6 @@ func (en *Engine) refused(ctx context.Context, dp *dialPlan) error {
 	ref, err := en.refusalOf(ctx, dp)
 	if err != nil {
 		return err
-	}
-	if ref == nil {
-		return fmt.Errorf("dial policy: refused without a refusal")
 	}
 	en.auditRefusal(ctx, nil, dp.d, ref)
 	return ref.Err()
