@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -334,9 +335,12 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		// Every variant with the dial policy on (benchPolicy), so each
 		// dial takes its decision's locks.
-		sqlite := replicasRun(b, filepath.Join(b.TempDir(), "convoice.db"), 1)
-		one := replicasRun(b, apitest.FreshPostgres(b, cluster), 1)
-		three := replicasRun(b, apitest.FreshPostgres(b, cluster), 3)
+		sqlite, sqliteCPU := replicasRun(b, filepath.Join(b.TempDir(), "convoice.db"), 1)
+		one, oneCPU := replicasRun(b, apitest.FreshPostgres(b, cluster), 1)
+		three, threeCPU := replicasRun(b, apitest.FreshPostgres(b, cluster), 3)
+		b.ReportMetric(sqliteCPU, "sqlite-cpu-ms/dialout")
+		b.ReportMetric(oneCPU, "pg-1-cpu-ms/dialout")
+		b.ReportMetric(threeCPU, "pg-3-cpu-ms/dialout")
 		b.ReportMetric(sqlite, "sqlite-dialouts/s")
 		b.ReportMetric(one, "pg-1-replica-dialouts/s")
 		b.ReportMetric(three, "pg-3-replicas-dialouts/s")
@@ -346,7 +350,8 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 }
 
 // replicasRun joins 900 legs (30 users × 30 conversations) through n
-// replicas on the database db and returns dial-outs per second. Before the
+// replicas on the database db and returns dial-outs per second and the machine's busy CPU per dial-out
+// (machineBusy), which a loaded host moves less than the rate. Before the
 // timed joins, 600 others (the same users in 20 other conversations) warm
 // every replica's pool up: a new PostgreSQL connection plans each
 // statement afresh for its first executions (custom plans, 0.1–3.7 ms each
@@ -355,7 +360,7 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 // connections; a server that has run for a minute has none of that cost.
 // Each conversation's event stream is held by a different user because a
 // person may hold only a bounded number of streams.
-func replicasRun(b *testing.B, db string, n int) float64 {
+func replicasRun(b *testing.B, db string, n int) (perSecond, cpuMs float64) {
 	const users, convs, warm = 30, 30, 20
 	emu := startBenchEmu(b, nil)
 	defer emu.Close()
@@ -369,6 +374,7 @@ func replicasRun(b *testing.B, db string, n int) float64 {
 		w.urls = append(w.urls, r.URL)
 	}
 	all := w.convs
+	var cpu time.Duration
 	joinCounted := func(convs []string) time.Duration {
 		var connected atomic.Int64
 		var stops []func()
@@ -382,17 +388,53 @@ func replicasRun(b *testing.B, db string, n int) float64 {
 		}()
 		w.convs = convs
 		runtime.GC()
-		start := time.Now()
+		start, busy := time.Now(), machineBusy()
 		w.joinAll(b)
 		waitConnected(b, &connected, int64(users*len(convs)))
+		cpu = machineBusy() - busy
 		return time.Since(start)
 	}
 	joinCounted(all[:warm])
+	stopProfile := func() {}
+	if strings.HasPrefix(db, "postgres") && n == 1 {
+		stopProfile = windowProfile(b, "CONVOICE_BENCH_REPLICAS_PROFILE")
+	}
 	whole := joinCounted(all[warm:])
+	stopProfile()
 	for _, r := range reps {
 		r.Stop()
 	}
-	return float64(users*convs) / whole.Seconds()
+	legs := float64(users * convs)
+	return legs / whole.Seconds(), float64(cpu.Microseconds()) / 1000 / legs
+}
+
+// machineBusy is the CPU time this machine's cores have spent busy since
+// boot (/proc/stat: everything but idle, I/O wait and steal), for a
+// benchmark's CPU per dial-out: all processes of the path (convoice, the
+// database, the emulator) count, and the time a loaded host takes away
+// does not. 0 where /proc/stat is not there.
+func machineBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch i {
+		case 3, 4, 7: // idle, iowait, steal
+		default:
+			if i < 8 { // guest time is counted in user already
+				busy += n
+			}
+		}
+	}
+	return time.Duration(busy) * time.Second / 100 // USER_HZ
 }
 
 // benchPolicy is the production dial policy with its limits raised past

@@ -280,6 +280,27 @@ func Accepting(ev Event) []State {
 	return slices.DeleteFunc(slices.Clone(States), func(s State) bool { _, ok := table[s][ev]; return !ok })
 }
 
+// Local reports whether ev concerns the leg alone, in every state that
+// accepts it: it neither ends the leg nor connects it, and has no variant
+// for a leg convoice is ending (which asks whether the conference has
+// ended). Applying it needs nothing of the rest of the conference: the
+// engine skips reading it (ringing, talking, a hang-up asked for).
+func Local(ev Event) bool {
+	for _, row := range table {
+		r, ok := row[ev]
+		if !ok {
+			continue
+		}
+		if r.Ours != nil || r.Effects&End != 0 {
+			return false
+		}
+		if r.Next != "" && (r.Next == ByCause || r.Next == Connected || !IsLive(r.Next)) {
+			return false
+		}
+	}
+	return true
+}
+
 // Markdown renders the table for people (README): one row per event, one
 // column per live state; "–" is "ignored and counted".
 func Markdown() string {

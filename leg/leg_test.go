@@ -179,6 +179,34 @@ func TestDerivedSets(t *testing.T) {
 	if got, want := Accepting(EvConfirmTimeout), []State{Confirming}; !slices.Equal(got, want) {
 		t.Errorf("Accepting(confirm_timeout) = %v, want %v", got, want)
 	}
+	var local []Event
+	for _, ev := range Events {
+		if Local(ev) {
+			local = append(local, ev)
+		}
+	}
+	if want := []Event{EvRinging, EvTalkingStarted, EvTalkingFinished, EvHangupRequested}; !slices.Equal(local, want) {
+		t.Errorf("local events = %v, want %v", local, want)
+	}
+	// What Local promises, checked on every cell: a local event never
+	// ends, connects or treats a leg convoice is ending apart.
+	for _, from := range Live() {
+		for _, ev := range local {
+			for _, ours := range []bool{false, true} {
+				r, ok := Step(from, ev, ours)
+				if !ok {
+					continue
+				}
+				next := NextState(from, r, causeUnknown)
+				if !IsLive(next) || (next == Connected && from != Connected) || r.Effects&End != 0 {
+					t.Errorf("local event %s takes %s to %s (%v)", ev, from, next, r.Effects)
+				}
+				if plain, _ := Step(from, ev, false); plain != r {
+					t.Errorf("local event %s in %s differs for a leg convoice is ending", ev, from)
+				}
+			}
+		}
+	}
 	for _, s := range States {
 		if IsLive(s) == slices.Contains(Final(), s) {
 			t.Errorf("%s is both or neither live and final", s)

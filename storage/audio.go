@@ -98,7 +98,7 @@ func (s *Store) GetLeg(ctx context.Context, id string) (*Leg, error) {
 // query is run before the outer query's row lock, which is taken on rows
 // the join has produced. SQLite transactions are already exclusive.
 func (s *Store) LockLeg(ctx context.Context, id string) (*Leg, error) {
-	l, _, err := s.LockLegWithSurroundings(ctx, id)
+	l, _, err := s.lockLeg(ctx, id, false)
 	return l, err
 }
 
@@ -123,28 +123,36 @@ type LegSurroundings struct {
 // the locking statement would see the conference as it was before a
 // transaction it waited for ended it).
 func (s *Store) LockLegWithSurroundings(ctx context.Context, id string) (*Leg, LegSurroundings, error) {
+	return s.lockLeg(ctx, id, true)
+}
+
+// lockLeg is LockLeg, with the surroundings when withSurroundings is set.
+func (s *Store) lockLeg(ctx context.Context, id string, withSurroundings bool) (*Leg, LegSurroundings, error) {
 	if s.dialect != "postgres" {
 		l, err := s.GetLeg(ctx, id)
 		return l, LegSurroundings{}, err
 	}
 	var l *Leg
-	sur := LegSurroundings{Known: true}
-	err := s.queryRowsRaw(ctx, []pgStmt{
-		{sql: `WITH c AS (SELECT id AS locked_conversation FROM conversations
+	stmts := []pgStmt{{sql: `WITH c AS (SELECT id AS locked_conversation FROM conversations
   WHERE id = (SELECT conversation_id FROM legs WHERE id = ?) FOR UPDATE)
  SELECT ` + legColumnsOf("legs") + ` FROM legs JOIN c ON c.locked_conversation = legs.conversation_id
- WHERE legs.id = ? FOR UPDATE OF legs`, args: []any{id, id}},
-		{sql: `SELECT f.state,
-  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> l.id AND o.connected_at IS NOT NULL),
-  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> l.id AND o.state IN ` + liveStatesSQL + `)
- FROM legs l JOIN conferences f ON f.id = l.conference_id WHERE l.id = ?`, args: []any{id}},
-	}, func(r scanner) (err error) {
+ WHERE legs.id = ? FOR UPDATE OF legs`, args: []any{id, id}}}
+	scans := []func(scanner) error{func(r scanner) (err error) {
 		l, err = scanLeg(r)
 		return err
-	}, func(r scanner) error {
-		return rowErr(r.Scan(&sur.ConferenceState, &sur.OtherConnected, &sur.OtherLive))
-	})
-	if err != nil {
+	}}
+	var sur LegSurroundings
+	if withSurroundings {
+		sur.Known = true
+		stmts = append(stmts, pgStmt{sql: `SELECT f.state,
+  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> l.id AND o.connected_at IS NOT NULL),
+  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> l.id AND o.state IN ` + liveStatesSQL + `)
+ FROM legs l JOIN conferences f ON f.id = l.conference_id WHERE l.id = ?`, args: []any{id}})
+		scans = append(scans, func(r scanner) error {
+			return rowErr(r.Scan(&sur.ConferenceState, &sur.OtherConnected, &sur.OtherLive))
+		})
+	}
+	if err := s.queryRowsRaw(ctx, stmts, scans...); err != nil {
 		return nil, LegSurroundings{}, err
 	}
 	return l, sur, nil
