@@ -323,8 +323,9 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 // 100 in flight until every leg's "connected" is on the SSE streams) on
 // SQLite, then on PostgreSQL with 1 and with 3 convoice replicas behind a
 // round-robin balancer and one PBX node (one replica holds the node's
-// event connection, the others place their calls without it), the three
-// back to back in each iteration, so that each ratio compares runs
+// event connection, the others place their calls without it), and with 3
+// replicas that share one replica's 20 pooled connections (7 each), the
+// four back to back in each iteration, so that each ratio compares runs
 // seconds apart on a machine whose load moves. All replicas share this
 // machine's cores, so the figure shows what replication costs, not what
 // more machines would give.
@@ -338,15 +339,31 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 		sqlite, sqliteCPU := replicasRun(b, filepath.Join(b.TempDir(), "convoice.db"), 1)
 		one, oneCPU := replicasRun(b, apitest.FreshPostgres(b, cluster), 1)
 		three, threeCPU := replicasRun(b, apitest.FreshPostgres(b, cluster), 3)
+		// The same three replicas with the one replica's connection
+		// budget split between them (pool_max_conns=7: 21 pooled
+		// connections, not 60), as a deployment sized to its database
+		// would run.
+		split, splitCPU := replicasRun(b, withParam(apitest.FreshPostgres(b, cluster), "pool_max_conns=7"), 3)
 		b.ReportMetric(sqliteCPU, "sqlite-cpu-ms/dialout")
 		b.ReportMetric(oneCPU, "pg-1-cpu-ms/dialout")
 		b.ReportMetric(threeCPU, "pg-3-cpu-ms/dialout")
+		b.ReportMetric(splitCPU, "pg-3x7-cpu-ms/dialout")
+		b.ReportMetric(split, "pg-3-replicas-7-conns-dialouts/s")
+		b.ReportMetric(split/one, "pg-3x7÷pg-1")
 		b.ReportMetric(sqlite, "sqlite-dialouts/s")
 		b.ReportMetric(one, "pg-1-replica-dialouts/s")
 		b.ReportMetric(three, "pg-3-replicas-dialouts/s")
 		b.ReportMetric(one/sqlite, "pg-1÷sqlite")
 		b.ReportMetric(three/one, "pg-3÷pg-1")
 	}
+}
+
+// withParam adds a query parameter to a PostgreSQL DSN.
+func withParam(dsn, param string) string {
+	if strings.Contains(dsn, "?") {
+		return dsn + "&" + param
+	}
+	return dsn + "?" + param
 }
 
 // replicasRun joins 900 legs (30 users × 30 conversations) through n

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -148,6 +149,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"
+		pool := 0
+		if dsn, pool, err = pgPoolSize(dsn); err != nil {
+			return nil, err
+		}
 		s.dsn = dsn
 		s.notify = &notifyState{}
 		s.db, err = gorm.Open(postgres.Open(dsn), gcfg)
@@ -155,8 +160,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open postgres: %w", err)
 		}
 		sqlDB, _ := s.db.DB()
-		sqlDB.SetMaxOpenConns(20)
-		sqlDB.SetMaxIdleConns(20)
+		sqlDB.SetMaxOpenConns(pool)
+		sqlDB.SetMaxIdleConns(pool)
 	} else {
 		s.dialect = "sqlite"
 		bt := opts.BusyTimeout
@@ -199,6 +204,35 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// defaultPGPool is how many pooled connections a replica opens to
+// PostgreSQL unless its DSN says otherwise (pool_max_conns).
+const defaultPGPool = 20
+
+// pgPoolSize takes pool_max_conns (the name pgx's own pool gives it) out
+// of a PostgreSQL DSN: the size of the replica's pool, defaultPGPool when
+// absent. Each replica also holds one connection for NOTIFYs and one per
+// PBX node lease it holds, so N replicas need N × (pool + 1 + their
+// leases) of the server's max_connections (100 by default): the
+// default pool suits up to four replicas. The parameter must not reach
+// the server, which would refuse it as an unknown setting.
+func pgPoolSize(dsn string) (string, int, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", 0, fmt.Errorf("CONVOICE_DB: not a PostgreSQL URL: %w", err)
+	}
+	q := u.Query()
+	if !q.Has("pool_max_conns") {
+		return dsn, defaultPGPool, nil
+	}
+	n, err := strconv.Atoi(q.Get("pool_max_conns"))
+	if err != nil || n < 1 || n > 1000 {
+		return "", 0, fmt.Errorf("CONVOICE_DB: pool_max_conns=%q: want a whole number from 1 to 1000", q.Get("pool_max_conns"))
+	}
+	q.Del("pool_max_conns")
+	u.RawQuery = q.Encode()
+	return u.String(), n, nil
 }
 
 // IsPostgres reports whether dsn selects PostgreSQL.
