@@ -76,23 +76,78 @@ func (s *Store) GetParticipant(ctx context.Context, convID, userID string) (*Par
 // one query (every request about a conversation checks membership first).
 // ErrNotFound when the user was never in it.
 func (s *Store) Membership(ctx context.Context, convID, userID string) (*Conversation, *Participant, error) {
-	row, err := s.queryRowRaw(ctx, `SELECT c.id, c.kind, c.subject, c.creator_id, c.presenter_id, c.event_seq, c.created_at, c.ended_at,
- p.role, p.joined_at, p.left_at FROM participants p JOIN conversations c ON c.id = p.conversation_id
+	row, err := s.queryRowRaw(ctx, `SELECT `+membershipColumns+` FROM participants p JOIN conversations c ON c.id = p.conversation_id
  WHERE p.conversation_id = ? AND p.user_id = ?`, convID, userID)
 	if err != nil {
 		return nil, nil, err
 	}
-	var c Conversation
-	p := Participant{ConversationID: convID, UserID: userID}
-	var pres sql.NullString
-	var ended, left sql.NullTime
-	if err := row.Scan(&c.ID, &c.Kind, &c.Subject, &c.CreatorID, &pres, &c.EventSeq, &c.CreatedAt, &ended,
-		&p.Role, &p.JoinedAt, &left); err != nil {
+	m := membershipRow{p: Participant{ConversationID: convID, UserID: userID}}
+	if err := row.Scan(m.dest()...); err != nil {
 		return nil, nil, rowErr(err)
 	}
-	c.PresenterID, c.EndedAt, c.CreatedAt = pstr(pres), ptime(ended), c.CreatedAt.UTC()
-	p.LeftAt, p.JoinedAt = ptime(left), p.JoinedAt.UTC()
-	return &c, &p, nil
+	c, p := m.done()
+	return c, p, nil
+}
+
+// MembershipWithUser is Membership and GetUser of that user in one query:
+// a join reads both before it dials, and on PostgreSQL each read is a
+// round trip. ErrNotFound when the user was never in the conversation.
+func (s *Store) MembershipWithUser(ctx context.Context, convID, userID string) (*Conversation, *Participant, *User, error) {
+	rows, err := s.queryRaw(ctx, `SELECT `+membershipColumns+`, `+userWithNumbersColumns+`
+ FROM participants p JOIN conversations c ON c.id = p.conversation_id JOIN users u ON u.id = p.user_id
+ LEFT JOIN published_numbers n ON n.user_id = u.id
+ WHERE p.conversation_id = ? AND p.user_id = ? ORDER BY n.position, n.id`, convID, userID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer rows.Close()
+	var (
+		c *Conversation
+		p *Participant
+		u *User
+	)
+	for rows.Next() {
+		m := membershipRow{p: Participant{ConversationID: convID, UserID: userID}}
+		var r userRow
+		if err := rows.Scan(append(m.dest(), r.dest()...)...); err != nil {
+			return nil, nil, nil, err
+		}
+		if c == nil {
+			c, p = m.done()
+		}
+		r.addTo(&u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, nil, err
+	}
+	if c == nil {
+		return nil, nil, nil, ErrNotFound
+	}
+	return c, p, u, nil
+}
+
+// membershipColumns are a conversation's columns (c) and a participant's
+// (p), as membershipRow scans them.
+const membershipColumns = `c.id, c.kind, c.subject, c.creator_id, c.presenter_id, c.event_seq, c.created_at, c.ended_at,
+ p.role, p.joined_at, p.left_at`
+
+// membershipRow is one row of membershipColumns.
+type membershipRow struct {
+	c           Conversation
+	p           Participant
+	pres        sql.NullString
+	ended, left sql.NullTime
+}
+
+func (m *membershipRow) dest() []any {
+	return []any{&m.c.ID, &m.c.Kind, &m.c.Subject, &m.c.CreatorID, &m.pres, &m.c.EventSeq, &m.c.CreatedAt, &m.ended,
+		&m.p.Role, &m.p.JoinedAt, &m.left}
+}
+
+func (m *membershipRow) done() (*Conversation, *Participant) {
+	m.c.PresenterID, m.c.EndedAt, m.c.CreatedAt = pstr(m.pres), ptime(m.ended), m.c.CreatedAt.UTC()
+	m.p.LeftAt, m.p.JoinedAt = ptime(m.left), m.p.JoinedAt.UTC()
+	return &m.c, &m.p
 }
 
 // UpsertParticipant adds a user to a conversation, or brings back one who

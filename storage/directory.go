@@ -14,10 +14,9 @@ func (s *Store) CreateUser(ctx context.Context, u *User) error {
 }
 
 // GetUser loads a user with numbers ordered as published, in one
-// statement (every join request reads its caller).
+// statement.
 func (s *Store) GetUser(ctx context.Context, id string) (*User, error) {
-	rows, err := s.queryRaw(ctx, `SELECT u.id, u.display_name, u.email, u.role, u.created_at,
- n.id, n.user_id, n.label, n.number, n.is_default, n.position
+	rows, err := s.queryRaw(ctx, `SELECT `+userWithNumbersColumns+`
  FROM users u LEFT JOIN published_numbers n ON n.user_id = u.id WHERE u.id = ? ORDER BY n.position, n.id`, id)
 	if err != nil {
 		return nil, err
@@ -25,22 +24,11 @@ func (s *Store) GetUser(ctx context.Context, id string) (*User, error) {
 	defer rows.Close()
 	var u *User
 	for rows.Next() {
-		var row User
-		var nid, pos sql.NullInt64
-		var uid, label, number sql.NullString
-		var def sql.NullBool
-		if err := rows.Scan(&row.ID, &row.DisplayName, &row.Email, &row.Role, &row.CreatedAt,
-			&nid, &uid, &label, &number, &def, &pos); err != nil {
+		var r userRow
+		if err := rows.Scan(r.dest()...); err != nil {
 			return nil, err
 		}
-		if u == nil {
-			row.CreatedAt = row.CreatedAt.UTC()
-			u = &row
-		}
-		if nid.Valid {
-			u.Numbers = append(u.Numbers, PublishedNumber{ID: nid.Int64, UserID: uid.String, Label: label.String,
-				Number: number.String, IsDefault: def.Bool, Position: int(pos.Int64)})
-		}
+		r.addTo(&u)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -49,6 +37,37 @@ func (s *Store) GetUser(ctx context.Context, id string) (*User, error) {
 		return nil, ErrNotFound
 	}
 	return u, nil
+}
+
+// userWithNumbersColumns are a user's columns (u) and one of their
+// numbers' (n, NULL when none), as userRow scans them.
+const userWithNumbersColumns = `u.id, u.display_name, u.email, u.role, u.created_at,
+ n.id, n.user_id, n.label, n.number, n.is_default, n.position`
+
+// userRow is one row of userWithNumbersColumns.
+type userRow struct {
+	user               User
+	nid, pos           sql.NullInt64
+	uid, label, number sql.NullString
+	def                sql.NullBool
+}
+
+func (r *userRow) dest() []any {
+	return []any{&r.user.ID, &r.user.DisplayName, &r.user.Email, &r.user.Role, &r.user.CreatedAt,
+		&r.nid, &r.uid, &r.label, &r.number, &r.def, &r.pos}
+}
+
+// addTo makes the user of the first row *u, and adds each row's number.
+func (r *userRow) addTo(u **User) {
+	if *u == nil {
+		r.user.CreatedAt = r.user.CreatedAt.UTC()
+		cp := r.user
+		*u = &cp
+	}
+	if r.nid.Valid {
+		(*u).Numbers = append((*u).Numbers, PublishedNumber{ID: r.nid.Int64, UserID: r.uid.String, Label: r.label.String,
+			Number: r.number.String, IsDefault: r.def.Bool, Position: int(r.pos.Int64)})
+	}
 }
 
 // GetUsers loads several users (numbers not loaded), in no particular order.

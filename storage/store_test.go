@@ -228,11 +228,35 @@ func TestAppendEvents_OneBumpGivesConsecutiveSeqsAfterTheLog(t *testing.T) {
 }
 
 // GetUser reads a user and their published numbers in their order, a user
-// without numbers, and no one.
+// without numbers, and no one; MembershipWithUser reads the same user with
+// what Membership reads, and nothing for someone not in the conversation.
 func TestGetUser_NumbersInOrderNoneAndUnknown(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
-	u, _ := seedConversation(t, s)
+	u, conv := seedConversation(t, s)
+	sameAsApart := func(what string) {
+		t.Helper()
+		c, p, mu, err := s.MembershipWithUser(ctx, conv.ID, u.ID)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		wc, wp, err := s.Membership(ctx, conv.ID, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wu, err := s.GetUser(ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprintf("%+v %+v %+v", *c, *p, *mu) != fmt.Sprintf("%+v %+v %+v", *wc, *wp, *wu) {
+			t.Fatalf("%s: MembershipWithUser read\n%+v %+v %+v\napart:\n%+v %+v %+v", what, *c, *p, *mu, *wc, *wp, *wu)
+		}
+	}
+	sameAsApart("no numbers")
+	other, _ := seedConversation(t, s)
+	if _, _, _, err := s.MembershipWithUser(ctx, conv.ID, other.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("someone not in the conversation: %v, want ErrNotFound", err)
+	}
 	nums := []storage.PublishedNumber{{Label: "work", Number: "+12025550101", IsDefault: true},
 		{Label: "mobile", Number: "+12025550102"}, {Label: "home", Number: "+12025550103"}}
 	if err := s.ReplaceNumbers(ctx, u.ID, nums); err != nil {
@@ -253,6 +277,7 @@ func TestGetUser_NumbersInOrderNoneAndUnknown(t *testing.T) {
 		!got.Numbers[0].IsDefault || got.Numbers[1].IsDefault || got.Numbers[2].Number != "+12025550103" {
 		t.Fatalf("GetUser: %+v", got)
 	}
+	sameAsApart("three numbers")
 	if err := s.ReplaceNumbers(ctx, u.ID, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -90,16 +90,12 @@ func labelsOf(u *storage.User) string {
 // call is connected), and has the PBX
 // call the caller.
 func (au *Audio) JoinAudio(ctx context.Context, a core.Actor, convID string, req JoinRequest) (core.JoinResult, error) {
-	conv, _, err := core.Member(ctx, au.store, a, convID)
+	conv, u, err := core.MemberWithUser(ctx, au.store, a, convID)
 	if err != nil {
 		return core.JoinResult{}, err
 	}
 	if conv.EndedAt != nil {
 		return core.JoinResult{}, core.Conflict("conversation_ended", "the conversation has ended")
-	}
-	u, err := au.store.GetUser(ctx, a.UserID)
-	if err != nil {
-		return core.JoinResult{}, err
 	}
 	number, err := au.resolveNumber(u, req.Published, req.Number, "number")
 	if err != nil {
