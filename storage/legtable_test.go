@@ -34,7 +34,7 @@ func openLegTest(t *testing.T, dsn string) *Store {
 }
 
 // seedConference makes a user, a conversation and an active conference.
-func seedConference(t *testing.T, s *Store, tag string) (*User, *Conference) {
+func seedConference(t testing.TB, s *Store, tag string) (*User, *Conference) {
 	t.Helper()
 	ctx := context.Background()
 	id := tag + time.Now().Format("150405.000000000")

@@ -1,0 +1,88 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/convoice/convoice/storage/pgtest"
+)
+
+// BenchmarkLegChange is the store's side of a leg's change of state (a
+// PBX event applied): the leg locked with its conversation, its row
+// written, and its leg.updated event with the event's fan-out to the
+// leg's user's own stream, by 16 goroutines, one leg and conversation
+// each, as fast as they commit. "without-event" leaves the event out: the
+// difference is what the event log, its fan-out and its NOTIFY cost. On
+// PostgreSQL (CONVOICE_TEST_POSTGRES) each change is one transaction of
+// two round trips.
+//
+//	CONVOICE_TEST_POSTGRES=<dsn> go test -run '^$' -bench LegChange -benchtime 4000x -count 4 ./storage/
+func BenchmarkLegChange(b *testing.B) {
+	for _, withEvent := range []bool{true, false} {
+		name := "with-event"
+		if !withEvent {
+			name = "without-event"
+		}
+		b.Run(name, func(b *testing.B) { benchLegChange(b, withEvent) })
+	}
+}
+
+func benchLegChange(b *testing.B, withEvent bool) {
+	const workers = 16
+	s, err := Open(context.Background(), pgtest.DSN(b, filepath.Join(b.TempDir(), "legs.db")), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	s.SetEventAudience(func(ev Event) []string { return []string{ev.Data} })
+	type worker struct {
+		leg  Leg
+		user string
+	}
+	var ws []*worker
+	for i := 0; i < workers; i++ {
+		tag := fmt.Sprint("bench", i)
+		u, conf := seedConference(b, s, tag)
+		l := Leg{ID: conf.ID + "-l", ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: &u.ID, Node: conf.Node,
+			Number: "+12025550100", State: LegConnected, CreatedAt: conf.CreatedAt, UpdatedAt: conf.CreatedAt}
+		if err := s.CreateLeg(ctx, &l); err != nil {
+			b.Fatal(err)
+		}
+		ws = append(ws, &worker{leg: l, user: u.ID})
+	}
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := (b.N + workers - 1) / workers
+	for _, w := range ws {
+		wg.Add(1)
+		go func(w *worker) {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				err := s.InTx(ctx, func(tx *Store) error {
+					l, err := tx.LockLeg(ctx, w.leg.ID)
+					if err != nil {
+						return err
+					}
+					l.Talking = !l.Talking
+					if err := tx.SaveLeg(ctx, l); err != nil {
+						return err
+					}
+					if !withEvent {
+						return nil
+					}
+					return tx.RecordEvent(ctx, l.ConversationID, "leg.updated", w.user)
+				})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*workers)/b.Elapsed().Seconds(), "changes/s")
+}
