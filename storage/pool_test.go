@@ -21,6 +21,9 @@ func TestPGPoolSize_ReadsAndRemovesPoolMaxConns(t *testing.T) {
 	if err != nil || n != 7 || strings.Contains(dsn, "pool_max_conns") || !strings.Contains(dsn, "sslmode=disable") {
 		t.Errorf("pool_max_conns=7: %q %d %v; want 7 and the DSN without it", dsn, n, err)
 	}
+	if _, _, err := pgPoolSize("postgres://convoice:s3cret@127.0.0.1:port/x?pool_max_conns=3"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("a DSN that is no URL: %v; want an error without the password", err)
+	}
 	for _, bad := range []string{"0", "-1", "x", "1001", ""} {
 		if _, _, err := pgPoolSize(base + "&pool_max_conns=" + bad); err == nil || !strings.Contains(err.Error(), "pool_max_conns") {
 			t.Errorf("pool_max_conns=%q: %v; want an error naming the parameter", bad, err)

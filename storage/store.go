@@ -220,7 +220,8 @@ const defaultPGPool = 20
 func pgPoolSize(dsn string) (string, int, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
-		return "", 0, fmt.Errorf("CONVOICE_DB: not a PostgreSQL URL: %w", err)
+		// Not err's text: it quotes the DSN, password and all.
+		return "", 0, errors.New("CONVOICE_DB: the PostgreSQL DSN is not a valid URL")
 	}
 	q := u.Query()
 	if !q.Has("pool_max_conns") {
