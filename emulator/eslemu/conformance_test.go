@@ -130,6 +130,14 @@ func replay(t *testing.T, file string, rec recording) {
 		// Recorded 2026-12-06 with the gateway on the "external" profile.
 		cfg.GatewayProfile = "external"
 	}
+	if !strings.HasPrefix(file, "q_") {
+		// The lab carrier's …0111 pressed its key only in the q_
+		// recordings (fixtures README); the older ones (a, h, l, m, n, o)
+		// dial it as an ordinary phone. Without this its key came 1.5 s
+		// after the answer and, on a loaded machine where the replay
+		// fell behind, before n's uuid_kill: a DTMF the recording lacks.
+		cfg.Timing.DigitAfter = time.Hour
+	}
 	emu := New(cfg)
 	if err := emu.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
