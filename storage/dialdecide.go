@@ -18,25 +18,6 @@ type DialLimit struct {
 	Max   int
 }
 
-// DecideDial counts limits and, when every count is below its Max,
-// records g — one atomic step for the scopes named by keys (LockScopes):
-// two decisions with a key in common are serialised, so each limit whose
-// scope is among the keys is exact; a limit on a scope no key names (the
-// whole service) reads what is committed when it counts, so concurrent
-// decisions may each miss the others' grants: such a limit is exceeded by
-// at most the number of decisions running at the same moment.
-//
-// It is DecideDialIn in a transaction of its own: on PostgreSQL one round
-// trip (BEGIN, the scope locks, the counting statement and COMMIT in one
-// pipelined batch); on SQLite in the writer's transaction, exclusive
-// anyway. It returns the counts, in the order of limits, and whether g
-// was recorded.
-func (s *Store) DecideDial(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant) ([]int64, bool, error) {
-	var d DialDecision
-	err := s.InTx(ctx, func(tx *Store) error { return tx.DecideDialIn(ctx, keys, limits, g, &d) })
-	return d.Counts, d.Granted, err
-}
-
 func under(counts []int64, limits []DialLimit) bool {
 	for i, l := range limits {
 		if counts[i] >= int64(l.Max) {
@@ -187,14 +168,23 @@ type DialDecision struct {
 	Granted bool
 }
 
-// DecideDialIn is DecideDial in a write transaction, the dial's own: the
-// grant commits with the leg (or not at all), and there is no transaction
-// of its own to pay for. In a pipelined PostgreSQL transaction the scope
-// locks and the counting statement (the service-wide counts estimated
-// where serviceCounts allows) go out with the transaction's next
-// statement, and d is filled once that statement has returned; on SQLite
-// d is filled now. The scope locks are held to the end of the
-// transaction. Outside a transaction it makes one (DecideDial).
+// DecideDialIn counts limits and, when every count is below its Max,
+// records g — one atomic step for the scopes named by keys (LockScopes):
+// two decisions with a key in common are serialised, so each limit whose
+// scope is among the keys is exact; a limit on a scope no key names (the
+// whole service) reads what is committed when it counts, so concurrent
+// decisions may each miss the others' grants: such a limit is exceeded by
+// at most the number of decisions running at the same moment. d gets the
+// counts, in the order of limits, and whether g was recorded.
+//
+// In a write transaction (the dial's own: the grant commits with the leg,
+// or not at all) the scope locks are held to its end. In a pipelined
+// PostgreSQL transaction the scope locks and the counting statement (the
+// service-wide counts estimated where serviceCounts allows) go out with
+// the transaction's next statement, and d is filled once that statement
+// has returned; on SQLite (the writer's transaction, exclusive anyway) d
+// is filled now. Outside a transaction it makes one: on PostgreSQL one
+// round trip (BEGIN, the locks, the counting statement and COMMIT).
 func (s *Store) DecideDialIn(ctx context.Context, keys []string, limits []DialLimit, g *DialGrant, d *DialDecision) error {
 	g.At = g.At.UTC()
 	*d = DialDecision{}

@@ -175,7 +175,7 @@ func (s *Store) CreateDialGrant(ctx context.Context, g *DialGrant) error {
 // ReleaseDialGrant marks the oldest pending grant of this dial released:
 // its leg is written (or the dial failed before it was), so the leg itself
 // counts from now on. Only a grant recorded unreleased needs it: one
-// decided on its own (DecideDial) rather than with its leg (Dial records
+// decided in a transaction of its own (DecideDialIn) rather than with its leg (Dial records
 // the grant released in the leg's transaction).
 func (s *Store) ReleaseDialGrant(ctx context.Context, sc DialScope, number string) error {
 	// One statement. Two releases of the same scope and number at

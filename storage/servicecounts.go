@@ -11,7 +11,7 @@ import (
 // of the service, work that grows with the calls up, on every decision: at
 // 10,000 calls up they were 4–5 ms of PostgreSQL's CPU per dial, most of
 // the decision (EXPLAIN ANALYZE, README "Several replicas"). They are not
-// exact across replicas anyway (no lock serialises them, see DecideDial).
+// exact across replicas anyway (no lock serialises them, see DecideDialIn).
 //
 // So a replica counts them exactly only when it needs to: when its last
 // exact reading is older than serviceCountsFresh, or when that reading

@@ -16,8 +16,9 @@ import (
 // margin (20 below the cap) it counts exactly, so the cap refuses exactly
 // at 100 — a refusal never comes from an estimate.
 //
-// Both ways of deciding: alone (DecideDial) and in a dial's transaction
-// (DecideDialIn, pipelined on PostgreSQL), as Dial does.
+// Both ways of deciding: alone (DecideDialIn outside a transaction makes
+// its own) and in a dial's transaction (pipelined on PostgreSQL), as Dial
+// does.
 func TestDecideDial_ServiceCapEstimatedFarBelowAndCountedNearIt(t *testing.T) {
 	for _, inTx := range []bool{false, true} {
 		t.Run(fmt.Sprintf("in_transaction=%v", inTx), func(t *testing.T) { serviceCapEstimated(t, inTx) })
@@ -35,15 +36,14 @@ func serviceCapEstimated(t *testing.T, inTx bool) {
 		n++
 		g := &storage.DialGrant{ID: fmt.Sprintf("g%03d", n), At: t0.Add(at), UserID: fmt.Sprintf("u%d", n), ConversationID: "c", Number: "0100"}
 		keys := []string{"dial:conv:c" + g.ID}
-		if !inTx {
-			counts, granted, err := s.DecideDial(ctx, keys, limits, g)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return counts[0], granted
-		}
 		var d storage.DialDecision
-		if err := s.InTx(ctx, func(tx *storage.Store) error { return tx.DecideDialIn(ctx, keys, limits, g, &d) }); err != nil {
+		var err error
+		if inTx {
+			err = s.InTx(ctx, func(tx *storage.Store) error { return tx.DecideDialIn(ctx, keys, limits, g, &d) })
+		} else {
+			err = s.DecideDialIn(ctx, keys, limits, g, &d)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		return d.Counts[0], d.Granted
