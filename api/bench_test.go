@@ -28,6 +28,7 @@ import (
 	"github.com/convoice/convoice/emulator/emuphone"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/pbx/asterisk"
+	"github.com/convoice/convoice/storage/pgtest"
 )
 
 // The benchmarks of the whole path. Run them with
@@ -343,7 +344,7 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 		// budget split between them (pool_max_conns=7: 21 pooled
 		// connections, not 60), as a deployment sized to its database
 		// would run.
-		split, splitCPU := replicasRun(b, withParam(apitest.FreshPostgres(b, cluster), "pool_max_conns=7"), 3)
+		split, splitCPU := replicasRun(b, pgtest.WithParam(apitest.FreshPostgres(b, cluster), "pool_max_conns=7"), 3)
 		b.ReportMetric(sqliteCPU, "sqlite-cpu-ms/dialout")
 		b.ReportMetric(oneCPU, "pg-1-cpu-ms/dialout")
 		b.ReportMetric(threeCPU, "pg-3-cpu-ms/dialout")
@@ -358,17 +359,10 @@ func BenchmarkDialOutReplicas(b *testing.B) {
 	}
 }
 
-// withParam adds a query parameter to a PostgreSQL DSN.
-func withParam(dsn, param string) string {
-	if strings.Contains(dsn, "?") {
-		return dsn + "&" + param
-	}
-	return dsn + "?" + param
-}
-
 // replicasRun joins 900 legs (30 users × 30 conversations) through n
-// replicas on the database db and returns dial-outs per second and the machine's busy CPU per dial-out
-// (machineBusy), which a loaded host moves less than the rate. Before the
+// replicas on the database db and returns dial-outs per second and the
+// machine's busy CPU per dial-out (machineBusy), which a loaded host moves
+// less than the rate. Before the
 // timed joins, 600 others (the same users in 20 other conversations) warm
 // every replica's pool up: a new PostgreSQL connection plans each
 // statement afresh for its first executions (custom plans, 0.1–3.7 ms each
@@ -440,16 +434,12 @@ func machineBusy() time.Duration {
 	if len(f) < 9 || f[0] != "cpu" {
 		return 0
 	}
+	// user, nice, system, irq, softirq; not idle (4), iowait (5) or steal
+	// (8), and guest time is counted in user already.
 	var busy int64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		switch i {
-		case 3, 4, 7: // idle, iowait, steal
-		default:
-			if i < 8 { // guest time is counted in user already
-				busy += n
-			}
-		}
+	for _, col := range []int{1, 2, 3, 6, 7} {
+		n, _ := strconv.ParseInt(f[col], 10, 64)
+		busy += n
 	}
 	return time.Duration(busy) * time.Second / 100 // USER_HZ
 }

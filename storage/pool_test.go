@@ -44,11 +44,7 @@ func TestOpen_PoolMaxConnsBoundsThePool(t *testing.T) {
 		return
 	}
 	ctx := context.Background()
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	s, err := Open(ctx, dsn+sep+"pool_max_conns=3", Options{})
+	s, err := Open(ctx, pgtest.WithParam(dsn, "pool_max_conns=3"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

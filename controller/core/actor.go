@@ -35,34 +35,36 @@ func RequireAdmin(a Actor) error {
 // conversation. Anyone else, and an unknown id, get the same not-found
 // answer, so conversations cannot be discovered.
 func Member(ctx context.Context, st *storage.Store, a Actor, convID string) (*storage.Conversation, *storage.Participant, error) {
-	conv, p, _, err := member(ctx, a, convID, func() (*storage.Conversation, *storage.Participant, *storage.User, error) {
-		c, p, err := st.Membership(ctx, convID, a.UserID)
-		return c, p, nil, err
-	})
-	return conv, p, err
+	if a.UserID == "" {
+		return nil, nil, NotFound("conversation")
+	}
+	conv, p, err := st.Membership(ctx, convID, a.UserID)
+	if err := present(p, err); err != nil {
+		return nil, nil, err
+	}
+	return conv, p, nil
 }
 
 // MemberWithUser is Member that also loads the actor's user with their
 // numbers, in the same read (a join needs both).
 func MemberWithUser(ctx context.Context, st *storage.Store, a Actor, convID string) (*storage.Conversation, *storage.User, error) {
-	conv, _, u, err := member(ctx, a, convID, func() (*storage.Conversation, *storage.Participant, *storage.User, error) {
-		return st.MembershipWithUser(ctx, convID, a.UserID)
-	})
-	return conv, u, err
+	if a.UserID == "" {
+		return nil, nil, NotFound("conversation")
+	}
+	conv, p, u, err := st.MembershipWithUser(ctx, convID, a.UserID)
+	if err := present(p, err); err != nil {
+		return nil, nil, err
+	}
+	return conv, u, nil
 }
 
-func member(ctx context.Context, a Actor, convID string, read func() (*storage.Conversation, *storage.Participant, *storage.User, error)) (*storage.Conversation, *storage.Participant, *storage.User, error) {
-	if a.UserID == "" {
-		return nil, nil, nil, NotFound("conversation")
-	}
-	conv, p, u, err := read()
+// present is Member's answer to a membership read: the same not-found for
+// someone never in the conversation and someone who left it.
+func present(p *storage.Participant, err error) error {
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && p.LeftAt != nil) {
-		return nil, nil, nil, NotFound("conversation")
+		return NotFound("conversation")
 	}
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return conv, p, u, nil
+	return err
 }
 
 // Dedupe trims a request's list of ids and drops empty and repeated ones.

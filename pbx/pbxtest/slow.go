@@ -79,9 +79,9 @@ func (c *SlowConsumer) HandleEvent(e pbx.Event) {
 
 // Wait waits until cond holds; cond runs with the consumer locked. It
 // gives up when 30 s pass with no event handled: the tests assert what
-// is handled and in which order, not how fast, and a CI machine running
-// other packages' tests on the same cores once took 33 s for a burst of
-// 10,000 events that a quiet one handles in under 2 s.
+// is handled and in which order, not how fast, and under -race on a CI
+// machine running other packages' tests a burst of 10,000 events takes
+// tens of seconds where a quiet one takes under 2.
 func (c *SlowConsumer) Wait(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	const stall = 30 * time.Second

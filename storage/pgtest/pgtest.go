@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,4 +56,12 @@ func DSN(t testing.TB, sqlitePath string) string {
 		return Fresh(t, pg)
 	}
 	return sqlitePath
+}
+
+// WithParam adds a query parameter ("name=value") to a PostgreSQL DSN.
+func WithParam(dsn, param string) string {
+	if strings.Contains(dsn, "?") {
+		return dsn + "&" + param
+	}
+	return dsn + "?" + param
 }
