@@ -164,6 +164,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		sqlDB.SetMaxIdleConns(pool)
 	} else {
 		s.dialect = "sqlite"
+		setSQLiteCHeap(lg)
 		bt := opts.BusyTimeout
 		if bt <= 0 {
 			bt = 10 * time.Second
