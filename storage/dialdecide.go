@@ -8,9 +8,10 @@ import (
 )
 
 // DialLimit is one limit a dial decision counts: the calls up in Scope
-// (live legs plus grants not yet released, made after Since) when Live,
-// else the grants in Scope made after Since (the rate window). A dial is
-// granted while every count is below its Max.
+// (its live legs) when Live, else the grants in Scope made after Since
+// (the rate window). A dial is granted while every count is below its Max.
+// A granted dial's leg is written in the grant's transaction, so the
+// calls up include every dial allowed before.
 type DialLimit struct {
 	Scope DialScope
 	Live  bool
@@ -29,8 +30,10 @@ func under(counts []int64, limits []DialLimit) bool {
 
 const insertGrantSQL = `INSERT INTO dial_grants (id, at, user_id, guest_id, conversation_id, number, released, account)`
 
+// grantArgs are insertGrantSQL's values; released is always true (see
+// DialGrant).
 func grantArgs(g *DialGrant) []any {
-	return []any{g.ID, g.At, g.UserID, g.GuestID, g.ConversationID, g.Number, g.Released, g.Account}
+	return []any{g.ID, g.At, g.UserID, g.GuestID, g.ConversationID, g.Number, true, g.Account}
 }
 
 // dialCountsSQL is one SELECT of one count per limit ("SELECT 0" for none).
@@ -53,17 +56,14 @@ func dialCountsSQL(limits []DialLimit, known map[int]int64) (string, []any) {
 			fmt.Fprintf(&b, " AS n%d", i)
 			continue
 		}
-		gw, ga := l.Scope.sqlWhere(true)
 		if l.Live {
-			la := l.Scope.liveLegsSQL(&b)
-			args = append(args, la...)
-			fmt.Fprintf(&b, " + (SELECT count(*) FROM dial_grants WHERE at > ? AND released = ?%s)", gw)
-			args = append(args, l.Since.UTC(), false)
+			args = append(args, l.Scope.liveLegsSQL(&b)...)
 		} else {
+			gw, ga := l.Scope.sqlWhere(true)
 			fmt.Fprintf(&b, "(SELECT count(*) FROM dial_grants WHERE at > ?%s)", gw)
 			args = append(args, l.Since.UTC())
+			args = append(args, ga...)
 		}
-		args = append(args, ga...)
 		fmt.Fprintf(&b, " AS n%d", i)
 	}
 	return b.String(), args

@@ -13,12 +13,11 @@ import (
 	"github.com/convoice/convoice/leg"
 )
 
-// DialGrant records one dial the dial policy allowed. The grants in the
-// rate window are the dial-outs counted against the per-minute limits; an
-// unreleased grant is a dial on its way (allowed, its leg not yet
-// written) and counts as a live leg against the concurrency caps until
-// the leg exists (Released) or the grant is too old to matter. They live in
-// the database so that every replica counts the same dials.
+// DialGrant records one dial the dial policy allowed; the grants in the
+// rate window are the dial-outs counted against the per-minute limits. A
+// grant commits with its leg (or not at all), and the leg counts against
+// the concurrency caps for itself. They live in the database so that
+// every replica counts the same dials.
 type DialGrant struct {
 	ID             string    `gorm:"primaryKey;size:36"`
 	At             time.Time `gorm:"not null;index;index:ix_dial_grant_user,priority:2;index:ix_dial_grant_conv,priority:2;index:ix_dial_grant_account,priority:2"`
@@ -26,7 +25,12 @@ type DialGrant struct {
 	GuestID        string    `gorm:"size:36;not null;default:''"`
 	ConversationID string    `gorm:"size:36;not null;default:'';index:ix_dial_grant_conv,priority:1"`
 	Number         string    `gorm:"size:32;not null;default:''"`
-	Released       bool      `gorm:"not null;default:false"`
+	// Released is always written true. Grants used to be recorded
+	// before their leg and counted as calls up until released; the
+	// column stays for the schema (migration 3) and for replicas of
+	// that version during a rolling upgrade, which count unreleased
+	// grants.
+	Released bool `gorm:"not null;default:false"`
 	// Account is who answers for the dial: the user for their own dials,
 	// the maker of the join link for a guest's (migration 6).
 	Account string `gorm:"size:36;not null;default:'';index:ix_dial_grant_account,priority:1"`
@@ -141,19 +145,6 @@ func (s *Store) CountLiveLegsIn(ctx context.Context, sc DialScope) (int64, error
 	return n, err
 }
 
-// CountDialGrants counts the grants in scope made after since; with
-// pending, only those not yet released.
-func (s *Store) CountDialGrants(ctx context.Context, sc DialScope, since time.Time, pending bool) (int64, error) {
-	q := s.q(ctx).Model(&DialGrant{}).Where("at > ?", since.UTC())
-	q = sc.where(q, true)
-	if pending {
-		q = q.Where("released = ?", false)
-	}
-	var n int64
-	err := q.Count(&n).Error
-	return n, err
-}
-
 // OldestDialGrant returns the time of the oldest grant in scope made after
 // since (when the rate window frees a place), or the zero time.
 func (s *Store) OldestDialGrant(ctx context.Context, sc DialScope, since time.Time) (time.Time, error) {
@@ -164,27 +155,6 @@ func (s *Store) OldestDialGrant(ctx context.Context, sc DialScope, since time.Ti
 		return time.Time{}, err
 	}
 	return gs[0].At.UTC(), nil
-}
-
-// CreateDialGrant records an allowed dial.
-func (s *Store) CreateDialGrant(ctx context.Context, g *DialGrant) error {
-	g.At = g.At.UTC()
-	return notFound(s.q(ctx).Create(g).Error)
-}
-
-// ReleaseDialGrant marks the oldest pending grant of this dial released:
-// its leg is written (or the dial failed before it was), so the leg itself
-// counts from now on. Only a grant recorded unreleased needs it: one
-// decided in a transaction of its own (DecideDialIn) rather than with its leg (Dial records
-// the grant released in the leg's transaction).
-func (s *Store) ReleaseDialGrant(ctx context.Context, sc DialScope, number string) error {
-	// One statement. Two releases of the same scope and number at
-	// once may pick the same grant; the second then releases nothing and
-	// the other grant counts until policy.GrantTTL: an overcount, never an
-	// undercount.
-	return s.execLater(ctx, `UPDATE dial_grants SET released = ? WHERE released = ? AND id = (SELECT id FROM dial_grants
- WHERE released = ? AND number = ? AND user_id = ? AND guest_id = ? AND conversation_id = ? ORDER BY at LIMIT 1)`,
-		true, false, false, number, sc.UserID, sc.GuestID, sc.ConversationID)
 }
 
 // LinkMakerOfGuest is the user who made the join link a guest came with.

@@ -44,12 +44,6 @@ func (en *Engine) Dial(ctx context.Context, conv *storage.Conversation, a core.A
 	if err != nil {
 		return core.JoinResult{}, err
 	}
-	if dp != nil {
-		// The leg is written in the grant's transaction and counts for
-		// itself from its commit: the grant counts only in the rate
-		// windows (no release to write).
-		dp.grant.Released = true
-	}
 	// Fail fast, before anything is written, when no PBX can take a call
 	// (after a node this replica just took over has its event connection).
 	if !en.Ready() {

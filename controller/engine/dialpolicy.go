@@ -124,17 +124,17 @@ func (en *Engine) planLimits(ctx context.Context, p *policy.Policy, d DialCheck,
 		acctLegs, acctDials, makerDials = 0, 0, 0
 	}
 	conv := storage.DialScope{ConversationID: d.ConversationID}
-	since, ttl := now.Add(-p.Window), now.Add(-policy.GrantTTL)
-	// Calls up at once (live legs, plus dials allowed whose leg is not
-	// written yet), then dial-outs in the rate window.
+	since := now.Add(-p.Window)
+	// Calls up at once (live legs: an allowed dial's leg is written in
+	// the decision's transaction), then dial-outs in the rate window.
 	all := []dialLimit{
-		{storage.DialLimit{Scope: who, Live: true, Since: ttl, Max: maxLegs}, policy.RuleTooManyCalls,
+		{storage.DialLimit{Scope: who, Live: true, Max: maxLegs}, policy.RuleTooManyCalls,
 			"max_live_legs_per_caller", whoWord + " %d calls up already; hang one up first"},
-		{storage.DialLimit{Scope: conv, Live: true, Since: ttl, Max: p.MaxLegsConv}, policy.RuleTooManyCalls,
+		{storage.DialLimit{Scope: conv, Live: true, Max: p.MaxLegsConv}, policy.RuleTooManyCalls,
 			"max_live_legs_per_conversation", "this conversation has %d calls up already"},
-		{storage.DialLimit{Scope: acct, Live: true, Since: ttl, Max: acctLegs}, policy.RuleTooManyCalls,
+		{storage.DialLimit{Scope: acct, Live: true, Max: acctLegs}, policy.RuleTooManyCalls,
 			"max_live_legs_per_account", accountWords(d, "%d calls up, the share of convoice's calls one account may hold (max_live_legs_per_account)")},
-		{storage.DialLimit{Scope: storage.DialScope{}, Live: true, Since: ttl, Max: p.MaxLegs}, policy.RuleTooManyCalls,
+		{storage.DialLimit{Scope: storage.DialScope{}, Live: true, Max: p.MaxLegs}, policy.RuleTooManyCalls,
 			"max_live_legs", "convoice has %d calls up, its limit; try again when some have ended"},
 		{storage.DialLimit{Scope: who, Since: since, Max: maxDials}, policy.RuleRateLimited,
 			"dials_per_caller", "you have placed %d calls in the last %s"},
@@ -199,7 +199,7 @@ func (en *Engine) forgetOldGrants(ctx context.Context, p *policy.Policy, now tim
 	}
 	go func() {
 		ctx := storage.LowPriority(context.WithoutCancel(ctx))
-		if err := en.store.DeleteDialGrantsBefore(ctx, now.Add(-max(p.Window, policy.GrantTTL)-time.Minute)); err != nil {
+		if err := en.store.DeleteDialGrantsBefore(ctx, now.Add(-p.Window-time.Minute)); err != nil {
 			en.log.Warn("forgetting old dial grants failed", "err", err)
 		}
 	}()
@@ -228,9 +228,7 @@ func (en *Engine) refused(ctx context.Context, dp *dialPlan) error {
 }
 
 // dialedTx records a leg's dial-out, as an audit entry, in the
-// transaction that creates the leg. (The dial's grant needs no release:
-// Dial records it released, as the leg written in the same transaction
-// counts for itself.)
+// transaction that creates the leg (and commits the dial's grant).
 func (en *Engine) dialedTx(ctx context.Context, tx *storage.Store, a core.Actor, convID string, t Target, leg *storage.Leg) error {
 	return en.audit.AddTx(ctx, tx, audit.Entry{Actor: a, GuestID: deref(t.GuestID), Action: audit.ActionDial, ConversationID: convID,
 		TargetID: leg.ID, Number: t.Number, Source: t.Source, Detail: policy.NumberKind(t.Number)})

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -41,47 +40,61 @@ func policyController(t testing.TB, p policy.Config) *Engine {
 }
 
 // checkDial is the decision Dial makes in its transaction (planDial,
-// decideTx, refused), in a transaction of its own: the policy's rules
-// without a leg or a PBX. An allowed dial's grant stays unreleased, as it
-// is in Dial until the leg is written in the same transaction; dialed
-// releases it.
+// decideTx, refused) without a conversation or a PBX: an allowed dial's
+// leg is written and its dial-out audited in the decision's transaction,
+// as Dial does (dialing, in a conference of its own, so that one
+// person's dials never meet the unique index of live legs).
 func (en *Engine) checkDial(ctx context.Context, d DialCheck) error {
-	dp, err := en.planDial(ctx, d)
-	if err != nil || dp == nil {
-		return err
-	}
-	if err := en.store.InTx(ctx, func(tx *storage.Store) error { return en.decideTx(ctx, tx, dp) }); err != nil {
-		return err
-	}
-	if !dp.res.Granted {
-		return en.refused(ctx, dp)
-	}
-	return nil
+	_, err := en.checkDialLeg(ctx, d)
+	return err
 }
 
-// dialed settles an allowed dial's grant: released (in Dial the grant is
-// recorded released, with its leg, or not at all), and with a leg written
-// the dial-out audited (dialedTx).
-func (en *Engine) dialed(ctx context.Context, a core.Actor, convID string, t Target, leg *storage.Leg, failed error) {
-	if err := en.store.InTx(ctx, func(tx *storage.Store) error {
-		if err := tx.ReleaseDialGrant(ctx, dialScope(convID, t), t.Number); err != nil || failed != nil || leg == nil {
+// checkDialLeg is checkDial returning the allowed dial's leg.
+func (en *Engine) checkDialLeg(ctx context.Context, d DialCheck) (*storage.Leg, error) {
+	dp, err := en.planDial(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	var l *storage.Leg
+	err = en.store.InTx(ctx, func(tx *storage.Store) error {
+		if dp != nil {
+			if err := en.decideTx(ctx, tx, dp); err != nil {
+				return err
+			}
+			// A read sends the pipelined decision (PostgreSQL) and fills
+			// dp.res, as Dial's conversation lock does.
+			if _, err := tx.CountLiveLegsIn(ctx, storage.DialScope{ConversationID: d.ConversationID}); err != nil {
+				return err
+			}
+			if !dp.res.Granted {
+				return nil
+			}
+		}
+		now := time.Now().UTC()
+		l = &storage.Leg{ID: core.NewID(), ConferenceID: core.NewID(), ConversationID: d.ConversationID, UserID: d.UserID,
+			GuestID: d.GuestID, Number: d.Number, State: storage.LegDialing, CreatedAt: now, UpdatedAt: now}
+		if err := tx.CreateLeg(ctx, l); err != nil {
 			return err
 		}
-		return en.dialedTx(ctx, tx, a, convID, t, leg)
-	}); err != nil {
-		panic(err)
+		return en.dialedTx(ctx, tx, d.Actor, d.ConversationID, Target{UserID: d.UserID, GuestID: d.GuestID, Number: d.Number, Source: d.Source}, l)
+	})
+	if err != nil {
+		return nil, err
 	}
+	if dp != nil && !dp.res.Granted {
+		return nil, en.refused(ctx, dp)
+	}
+	return l, nil
 }
 
-// dialScope is the scope of a dial's grant.
-func dialScope(convID string, t Target) storage.DialScope {
-	sc := storage.DialScope{ConversationID: convID}
-	if t.GuestID != nil {
-		sc.GuestID = *t.GuestID
-	} else if t.UserID != nil {
-		sc.UserID = *t.UserID
+// endLeg ends a leg checkDialLeg wrote: its call is over.
+func (en *Engine) endLeg(t testing.TB, l *storage.Leg) {
+	t.Helper()
+	now := time.Now().UTC()
+	l.State, l.EndedAt = storage.LegEnded, &now
+	if err := en.store.InTx(context.Background(), func(tx *storage.Store) error { return tx.SaveLeg(context.Background(), l) }); err != nil {
+		t.Fatal(err)
 	}
-	return sc
 }
 
 // noLimits switches off every limit p does not set, to look at the number
@@ -259,11 +272,7 @@ func TestPolicy_RateLimitsRefuseTheNPlusFirstUntilTheWindowMoves(t *testing.T) {
 	ctx := context.Background()
 	dial := func(d DialCheck) string {
 		t.Helper()
-		err := c.checkDial(ctx, d)
-		if err == nil {
-			c.dialed(ctx, d.Actor, d.ConversationID, Target{UserID: d.UserID, GuestID: d.GuestID, Number: d.Number, Source: d.Source}, nil, errors.New("no leg in this test"))
-		}
-		return ruleOf(t, err)
+		return ruleOf(t, c.checkDial(ctx, d))
 	}
 	// Per user: 3 a minute.
 	for i := 0; i < 3; i++ {
@@ -314,7 +323,7 @@ func TestPolicy_RateLimitsRefuseTheNPlusFirstUntilTheWindowMoves(t *testing.T) {
 	}
 }
 
-func TestPolicy_CapsCountLiveLegsAndDialsOnTheirWay(t *testing.T) {
+func TestPolicy_CapsCountLiveLegs(t *testing.T) {
 	p := noLimits(policy.Config{MaxLiveLegsPerUser: 2, MaxLiveLegsPerGuest: 1, MaxLiveLegsPerConversation: 3, MaxLiveLegs: 4})
 	c := policyController(t, p)
 	ctx := context.Background()
@@ -332,18 +341,13 @@ func TestPolicy_CapsCountLiveLegsAndDialsOnTheirWay(t *testing.T) {
 	// Alice has one connected leg and one ended one: one counts.
 	addLeg("c1", &alice, nil, storage.LegConnected)
 	addLeg("c1", &alice, nil, storage.LegEnded)
-	// A dial allowed but whose leg is not written yet counts too.
+	// An allowed dial's leg is written with its decision: it counts at
+	// once, dialing.
 	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c2", "+12025550102", "new_number"))); got != "" {
 		t.Fatal(got)
 	}
 	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c3", "+12025550103", "new_number"))); got != policy.RuleTooManyCalls {
 		t.Fatalf("alice's 3rd call: %q, want too_many_calls", got)
-	}
-	// Its leg is written: the grant is released, the leg counts instead.
-	c.dialed(ctx, core.Actor{UserID: alice}, "c2", Target{UserID: &alice, Number: "+12025550102", Source: "new_number"},
-		addLeg("c2", &alice, nil, storage.LegDialing), nil)
-	if got := ruleOf(t, c.checkDial(ctx, userDial("alice", "c3", "+12025550103", "new_number"))); got != policy.RuleTooManyCalls {
-		t.Fatalf("alice's 3rd call, leg written: %q, want too_many_calls", got)
 	}
 	// A guest: one call at a time.
 	addLeg("c1", nil, &g1, storage.LegRinging)
@@ -351,27 +355,27 @@ func TestPolicy_CapsCountLiveLegsAndDialsOnTheirWay(t *testing.T) {
 		t.Fatalf("guest's 2nd call: %q", got)
 	}
 	// Conversation c1 has 2 live legs (alice, g1): one more fits, then no.
-	if got := ruleOf(t, c.checkDial(ctx, userDial("bob", "c1", "+12025550111", "published"))); got != "" {
+	bobs, err := c.checkDialLeg(ctx, userDial("bob", "c1", "+12025550111", "published"))
+	if got := ruleOf(t, err); got != "" {
 		t.Fatalf("3rd call in c1: %s", got)
 	}
 	if got := ruleOf(t, c.checkDial(ctx, userDial("carol", "c1", "+12025550121", "published"))); got != policy.RuleTooManyCalls {
 		t.Fatalf("4th call in c1: %q", got)
 	}
-	// The service: alice ×2, g1, bob's grant = 4 = the cap.
+	// The service: alice ×2, g1, bob = 4 = the cap.
 	if got := ruleOf(t, c.checkDial(ctx, userDial("dave", "c9", "+12025550141", "published"))); got != policy.RuleTooManyCalls {
 		t.Fatalf("5th call of the service: %q", got)
 	}
-	// Bob's dial failed before its leg was written: released, room again.
-	bob := "bob"
-	c.dialed(ctx, core.Actor{UserID: bob}, "c1", Target{UserID: &bob, Number: "+12025550111", Source: "published"}, nil, errors.New("pbx down"))
+	// Bob's call ends (or never got through): room again.
+	c.endLeg(t, bobs)
 	if got := ruleOf(t, c.checkDial(ctx, userDial("dave", "c9", "+12025550141", "published"))); got != "" {
-		t.Fatalf("after a release: %s", got)
+		t.Fatalf("after bob's call ended: %s", got)
 	}
-	if n := auditCount(t, c, audit.ActionDial); n != 1 {
-		t.Fatalf("%d dial-outs audited, want 1 (the one with a leg)", n)
+	if n := auditCount(t, c, audit.ActionDial); n != 3 {
+		t.Fatalf("%d dial-outs audited, want 3 (alice, bob, dave)", n)
 	}
-	if n := auditCount(t, c, audit.ActionDialRefused); n != 5 {
-		t.Fatalf("%d refusals audited, want 5", n)
+	if n := auditCount(t, c, audit.ActionDialRefused); n != 4 {
+		t.Fatalf("%d refusals audited, want 4", n)
 	}
 }
 

@@ -142,10 +142,6 @@ const (
 	defaultAccountSharePercent        = 20
 )
 
-// GrantTTL bounds how long an allowed dial whose leg was never written (the
-// request failed in between) still counts as a call up.
-const GrantTTL = 15 * time.Second
-
 // Check validates the configuration's lists (for start-up errors that
 // name the culprit).
 func (p Config) Check() error {
