@@ -11,7 +11,10 @@ package storage
 // madvise and 10 % in page faults, most of them in SQLite's page cache.
 // Keeping up to cTrimThreshold of freed memory per heap ends that; what is
 // kept is bounded by what SQLite held at its peak (a few MiB of page cache
-// per connection).
+// per connection). Setting it also stops glibc from raising its mmap
+// threshold (128 KiB) as large blocks are freed, so each large block is
+// mapped afresh; SQLite's are rare (BenchmarkResync, which reads 10,000
+// legs, did not change).
 
 import (
 	"log/slog"
