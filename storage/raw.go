@@ -110,9 +110,37 @@ func (s *Store) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 		return nil, fmt.Errorf("prepare %q: %w", query, err)
 	}
 	if tx := s.sqlTx(); tx != nil {
-		return tx.StmtContext(ctx, st), nil
+		return s.batchStmts.bind(ctx, tx, st), nil
 	}
 	return st, nil
+}
+
+// txStmts are prepared statements bound to one transaction, each bound
+// once: a writer batch runs the same few statements for each of its
+// transactions (SAVEPOINT and RELEASE around every one), and binding is
+// an allocation and two locked map updates in database/sql each time. It
+// belongs to the goroutine running the transaction (the writer).
+type txStmts struct {
+	tx    *sql.Tx
+	bound map[*sql.Stmt]*sql.Stmt
+}
+
+func newTxStmts(tx *sql.Tx) *txStmts {
+	return &txStmts{tx: tx, bound: map[*sql.Stmt]*sql.Stmt{}}
+}
+
+// bind is st bound to tx, once per transaction when c holds tx (nil c, or
+// another transaction: bound afresh).
+func (c *txStmts) bind(ctx context.Context, tx *sql.Tx, st *sql.Stmt) *sql.Stmt {
+	if c == nil || c.tx != tx {
+		return tx.StmtContext(ctx, st)
+	}
+	b, ok := c.bound[st]
+	if !ok {
+		b = tx.StmtContext(ctx, st)
+		c.bound[st] = b
+	}
+	return b
 }
 
 // conn is where a raw statement runs: this store's transaction, or the pool.

@@ -288,3 +288,76 @@ func TestGetUser_NumbersInOrderNoneAndUnknown(t *testing.T) {
 		t.Fatalf("an unknown user: %v, want ErrNotFound", err)
 	}
 }
+
+// TestWriterBatch_AFailedTransactionIsRolledBackAlone: transactions that
+// fail after writing are undone alone, and the others — running the same
+// statements before and after them, in one batch of the SQLite writer
+// (held at its first commit until all are queued) — commit with gap-free
+// seqs.
+func TestWriterBatch_AFailedTransactionIsRolledBackAlone(t *testing.T) {
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
+	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() {
+		once.Do(func() { close(held); <-release })
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	_, c := seedConversation(t, s)
+	ctx := context.Background()
+	holding := 0
+	if s.Dialect() == "sqlite" {
+		// Hold the writer at a commit, so that the transactions below
+		// queue up and run as one batch after it.
+		holding = 1
+		go s.InTx(ctx, func(tx *storage.Store) error {
+			_, err := tx.AppendEvent(ctx, c.ID, "hold", "{}")
+			return err
+		})
+		<-held
+	}
+	boom := errors.New("boom")
+	const n = 30
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.InTx(ctx, func(tx *storage.Store) error {
+				if _, err := tx.AppendEvent(ctx, c.ID, "t", fmt.Sprintf(`{"i":%d}`, i)); err != nil {
+					return err
+				}
+				if i%3 == 1 {
+					return boom
+				}
+				_, err := tx.AppendEvent(ctx, c.ID, "t", fmt.Sprintf(`{"i":%d}`, i))
+				return err
+			})
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // let them queue behind the held commit
+	close(release)
+	wg.Wait()
+	failed := 0
+	for i, err := range errs {
+		switch {
+		case i%3 == 1 && errors.Is(err, boom):
+			failed++
+		case i%3 != 1 && err == nil:
+		default:
+			t.Fatalf("transaction %d: %v", i, err)
+		}
+	}
+	evs, err := s.EventsAfter(ctx, c.ID, 0, 1000)
+	if want := holding + 2*(n-failed); err != nil || len(evs) != want {
+		t.Fatalf("%d events after %d failed of %d, want %d: %v", len(evs), failed, n, want, err)
+	}
+	for i, ev := range evs {
+		if ev.Seq != int64(i+1) {
+			t.Fatalf("seq %d at %d", ev.Seq, i)
+		}
+	}
+}

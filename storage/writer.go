@@ -197,6 +197,7 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			}
 		}
 		sqlTx, _ := gtx.Statement.ConnPool.(*sql.Tx)
+		bound := newTxStmts(sqlTx)
 		for r := first; r != nil; r = s.next(batch, waiting, start) {
 			if r != first {
 				batch = append(batch, r)
@@ -210,21 +211,22 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			// answers an interrupted write by rolling back the whole
 			// transaction, which would take the batch's others with it.
 			ctx := context.WithoutCancel(r.ctx)
-			if err := s.execTx(ctx, sqlTx, `SAVEPOINT w`); err != nil {
+			if err := s.execTx(ctx, bound, `SAVEPOINT w`); err != nil {
 				return err
 			}
 			tx := *s
 			tx.db = gtx.WithContext(ctx)
 			tx.pending = &r.events
 			tx.req = r
+			tx.batchStmts = bound
 			r.err = runSafely(r.fn, &tx)
 			if r.err != nil {
 				r.events = nil
-				if err := s.execTx(ctx, sqlTx, `ROLLBACK TO w`); err != nil {
+				if err := s.execTx(ctx, bound, `ROLLBACK TO w`); err != nil {
 					return err
 				}
 			}
-			if err := s.execTx(ctx, sqlTx, `RELEASE w`); err != nil {
+			if err := s.execTx(ctx, bound, `RELEASE w`); err != nil {
 				return err
 			}
 			// fn's work is now part of the batch: an InTxEarly caller may
@@ -244,6 +246,7 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 		tx := *s
 		tx.db = gtx.WithContext(context.Background())
 		tx.pending = new([]Event)
+		tx.batchStmts = bound
 		if err := tx.fanOut(context.Background(), lists...); err != nil {
 			return err
 		}
@@ -271,12 +274,12 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 
 // execTx runs one of the writer's own statements (savepoints) prepared
 // once.
-func (s *Store) execTx(ctx context.Context, tx *sql.Tx, query string) error {
+func (s *Store) execTx(ctx context.Context, bound *txStmts, query string) error {
 	st, err := s.stmts.get(ctx, query)
 	if err != nil {
 		return err
 	}
-	_, err = tx.StmtContext(ctx, st).ExecContext(ctx)
+	_, err = bound.bind(ctx, bound.tx, st).ExecContext(ctx)
 	return err
 }
 
