@@ -50,26 +50,50 @@ func (s *Store) ConversationsOf(ctx context.Context, userID string, includeLeft 
 }
 
 // Participants lists a conversation's participants, present and past, by
-// join time.
+// join time. Raw SQL scanned by hand: the conference's first answer reads
+// every participant to invite them, inside the writer's transaction,
+// where gorm's reflection took 0.27 ms for 50.
 func (s *Store) Participants(ctx context.Context, convID string) ([]Participant, error) {
+	rows, err := s.queryRaw(ctx, `SELECT `+participantColumns+` FROM participants WHERE conversation_id = ? ORDER BY joined_at, user_id`, convID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
 	var ps []Participant
-	err := s.q(ctx).Where("conversation_id = ?", convID).Order("joined_at, user_id").Find(&ps).Error
-	return ps, err
+	for rows.Next() {
+		p, err := scanParticipant(rows)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, rows.Err()
 }
 
 // GetParticipant loads one membership (left or not).
 func (s *Store) GetParticipant(ctx context.Context, convID, userID string) (*Participant, error) {
-	row, err := s.queryRowRaw(ctx, `SELECT conversation_id, user_id, role, joined_at, left_at FROM participants WHERE conversation_id = ? AND user_id = ?`, convID, userID)
+	row, err := s.queryRowRaw(ctx, `SELECT `+participantColumns+` FROM participants WHERE conversation_id = ? AND user_id = ?`, convID, userID)
 	if err != nil {
 		return nil, err
 	}
-	var p Participant
-	var left sql.NullTime
-	if err := row.Scan(&p.ConversationID, &p.UserID, &p.Role, &p.JoinedAt, &left); err != nil {
+	p, err := scanParticipant(row)
+	if err != nil {
 		return nil, rowErr(err)
 	}
-	p.LeftAt, p.JoinedAt = ptime(left), p.JoinedAt.UTC()
 	return &p, nil
+}
+
+const participantColumns = `conversation_id, user_id, role, joined_at, left_at`
+
+// scanParticipant reads a row of participantColumns.
+func scanParticipant(r scanner) (Participant, error) {
+	var p Participant
+	var left sql.NullTime
+	if err := r.Scan(&p.ConversationID, &p.UserID, &p.Role, &p.JoinedAt, &left); err != nil {
+		return Participant{}, err
+	}
+	p.LeftAt, p.JoinedAt = ptime(left), p.JoinedAt.UTC()
+	return p, nil
 }
 
 // Membership loads a conversation and a user's participation in it with
