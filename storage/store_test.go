@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,14 +293,18 @@ func TestGetUser_NumbersInOrderNoneAndUnknown(t *testing.T) {
 // TestWriterBatch_AFailedTransactionIsRolledBackAlone: transactions that
 // fail after writing are undone alone, and the others — running the same
 // statements before and after them, in one batch of the SQLite writer
-// (held at its first commit until all are queued) — commit with gap-free
-// seqs.
+// (the writer held at the commit before it until all are queued) — commit
+// with gap-free seqs.
 func TestWriterBatch_AFailedTransactionIsRolledBackAlone(t *testing.T) {
 	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	// armed: the next commit holds the writer (not the seed's writes).
+	var armed atomic.Bool
 	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
 	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() {
-		once.Do(func() { close(held); <-release })
+		if armed.CompareAndSwap(true, false) {
+			close(held)
+			<-release
+		}
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -312,6 +317,7 @@ func TestWriterBatch_AFailedTransactionIsRolledBackAlone(t *testing.T) {
 		// Hold the writer at a commit, so that the transactions below
 		// queue up and run as one batch after it.
 		holding = 1
+		armed.Store(true)
 		go s.InTx(ctx, func(tx *storage.Store) error {
 			_, err := tx.AppendEvent(ctx, c.ID, "hold", "{}")
 			return err
