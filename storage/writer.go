@@ -215,7 +215,7 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 				return err
 			}
 			tx := *s
-			tx.db = gtx.WithContext(ctx)
+			tx.db = gtx // q(ctx) adds the context where gorm is used
 			tx.pending = &r.events
 			tx.req = r
 			tx.batchStmts = bound
@@ -244,7 +244,7 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			}
 		}
 		tx := *s
-		tx.db = gtx.WithContext(context.Background())
+		tx.db = gtx
 		tx.pending = new([]Event)
 		tx.batchStmts = bound
 		if err := tx.fanOut(context.Background(), lists...); err != nil {
