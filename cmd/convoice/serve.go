@@ -21,6 +21,7 @@ import (
 	"github.com/convoice/convoice/api"
 	"github.com/convoice/convoice/controller"
 	"github.com/convoice/convoice/emulator/ariemu"
+	"github.com/convoice/convoice/internal/gctune"
 	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/pbx/asterisk"
 	"github.com/convoice/convoice/pbx/freeswitch"
@@ -118,6 +119,8 @@ func runServe(args []string) error {
 	}
 	lg := newLogger(cfg.LogFormat, cfg.LogLevel)
 	slog.SetDefault(lg)
+	gc := gctune.Apply()
+	lg.Info("garbage collector", "gogc", gc.Percent, "gogc_from", gc.PercentFrom, "memory_limit_mib", gc.Limit>>20, "memory_limit_from", gc.LimitFrom)
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
