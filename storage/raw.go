@@ -17,7 +17,7 @@ import (
 // primary-key read, and that cost is paid inside the single-writer section
 // where it delays every other request. Everything else stays on gorm.
 
-// sqlConn is what both *sql.DB and *sql.Tx offer.
+// sqlConn is what *sql.DB, *sql.Conn and *sql.Tx offer.
 type sqlConn interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -102,49 +102,28 @@ func (s *Store) sqlTx() *sql.Tx {
 	return tx
 }
 
-// stmt returns a prepared statement for query, bound to this store's
-// transaction when there is one.
+// stmt returns a prepared statement for query: on the SQLite writer's
+// connection in the writer's transactions, bound to this store's other
+// transaction when there is one, else on the pool.
 func (s *Store) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if s.wconn != nil {
+		return s.wconn.stmt(ctx, query)
+	}
 	st, err := s.stmts.get(ctx, rebind(s.dialect, query))
 	if err != nil {
 		return nil, fmt.Errorf("prepare %q: %w", query, err)
 	}
 	if tx := s.sqlTx(); tx != nil {
-		return s.batchStmts.bind(ctx, tx, st), nil
+		return tx.StmtContext(ctx, st), nil
 	}
 	return st, nil
 }
 
-// txStmts are prepared statements bound to one transaction, each bound
-// once: a writer batch runs the same few statements for each of its
-// transactions (SAVEPOINT and RELEASE around every one), and binding is
-// an allocation and two locked map updates in database/sql each time. It
-// belongs to the goroutine running the transaction (the writer).
-type txStmts struct {
-	tx    *sql.Tx
-	bound map[*sql.Stmt]*sql.Stmt
-}
-
-func newTxStmts(tx *sql.Tx) *txStmts {
-	return &txStmts{tx: tx, bound: map[*sql.Stmt]*sql.Stmt{}}
-}
-
-// bind is st bound to tx, once per transaction when c holds tx (nil c, or
-// another transaction: bound afresh).
-func (c *txStmts) bind(ctx context.Context, tx *sql.Tx, st *sql.Stmt) *sql.Stmt {
-	if c == nil || c.tx != tx {
-		return tx.StmtContext(ctx, st)
-	}
-	b, ok := c.bound[st]
-	if !ok {
-		b = tx.StmtContext(ctx, st)
-		c.bound[st] = b
-	}
-	return b
-}
-
 // conn is where a raw statement runs: this store's transaction, or the pool.
 func (s *Store) conn() sqlConn {
+	if s.wconn != nil {
+		return s.wconn.conn
+	}
 	if tx := s.sqlTx(); tx != nil {
 		return tx
 	}

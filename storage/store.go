@@ -84,9 +84,9 @@ type Store struct {
 
 	// stmts are the prepared statements of the hot path (raw.go).
 	stmts *stmtCache
-	// batchStmts are stmts bound to the SQLite writer's current batch
-	// transaction (raw.go); nil elsewhere.
-	batchStmts *txStmts
+	// wconn is the SQLite writer's connection, in the writer's
+	// transactions (writer.go); nil elsewhere.
+	wconn *writerConn
 
 	// notify tells this replica's event notifications from the others'
 	// (notify.go; PostgreSQL).

@@ -113,7 +113,11 @@ const (
 func (s *Store) runWriter(stop <-chan struct{}) {
 	defer close(s.syncQ)
 	for {
-		err := s.db.Connection(func(conn *gorm.DB) error { return s.writeLoop(conn, stop) })
+		err := s.db.Connection(func(conn *gorm.DB) error {
+			wc := newWriterConn(conn)
+			defer wc.close()
+			return s.writeLoop(wc, stop)
+		})
 		if err == nil {
 			return // stopped
 		}
@@ -128,7 +132,7 @@ func (s *Store) runWriter(stop <-chan struct{}) {
 
 // writeLoop runs batches on conn until stop (nil) or until the connection
 // fails (its error).
-func (s *Store) writeLoop(conn *gorm.DB, stop <-chan struct{}) error {
+func (s *Store) writeLoop(wc *writerConn, stop <-chan struct{}) error {
 	for {
 		var first *writeReq
 		select {
@@ -141,7 +145,7 @@ func (s *Store) writeLoop(conn *gorm.DB, stop <-chan struct{}) error {
 				return nil
 			}
 		}
-		if err := s.runBatch(conn, first); errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
+		if err := s.runBatch(wc, first); errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
 			return err
 		}
 	}
@@ -180,9 +184,9 @@ func (s *Store) next(batch []*writeReq, waiting int, start time.Time) *writeReq 
 	}
 }
 
-// runBatch runs first and whatever next gives in one transaction on conn
+// runBatch runs first and whatever next gives in one transaction on wc
 // and hands the batch to the syncer; it returns the transaction's error.
-func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
+func (s *Store) runBatch(wc *writerConn, first *writeReq) error {
 	start := time.Now()
 	batch := []*writeReq{first}
 	waiting := len(s.writes) + len(s.lowWrites)
@@ -190,14 +194,12 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 	// reader that sees its rows also sees a number at least this one
 	// (awaitDurable).
 	seq := s.dur.committing.Add(1)
-	err := conn.Transaction(func(gtx *gorm.DB) error {
+	err := wc.transaction(func() error {
 		if s.writeFault != nil {
 			if err := s.writeFault(); err != nil {
 				return err
 			}
 		}
-		sqlTx, _ := gtx.Statement.ConnPool.(*sql.Tx)
-		bound := newTxStmts(sqlTx)
 		for r := first; r != nil; r = s.next(batch, waiting, start) {
 			if r != first {
 				batch = append(batch, r)
@@ -211,22 +213,22 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			// answers an interrupted write by rolling back the whole
 			// transaction, which would take the batch's others with it.
 			ctx := context.WithoutCancel(r.ctx)
-			if err := s.execTx(ctx, bound, `SAVEPOINT w`); err != nil {
+			if err := wc.exec(ctx, `SAVEPOINT w`); err != nil {
 				return err
 			}
 			tx := *s
-			tx.db = gtx // q(ctx) adds the context where gorm is used
+			tx.db = wc.gorm // q(ctx) adds the context where gorm is used
 			tx.pending = &r.events
 			tx.req = r
-			tx.batchStmts = bound
+			tx.wconn = wc
 			r.err = runSafely(r.fn, &tx)
 			if r.err != nil {
 				r.events = nil
-				if err := s.execTx(ctx, bound, `ROLLBACK TO w`); err != nil {
+				if err := wc.exec(ctx, `ROLLBACK TO w`); err != nil {
 					return err
 				}
 			}
-			if err := s.execTx(ctx, bound, `RELEASE w`); err != nil {
+			if err := wc.exec(ctx, `RELEASE w`); err != nil {
 				return err
 			}
 			// fn's work is now part of the batch: an InTxEarly caller may
@@ -244,9 +246,9 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 			}
 		}
 		tx := *s
-		tx.db = gtx
+		tx.db = wc.gorm
 		tx.pending = new([]Event)
-		tx.batchStmts = bound
+		tx.wconn = wc
 		if err := tx.fanOut(context.Background(), lists...); err != nil {
 			return err
 		}
@@ -272,15 +274,80 @@ func (s *Store) runBatch(conn *gorm.DB, first *writeReq) error {
 	return err
 }
 
-// execTx runs one of the writer's own statements (savepoints) prepared
-// once.
-func (s *Store) execTx(ctx context.Context, bound *txStmts, query string) error {
-	st, err := s.stmts.get(ctx, query)
+// writerConn is the SQLite writer's connection (see runWriter) with the
+// statements prepared on it. Its transactions are BEGIN IMMEDIATE and
+// COMMIT sent as statements, not database/sql's *sql.Tx: a statement run
+// in a *sql.Tx is bound to it afresh (an allocation and two locked map
+// updates), and each query in one starts a goroutine to watch the
+// transaction's context and a context to stop it; on the writer's own
+// *sql.Conn a statement is prepared once for the connection's life and a
+// query with an uncancellable context starts nothing. Nothing else uses
+// the connection, so database/sql not knowing of the transaction loses
+// nothing.
+type writerConn struct {
+	conn  *sql.Conn
+	gorm  *gorm.DB // on conn
+	stmts map[string]*sql.Stmt
+}
+
+func newWriterConn(conn *gorm.DB) *writerConn {
+	c, _ := conn.Statement.ConnPool.(*sql.Conn)
+	return &writerConn{conn: c, gorm: conn, stmts: map[string]*sql.Stmt{}}
+}
+
+// stmt is query prepared on the writer's connection (once).
+func (wc *writerConn) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := wc.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := wc.conn.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %q: %w", query, err)
+	}
+	wc.stmts[query] = st
+	return st, nil
+}
+
+// exec runs one of the writer's own statements (transactions, savepoints).
+func (wc *writerConn) exec(ctx context.Context, query string) error {
+	st, err := wc.stmt(ctx, query)
 	if err != nil {
 		return err
 	}
-	_, err = bound.bind(ctx, bound.tx, st).ExecContext(ctx)
+	_, err = st.ExecContext(ctx)
 	return err
+}
+
+// transaction runs fn between BEGIN IMMEDIATE and COMMIT, and rolls back
+// when fn fails or panics, or the COMMIT fails (SQLite may leave the
+// transaction open then; a ROLLBACK it did not need does no harm).
+func (wc *writerConn) transaction(fn func() error) (err error) {
+	ctx := context.Background()
+	if err := wc.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			wc.exec(ctx, `ROLLBACK`)
+		}
+	}()
+	if err := fn(); err != nil {
+		return err
+	}
+	if err := wc.exec(ctx, `COMMIT`); err != nil {
+		return err
+	}
+	done = true
+	return nil
+}
+
+// close closes the prepared statements (the connection goes back to the
+// pool after).
+func (wc *writerConn) close() {
+	for _, st := range wc.stmts {
+		st.Close()
+	}
 }
 
 // syncTicket is a batch handed from the writer to the syncer.
