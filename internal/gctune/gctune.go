@@ -17,8 +17,9 @@
 // cost is memory: a few tens of MB more at these sizes.
 //
 // So that a larger heap can never be what runs a container out of memory,
-// a soft memory limit of 80 % of the container's memory (cgroup v2
-// memory.max, v1 memory.limit_in_bytes) makes the collector run as often
+// a soft memory limit of 80 % of the container's memory (the smallest
+// cgroup v2 memory.max or v1 memory.limit_in_bytes on the way from this
+// process's cgroup to the root) makes the collector run as often
 // as it must near that line. GOGC and GOMEMLIMIT in the environment win
 // over both.
 package gctune
@@ -26,7 +27,9 @@ package gctune
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -37,8 +40,8 @@ const DefaultPercent = 200
 // limitShare is the part of the container's memory the soft limit allows.
 const limitShare = 0.8
 
-// cgroupFiles hold the container's memory limit: cgroup v2, then v1.
-var cgroupFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+// cgroupRoot is where the cgroup file systems are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
 
 // Setting is what Apply decided, for the startup log.
 type Setting struct {
@@ -80,22 +83,57 @@ func decide(getenv func(string) string, container int64) Setting {
 		st.LimitFrom = "GOMEMLIMIT"
 	case container > 0:
 		st.Limit = int64(float64(container) * limitShare)
-		st.LimitFrom = fmt.Sprintf("80%% of the container's %d MiB", container>>20)
+		st.LimitFrom = fmt.Sprintf("80%% of the cgroup's %d MiB limit", container>>20)
 	default:
 		st.LimitFrom = "none (no container limit)"
 	}
 	return st
 }
 
-// containerMemory reads the container's memory limit; 0 when there is
-// none or it cannot be read.
+// containerMemory is the memory this process may use: the smallest limit
+// on its cgroup and the cgroups above it (a container's, or a systemd
+// unit's or slice's MemoryMax); 0 when there is none or it cannot be read.
 func containerMemory() int64 {
-	for _, f := range cgroupFiles {
-		if n := parseLimit(f); n > 0 {
-			return n
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	return cgroupLimit(cgroupRoot, string(self))
+}
+
+// cgroupLimit reads the limits of the cgroups that self (the text of
+// /proc/self/cgroup) names under root: cgroup v2's "0::/path" with its
+// memory.max, v1's memory controller ("N:memory:/path", under
+// root/memory) with its memory.limit_in_bytes. Inside a container with
+// its own cgroup namespace the path is "/" and the container's limit is
+// at the root; on a host a service's is further down, or on a slice
+// above it.
+func cgroupLimit(root, self string) int64 {
+	var least int64
+	walk := func(base, path, file string) {
+		for dir := filepath.Join(base, path); ; dir = filepath.Dir(dir) {
+			if n := parseLimit(filepath.Join(dir, file)); n > 0 && (least == 0 || n < least) {
+				least = n
+			}
+			if len(dir) <= len(base) {
+				return
+			}
 		}
 	}
-	return 0
+	for _, line := range strings.Split(self, "\n") {
+		id, rest, ok := strings.Cut(line, ":")
+		controllers, path, ok2 := strings.Cut(rest, ":")
+		if !ok || !ok2 || !strings.HasPrefix(path, "/") {
+			continue
+		}
+		switch {
+		case id == "0" && controllers == "":
+			walk(root, path, "memory.max")
+		case slices.Contains(strings.Split(controllers, ","), "memory"):
+			walk(filepath.Join(root, "memory"), path, "memory.limit_in_bytes")
+		}
+	}
+	return least
 }
 
 // parseLimit reads a cgroup memory limit file: a number of bytes, or
