@@ -153,24 +153,37 @@ const softHangupShutdown = 4
 // restart is only noticed after the fact).
 const reasonPBXRestarted = "pbx restarted"
 
-// dispatch is called by the websocket reader for every frame. It never
-// blocks: a full shard queue counts the frame lost. It returns false when
-// the frame says this connection no longer gets our events
-// (ApplicationReplaced).
+// dispatch routes one ARI frame given as its bytes (see dispatchFrame).
 func (d *Driver) dispatch(raw []byte) bool {
-	d.stats.eventsReceived.Add(1)
 	h := new(frame)
-	if err := json.Unmarshal(raw, h); err != nil || h.Type == "" {
-		// A frame of a type the driver ignores may carry a field of
-		// the same name with another shape: that loses nothing.
+	err := json.Unmarshal(raw, h)
+	if err != nil && h.Type == "" {
+		// The error may have stopped decoding before "type": read it
+		// alone, to tell an ignored type from a broken frame.
 		var t struct {
 			Type string `json:"type"`
 		}
-		if err != nil && json.Unmarshal(raw, &t) == nil && t.Type != "" && !handledTypes[t.Type] {
-			d.log.Debug("ARI frame of an ignored type did not decode", "type", t.Type, "err", err)
+		if json.Unmarshal(raw, &t) == nil {
+			h.Type = t.Type
+		}
+	}
+	return d.dispatchFrame(h, err)
+}
+
+// dispatchFrame is called by the websocket reader for every frame, decoded
+// into h with err (nil: decoded). It never blocks: a full shard queue
+// counts the frame lost. It returns false when the frame says this
+// connection no longer gets our events (ApplicationReplaced).
+func (d *Driver) dispatchFrame(h *frame, err error) bool {
+	d.stats.eventsReceived.Add(1)
+	if err != nil || h.Type == "" {
+		// A frame of a type the driver ignores may carry a field of
+		// the same name with another shape: that loses nothing.
+		if err != nil && h.Type != "" && !handledTypes[h.Type] {
+			d.log.Debug("ARI frame of an ignored type did not decode", "type", h.Type, "err", err)
 			return true
 		}
-		d.log.Warn("undecodable ARI frame", "err", err, "bytes", len(raw))
+		d.log.Warn("undecodable ARI frame", "type", h.Type, "err", err)
 		d.noteLost()
 		return true
 	}
