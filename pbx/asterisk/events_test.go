@@ -38,19 +38,10 @@ func endedOf(t *testing.T, rec *pbxtest.Recorder, leg string) pbx.Event {
 func TestGivenRecordingA_whenReplayed_thenLegsRingConnectJoinAndEndWithDestroyedCause(t *testing.T) {
 	f := newFakeREST(t)
 	d, rec := newOfflineDriver(t, f, nil)
-	fx := loadFixture(t, "a_bridge_two_phones.json")
-	const bridge = "5881ad91-bb7a-44f0-b19a-96720dff2da6"
-	d.dialedForTest("1795756080.0", bridge)
-	d.dialedForTest("1795756080.1", bridge)
+	fx := dialedForRecordingA(t, d)
 	replay(d, fx)
-	for _, leg := range []string{"1795756080.0", "1795756080.1"} {
-		e := endedOf(t, rec, leg)
-		if e.Cause != 16 || e.CauseText != "Normal Clearing" || e.ConferenceID != bridge {
-			t.Errorf("leg %s ended with %d %q conf %q, want 16 Normal Clearing in %s", leg, e.Cause, e.CauseText, e.ConferenceID, bridge)
-		}
-		wantTypes(t, rec, leg, pbx.EventRinging, pbx.EventConnected, pbx.EventEnded)
-	}
-	if n := f.count("POST", "/bridges/"+bridge+"/addChannel"); n != 2 {
+	wantRecordingALegs(t, rec)
+	if n := f.count("POST", "/bridges/"+recordingABridge+"/addChannel"); n != 2 {
 		t.Errorf("addChannel calls = %d, want 2", n)
 	}
 	for _, r := range f.requests() {
@@ -224,7 +215,7 @@ func TestGivenDuplicateEvents_thenEachLegEventOnce(t *testing.T) {
 		}
 		wantTypes(t, rec, leg, pbx.EventRinging, pbx.EventConnected, pbx.EventEnded)
 	}
-	if n := f.count("POST", "/bridges/"+bridge+"/addChannel"); n != 2 {
+	if n := f.count("POST", "/bridges/"+recordingABridge+"/addChannel"); n != 2 {
 		t.Errorf("addChannel calls = %d, want 2", n)
 	}
 }
@@ -342,5 +333,30 @@ func TestGivenOnlyNoiseFrames_thenNoEvents(t *testing.T) {
 	}
 	if evs := rec.All(); len(evs) != 0 {
 		t.Fatalf("noise made events:\n%s", pbxtest.Dump(evs))
+	}
+}
+
+// recordingABridge is the bridge of recording a's two calls.
+const recordingABridge = "5881ad91-bb7a-44f0-b19a-96720dff2da6"
+
+// dialedForRecordingA makes d know recording a's two calls as its own, as
+// if it had placed them, and returns the recording.
+func dialedForRecordingA(t *testing.T, d *Driver) fixture {
+	fx := loadFixture(t, "a_bridge_two_phones.json")
+	d.dialedForTest("1795756080.0", recordingABridge)
+	d.dialedForTest("1795756080.1", recordingABridge)
+	return fx
+}
+
+// wantRecordingALegs checks that recording a's two calls rang, connected
+// and ended 16 "Normal Clearing" in their bridge.
+func wantRecordingALegs(t *testing.T, rec *pbxtest.Recorder) {
+	t.Helper()
+	for _, leg := range []string{"1795756080.0", "1795756080.1"} {
+		e := endedOf(t, rec, leg)
+		if e.Cause != 16 || e.CauseText != "Normal Clearing" || e.ConferenceID != recordingABridge {
+			t.Errorf("leg %s ended with %d %q conf %q, want 16 Normal Clearing in %s", leg, e.Cause, e.CauseText, e.ConferenceID, recordingABridge)
+		}
+		wantTypes(t, rec, leg, pbx.EventRinging, pbx.EventConnected, pbx.EventEnded)
 	}
 }

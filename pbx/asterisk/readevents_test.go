@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"golang.org/x/net/websocket"
-
-	"github.com/convoice/convoice/pbx"
 )
 
 // The event reader decodes the frames straight from a real websocket:
@@ -23,11 +21,7 @@ import (
 func TestReadEvents_RecordedFramesOverAWebsocket(t *testing.T) {
 	f := newFakeREST(t)
 	d, rec := newOfflineDriver(t, f, nil)
-	fx := loadFixture(t, "a_bridge_two_phones.json")
-	const bridge = "5881ad91-bb7a-44f0-b19a-96720dff2da6"
-	d.dialedForTest("1795756080.0", bridge)
-	d.dialedForTest("1795756080.1", bridge)
-	frames := fx.frames()
+	frames := dialedForRecordingA(t, d).frames()
 	half := len(frames) / 2
 	var send [][]byte
 	send = append(send, frames[:half]...)
@@ -56,13 +50,7 @@ func TestReadEvents_RecordedFramesOverAWebsocket(t *testing.T) {
 	if !errors.As(err, &syntax) {
 		t.Fatalf("reader ended with %v, want the JSON syntax error", err)
 	}
-	for _, leg := range []string{"1795756080.0", "1795756080.1"} {
-		e := endedOf(t, rec, leg)
-		if e.Cause != 16 || e.ConferenceID != bridge {
-			t.Errorf("leg %s ended with %d in %q, want 16 in %s", leg, e.Cause, e.ConferenceID, bridge)
-		}
-		wantTypes(t, rec, leg, pbx.EventRinging, pbx.EventConnected, pbx.EventEnded)
-	}
+	wantRecordingALegs(t, rec)
 	if got := d.Status().LostEvents; got != 2 {
 		t.Errorf("LostEvents = %d, want 2 (the handled frame of another shape, the bytes that are not JSON)", got)
 	}
