@@ -259,7 +259,7 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 	const users, convs = 50, 20 // 1,000 legs, 20 conferences of 50
 	for i := 0; i < b.N; i++ {
 		// Throughput: 100 requests in flight, as fast as answers come.
-		env, _, w := benchEnv(b, users, convs, ownProcess)
+		env, _, w, stop := benchEnv(b, users, convs, ownProcess)
 		var connected atomic.Int64
 		var stops []func()
 		for _, c := range w.convs {
@@ -277,12 +277,15 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 		for _, s := range stops {
 			s()
 		}
-		env.Stop()
+		// Its emulator too: it holds 1,000 calls until the benchmark's
+		// cleanup otherwise. (Measured idle once convoice had gone, so
+		// no figure moved; each phase now has only its own PBX.)
+		stop()
 
 		// Latency: the same joins arriving at a steady 250 per second
 		// (at most 100 in flight), timed from the request to the
 		// originate reaching the PBX.
-		env, originated, w := benchEnv(b, users, convs, ownProcess)
+		env, originated, w, stop := benchEnv(b, users, convs, ownProcess)
 		results := w.join(b, 250)
 		// The first join of a conversation also creates the PBX bridge and
 		// invites everyone else in one transaction; report it apart.
@@ -312,7 +315,7 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 				}
 			}
 		}
-		env.Stop()
+		stop()
 
 		direct := directARI(b, int(total), ownProcess)
 		wholeRate := float64(total) / whole.Seconds()
@@ -487,8 +490,9 @@ func startBenchEmu(b *testing.B, onOriginate func(id string, at time.Time)) *ari
 // emulatorProcess runs the ARI emulator in a process of its own (this test
 // binary, see TestMain), as a real Asterisk is: its goroutines, heap and
 // garbage collection are not convoice's, though it shares the machine's
-// cores. It returns its ARI URL and the time each originate reached it.
-func emulatorProcess(b *testing.B) (ariURL string, originated *sync.Map) {
+// cores. It returns its ARI URL, the time each originate reached it, and
+// a stop that ends the process (also run at the benchmark's cleanup).
+func emulatorProcess(b *testing.B) (ariURL string, originated *sync.Map, stop func()) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -516,11 +520,15 @@ func emulatorProcess(b *testing.B) (ariURL string, originated *sync.Map) {
 			}
 		}
 	}()
-	b.Cleanup(func() {
-		stdin.Close() // the emulator stops when its stdin closes
-		cmd.Wait()
-		<-read
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			stdin.Close() // the emulator stops when its stdin closes
+			cmd.Wait()
+			<-read
+		})
+	}
+	b.Cleanup(stop)
 	for j := 0; ; j++ {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
@@ -531,25 +539,27 @@ func emulatorProcess(b *testing.B) (ariURL string, originated *sync.Map) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return "http://" + addr + "/ari", originated
+	return "http://" + addr + "/ari", originated, stop
 }
 
 // benchEnv starts convoice on a fresh emulator whose originates are timed,
 // in a process of its own or in convoice's. Confirm-to-join is off, said
 // so explicitly: the benchmark measures dial-outs that join on answer (the
 // production default, mobile, would not ask these US numbers either).
-func benchEnv(b *testing.B, users, convs int, ownProcess bool) (*apitest.Env, *sync.Map, *benchWorld) {
+func benchEnv(b *testing.B, users, convs int, ownProcess bool) (*apitest.Env, *sync.Map, *benchWorld, func()) {
 	confirmOff := controller.ConfirmConfig{Mode: controller.ConfirmOff}
 	if ownProcess {
-		url, originated := emulatorProcess(b)
+		url, originated, stopEmu := emulatorProcess(b)
 		env := apitest.Start(b, apitest.Options{NoPBX: true, ExternalARI: url, Confirm: confirmOff})
-		return env, originated, newBenchWorld(b, env, users, convs)
+		return env, originated, newBenchWorld(b, env, users, convs), func() { env.Stop(); stopEmu() }
 	}
 	originated := &sync.Map{}
 	emu := startBenchEmu(b, func(id string, at time.Time) { originated.Store(id, at) })
-	b.Cleanup(func() { emu.Close() })
+	var once sync.Once
+	stopEmu := func() { once.Do(func() { emu.Close() }) }
+	b.Cleanup(stopEmu)
 	env := apitest.Start(b, apitest.Options{Emu: emu, Confirm: confirmOff})
-	return env, originated, newBenchWorld(b, env, users, convs)
+	return env, originated, newBenchWorld(b, env, users, convs), func() { env.Stop(); stopEmu() }
 }
 
 func waitConnected(b *testing.B, connected *atomic.Int64, total int64) {
@@ -568,7 +578,7 @@ func waitConnected(b *testing.B, connected *atomic.Int64, total int64) {
 func directARI(b *testing.B, n int, ownProcess bool) float64 {
 	var url string
 	if ownProcess {
-		url, _ = emulatorProcess(b)
+		url, _, _ = emulatorProcess(b)
 	} else {
 		emu := startBenchEmu(b, nil)
 		defer emu.Close()
@@ -639,7 +649,7 @@ func BenchmarkHeapPerLeg(b *testing.B) {
 	gctune.Apply()                // convoice runs in this process: as its server does
 	const users, convs = 100, 100 // 10,000 connected legs
 	for i := 0; i < b.N; i++ {
-		emuURL, _ := emulatorProcess(b)
+		emuURL, _, _ := emulatorProcess(b)
 		env := apitest.Start(b, apitest.Options{NoPBX: true, ExternalARI: emuURL})
 		w := newBenchWorld(b, env, users, convs)
 		before := heapInUse()
@@ -678,7 +688,7 @@ func BenchmarkResync(b *testing.B) {
 	gctune.Apply() // convoice runs in this process: as its server does
 	const users, convs, gone = 100, 100, 100
 	for i := 0; i < b.N; i++ {
-		emuURL, _ := emulatorProcess(b)
+		emuURL, _, _ := emulatorProcess(b)
 		env := apitest.Start(b, apitest.Options{DB: filepath.Join(b.TempDir(), "convoice.db"), NoPBX: true, ExternalARI: emuURL})
 		w := newBenchWorld(b, env, users, convs)
 		w.joinAll(b)
