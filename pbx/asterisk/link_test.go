@@ -2,6 +2,7 @@ package asterisk
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -22,9 +23,12 @@ type wsFake struct {
 	mu       sync.Mutex
 	conns    []*websocket.Conn
 	connects atomic.Int32
-	deaf     atomic.Bool // stop reading: no pong to our pings
-	stop     chan struct{}
-	sawKey   atomic.Value
+	// handshakes counts the upgrades answered; a connection's handler
+	// registers it in conns after that (see last).
+	handshakes atomic.Int32
+	deaf       atomic.Bool // stop reading: no pong to our pings
+	stop       chan struct{}
+	sawKey     atomic.Value
 }
 
 func newWSFake(t *testing.T) *wsFake {
@@ -39,6 +43,7 @@ func newWSFake(t *testing.T) *wsFake {
 		// Noted before the handshake is answered: the driver's link up
 		// can come before the handler below has run.
 		f.sawKey.Store(r.URL.Query().Get("api_key") + "|" + r.URL.Query().Get("app"))
+		f.handshakes.Add(1)
 		return nil
 	}, Handler: func(c *websocket.Conn) {
 		f.mu.Lock()
@@ -62,10 +67,23 @@ func newWSFake(t *testing.T) *wsFake {
 	return f
 }
 
+// last is the newest websocket. The driver's link up can come before the
+// handler of the connection it is about has registered it (the upgrade is
+// answered first), so it waits for every answered upgrade's connection.
 func (f *wsFake) last() *websocket.Conn {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.conns[len(f.conns)-1]
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		f.mu.Lock()
+		n := len(f.conns)
+		if n > 0 && n >= int(f.handshakes.Load()) {
+			c := f.conns[n-1]
+			f.mu.Unlock()
+			return c
+		}
+		f.mu.Unlock()
+		if time.Now().After(deadline) {
+			panic(fmt.Sprintf("wsFake: %d connections registered of %d upgrades after 5 s", n, f.handshakes.Load()))
+		}
+	}
 }
 
 // goDeaf stops reading the websocket (so no pong answers our pings) while
