@@ -292,7 +292,10 @@ type writerConn struct {
 
 func newWriterConn(conn *gorm.DB) *writerConn {
 	c, _ := conn.Statement.ConnPool.(*sql.Conn)
-	return &writerConn{conn: c, gorm: conn, stmts: map[string]*sql.Stmt{}}
+	// A new-statement session: every chain on it starts from a fresh
+	// statement on c, as the handle of gorm's Transaction did. Connection's
+	// own handle shares one statement among all its chains.
+	return &writerConn{conn: c, gorm: conn.Session(&gorm.Session{NewDB: true}), stmts: map[string]*sql.Stmt{}}
 }
 
 // stmt is query prepared on the writer's connection (once).
@@ -321,7 +324,7 @@ func (wc *writerConn) exec(ctx context.Context, query string) error {
 // transaction runs fn between BEGIN IMMEDIATE and COMMIT, and rolls back
 // when fn fails or panics, or the COMMIT fails (SQLite may leave the
 // transaction open then; a ROLLBACK it did not need does no harm).
-func (wc *writerConn) transaction(fn func() error) (err error) {
+func (wc *writerConn) transaction(fn func() error) error {
 	ctx := context.Background()
 	if err := wc.exec(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return err

@@ -83,7 +83,7 @@ func decide(getenv func(string) string, container int64) Setting {
 		st.LimitFrom = "GOMEMLIMIT"
 	case container > 0:
 		st.Limit = int64(float64(container) * limitShare)
-		st.LimitFrom = fmt.Sprintf("80%% of the cgroup's %d MiB limit", container>>20)
+		st.LimitFrom = fmt.Sprintf("%.0f%% of the cgroup's %d MiB limit", limitShare*100, container>>20)
 	default:
 		st.LimitFrom = "none (no container limit)"
 	}
