@@ -89,6 +89,8 @@ func New(cfg Config, store *storage.Store, hub *Hub, nodes []*Node, metrics *Met
 	store.OnCommit(hub.Publish)
 	commits := eng.Metrics().Commit.WithLabelValues(store.Dialect())
 	store.OnCommitTime(func(d time.Duration) { commits.Observe(d.Seconds()) })
+	batches := eng.Metrics().ProgressBatch
+	store.OnProgressBatch(func(n int) { batches.Observe(float64(n)) })
 	return c
 }
 

@@ -132,6 +132,11 @@ func (s *Store) lockLeg(ctx context.Context, id string, withSurroundings bool) (
 		l, err := s.GetLeg(ctx, id)
 		return l, LegSurroundings{}, err
 	}
+	if s.prefetch != nil {
+		if l, sur, ok := s.prefetch.take(id, withSurroundings); ok {
+			return l, sur, nil
+		}
+	}
 	var l *Leg
 	stmts := []pgStmt{{sql: `WITH c AS (SELECT id AS locked_conversation FROM conversations
   WHERE id = (SELECT conversation_id FROM legs WHERE id = ?) FOR UPDATE)
@@ -154,6 +159,9 @@ func (s *Store) lockLeg(ctx context.Context, id string, withSurroundings bool) (
 	}
 	if err := s.queryRowsRaw(ctx, stmts, scans...); err != nil {
 		return nil, LegSurroundings{}, err
+	}
+	if s.prefetch != nil {
+		s.prefetch.locked(l.ConferenceID)
 	}
 	return l, sur, nil
 }

@@ -8,3 +8,27 @@ func SetSyncForTest(s *Store, sync func() error) {
 	}
 	s.sync = sync
 }
+
+// ProgressLaneOf is the index of the lane legID's changes go to (-1 on
+// SQLite, which has none).
+func ProgressLaneOf(s *Store, legID string) int {
+	if s.lanes == nil {
+		return -1
+	}
+	q := s.lanes.lane(legID)
+	for i, l := range s.lanes.queues {
+		if l == q {
+			return i
+		}
+	}
+	return -1
+}
+
+// ProgressBatched is how many changes were committed in batches of more
+// than one (0 on SQLite).
+func ProgressBatched(s *Store) int64 {
+	if s.lanes == nil {
+		return 0
+	}
+	return s.lanes.batched.Load()
+}

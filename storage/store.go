@@ -94,6 +94,16 @@ type Store struct {
 
 	// pipe is the PostgreSQL transaction this store runs in (pgpipe.go).
 	pipe *pgPipe
+	// convsLocked: this PostgreSQL transaction locked every conversation
+	// it touches when it began (a batch of call progress, progress.go), so
+	// its recorded events may span conversations (eventspg.go).
+	convsLocked bool
+	// prefetch holds the legs a batch of call progress locked and read
+	// at its start (progress.go); nil elsewhere.
+	prefetch *legPrefetch
+	// lanes apply the PBX's call progress in batches on PostgreSQL
+	// (progress.go); nil on SQLite.
+	lanes *progressLanes
 
 	// req is the writer's request this transaction store runs (SQLite).
 	req *writeReq
@@ -203,6 +213,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		go s.syncer()
 		go s.runWriter(s.stopW)
 	}
+	if s.dialect == "postgres" {
+		s.startProgressLanes()
+	}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -287,6 +300,15 @@ func (s *Store) Close() error {
 		case <-s.synced:
 		case <-time.After(10 * time.Second):
 			s.log.Warn("closing the store: the writer did not stop within 10 s")
+		}
+	}
+	if s.lanes != nil {
+		// The call progress still queued is applied before the pool
+		// closes.
+		select {
+		case <-s.lanes.done:
+		case <-time.After(10 * time.Second):
+			s.log.Warn("closing the store: the call progress was not applied within 10 s")
 		}
 	}
 	sqlDB, err := s.db.DB()
@@ -468,6 +490,13 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *Store) error, early bool) 
 // inTxPG runs fn in a PostgreSQL transaction, pipelined (pgpipe.go): its
 // events and their fan-out go out with the COMMIT.
 func (s *Store) inTxPG(ctx context.Context, fn func(tx *Store) error, events *[]Event) error {
+	return s.pgTx(ctx, events, false, fn)
+}
+
+// pgTx runs body in a PostgreSQL transaction (convsLocked: body locks
+// every conversation it touches first, see Store.convsLocked) and
+// commits.
+func (s *Store) pgTx(ctx context.Context, events *[]Event, convsLocked bool, body func(tx *Store) error) error {
 	p, err := s.newPGPipe(ctx)
 	if err != nil {
 		return s.translate(err)
@@ -479,9 +508,10 @@ func (s *Store) inTxPG(ctx context.Context, fn func(tx *Store) error, events *[]
 	tx.db = gtx
 	tx.pipe = p
 	tx.pending = events
+	tx.convsLocked = convsLocked
 	var recorded []Event
 	tx.deferred = &recorded
-	if err := fn(&tx); err != nil {
+	if err := body(&tx); err != nil {
 		return err
 	}
 	last, read := tx.finishPG()

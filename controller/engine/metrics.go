@@ -24,6 +24,9 @@ type Metrics struct {
 	OriginateToAnswer *prometheus.HistogramVec // by node: the leg written and dialed → the phone answered
 	EventToStream     prometheus.Histogram     // an event appended (a PBX event applied, say) → written to a live event stream
 	Commit            *prometheus.HistogramVec // by dialect: a write transaction's start → its commit
+	// ProgressBatch: how many changes of call progress each PostgreSQL
+	// transaction applied (storage.InTxLeg batches them).
+	ProgressBatch prometheus.Histogram
 }
 
 // latencyBuckets are the buckets of the latency histograms: 0.25 ms to
@@ -66,10 +69,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "convoice", Name: "db_commit_seconds",
 			Help:    "A write transaction from its start to its commit (SQLite: one batch of the writer, before its fsync), by dialect.",
 			Buckets: latencyBuckets}, []string{"dialect"}),
+		ProgressBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "convoice", Name: "db_progress_batch_changes",
+			Help:    "PostgreSQL only: changes of the PBX's call progress (a leg's state) applied by one transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32}}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.DialOuts, m.LegEnds, m.PBXEvents, m.Resyncs, m.ResyncFixes, m.Conferences, m.WatchdogEnds,
-			m.NodeOwner, m.NodeLost, m.LegEventsIgnored, m.DialToOriginate, m.OriginateToAnswer, m.EventToStream, m.Commit)
+			m.NodeOwner, m.NodeLost, m.LegEventsIgnored, m.DialToOriginate, m.OriginateToAnswer, m.EventToStream, m.Commit, m.ProgressBatch)
 	}
 	return m
 }

@@ -90,13 +90,14 @@ func (en *Engine) applyLeg(ctx context.Context, legID string, ev leg.Event, in l
 
 // applyLegAsync is applyLeg queued, for the PBX's call progress: the
 // driver's worker for the channel goes on with its next event, which is
-// applied after this one (storage.InTxAsync).
+// applied after this one (storage.InTxLeg; on PostgreSQL in a batch with
+// other legs' progress).
 func (en *Engine) applyLegAsync(ctx context.Context, legID string, ev leg.Event, in legInput) {
 	if legID == "" {
 		return
 	}
 	st := new(legStep)
-	en.store.InTxAsync(ctx, func(tx *storage.Store) error {
+	en.store.InTxLeg(ctx, legID, func(tx *storage.Store) error {
 		var err error
 		*st, err = en.applyLegTx(ctx, tx, legID, ev, in)
 		return err

@@ -1,0 +1,312 @@
+package storage
+
+// The PBX's call progress on PostgreSQL, in batches. Each change of a
+// leg's state was a transaction of its own: two round trips (the locks,
+// then the writes with the events' statement and COMMIT), a commit and a
+// planning of the events' statement per change. What SQLite gets from its
+// one writer — many changes per commit — PostgreSQL gets here: a lane
+// takes the changes waiting for it and applies them in one transaction
+// of two round trips: BEGIN, the locks of all their conversations and
+// legs and the read of the legs with their surroundings (legPrefetch);
+// then every change's writes, the events of all of them and COMMIT. A
+// change that must read more (a second change of one conference in the
+// batch, the first call connected inviting the others, the last one
+// ending the conference) adds its own round trips.
+//
+// Locks. A batch locks the conversations of all its legs first, in id
+// order, then their legs, and in the events' statement the user streams'
+// counters in user id order. Every other transaction locks one
+// conversation, or several in id order, before anything else
+// (LockConversation), so no batch waits in a cycle.
+//
+// Order. A leg's changes always go to the same lane, which applies them
+// in the order they were queued; changes of different legs have no order
+// between them, as before (each was the transaction of its own caller).
+//
+// Failure. A change that fails (its leg is gone, a statement fails) fails
+// its batch: the batch is rolled back and each of its changes is then
+// run on its own (InTx), so each gets its own answer, as before. A
+// change's function may so run twice: what it counts as it runs (the
+// engine's leg-end and ignored-event counters) counts twice then.
+
+import (
+	"context"
+	"hash/maphash"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// progressLaneCount is how many batches of call progress a replica
+	// applies at once. Few: the point is many changes per transaction.
+	progressLaneCount = 2
+	// progressBatchMax bounds the changes of one transaction (and the
+	// conversations it holds locked).
+	progressBatchMax = 32
+	// progressQueue is how many changes wait for a lane before InTxLeg
+	// waits (back-pressure on the PBX driver's worker).
+	progressQueue = 1024
+)
+
+// progressItem is one queued change of a leg's state.
+type progressItem struct {
+	ctx  context.Context
+	leg  string
+	fn   func(tx *Store) error
+	then func(error)
+}
+
+type progressLanes struct {
+	queues []chan progressItem
+	seed   maphash.Seed
+	done   chan struct{} // closed when every lane has stopped
+	// batched counts the changes committed in batches of more than one.
+	batched atomic.Int64
+	// committed, when set, is told how many changes each of the lanes'
+	// transactions committed (OnProgressBatch).
+	committed func(changes int)
+}
+
+// OnProgressBatch sets the function told how many changes of call
+// progress each PostgreSQL transaction of the lanes committed (for the
+// metrics; never called on SQLite). Set it before use.
+func (s *Store) OnProgressBatch(f func(changes int)) {
+	if s.lanes != nil {
+		s.lanes.committed = f
+	}
+}
+
+// lane is the queue legID's changes go to.
+func (ls *progressLanes) lane(legID string) chan progressItem {
+	return ls.queues[maphash.String(ls.seed, legID)%uint64(len(ls.queues))]
+}
+
+// startProgressLanes starts the lanes (PostgreSQL).
+func (s *Store) startProgressLanes() {
+	ls := &progressLanes{seed: maphash.MakeSeed(), done: make(chan struct{})}
+	stopped := make(chan struct{}, progressLaneCount)
+	for range progressLaneCount {
+		q := make(chan progressItem, progressQueue)
+		ls.queues = append(ls.queues, q)
+		go func() {
+			s.runProgressLane(q)
+			stopped <- struct{}{}
+		}()
+	}
+	go func() {
+		for range progressLaneCount {
+			<-stopped
+		}
+		close(ls.done)
+	}()
+	s.lanes = ls
+}
+
+// InTxLeg queues fn, a change of leg legID's state, as a write
+// transaction, like InTxAsync: then (when not nil) is told its outcome
+// once it is durable, on a goroutine that answers transactions (it must
+// not block). Changes of one leg queued one after the other are applied
+// in that order. On PostgreSQL it is applied in a batch with other legs'
+// changes (see above): fn must lock its leg with LockLeg or
+// LockLegWithSurroundings before anything else, and write only in its
+// leg's conversation. On SQLite it is InTxAsync.
+func (s *Store) InTxLeg(ctx context.Context, legID string, fn func(tx *Store) error, then func(error)) {
+	if s.lanes == nil || s.pending != nil {
+		s.InTxAsync(ctx, fn, then)
+		return
+	}
+	q := s.lanes.lane(legID)
+	it := progressItem{ctx: ctx, leg: legID, fn: fn, then: then}
+	select {
+	case <-s.stopW:
+		it.answer(ErrClosed)
+		return
+	default:
+	}
+	select {
+	case q <- it:
+	case <-ctx.Done():
+		it.answer(ctx.Err())
+	case <-s.stopW:
+		it.answer(ErrClosed)
+	}
+}
+
+func (it progressItem) answer(err error) {
+	if it.then != nil {
+		it.then(err)
+	}
+}
+
+// runProgressLane applies q's changes, as many at a time as are waiting,
+// until the store closes; then it applies what is still queued.
+func (s *Store) runProgressLane(q chan progressItem) {
+	batch := make([]progressItem, 0, progressBatchMax)
+	for {
+		batch = batch[:0]
+		select {
+		case it := <-q:
+			batch = append(batch, it)
+		case <-s.stopW:
+			for {
+				select {
+				case it := <-q:
+					s.runProgressBatch([]progressItem{it})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < progressBatchMax {
+			select {
+			case it := <-q:
+				batch = append(batch, it)
+			default:
+				break fill
+			}
+		}
+		s.runProgressBatch(batch)
+	}
+}
+
+// runProgressBatch applies the changes in one transaction, or, when that
+// fails, each in its own.
+func (s *Store) runProgressBatch(batch []progressItem) {
+	if len(batch) > 1 {
+		var events []Event
+		start := time.Now()
+		err := s.progressTx(batch, &events)
+		if err == nil {
+			if s.commitTime != nil {
+				s.commitTime(time.Since(start))
+			}
+			s.lanes.batched.Add(int64(len(batch)))
+			s.lanes.note(len(batch))
+			if len(events) > 0 && s.afterCommit != nil {
+				s.afterCommit(events)
+			}
+			for _, it := range batch {
+				it.answer(nil)
+			}
+			return
+		}
+		s.log.Debug("a batch of call progress failed; applying its changes one by one", "changes", len(batch), "err", err)
+	}
+	for _, it := range batch {
+		err := s.InTx(it.ctx, it.fn)
+		if err == nil {
+			s.lanes.note(1)
+		}
+		it.answer(err)
+	}
+}
+
+func (ls *progressLanes) note(changes int) {
+	if ls.committed != nil {
+		ls.committed(changes)
+	}
+}
+
+// progressTx is a batch's transaction: the conversations locked in id
+// order (sent with the first change's statements), then each change.
+func (s *Store) progressTx(batch []progressItem, events *[]Event) error {
+	ctx := context.Background()
+	legs := make([]string, len(batch))
+	for i, it := range batch {
+		legs[i] = it.leg
+	}
+	return s.pgTx(ctx, events, true, func(tx *Store) error {
+		if err := tx.execLater(ctx, `SELECT 1 FROM conversations
+ WHERE id IN (SELECT conversation_id FROM legs WHERE id = ANY(?::text[])) ORDER BY id FOR UPDATE`, legs); err != nil {
+			return err
+		}
+		pf, err := tx.prefetchLegs(ctx, legs)
+		if err != nil {
+			return err
+		}
+		tx.prefetch = pf
+		for _, it := range batch {
+			if err := runSafely(it.fn, tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// legPrefetch is what a batch's first round trip read of its legs, after
+// taking their conversations' locks: each leg, locked, and its
+// surroundings. A change's LockLeg is answered from it, without a round
+// trip, as long as no change before it in the batch locked a leg of the
+// same conference (which may have changed the leg or its surroundings);
+// after that, LockLeg asks the database, which sees the batch's writes.
+// Nothing else changes the legs or conferences meanwhile: every
+// transaction that does holds their conversation's lock, which the batch
+// holds.
+type legPrefetch struct {
+	legs    map[string]prefetchedLeg
+	touched map[string]bool // conferences a change of the batch locked a leg of
+}
+
+type prefetchedLeg struct {
+	leg *Leg
+	sur LegSurroundings
+}
+
+// prefetchLegs locks and reads the legs (after what the pipe holds: the
+// conversations' locks), in one round trip.
+func (s *Store) prefetchLegs(ctx context.Context, ids []string) (*legPrefetch, error) {
+	rows, err := s.queryRaw(ctx, `SELECT `+legColumnsOf("legs")+`, f.state,
+  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> legs.id AND o.connected_at IS NOT NULL),
+  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> legs.id AND o.state IN `+liveStatesSQL+`)
+ FROM legs JOIN conferences f ON f.id = legs.conference_id WHERE legs.id = ANY(?::text[]) ORDER BY legs.id FOR UPDATE OF legs`, ids)
+	if err != nil {
+		return nil, err
+	}
+	pf := &legPrefetch{legs: make(map[string]prefetchedLeg, len(ids)), touched: map[string]bool{}}
+	for rows.Next() {
+		sur := LegSurroundings{Known: true}
+		l, err := scanLeg(withExtra{rows, []any{&sur.ConferenceState, &sur.OtherConnected, &sur.OtherLive}})
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		pf.legs[l.ID] = prefetchedLeg{leg: l, sur: sur}
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	return pf, nil
+}
+
+// take answers LockLeg(id) from the prefetch when it may (see
+// legPrefetch), once.
+func (pf *legPrefetch) take(id string, withSurroundings bool) (*Leg, LegSurroundings, bool) {
+	p, ok := pf.legs[id]
+	if !ok {
+		return nil, LegSurroundings{}, false
+	}
+	delete(pf.legs, id)
+	if pf.touched[p.leg.ConferenceID] {
+		return nil, LegSurroundings{}, false
+	}
+	pf.touched[p.leg.ConferenceID] = true
+	if !withSurroundings {
+		p.sur = LegSurroundings{}
+	}
+	return p.leg, p.sur, true
+}
+
+// locked tells the prefetch that a change locked a leg of conf through
+// the database.
+func (pf *legPrefetch) locked(conf string) { pf.touched[conf] = true }
+
+// withExtra scans a row's leading columns into Scan's destinations and
+// the rest into extra.
+type withExtra struct {
+	r     scanner
+	extra []any
+}
+
+func (w withExtra) Scan(dst ...any) error { return w.r.Scan(append(dst, w.extra...)...) }

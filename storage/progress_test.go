@@ -1,0 +1,327 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// progressLeg is a leg of its own conversation (or of conf's, when given)
+// for the call progress tests.
+func progressLeg(t *testing.T, s *Store, conf *Conference, id string) Leg {
+	t.Helper()
+	l := Leg{ID: id, ConferenceID: conf.ID, ConversationID: conf.ConversationID, Node: conf.Node,
+		Number: "+12025550100", State: LegRinging, CreatedAt: conf.CreatedAt, UpdatedAt: conf.CreatedAt}
+	if err := s.CreateLeg(context.Background(), &l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// countChange is a change of a leg as the call progress makes it: the leg
+// locked, its row written, an event recorded. It counts in the leg's
+// cause, and fails when the leg's last change was not want-1 (out of
+// order).
+func countChange(ctx context.Context, legID string, want int) func(tx *Store) error {
+	return func(tx *Store) error {
+		l, err := tx.LockLeg(ctx, legID)
+		if err != nil {
+			return err
+		}
+		if l.Cause != want-1 {
+			return fmt.Errorf("leg %s: change %d applied after change %d", legID, want, l.Cause)
+		}
+		l.Cause = want
+		if err := tx.SaveLeg(ctx, l); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, l.ConversationID, "leg.updated", legID+" "+strconv.Itoa(want))
+	}
+}
+
+// Queued changes of many legs (two of them in one conversation) are all
+// applied, each leg's in the order they were queued; each conversation's
+// log is numbered without a gap; the events are announced once, after
+// commit; and on PostgreSQL they went in batches.
+func TestInTxLeg_AppliesEveryLegsChangesInOrder(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	var mu sync.Mutex
+	announced := map[string][]int64{}
+	s.OnCommit(func(evs []Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range evs {
+			if ev.ForUser == "" {
+				announced[ev.ConversationID] = append(announced[ev.ConversationID], ev.Seq)
+			}
+		}
+	})
+	var legs []Leg
+	for i := range 6 {
+		_, conf := seedConference(t, s, fmt.Sprint("p", i))
+		legs = append(legs, progressLeg(t, s, conf, conf.ID+"-a"))
+		if i == 0 {
+			legs = append(legs, progressLeg(t, s, conf, conf.ID+"-b"))
+		}
+	}
+	const changes = 25
+	var wg sync.WaitGroup
+	errs := make(chan error, len(legs)*changes)
+	for k := 1; k <= changes; k++ {
+		for _, l := range legs {
+			wg.Add(1)
+			s.InTxLeg(ctx, l.ID, countChange(ctx, l.ID, k), func(err error) {
+				if err != nil {
+					errs <- err
+				}
+				wg.Done()
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	convs := map[string]int{}
+	for _, l := range legs {
+		got, err := s.GetLeg(ctx, l.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Cause != changes {
+			t.Errorf("leg %s: %d changes applied, want %d", l.ID, got.Cause, changes)
+		}
+		convs[l.ConversationID] += changes
+	}
+	for conv, n := range convs {
+		evs, err := s.EventsAfter(ctx, conv, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := map[string]int{}
+		var seqs []int64
+		for i, ev := range evs {
+			if ev.Seq != int64(i)+1 {
+				t.Fatalf("conversation %s: event %d has seq %d; want a log without gaps", conv, i, ev.Seq)
+			}
+			var leg string
+			var k int
+			fmt.Sscanf(ev.Data, "%s %d", &leg, &k)
+			if k != last[leg]+1 {
+				t.Errorf("conversation %s: %s's change %d logged after its change %d", conv, leg, k, last[leg])
+			}
+			last[leg] = k
+			seqs = append(seqs, ev.Seq)
+		}
+		if len(evs) != n {
+			t.Errorf("conversation %s: %d events, want %d", conv, len(evs), n)
+		}
+		mu.Lock()
+		got := fmt.Sprint(announced[conv])
+		mu.Unlock()
+		if got != fmt.Sprint(seqs) {
+			t.Errorf("conversation %s: announced %s, want each event once, in order: %v", conv, got, seqs)
+		}
+	}
+	if IsPostgres(s.dsn) && ProgressBatched(s) == 0 {
+		t.Error("no change went in a batch: PostgreSQL applied them one per transaction")
+	}
+}
+
+// A change that fails in a batch (its leg does not exist) is answered
+// with its own error; the batch's other changes are applied once each,
+// not lost with the batch and not twice.
+func TestInTxLeg_AFailingChangeFailsAlone(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "f")
+	_, other := seedConference(t, s, "g")
+	// Legs of one lane (PostgreSQL), so that they wait together behind
+	// the change that holds it.
+	lane := ProgressLaneOf(s, conf.ID+"-hold")
+	var ids []string
+	for i := 0; len(ids) < 3; i++ {
+		id := fmt.Sprintf("%s-%d", conf.ID, i)
+		if ProgressLaneOf(s, id) == lane {
+			ids = append(ids, id)
+		}
+	}
+	a := progressLeg(t, s, conf, ids[0])
+	b := progressLeg(t, s, other, ids[1])
+	missing := ids[2]
+
+	release := make(chan struct{})
+	held := make(chan struct{})
+	done := make(chan error, 1)
+	s.InTxLeg(ctx, conf.ID+"-hold", func(tx *Store) error {
+		close(held)
+		<-release
+		return nil
+	}, func(err error) { done <- err })
+	<-held
+	answers := make([]chan error, 3)
+	for i, id := range []string{a.ID, missing, b.ID} {
+		answers[i] = make(chan error, 1)
+		ch := answers[i]
+		s.InTxLeg(ctx, id, countChange(ctx, id, 1), func(err error) { ch <- err })
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("the holding change: %v", err)
+	}
+	for i, want := range []error{nil, ErrNotFound, nil} {
+		select {
+		case err := <-answers[i]:
+			if !errors.Is(err, want) && err != want {
+				t.Errorf("change %d: %v, want %v", i, err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("change %d was never answered", i)
+		}
+	}
+	for _, l := range []Leg{a, b} {
+		got, err := s.GetLeg(ctx, l.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := s.EventsAfter(ctx, l.ConversationID, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Cause != 1 || len(evs) != 1 {
+			t.Errorf("leg %s: cause %d, %d events; want its change applied once", l.ID, got.Cause, len(evs))
+		}
+	}
+}
+
+// In a transaction that locked its conversations first (a batch), events
+// recorded for several conversations are numbered per conversation, also
+// when an appended event (whose seq is needed at once) comes between
+// them.
+func TestRecordEvent_SpansConversationsInABatch(t *testing.T) {
+	s := openLegTest(t, "")
+	if !IsPostgres(s.dsn) {
+		// SQLite has no batches of this kind: one writer runs every
+		// transaction, each of them appending at once.
+		return
+	}
+	ctx := context.Background()
+	_, c1 := seedConference(t, s, "s1")
+	_, c2 := seedConference(t, s, "s2")
+	if _, err := s.AppendEvent(ctx, c2.ConversationID, "x", "c2 before"); err != nil {
+		t.Fatal(err)
+	}
+	var events []Event
+	err := s.pgTx(ctx, &events, true, func(tx *Store) error {
+		if err := tx.LockConversation(ctx, c1.ConversationID); err != nil {
+			return err
+		}
+		if err := tx.LockConversation(ctx, c2.ConversationID); err != nil {
+			return err
+		}
+		for _, st := range []struct{ conv, data string }{{c1.ConversationID, "c1 a"}, {c2.ConversationID, "c2 a"}, {c1.ConversationID, "c1 b"}} {
+			if err := tx.RecordEvent(ctx, st.conv, "x", st.data); err != nil {
+				return err
+			}
+		}
+		ev, err := tx.AppendEvent(ctx, c2.ConversationID, "x", "c2 b")
+		if err != nil {
+			return err
+		}
+		if ev.Seq != 3 {
+			t.Errorf("appended event of c2: seq %d, want 3", ev.Seq)
+		}
+		return tx.RecordEvent(ctx, c1.ConversationID, "x", "c1 c")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for conv, want := range map[string]string{
+		c1.ConversationID: "[1:c1 a 2:c1 b 3:c1 c]",
+		c2.ConversationID: "[1:c2 before 2:c2 a 3:c2 b]",
+	} {
+		evs, err := s.EventsAfter(ctx, conv, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, ev := range evs {
+			got = append(got, fmt.Sprintf("%d:%s", ev.Seq, ev.Data))
+		}
+		if fmt.Sprint(got) != want {
+			t.Errorf("conversation %s: %v, want %s", conv, got, want)
+		}
+	}
+	if len(events) != 5 {
+		t.Errorf("the transaction's events: %d, want the 5 it wrote", len(events))
+	}
+}
+
+// Two calls of one conference ending in one batch: the first sees the
+// other still up, the second sees that it is the last (a batch reads its
+// legs at its start; a change after another of the same conference must
+// see that one's writes, or the conference would never end).
+func TestInTxLeg_ASecondChangeOfAConferenceSeesTheFirst(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "e")
+	lane := ProgressLaneOf(s, conf.ID+"-hold")
+	var legs []Leg
+	for i := 0; len(legs) < 2; i++ {
+		id := fmt.Sprintf("%s-%d", conf.ID, i)
+		if ProgressLaneOf(s, id) == lane {
+			l := progressLeg(t, s, conf, id)
+			l.State = LegConnected
+			if err := s.SaveLeg(ctx, &l); err != nil {
+				t.Fatal(err)
+			}
+			legs = append(legs, l)
+		}
+	}
+	release, held := make(chan struct{}), make(chan struct{})
+	s.InTxLeg(ctx, conf.ID+"-hold", func(tx *Store) error {
+		close(held)
+		<-release
+		return nil
+	}, nil)
+	<-held
+	otherLive := make([]bool, len(legs))
+	var wg sync.WaitGroup
+	for i, l := range legs {
+		wg.Add(1)
+		s.InTxLeg(ctx, l.ID, func(tx *Store) error {
+			got, sur, err := tx.LockLegWithSurroundings(ctx, l.ID)
+			if err != nil {
+				return err
+			}
+			if !sur.Known { // SQLite: ask
+				live, err := tx.LiveLegs(ctx, got.ConferenceID)
+				if err != nil {
+					return err
+				}
+				for _, o := range live {
+					sur.OtherLive = sur.OtherLive || o.ID != got.ID
+				}
+			}
+			otherLive[i] = sur.OtherLive
+			got.State = LegEnded
+			return tx.SaveLeg(ctx, got)
+		}, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	close(release)
+	wg.Wait()
+	if !otherLive[0] || otherLive[1] {
+		t.Errorf("other call live, as each end saw it: %v; want [true false]", otherLive)
+	}
+}
