@@ -170,6 +170,9 @@ func (s *Store) lockLeg(ctx context.Context, id string, withSurroundings bool) (
 // its next statement: execLater).
 func (s *Store) SaveLeg(ctx context.Context, l *Leg) error {
 	l.UpdatedAt = time.Now().UTC()
+	if s.prefetch != nil {
+		s.prefetch.saved(l)
+	}
 	return s.execLater(ctx, `UPDATE legs SET state = ?, cause = ?, cause_text = ?, end_reason = ?, muted = ?, talking = ?,
  hangup_requested = ?, ringing_at = ?, connected_at = ?, ended_at = ?, updated_at = ?, invitation_id = ?, answered_at = ? WHERE id = ?`,
 		l.State, l.Cause, l.CauseText, l.EndReason, l.Muted, l.Talking, l.HangupRequested,

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -23,8 +24,10 @@ import (
 //
 // "queued" is "with-event" as the PBX's call progress applies it
 // (InTxLeg): on PostgreSQL the changes waiting are applied in batches,
-// several per transaction; each goroutine waits for its change's answer
-// before queueing the next.
+// several per transaction. As a call's progress comes, each goroutine
+// queues two changes of its leg at once (ringing and connected, say) and
+// waits for their answers before the next two; and here two legs share
+// each conference.
 func BenchmarkLegChange(b *testing.B) {
 	for _, mode := range []string{"with-event", "without-event", "queued"} {
 		b.Run(mode, func(b *testing.B) { benchLegChange(b, mode != "without-event", mode == "queued") })
@@ -48,7 +51,10 @@ func benchLegChange(b *testing.B, withEvent, queued bool) {
 	for i := 0; i < workers; i++ {
 		tag := fmt.Sprint("bench", i)
 		u, conf := seedConference(b, s, tag)
-		l := Leg{ID: conf.ID + "-l", ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: &u.ID, Node: conf.Node,
+		if queued && i%2 == 1 {
+			conf = &Conference{ID: ws[i-1].leg.ConferenceID, ConversationID: ws[i-1].leg.ConversationID, Node: ws[i-1].leg.Node, CreatedAt: ws[i-1].leg.CreatedAt}
+		}
+		l := Leg{ID: fmt.Sprint(conf.ID, "-l", i), ConferenceID: conf.ID, ConversationID: conf.ConversationID, UserID: &u.ID, Node: conf.Node,
 			Number: "+12025550100", State: LegConnected, CreatedAt: conf.CreatedAt, UpdatedAt: conf.CreatedAt}
 		if err := s.CreateLeg(ctx, &l); err != nil {
 			b.Fatal(err)
@@ -62,7 +68,11 @@ func benchLegChange(b *testing.B, withEvent, queued bool) {
 		wg.Add(1)
 		go func(w *worker) {
 			defer wg.Done()
-			for i := 0; i < per; i++ {
+			step := 1
+			if queued {
+				step = 2
+			}
+			for i := 0; i < per; i += step {
 				change := func(tx *Store) error {
 					l, err := tx.LockLeg(ctx, w.leg.ID)
 					if err != nil {
@@ -79,9 +89,10 @@ func benchLegChange(b *testing.B, withEvent, queued bool) {
 				}
 				var err error
 				if queued {
-					answer := make(chan error, 1)
+					answer := make(chan error, 2)
 					s.InTxLeg(ctx, w.leg.ID, change, func(err error) { answer <- err })
-					err = <-answer
+					s.InTxLeg(ctx, w.leg.ID, change, func(err error) { answer <- err })
+					err = errors.Join(<-answer, <-answer)
 				} else {
 					err = s.InTx(ctx, change)
 				}

@@ -54,6 +54,10 @@ type pgPipe struct {
 	// commitSent: COMMIT went out (its outcome may be unknown should the
 	// connection fail before the answer).
 	commitSent bool
+	// sent counts the statements given to the pipe, and gorm's run
+	// beside it (Store.q): a batch of call progress tells from it what a
+	// change wrote (legPrefetch).
+	sent int
 }
 
 // newPGPipe takes a pool connection for a transaction.
@@ -91,6 +95,7 @@ func (p *pgPipe) batch(ctx context.Context, stmts ...pgStmt) (pgx.BatchResults, 
 	if err := p.closeOpen(); err != nil {
 		return nil, err
 	}
+	p.sent += len(stmts)
 	b := &pgx.Batch{}
 	if !p.begun {
 		b.Queue("BEGIN")
@@ -183,6 +188,7 @@ func (p *pgPipe) sync(ctx context.Context) error {
 // execLater queues a write whose result nobody reads; its failure fails
 // the statement it is sent with, and the transaction.
 func (p *pgPipe) execLater(query string, args ...any) {
+	p.sent++
 	p.later = append(p.later, pgStmt{sql: query, args: args})
 }
 
@@ -190,6 +196,7 @@ func (p *pgPipe) execLater(query string, args ...any) {
 // statement it goes out with is answered (before that one's own result);
 // drop is called if that never happens.
 func (p *pgPipe) readLater(query string, args []any, scan func(scanner) error, drop func()) {
+	p.sent++
 	p.later = append(p.later, pgStmt{sql: query, args: args, scan: scan, drop: drop})
 }
 

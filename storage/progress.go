@@ -227,7 +227,7 @@ func (s *Store) progressTx(batch []progressItem, events *[]Event) error {
 		}
 		tx.prefetch = pf
 		for _, it := range batch {
-			if err := runSafely(it.fn, tx); err != nil {
+			if err := pf.runChange(tx.pipe, func() error { return runSafely(it.fn, tx) }); err != nil {
 				return err
 			}
 		}
@@ -236,43 +236,62 @@ func (s *Store) progressTx(batch []progressItem, events *[]Event) error {
 }
 
 // legPrefetch is what a batch's first round trip read of its legs, after
-// taking their conversations' locks: each leg, locked, and its
-// surroundings. A change's LockLeg is answered from it, without a round
-// trip, as long as no change before it in the batch locked a leg of the
-// same conference (which may have changed the leg or its surroundings);
-// after that, LockLeg asks the database, which sees the batch's writes.
-// Nothing else changes the legs or conferences meanwhile: every
-// transaction that does holds their conversation's lock, which the batch
-// holds.
+// taking their conversations' locks: each leg, locked, and of each of
+// their conferences its state and how many of its legs are live and have
+// been connected. A change's LockLeg is answered from it, without a round
+// trip, while what it holds is true:
+//   - nothing else changes these legs or conferences meanwhile: every
+//     transaction that does holds their conversation's lock, which the
+//     batch holds;
+//   - a change that writes legs it holds (SaveLeg) and records events
+//     changes nothing else: the prefetch keeps each leg as saved and its
+//     conference's counts up to date, so the next change of the same leg
+//     or of another leg of the conference is answered from it too
+//     (ringing, then connected; the calls of a meeting that starts);
+//   - a change that writes anything else (the others invited, the
+//     conference ended) may have changed the conference: from then on its
+//     legs are read from the database, which sees the batch's writes.
 type legPrefetch struct {
-	legs    map[string]prefetchedLeg
-	touched map[string]bool // conferences a change of the batch locked a leg of
+	legs  map[string]Leg // as last saved
+	confs map[string]*prefetchedConf
+	// stale marks the conferences read from the database from now on.
+	stale    map[string]bool
+	allStale bool
+	// The change running: the conference it took a leg of (from here or
+	// the database), and how many statements it was expected to send
+	// (its SaveLegs) against what the pipe counted (pgPipe.sent).
+	conf        string
+	saves, sent int
 }
 
-type prefetchedLeg struct {
-	leg *Leg
-	sur LegSurroundings
+// prefetchedConf is a conference of the batch's legs.
+type prefetchedConf struct {
+	state           string
+	live, connected int64 // legs live, legs connected at some time
 }
 
 // prefetchLegs locks and reads the legs (after what the pipe holds: the
 // conversations' locks), in one round trip.
 func (s *Store) prefetchLegs(ctx context.Context, ids []string) (*legPrefetch, error) {
-	rows, err := s.queryRaw(ctx, `SELECT `+legColumnsOf("legs")+`, f.state,
-  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> legs.id AND o.connected_at IS NOT NULL),
-  EXISTS (SELECT 1 FROM legs o WHERE o.conference_id = f.id AND o.id <> legs.id AND o.state IN `+liveStatesSQL+`)
- FROM legs JOIN conferences f ON f.id = legs.conference_id WHERE legs.id = ANY(?::text[]) ORDER BY legs.id FOR UPDATE OF legs`, ids)
+	rows, err := s.queryRaw(ctx, `WITH n AS (SELECT conference_id,
+   count(*) FILTER (WHERE state IN `+liveStatesSQL+`) AS live, count(*) FILTER (WHERE connected_at IS NOT NULL) AS connected
+  FROM legs WHERE conference_id IN (SELECT conference_id FROM legs WHERE id = ANY(?::text[])) GROUP BY conference_id)
+ SELECT `+legColumnsOf("legs")+`, f.state, n.live, n.connected
+ FROM legs JOIN conferences f ON f.id = legs.conference_id JOIN n ON n.conference_id = legs.conference_id
+ WHERE legs.id = ANY(?::text[]) ORDER BY legs.id FOR UPDATE OF legs`, ids, ids)
 	if err != nil {
 		return nil, err
 	}
-	pf := &legPrefetch{legs: make(map[string]prefetchedLeg, len(ids)), touched: map[string]bool{}}
+	pf := &legPrefetch{legs: make(map[string]Leg, len(ids)), confs: map[string]*prefetchedConf{}, stale: map[string]bool{}}
 	for rows.Next() {
-		sur := LegSurroundings{Known: true}
-		l, err := scanLeg(withExtra{rows, []any{&sur.ConferenceState, &sur.OtherConnected, &sur.OtherLive}})
+		var c prefetchedConf
+		l, err := scanLeg(withExtra{rows, []any{&c.state, &c.live, &c.connected}})
 		if err != nil {
 			rows.Close()
 			return nil, err
 		}
-		pf.legs[l.ID] = prefetchedLeg{leg: l, sur: sur}
+		pf.legs[l.ID] = *l
+		pf.confs[l.ConferenceID] = &c
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -280,27 +299,68 @@ func (s *Store) prefetchLegs(ctx context.Context, ids []string) (*legPrefetch, e
 	return pf, nil
 }
 
+// runChange runs a change of the batch, and marks its conference stale
+// when the change sent more than its legs' writes.
+func (pf *legPrefetch) runChange(p *pgPipe, fn func() error) error {
+	pf.conf, pf.saves, pf.sent = "", 0, p.sent
+	err := fn()
+	if p.sent-pf.sent != pf.saves {
+		if pf.conf == "" {
+			// It wrote without locking a leg first (InTxLeg's contract
+			// broken): nothing prefetched can be trusted.
+			pf.allStale = true
+		}
+		pf.stale[pf.conf] = true
+	}
+	return err
+}
+
 // take answers LockLeg(id) from the prefetch when it may (see
-// legPrefetch), once.
+// legPrefetch): a copy of the leg, its surroundings when asked for.
 func (pf *legPrefetch) take(id string, withSurroundings bool) (*Leg, LegSurroundings, bool) {
-	p, ok := pf.legs[id]
-	if !ok {
+	l, ok := pf.legs[id]
+	if !ok || pf.allStale || pf.stale[l.ConferenceID] {
 		return nil, LegSurroundings{}, false
 	}
-	delete(pf.legs, id)
-	if pf.touched[p.leg.ConferenceID] {
-		return nil, LegSurroundings{}, false
-	}
-	pf.touched[p.leg.ConferenceID] = true
+	pf.conf = l.ConferenceID
 	if !withSurroundings {
-		p.sur = LegSurroundings{}
+		return &l, LegSurroundings{}, true
 	}
-	return p.leg, p.sur, true
+	c := pf.confs[l.ConferenceID]
+	sur := LegSurroundings{Known: true, ConferenceState: c.state,
+		OtherLive: c.live-countIf(LegLive(l.State)) > 0, OtherConnected: c.connected-countIf(l.ConnectedAt != nil) > 0}
+	return &l, sur, true
+}
+
+func countIf(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // locked tells the prefetch that a change locked a leg of conf through
-// the database.
-func (pf *legPrefetch) locked(conf string) { pf.touched[conf] = true }
+// the database: the conference's legs are read from there from now on.
+func (pf *legPrefetch) locked(conf string) {
+	pf.stale[conf] = true
+	pf.conf = conf
+}
+
+// saved keeps a leg as a change of the batch saved it, and its
+// conference's counts. A leg it does not hold makes its conference stale.
+func (pf *legPrefetch) saved(l *Leg) {
+	pf.saves++
+	conf := l.ConferenceID
+	was, ok := pf.legs[l.ID]
+	if !ok || pf.stale[conf] {
+		pf.stale[conf] = true
+		return
+	}
+	c := pf.confs[conf]
+	c.live += countIf(LegLive(l.State)) - countIf(LegLive(was.State))
+	c.connected += countIf(l.ConnectedAt != nil) - countIf(was.ConnectedAt != nil)
+	pf.legs[l.ID] = *l
+}
 
 // withExtra scans a row's leading columns into Scan's destinations and
 // the rest into extra.

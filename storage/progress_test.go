@@ -325,3 +325,172 @@ func TestInTxLeg_ASecondChangeOfAConferenceSeesTheFirst(t *testing.T) {
 		t.Errorf("other call live, as each end saw it: %v; want [true false]", otherLive)
 	}
 }
+
+// A change that writes more than its leg (here: it ends the conference)
+// is seen by the next change of the same leg in the batch, which must
+// not be answered from what the batch read at its start.
+func TestInTxLeg_AChangeThatWritesMoreIsSeenByTheNext(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "w")
+	a := progressLeg(t, s, conf, conf.ID+"-a")
+	release, held := make(chan struct{}), make(chan struct{})
+	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
+		close(held)
+		<-release
+		return nil
+	}, nil)
+	<-held
+	seen := make(chan string, 4)
+	answers := make(chan error, 2)
+	answer := func(err error) { answers <- err }
+	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
+		if _, _, err := tx.LockLegWithSurroundings(ctx, a.ID); err != nil {
+			return err
+		}
+		_, err := tx.EndConference(ctx, conf.ID, "test", time.Now())
+		return err
+	}, answer)
+	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
+		_, sur, err := tx.LockLegWithSurroundings(ctx, a.ID)
+		if err != nil {
+			return err
+		}
+		if !sur.Known { // SQLite: ask
+			c, err := tx.GetConference(ctx, conf.ID)
+			if err != nil {
+				return err
+			}
+			sur.ConferenceState = c.State
+		}
+		seen <- sur.ConferenceState
+		return nil
+	}, answer)
+	close(release)
+	for range 2 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A batch that failed and ran again has told more than once: the
+	// last is what was committed.
+	var state string
+	for len(seen) > 0 {
+		state = <-seen
+	}
+	if state != ConferenceEnded {
+		t.Errorf("the conference, as the change after its end saw it: %q, want %q", state, ConferenceEnded)
+	}
+}
+
+// A change of one leg that saves another leg of its conference (the end
+// of the other call) is seen by the first leg's next change in the batch:
+// the other call is not live any more.
+func TestInTxLeg_AnotherLegSavedIsSeenByTheNext(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "o")
+	a := progressLeg(t, s, conf, conf.ID+"-a")
+	b := progressLeg(t, s, conf, conf.ID+"-b")
+	release, held := make(chan struct{}), make(chan struct{})
+	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
+		close(held)
+		<-release
+		return nil
+	}, nil)
+	<-held
+	seen := make(chan bool, 4)
+	answers := make(chan error, 2)
+	answer := func(err error) { answers <- err }
+	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
+		if _, err := tx.LockLeg(ctx, a.ID); err != nil {
+			return err
+		}
+		ended := b
+		ended.State = LegEnded
+		return tx.SaveLeg(ctx, &ended)
+	}, answer)
+	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
+		got, sur, err := tx.LockLegWithSurroundings(ctx, a.ID)
+		if err != nil {
+			return err
+		}
+		if !sur.Known { // SQLite: ask
+			live, err := tx.LiveLegs(ctx, got.ConferenceID)
+			if err != nil {
+				return err
+			}
+			for _, o := range live {
+				sur.OtherLive = sur.OtherLive || o.ID != got.ID
+			}
+		}
+		seen <- sur.OtherLive
+		return nil
+	}, answer)
+	close(release)
+	for range 2 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var otherLive bool
+	for len(seen) > 0 {
+		otherLive = <-seen
+	}
+	if otherLive {
+		t.Error("after the other call's end, the next change saw it still live")
+	}
+}
+
+// Two calls of one conference connected in one batch: the second sees
+// that another call has been connected (the first one connected invites
+// the others, the second must not invite them again).
+func TestInTxLeg_TheSecondCallConnectedSeesTheFirst(t *testing.T) {
+	s := openLegTest(t, "")
+	ctx := context.Background()
+	_, conf := seedConference(t, s, "c")
+	lane := ProgressLaneOf(s, conf.ID+"-hold")
+	var legs []Leg
+	for i := 0; len(legs) < 2; i++ {
+		if id := fmt.Sprintf("%s-%d", conf.ID, i); ProgressLaneOf(s, id) == lane {
+			legs = append(legs, progressLeg(t, s, conf, id))
+		}
+	}
+	release, held := make(chan struct{}), make(chan struct{})
+	s.InTxLeg(ctx, conf.ID+"-hold", func(tx *Store) error {
+		close(held)
+		<-release
+		return nil
+	}, nil)
+	<-held
+	otherConnected := make([]bool, len(legs))
+	var wg sync.WaitGroup
+	for i, l := range legs {
+		wg.Add(1)
+		s.InTxLeg(ctx, l.ID, func(tx *Store) error {
+			got, sur, err := tx.LockLegWithSurroundings(ctx, l.ID)
+			if err != nil {
+				return err
+			}
+			if !sur.Known { // SQLite: ask
+				if sur.OtherConnected, err = tx.OtherLegConnected(ctx, got.ConferenceID, got.ID); err != nil {
+					return err
+				}
+			}
+			otherConnected[i] = sur.OtherConnected
+			now := time.Now().UTC()
+			got.State, got.ConnectedAt = LegConnected, &now
+			return tx.SaveLeg(ctx, got)
+		}, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	close(release)
+	wg.Wait()
+	if otherConnected[0] || !otherConnected[1] {
+		t.Errorf("another call connected, as each saw it: %v; want [false true]", otherConnected)
+	}
+}

@@ -543,6 +543,7 @@ func (s *Store) Proceed() {
 func (s *Store) q(ctx context.Context) *gorm.DB {
 	db := s.db.WithContext(ctx)
 	if s.pipe != nil {
+		s.pipe.sent++
 		if err := s.pipe.sync(ctx); err != nil {
 			db.AddError(err)
 		}
