@@ -357,32 +357,36 @@ func TestLockConversationConference_HoldsTheConversationAndItsConference(t *test
 // the store on SQLite (Known false) as the engine does.
 func surroundingsOf(t *testing.T, tx *Store, id string) (*Leg, LegSurroundings) {
 	t.Helper()
-	ctx := context.Background()
-	l, sur, err := tx.LockLegWithSurroundings(ctx, id)
+	l, sur, err := lockWithSurroundings(context.Background(), tx, id)
 	if err != nil {
 		t.Fatalf("lock leg %s: %v", id, err)
 	}
 	if tx.Dialect() == "postgres" && !sur.Known {
 		t.Fatal("PostgreSQL did not read the surroundings")
 	}
-	if !sur.Known {
-		conf, err := tx.GetConference(ctx, l.ConferenceID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sur.ConferenceState = conf.State
-		if sur.OtherConnected, err = tx.OtherLegConnected(ctx, l.ConferenceID, l.ID); err != nil {
-			t.Fatal(err)
-		}
-		live, err := tx.LiveLegs(ctx, l.ConferenceID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range live {
-			sur.OtherLive = sur.OtherLive || o.ID != l.ID
-		}
-	}
 	return l, sur
+}
+
+// lockWithSurroundings is surroundingsOf for a goroutine other than the
+// test's (a change run by a lane): errors are returned.
+func lockWithSurroundings(ctx context.Context, tx *Store, id string) (*Leg, LegSurroundings, error) {
+	l, sur, err := tx.LockLegWithSurroundings(ctx, id)
+	if err != nil || sur.Known {
+		return l, sur, err
+	}
+	conf, err := tx.GetConference(ctx, l.ConferenceID)
+	if err != nil {
+		return nil, sur, err
+	}
+	sur.ConferenceState = conf.State
+	if sur.OtherConnected, err = tx.OtherLegConnected(ctx, l.ConferenceID, l.ID); err != nil {
+		return nil, sur, err
+	}
+	live, err := tx.LiveLegs(ctx, l.ConferenceID)
+	for _, o := range live {
+		sur.OtherLive = sur.OtherLive || o.ID != l.ID
+	}
+	return l, sur, err
 }
 
 // A call's progress reads its leg with its surroundings: the conference's

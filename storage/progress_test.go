@@ -43,6 +43,39 @@ func countChange(ctx context.Context, legID string, want int) func(tx *Store) er
 	}
 }
 
+// holdLane queues a change that holds the lane of legID's changes until
+// release is called (on SQLite: the one writer), so that the changes
+// queued meanwhile wait together and go in one batch.
+func holdLane(t *testing.T, s *Store, legID string) (release func()) {
+	t.Helper()
+	ch, held := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	s.InTxLeg(context.Background(), legID, func(tx *Store) error {
+		close(held)
+		<-ch
+		return nil
+	}, func(err error) { done <- err })
+	<-held
+	return func() {
+		close(ch)
+		if err := <-done; err != nil {
+			t.Fatalf("the holding change: %v", err)
+		}
+	}
+}
+
+// idsOfLane are n leg ids of conf whose changes go to the lane of
+// legID's (all of them on SQLite).
+func idsOfLane(s *Store, conf *Conference, legID string, n int) []string {
+	var ids []string
+	for i := 0; len(ids) < n; i++ {
+		if id := fmt.Sprintf("%s-%d", conf.ID, i); ProgressLaneOf(s, id) == ProgressLaneOf(s, legID) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Queued changes of many legs (two of them in one conversation) are all
 // applied, each leg's in the order they were queued; each conversation's
 // log is numbered without a gap; the events are announced once, after
@@ -144,37 +177,18 @@ func TestInTxLeg_AFailingChangeFailsAlone(t *testing.T) {
 	_, other := seedConference(t, s, "g")
 	// Legs of one lane (PostgreSQL), so that they wait together behind
 	// the change that holds it.
-	lane := ProgressLaneOf(s, conf.ID+"-hold")
-	var ids []string
-	for i := 0; len(ids) < 3; i++ {
-		id := fmt.Sprintf("%s-%d", conf.ID, i)
-		if ProgressLaneOf(s, id) == lane {
-			ids = append(ids, id)
-		}
-	}
+	ids := idsOfLane(s, conf, conf.ID+"-hold", 3)
 	a := progressLeg(t, s, conf, ids[0])
 	b := progressLeg(t, s, other, ids[1])
 	missing := ids[2]
-
-	release := make(chan struct{})
-	held := make(chan struct{})
-	done := make(chan error, 1)
-	s.InTxLeg(ctx, conf.ID+"-hold", func(tx *Store) error {
-		close(held)
-		<-release
-		return nil
-	}, func(err error) { done <- err })
-	<-held
+	release := holdLane(t, s, conf.ID+"-hold")
 	answers := make([]chan error, 3)
 	for i, id := range []string{a.ID, missing, b.ID} {
 		answers[i] = make(chan error, 1)
 		ch := answers[i]
 		s.InTxLeg(ctx, id, countChange(ctx, id, 1), func(err error) { ch <- err })
 	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatalf("the holding change: %v", err)
-	}
+	release()
 	for i, want := range []error{nil, ErrNotFound, nil} {
 		select {
 		case err := <-answers[i]:
@@ -263,67 +277,38 @@ func TestRecordEvent_SpansConversationsInABatch(t *testing.T) {
 	}
 }
 
-// Two calls of one conference ending in one batch: the first sees the
-// other still up, the second sees that it is the last (a batch reads its
-// legs at its start; a change after another of the same conference must
-// see that one's writes, or the conference would never end).
-func TestInTxLeg_ASecondChangeOfAConferenceSeesTheFirst(t *testing.T) {
-	s := openLegTest(t, "")
+// surroundingsAfter queues first, a change of legID, and behind it, in
+// the same batch, a change that reads legID's surroundings: what that
+// second change saw.
+func surroundingsAfter(t *testing.T, s *Store, legID string, first func(tx *Store) error) LegSurroundings {
+	t.Helper()
 	ctx := context.Background()
-	_, conf := seedConference(t, s, "e")
-	lane := ProgressLaneOf(s, conf.ID+"-hold")
-	var legs []Leg
-	for i := 0; len(legs) < 2; i++ {
-		id := fmt.Sprintf("%s-%d", conf.ID, i)
-		if ProgressLaneOf(s, id) == lane {
-			l := progressLeg(t, s, conf, id)
-			l.State = LegConnected
-			if err := s.SaveLeg(ctx, &l); err != nil {
-				t.Fatal(err)
-			}
-			legs = append(legs, l)
+	release := holdLane(t, s, legID)
+	seen := make(chan LegSurroundings, 4)
+	answers := make(chan error, 2)
+	answer := func(err error) { answers <- err }
+	s.InTxLeg(ctx, legID, first, answer)
+	s.InTxLeg(ctx, legID, func(tx *Store) error {
+		_, sur, err := lockWithSurroundings(ctx, tx, legID)
+		if err != nil {
+			return err
+		}
+		seen <- sur
+		return nil
+	}, answer)
+	release()
+	for range 2 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
 		}
 	}
-	release, held := make(chan struct{}), make(chan struct{})
-	s.InTxLeg(ctx, conf.ID+"-hold", func(tx *Store) error {
-		close(held)
-		<-release
-		return nil
-	}, nil)
-	<-held
-	otherLive := make([]bool, len(legs))
-	var wg sync.WaitGroup
-	for i, l := range legs {
-		wg.Add(1)
-		s.InTxLeg(ctx, l.ID, func(tx *Store) error {
-			got, sur, err := tx.LockLegWithSurroundings(ctx, l.ID)
-			if err != nil {
-				return err
-			}
-			if !sur.Known { // SQLite: ask
-				live, err := tx.LiveLegs(ctx, got.ConferenceID)
-				if err != nil {
-					return err
-				}
-				for _, o := range live {
-					sur.OtherLive = sur.OtherLive || o.ID != got.ID
-				}
-			}
-			otherLive[i] = sur.OtherLive
-			got.State = LegEnded
-			return tx.SaveLeg(ctx, got)
-		}, func(err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			wg.Done()
-		})
+	// A batch that failed and ran again has told more than once: the
+	// last is what was committed.
+	var sur LegSurroundings
+	for len(seen) > 0 {
+		sur = <-seen
 	}
-	close(release)
-	wg.Wait()
-	if !otherLive[0] || otherLive[1] {
-		t.Errorf("other call live, as each end saw it: %v; want [true false]", otherLive)
-	}
+	return sur
 }
 
 // A change that writes more than its leg (here: it ends the conference)
@@ -334,52 +319,15 @@ func TestInTxLeg_AChangeThatWritesMoreIsSeenByTheNext(t *testing.T) {
 	ctx := context.Background()
 	_, conf := seedConference(t, s, "w")
 	a := progressLeg(t, s, conf, conf.ID+"-a")
-	release, held := make(chan struct{}), make(chan struct{})
-	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
-		close(held)
-		<-release
-		return nil
-	}, nil)
-	<-held
-	seen := make(chan string, 4)
-	answers := make(chan error, 2)
-	answer := func(err error) { answers <- err }
-	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
+	sur := surroundingsAfter(t, s, a.ID, func(tx *Store) error {
 		if _, _, err := tx.LockLegWithSurroundings(ctx, a.ID); err != nil {
 			return err
 		}
 		_, err := tx.EndConference(ctx, conf.ID, "test", time.Now())
 		return err
-	}, answer)
-	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
-		_, sur, err := tx.LockLegWithSurroundings(ctx, a.ID)
-		if err != nil {
-			return err
-		}
-		if !sur.Known { // SQLite: ask
-			c, err := tx.GetConference(ctx, conf.ID)
-			if err != nil {
-				return err
-			}
-			sur.ConferenceState = c.State
-		}
-		seen <- sur.ConferenceState
-		return nil
-	}, answer)
-	close(release)
-	for range 2 {
-		if err := <-answers; err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A batch that failed and ran again has told more than once: the
-	// last is what was committed.
-	var state string
-	for len(seen) > 0 {
-		state = <-seen
-	}
-	if state != ConferenceEnded {
-		t.Errorf("the conference, as the change after its end saw it: %q, want %q", state, ConferenceEnded)
+	})
+	if sur.ConferenceState != ConferenceEnded {
+		t.Errorf("the conference, as the change after its end saw it: %q, want %q", sur.ConferenceState, ConferenceEnded)
 	}
 }
 
@@ -392,94 +340,47 @@ func TestInTxLeg_AnotherLegSavedIsSeenByTheNext(t *testing.T) {
 	_, conf := seedConference(t, s, "o")
 	a := progressLeg(t, s, conf, conf.ID+"-a")
 	b := progressLeg(t, s, conf, conf.ID+"-b")
-	release, held := make(chan struct{}), make(chan struct{})
-	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
-		close(held)
-		<-release
-		return nil
-	}, nil)
-	<-held
-	seen := make(chan bool, 4)
-	answers := make(chan error, 2)
-	answer := func(err error) { answers <- err }
-	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
+	sur := surroundingsAfter(t, s, a.ID, func(tx *Store) error {
 		if _, err := tx.LockLeg(ctx, a.ID); err != nil {
 			return err
 		}
 		ended := b
 		ended.State = LegEnded
 		return tx.SaveLeg(ctx, &ended)
-	}, answer)
-	s.InTxLeg(ctx, a.ID, func(tx *Store) error {
-		got, sur, err := tx.LockLegWithSurroundings(ctx, a.ID)
-		if err != nil {
-			return err
-		}
-		if !sur.Known { // SQLite: ask
-			live, err := tx.LiveLegs(ctx, got.ConferenceID)
-			if err != nil {
-				return err
-			}
-			for _, o := range live {
-				sur.OtherLive = sur.OtherLive || o.ID != got.ID
-			}
-		}
-		seen <- sur.OtherLive
-		return nil
-	}, answer)
-	close(release)
-	for range 2 {
-		if err := <-answers; err != nil {
-			t.Fatal(err)
-		}
-	}
-	var otherLive bool
-	for len(seen) > 0 {
-		otherLive = <-seen
-	}
-	if otherLive {
+	})
+	if sur.OtherLive {
 		t.Error("after the other call's end, the next change saw it still live")
 	}
 }
 
-// Two calls of one conference connected in one batch: the second sees
-// that another call has been connected (the first one connected invites
-// the others, the second must not invite them again).
-func TestInTxLeg_TheSecondCallConnectedSeesTheFirst(t *testing.T) {
-	s := openLegTest(t, "")
+// twoCallsInOneBatch makes two calls of one conference in state, and
+// changes each by change in one batch (after reading its surroundings):
+// what each change saw.
+func twoCallsInOneBatch(t *testing.T, s *Store, state string, change func(l *Leg)) []LegSurroundings {
+	t.Helper()
 	ctx := context.Background()
-	_, conf := seedConference(t, s, "c")
-	lane := ProgressLaneOf(s, conf.ID+"-hold")
+	_, conf := seedConference(t, s, "two")
 	var legs []Leg
-	for i := 0; len(legs) < 2; i++ {
-		if id := fmt.Sprintf("%s-%d", conf.ID, i); ProgressLaneOf(s, id) == lane {
-			legs = append(legs, progressLeg(t, s, conf, id))
+	for _, id := range idsOfLane(s, conf, conf.ID+"-hold", 2) {
+		l := progressLeg(t, s, conf, id)
+		l.State = state
+		if err := s.SaveLeg(ctx, &l); err != nil {
+			t.Fatal(err)
 		}
+		legs = append(legs, l)
 	}
-	release, held := make(chan struct{}), make(chan struct{})
-	s.InTxLeg(ctx, conf.ID+"-hold", func(tx *Store) error {
-		close(held)
-		<-release
-		return nil
-	}, nil)
-	<-held
-	otherConnected := make([]bool, len(legs))
+	release := holdLane(t, s, conf.ID+"-hold")
+	seen := make([]LegSurroundings, len(legs))
 	var wg sync.WaitGroup
 	for i, l := range legs {
 		wg.Add(1)
 		s.InTxLeg(ctx, l.ID, func(tx *Store) error {
-			got, sur, err := tx.LockLegWithSurroundings(ctx, l.ID)
+			got, sur, err := lockWithSurroundings(ctx, tx, l.ID)
 			if err != nil {
 				return err
 			}
-			if !sur.Known { // SQLite: ask
-				if sur.OtherConnected, err = tx.OtherLegConnected(ctx, got.ConferenceID, got.ID); err != nil {
-					return err
-				}
-			}
-			otherConnected[i] = sur.OtherConnected
-			now := time.Now().UTC()
-			got.State, got.ConnectedAt = LegConnected, &now
+			seen[i] = sur
+			change(got)
 			return tx.SaveLeg(ctx, got)
 		}, func(err error) {
 			if err != nil {
@@ -488,9 +389,31 @@ func TestInTxLeg_TheSecondCallConnectedSeesTheFirst(t *testing.T) {
 			wg.Done()
 		})
 	}
-	close(release)
+	release()
 	wg.Wait()
-	if otherConnected[0] || !otherConnected[1] {
-		t.Errorf("another call connected, as each saw it: %v; want [false true]", otherConnected)
+	return seen
+}
+
+// Two calls of one conference ending in one batch: the first sees the
+// other still up, the second sees that it is the last (a batch reads its
+// legs at its start; a change after another of the same conference must
+// see that one's writes, or the conference would never end).
+func TestInTxLeg_ASecondChangeOfAConferenceSeesTheFirst(t *testing.T) {
+	seen := twoCallsInOneBatch(t, openLegTest(t, ""), LegConnected, func(l *Leg) { l.State = LegEnded })
+	if !seen[0].OtherLive || seen[1].OtherLive {
+		t.Errorf("other call live, as each end saw it: %v, %v; want true, false", seen[0].OtherLive, seen[1].OtherLive)
+	}
+}
+
+// Two calls of one conference connected in one batch: the second sees
+// that another call has been connected (the first one connected invites
+// the others, the second must not invite them again).
+func TestInTxLeg_TheSecondCallConnectedSeesTheFirst(t *testing.T) {
+	seen := twoCallsInOneBatch(t, openLegTest(t, ""), LegRinging, func(l *Leg) {
+		now := time.Now().UTC()
+		l.State, l.ConnectedAt = LegConnected, &now
+	})
+	if seen[0].OtherConnected || !seen[1].OtherConnected {
+		t.Errorf("another call connected, as each saw it: %v, %v; want false, true", seen[0].OtherConnected, seen[1].OtherConnected)
 	}
 }
