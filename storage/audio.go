@@ -410,26 +410,55 @@ func (s *Store) LockConversationConference(ctx context.Context, convID string) (
 // in the round trip that takes the locks, in a statement of its own after
 // them (see queryRowsRaw).
 func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID string) (*Conference, *Invitation, error) {
+	var jl JoinLock
+	if err := s.LockConversationForJoinLater(ctx, convID, userID, &jl); err != nil {
+		return nil, nil, err
+	}
+	if err := s.Flush(ctx); err != nil {
+		return nil, nil, err
+	}
+	return jl.Conference, jl.Invitation, nil
+}
+
+// JoinLock is what LockConversationForJoinLater read: the active
+// conference (nil when there is none) and the joining user's pending
+// invitation in it (nil when there is none).
+type JoinLock struct {
+	Conference *Conference
+	Invitation *Invitation
+}
+
+// LockConversationForJoinLater is LockConversationForJoin queued: in a
+// pipelined PostgreSQL transaction the locks and reads go out with the
+// transaction's next round trip (Flush, or the next statement that is
+// read) and dst is filled once it is answered; the statements queued
+// after it go out behind it, so they run with the conversation locked.
+// Elsewhere it runs now.
+func (s *Store) LockConversationForJoinLater(ctx context.Context, convID, userID string, dst *JoinLock) error {
+	*dst = JoinLock{}
 	if s.dialect != "postgres" {
 		conf, err := s.ActiveConference(ctx, convID)
 		if errors.Is(err, ErrNotFound) {
-			return nil, nil, nil
+			return nil
 		}
-		if err != nil || userID == "" {
-			return conf, nil, err
+		if err != nil {
+			return err
+		}
+		dst.Conference = conf
+		if userID == "" {
+			return nil
 		}
 		inv, err := s.PendingInvitation(ctx, conf.ID, userID)
 		if errors.Is(err, ErrNotFound) {
-			return conf, nil, nil
+			return nil
 		}
-		return conf, inv, err
+		dst.Invitation = inv
+		return err
 	}
 	stmts := []pgStmt{{sql: `WITH c AS (SELECT id FROM conversations WHERE id = ? FOR UPDATE)
  SELECT x.id, x.conversation_id, x.state, x.node, x.created_by, x.created_at, x.ended_at, x.end_reason FROM c
  LEFT JOIN LATERAL (SELECT ` + conferenceColumns + ` FROM conferences WHERE conversation_id = c.id AND state = 'active' FOR UPDATE) x ON TRUE`,
 		args: []any{convID}}}
-	var conf *Conference
-	var inv *Invitation
 	scans := []func(scanner) error{func(r scanner) error {
 		var id, conv, state, node, by, reason sql.NullString
 		var created, ended sql.NullTime
@@ -437,7 +466,7 @@ func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID stri
 			return rowErr(err)
 		}
 		if id.Valid {
-			conf = &Conference{ID: id.String, ConversationID: conv.String, State: state.String, Node: node.String,
+			dst.Conference = &Conference{ID: id.String, ConversationID: conv.String, State: state.String, Node: node.String,
 				CreatedBy: by.String, CreatedAt: created.Time.UTC(), EndedAt: ptime(ended), EndReason: reason.String}
 		}
 		return nil
@@ -446,21 +475,33 @@ func (s *Store) LockConversationForJoin(ctx context.Context, convID, userID stri
 		stmts = append(stmts, pgStmt{sql: `SELECT ` + invitationColumns + ` FROM invitations WHERE conversation_id = ? AND user_id = ?
  AND state = 'pending' AND conference_id = (SELECT id FROM conferences WHERE conversation_id = ? AND state = 'active') LIMIT 1`,
 			args: []any{convID, userID, convID}})
-		scans = append(scans, func(r scanner) (err error) {
-			inv, err = scanInvitation(r)
+		scans = append(scans, func(r scanner) error {
+			inv, err := scanInvitation(r)
 			if errors.Is(err, ErrNotFound) {
 				return nil
 			}
+			dst.Invitation = inv
 			return err
 		})
 	}
-	if err := s.queryRowsRaw(ctx, stmts, scans...); err != nil {
-		return nil, nil, err
+	if s.pipe == nil {
+		return s.queryRowsRaw(ctx, stmts, scans...)
 	}
-	if conf == nil {
-		return nil, nil, nil
+	for i, st := range stmts {
+		s.pipe.readLater(rebind(s.dialect, st.sql), st.args, scans[i], nil)
 	}
-	return conf, inv, nil
+	return nil
+}
+
+// Flush sends what a pipelined PostgreSQL transaction holds and reads
+// what was queued to be read (LockConversationForJoinLater,
+// DecideDialIn): their outcome is known when it returns. Elsewhere it
+// does nothing.
+func (s *Store) Flush(ctx context.Context) error {
+	if s.pipe == nil {
+		return nil
+	}
+	return s.pipe.sync(ctx)
 }
 
 // LockConversation takes the conversation's row lock on PostgreSQL. Every

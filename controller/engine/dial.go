@@ -262,26 +262,31 @@ type dialPlaced struct {
 func (en *Engine) dialTx(ctx context.Context, tx *storage.Store, conv *storage.Conversation, a core.Actor, t Target, dp *dialPlan,
 	before func(tx *storage.Store, conf *storage.Conference) error, now time.Time, p *dialPlaced,
 ) (invitation *storage.Invitation, err error) {
-	// The dial's count against the limits first: on PostgreSQL its scope
-	// locks and statement go out with the conversation's locks below (one
-	// round trip), and are held with them to COMMIT.
+	// The conversation's lock first (see storage.LockConversation): then
+	// its last leg ending cannot end the conference under us. Joining
+	// directly answers one's own pending invitation: it is read with the
+	// locks. Then the dial's count against the limits. On PostgreSQL all
+	// of it goes out in one round trip (Flush) and the locks are held to
+	// COMMIT; the scope locks come after the conversation's, so a dial
+	// waiting for its conversation (a batch of call progress holds it, or
+	// another join) does not hold its caller's other dials behind it.
+	answers := ""
+	if t.UserID != nil && t.InvitationID == nil {
+		answers = *t.UserID
+	}
+	var jl storage.JoinLock
+	if err := tx.LockConversationForJoinLater(ctx, conv.ID, answers, &jl); err != nil {
+		return nil, err
+	}
 	if dp != nil {
 		if err := en.decideTx(ctx, tx, dp); err != nil {
 			return nil, err
 		}
 	}
-	// The conversation's lock first (see storage.LockConversation): then
-	// its last leg ending cannot end the conference under us. Joining
-	// directly answers one's own pending invitation: it is read with the
-	// locks.
-	answers := ""
-	if t.UserID != nil && t.InvitationID == nil {
-		answers = *t.UserID
-	}
-	conf, pending, err := tx.LockConversationForJoin(ctx, conv.ID, answers)
-	if err != nil {
+	if err := tx.Flush(ctx); err != nil {
 		return nil, err
 	}
+	conf, pending := jl.Conference, jl.Invitation
 	if dp != nil && !dp.res.Granted {
 		return nil, errDialRefused
 	}
