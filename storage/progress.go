@@ -257,10 +257,10 @@ type legPrefetch struct {
 	// stale marks the conferences read from the database from now on.
 	stale    map[string]bool
 	allStale bool
-	// The change running: the conference it took a leg of (from here or
+	// The change running: the conferences it took legs of (from here or
 	// the database), and how many statements it was expected to send
 	// (its SaveLegs) against what the pipe counted (pgPipe.sent).
-	conf        string
+	taken       []string
 	saves, sent int
 }
 
@@ -302,15 +302,17 @@ func (s *Store) prefetchLegs(ctx context.Context, ids []string) (*legPrefetch, e
 // runChange runs a change of the batch, and marks its conference stale
 // when the change sent more than its legs' writes.
 func (pf *legPrefetch) runChange(p *pgPipe, fn func() error) error {
-	pf.conf, pf.saves, pf.sent = "", 0, p.sent
+	pf.taken, pf.saves, pf.sent = pf.taken[:0], 0, p.sent
 	err := fn()
 	if p.sent-pf.sent != pf.saves {
-		if pf.conf == "" {
+		if len(pf.taken) == 0 {
 			// It wrote without locking a leg first (InTxLeg's contract
 			// broken): nothing prefetched can be trusted.
 			pf.allStale = true
 		}
-		pf.stale[pf.conf] = true
+		for _, conf := range pf.taken {
+			pf.stale[conf] = true
+		}
 	}
 	return err
 }
@@ -322,7 +324,7 @@ func (pf *legPrefetch) take(id string, withSurroundings bool) (*Leg, LegSurround
 	if !ok || pf.allStale || pf.stale[l.ConferenceID] {
 		return nil, LegSurroundings{}, false
 	}
-	pf.conf = l.ConferenceID
+	pf.taken = append(pf.taken, l.ConferenceID)
 	if !withSurroundings {
 		return &l, LegSurroundings{}, true
 	}
@@ -343,7 +345,7 @@ func countIf(b bool) int64 {
 // the database: the conference's legs are read from there from now on.
 func (pf *legPrefetch) locked(conf string) {
 	pf.stale[conf] = true
-	pf.conf = conf
+	pf.taken = append(pf.taken, conf)
 }
 
 // saved keeps a leg as a change of the batch saved it, and its

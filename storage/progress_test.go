@@ -313,21 +313,34 @@ func surroundingsAfter(t *testing.T, s *Store, legID string, first func(tx *Stor
 
 // A change that writes more than its leg (here: it ends the conference)
 // is seen by the next change of the same leg in the batch, which must
-// not be answered from what the batch read at its start.
+// not be answered from what the batch read at its start; also when the
+// change locked a leg of another conference after its own (the
+// conference it ended is the first it took, not the last).
 func TestInTxLeg_AChangeThatWritesMoreIsSeenByTheNext(t *testing.T) {
-	s := openLegTest(t, "")
-	ctx := context.Background()
-	_, conf := seedConference(t, s, "w")
-	a := progressLeg(t, s, conf, conf.ID+"-a")
-	sur := surroundingsAfter(t, s, a.ID, func(tx *Store) error {
-		if _, _, err := tx.LockLegWithSurroundings(ctx, a.ID); err != nil {
-			return err
-		}
-		_, err := tx.EndConference(ctx, conf.ID, "test", time.Now())
-		return err
-	})
-	if sur.ConferenceState != ConferenceEnded {
-		t.Errorf("the conference, as the change after its end saw it: %q, want %q", sur.ConferenceState, ConferenceEnded)
+	for _, alsoOther := range []bool{false, true} {
+		t.Run(fmt.Sprint("another conference's leg locked too: ", alsoOther), func(t *testing.T) {
+			s := openLegTest(t, "")
+			ctx := context.Background()
+			_, conf := seedConference(t, s, "w")
+			_, other := seedConference(t, s, "x")
+			a := progressLeg(t, s, conf, conf.ID+"-a")
+			b := progressLeg(t, s, other, other.ID+"-b")
+			sur := surroundingsAfter(t, s, a.ID, func(tx *Store) error {
+				if _, err := tx.LockLeg(ctx, a.ID); err != nil {
+					return err
+				}
+				if alsoOther {
+					if _, err := tx.LockLeg(ctx, b.ID); err != nil {
+						return err
+					}
+				}
+				_, err := tx.EndConference(ctx, conf.ID, "test", time.Now())
+				return err
+			})
+			if sur.ConferenceState != ConferenceEnded {
+				t.Errorf("the conference, as the change after its end saw it: %q, want %q", sur.ConferenceState, ConferenceEnded)
+			}
+		})
 	}
 }
 
