@@ -209,7 +209,8 @@ func (ls *progressLanes) note(changes int) {
 }
 
 // progressTx is a batch's transaction: the conversations locked in id
-// order (sent with the first change's statements), then each change.
+// order and the legs locked and read (legPrefetch), in one round trip;
+// then each change; then its events and COMMIT (pgTx).
 func (s *Store) progressTx(batch []progressItem, events *[]Event) error {
 	ctx := context.Background()
 	legs := make([]string, len(batch))
