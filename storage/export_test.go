@@ -23,12 +23,3 @@ func ProgressLaneOf(s *Store, legID string) int {
 	}
 	return -1
 }
-
-// ProgressBatched is how many changes were committed in batches of more
-// than one (0 on SQLite).
-func ProgressBatched(s *Store) int64 {
-	if s.lanes == nil {
-		return 0
-	}
-	return s.lanes.batched.Load()
-}

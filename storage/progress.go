@@ -32,7 +32,6 @@ package storage
 import (
 	"context"
 	"hash/maphash"
-	"sync/atomic"
 	"time"
 )
 
@@ -60,8 +59,6 @@ type progressLanes struct {
 	queues []chan progressItem
 	seed   maphash.Seed
 	done   chan struct{} // closed when every lane has stopped
-	// batched counts the changes committed in batches of more than one.
-	batched atomic.Int64
 	// committed, when set, is told how many changes each of the lanes'
 	// transactions committed (OnProgressBatch).
 	committed func(changes int)
@@ -181,7 +178,6 @@ func (s *Store) runProgressBatch(batch []progressItem) {
 			if s.commitTime != nil {
 				s.commitTime(time.Since(start))
 			}
-			s.lanes.batched.Add(int64(len(batch)))
 			s.lanes.note(len(batch))
 			if len(events) > 0 && s.afterCommit != nil {
 				s.afterCommit(events)
