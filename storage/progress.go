@@ -26,8 +26,8 @@ package storage
 // Failure. A change that fails (its leg is gone, a statement fails) fails
 // its batch: the batch is rolled back and each of its changes is then
 // run on its own (InTx), so each gets its own answer, as before. A
-// change's function may so run twice: what it counts as it runs (the
-// engine's leg-end and ignored-event counters) counts twice then.
+// change's function may so run twice: it must leave what it counts for
+// its then (the engine counts its transitions in afterLeg).
 
 import (
 	"context"

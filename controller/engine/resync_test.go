@@ -57,6 +57,12 @@ func TestApplyLegs_EndsEveryLegInBatchesAndTheConferencesThatEmpty(t *testing.T)
 
 	en.applyLegs(ctx, legs, leg.EvResyncGone, legInput{reason: "gone"})
 
+	// Each end is counted once, those of the failed batch (applied again
+	// one by one) too.
+	if n := counterValue(t, en.metrics.LegEnds.WithLabelValues(storage.LegEnded)); n != float64(len(legs)-1) {
+		t.Errorf("leg ends counted %v times, want %d: once per leg", n, len(legs)-1)
+	}
+
 	for _, want := range legs[:len(legs)-1] {
 		l, err := st.GetLeg(ctx, want.ID)
 		if err != nil || l.State != storage.LegEnded || l.EndReason != "gone" || l.EndedAt == nil {

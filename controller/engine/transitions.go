@@ -74,6 +74,35 @@ type legStep struct {
 	// an ended conference that answered anyway, that conference: its room
 	// is destroyed (again) on the PBX.
 	ended *storage.Conference
+	// counts is what the transition adds to the metrics.
+	counts legCounts
+}
+
+// legCounts is what a transition adds to the metrics (LegEnds,
+// LegEventsIgnored, OriginateToAnswer). It is counted by afterLeg, once
+// the transaction is durable, not as the transaction runs: a batch that
+// fails (call progress on PostgreSQL, a resync's applyLegs) runs its
+// changes again one by one, and they were counted twice.
+type legCounts struct {
+	ignored  leg.Event // the table refused this event in state
+	state    string    // the leg's state before an ignored event
+	endedIn  string    // the state the leg ended in
+	answered bool      // first answer: toAnswer on node
+	node     string
+	toAnswer time.Duration
+}
+
+// count adds c to the metrics.
+func (en *Engine) count(c legCounts) {
+	if c.ignored != "" {
+		en.metrics.LegEventsIgnored.WithLabelValues(c.state, string(c.ignored)).Inc()
+	}
+	if c.endedIn != "" {
+		en.metrics.LegEnds.WithLabelValues(c.endedIn).Inc()
+	}
+	if c.answered {
+		en.metrics.OriginateToAnswer.WithLabelValues(c.node).Observe(c.toAnswer.Seconds())
+	}
 }
 
 // applyLeg applies ev to a leg by the table, in one transaction, and then
@@ -147,7 +176,7 @@ func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID strin
 	was := l.State
 	changed, st, ok := en.stepLeg(l, ev, ours, in)
 	if !ok {
-		return legStep{}, nil
+		return st, nil // counted as ignored, nothing else to do
 	}
 	if st.hangUp && conf != nil && conf.State == storage.ConferenceEnded {
 		en.log.Warn("a call of an ended conference answered: hanging it up", "leg", l.ID, "conference", conf.ID, "event", ev)
@@ -171,7 +200,7 @@ func (en *Engine) applyLegTx(ctx context.Context, tx *storage.Store, legID strin
 		}
 		return st, nil
 	}
-	en.metrics.LegEnds.WithLabelValues(l.State).Inc()
+	st.counts.endedIn = l.State
 	// The leg itself is not live any more: a live leg is another one.
 	if sur.Known {
 		if sur.OtherLive {
@@ -220,12 +249,12 @@ func (en *Engine) rangOut(l *storage.Leg, ev leg.Event, in legInput) (leg.Event,
 // stepLeg applies the table's answer for ev to l in memory: false when the
 // table does not allow ev in l's state (counted, nothing changes);
 // changed says whether l must be saved.
+// The metrics' part of it is left in st.counts for the caller to count.
 func (en *Engine) stepLeg(l *storage.Leg, ev leg.Event, ours bool, in legInput) (changed bool, st legStep, ok bool) {
 	r, ok := leg.Step(l.State, ev, ours)
 	if !ok {
-		en.metrics.LegEventsIgnored.WithLabelValues(l.State, string(ev)).Inc()
 		en.log.Debug("leg event not allowed in its state: ignored", "leg", l.ID, "state", l.State, "event", ev)
-		return false, legStep{}, false
+		return false, legStep{counts: legCounts{ignored: ev, state: l.State}}, false
 	}
 	now := time.Now().UTC()
 	stamp := func(t **time.Time) {
@@ -243,7 +272,7 @@ func (en *Engine) stepLeg(l *storage.Leg, ev leg.Event, ours bool, in legInput) 
 	}
 	if e&(leg.StampAnswered|leg.StampConnected) != 0 {
 		if l.AnsweredAt == nil {
-			en.metrics.OriginateToAnswer.WithLabelValues(l.Node).Observe(now.Sub(l.CreatedAt).Seconds())
+			st.counts = legCounts{answered: true, node: l.Node, toAnswer: now.Sub(l.CreatedAt)}
 		}
 		stamp(&l.AnsweredAt)
 	}
@@ -286,7 +315,8 @@ func (en *Engine) stepLeg(l *storage.Leg, ev leg.Event, ours bool, in legInput) 
 		}
 		changed = true
 	}
-	return changed, legStep{hangUp: e&leg.HangUp != 0}, true
+	st.hangUp = e&leg.HangUp != 0
+	return changed, st, true
 }
 
 // RequestHangup applies "hang-up requested" to l (locked by the caller's
@@ -294,13 +324,16 @@ func (en *Engine) stepLeg(l *storage.Leg, ev leg.Event, ours bool, in legInput) 
 // the table says it is past that (false, counted). The caller then asks
 // the PBX (HangupOnPBX) once its transaction is durable.
 func (en *Engine) RequestHangup(l *storage.Leg, reason string) bool {
-	_, _, ok := en.stepLeg(l, leg.EvHangupRequested, l.HangupRequested, legInput{reason: reason})
+	_, st, ok := en.stepLeg(l, leg.EvHangupRequested, l.HangupRequested, legInput{reason: reason})
+	// Counted now: the caller's transaction is one of its own, never run
+	// again as part of a failed batch.
+	en.count(st.counts)
 	return ok
 }
 
 // afterLeg finishes applyLeg once its transaction is durable: logs a
-// failure, hangs the call up and destroys an ended conference's room when
-// the transition says so.
+// failure, counts the transition, hangs the call up and destroys an ended
+// conference's room when the transition says so.
 func (en *Engine) afterLeg(ctx context.Context, legID string, ev leg.Event, err error, st legStep) {
 	if err != nil {
 		if !errors.Is(err, storage.ErrNotFound) {
@@ -308,6 +341,7 @@ func (en *Engine) afterLeg(ctx context.Context, legID string, ev leg.Event, err 
 		}
 		return
 	}
+	en.count(st.counts)
 	if st.hangUp {
 		en.hangupOnNode(ctx, legID)
 	}

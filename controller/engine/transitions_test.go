@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -81,6 +82,14 @@ func TestStepLeg_AnEventTheTableRefusesIsCountedAndNotApplied(t *testing.T) {
 		if ok || changed || st.hangUp || *l != before {
 			t.Errorf("(%s, %s) was applied: %+v", tc.state, tc.ev, l)
 		}
+		if want := (legCounts{ignored: tc.ev, state: tc.state}); st.counts != want {
+			t.Errorf("(%s, %s) left counts %+v, want %+v", tc.state, tc.ev, st.counts, want)
+		}
+		// Counted once its transaction is durable (afterLeg), not before.
+		if n := counterValue(t, en.metrics.LegEventsIgnored.WithLabelValues(tc.state, string(tc.ev))); n != 0 {
+			t.Errorf("(%s, %s) counted %v times inside its transaction, want 0", tc.state, tc.ev, n)
+		}
+		en.afterLeg(context.Background(), "l", tc.ev, nil, st)
 		if n := counterValue(t, en.metrics.LegEventsIgnored.WithLabelValues(tc.state, string(tc.ev))); n != 1 {
 			t.Errorf("(%s, %s) counted %v times, want 1", tc.state, tc.ev, n)
 		}
