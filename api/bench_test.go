@@ -427,7 +427,9 @@ func replicasRun(b *testing.B, db string, n int) (perSecond, cpuMs float64) {
 	joinCounted(all[:warm])
 	stopProfile := func() {}
 	if strings.HasPrefix(db, "postgres") && n == 1 {
-		stopProfile = windowProfile(b, "CONVOICE_BENCH_REPLICAS_PROFILE")
+		stopGo := windowProfile(b, "CONVOICE_BENCH_REPLICAS_PROFILE")
+		stopPerf := windowPerf(b, "CONVOICE_BENCH_REPLICAS_PERF")
+		stopProfile = func() { stopGo(); stopPerf() }
 	}
 	whole := joinCounted(all[warm:])
 	stopProfile()
@@ -748,6 +750,27 @@ func resyncProfile(b *testing.B) func() { return windowProfile(b, "CONVOICE_BENC
 // windowProfile starts a CPU profile into the file named by the
 // environment variable env (when set) and returns what stops it: the
 // profile of one measured window, not of the setup around it.
+// windowPerf records the whole machine (`perf record -a -g`: convoice,
+// PostgreSQL, the emulator) over a benchmark's window into the file named
+// by env, when it is set. A Go profile shows convoice alone, and on
+// PostgreSQL most of a dial-out's CPU is the database's.
+func windowPerf(b *testing.B, env string) func() {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "999", "-o", path)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("%s: %v", env, err)
+	}
+	time.Sleep(300 * time.Millisecond) // perf's start-up, before the window's work
+	return func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}
+}
+
 func windowProfile(b *testing.B, env string) func() {
 	path := os.Getenv(env)
 	if path == "" {
