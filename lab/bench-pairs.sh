@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Compares a benchmark at two revisions on a machine whose load moves: it
+# builds the test binary of each, then runs them alternately, pair by
+# pair, so that both see the same hour; each run prints one line. The
+# figures in the README's "alternated pairs" were taken this way.
+#
+#   bash lab/bench-pairs.sh OLD NEW PAIRS BENCH [PACKAGE]
+#   bash lab/bench-pairs.sh HEAD~1 . 4 'DialOutReplicas$' ./api/
+#   BENCHTIME=4000x bash lab/bench-pairs.sh HEAD . 3 'LegChange' ./storage/
+#
+# OLD and NEW are git revisions; "." is the working tree as it is. The
+# environment goes through (CONVOICE_TEST_POSTGRES for the PostgreSQL
+# variants); BENCHTIME is -test.benchtime (default 1x).
+set -euo pipefail
+old=${1:?old revision}
+new=${2:?new revision}
+pairs=${3:?number of pairs}
+bench=${4:?benchmark regex}
+pkg=${5:-./api/}
+root=$(git rev-parse --show-toplevel)
+work=$(mktemp -d)
+cleanup() {
+	for side in old new; do
+		[ -d "$work/$side" ] && git -C "$root" worktree remove --force "$work/$side" >/dev/null 2>&1 || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+# tree SIDE REV: the source tree a side is built and run in.
+tree() {
+	if [ "$2" = "." ]; then
+		echo "$root"
+	else
+		git -C "$root" worktree add --detach -q "$work/$1" "$2"
+		echo "$work/$1"
+	fi
+}
+old_tree=$(tree old "$old")
+new_tree=$(tree new "$new")
+(cd "$old_tree" && go test -c -o "$work/old.test" "$pkg")
+(cd "$new_tree" && go test -c -o "$work/new.test" "$pkg")
+for i in $(seq 1 "$pairs"); do
+	for side in old new; do
+		if [ "$side" = old ]; then src=$old_tree; else src=$new_tree; fi
+		# In the package's directory, as go test runs it.
+		line=$(cd "$src/$pkg" && "$work/$side.test" -test.run '^$' -test.bench "$bench" \
+			-test.benchtime "${BENCHTIME:-1x}" -test.count 1 2>&1 | grep '^Benchmark' | tr -s ' \t' ' ' || true)
+		printf '%s %s %s\n' "$i" "$side" "${line:-no result}"
+	done
+done
