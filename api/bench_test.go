@@ -756,6 +756,24 @@ func resyncProfile(b *testing.B) func() { return windowProfile(b, "CONVOICE_BENC
 // windowProfile starts a CPU profile into the file named by the
 // environment variable env (when set) and returns what stops it: the
 // profile of one measured window, not of the setup around it.
+func windowProfile(b *testing.B, env string) func() {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
 // windowPerf records the whole machine (`perf record -a -g`: convoice,
 // PostgreSQL, the emulator) over a benchmark's window into the file named
 // by env, when it is set. A Go profile shows convoice alone, and on
@@ -774,23 +792,5 @@ func windowPerf(b *testing.B, env string) func() {
 	return func() {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
-	}
-}
-
-func windowProfile(b *testing.B, env string) func() {
-	path := os.Getenv(env)
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
 	}
 }

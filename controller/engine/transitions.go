@@ -247,9 +247,9 @@ func (en *Engine) rangOut(l *storage.Leg, ev leg.Event, in legInput) (leg.Event,
 }
 
 // stepLeg applies the table's answer for ev to l in memory: false when the
-// table does not allow ev in l's state (counted, nothing changes);
-// changed says whether l must be saved.
-// The metrics' part of it is left in st.counts for the caller to count.
+// table does not allow ev in l's state (nothing changes); changed says
+// whether l must be saved. What the step adds to the metrics (an ignored
+// event, a first answer) is left in st.counts for the caller to count.
 func (en *Engine) stepLeg(l *storage.Leg, ev leg.Event, ours bool, in legInput) (changed bool, st legStep, ok bool) {
 	r, ok := leg.Step(l.State, ev, ours)
 	if !ok {
