@@ -1,5 +1,10 @@
 package storage
 
+import (
+	"context"
+	"strings"
+)
+
 // SetSyncForTest replaces how the syncer makes batches durable (nil: the
 // real fsync of the WAL), so that tests can hold or fail the disk.
 func SetSyncForTest(s *Store, sync func() error) {
@@ -22,4 +27,38 @@ func ProgressLaneOf(s *Store, legID string) int {
 		}
 	}
 	return -1
+}
+
+// LiveStatesSQL is the SQL list of the leg table's live states, for tests
+// that write the store's queries of live legs out to plan them.
+var LiveStatesSQL = liveStatesSQL
+
+// ExecForTest runs a statement of the test's own on the store's database.
+func ExecForTest(ctx context.Context, s *Store, q string, args ...any) error {
+	_, err := s.execRaw(ctx, q, args...)
+	return err
+}
+
+// StringsForTest runs a query of one text column and returns its rows.
+func StringsForTest(ctx context.Context, s *Store, q string, args ...any) ([]string, error) {
+	rows, err := s.queryRaw(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return nil, err
+		}
+		out = append(out, line)
+	}
+	return out, rows.Err()
+}
+
+// PlanForTest is PostgreSQL's plan of q (EXPLAIN), one line a row.
+func PlanForTest(ctx context.Context, s *Store, q string, args ...any) (string, error) {
+	lines, err := StringsForTest(ctx, s, "EXPLAIN "+q, args...)
+	return strings.Join(lines, "\n"), err
 }
