@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strconv"
 	"strings"
@@ -266,7 +267,9 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 			stops = append(stops, sseCounter(b, env.URL+"/api/v1/conversations/"+c+"/events", w.users[0].Token, &connected))
 		}
 		runtime.GC()
-		stopProfile := windowProfile(b, "CONVOICE_BENCH_DIALOUT_PROFILE")
+		stopGo := windowProfile(b, "CONVOICE_BENCH_DIALOUT_PROFILE")
+		stopTrace := windowTrace(b, "CONVOICE_BENCH_DIALOUT_TRACE")
+		stopProfile := func() { stopTrace(); stopGo() }
 		start := time.Now()
 		w.joinAll(b)
 		requestsDone := time.Since(start)
@@ -770,6 +773,30 @@ func windowProfile(b *testing.B, env string) func() {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+// windowTrace writes Go's execution trace of a benchmark's window into
+// the file named by env, when it is set. A CPU profile shows where the
+// process ran; the trace shows where requests waited: `go tool trace
+// -pprof=sync FILE` is the time goroutines were blocked, by where they
+// blocked, and `-pprof=sched` the time they were ready to run without a
+// CPU, by the stack that made them ready (the writer's, the syncer's).
+func windowTrace(b *testing.B, env string) func() {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := trace.Start(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		trace.Stop()
 		f.Close()
 	}
 }
