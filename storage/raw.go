@@ -119,6 +119,26 @@ func (s *Store) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// stmtCtx is the context a statement runs with, or the error of a caller
+// already gone. The SQLite writer's statements run without their caller's
+// cancellation: SQLite answers a write interrupted inside a transaction by
+// rolling the whole transaction back, and the writer's transaction is a
+// batch of many callers' work
+// (TestWriterBatch_ACallerGoneMidStatementUndoesOnlyItsOwnWork). A statement
+// that has started runs to its end; the next one of a caller that has gone
+// fails with its context's error, and its transaction alone is undone. It
+// also spares each statement the goroutines that database/sql and the
+// driver start to watch a context that can end.
+func (s *Store) stmtCtx(ctx context.Context) (context.Context, error) {
+	if s.wconn == nil {
+		return ctx, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return context.WithoutCancel(ctx), nil
+}
+
 // conn is where a raw statement runs: this store's transaction, or the pool.
 func (s *Store) conn() sqlConn {
 	if s.wconn != nil {
@@ -144,6 +164,10 @@ type rowsIter interface {
 }
 
 func (s *Store) execRaw(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx, err := s.stmtCtx(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if s.pipe != nil {
 		return s.pipe.exec(ctx, rebind(s.dialect, query), args...)
 	}
@@ -170,6 +194,10 @@ func (s *Store) execLater(ctx context.Context, query string, args ...any) error 
 }
 
 func (s *Store) queryRowRaw(ctx context.Context, query string, args ...any) (scanner, error) {
+	ctx, err := s.stmtCtx(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if s.pipe != nil {
 		return s.pipe.queryRow(ctx, rebind(s.dialect, query), args...), nil
 	}
@@ -212,6 +240,10 @@ func (s *Store) queryRowsRaw(ctx context.Context, stmts []pgStmt, scans ...func(
 }
 
 func (s *Store) queryRaw(ctx context.Context, query string, args ...any) (rowsIter, error) {
+	ctx, err := s.stmtCtx(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if s.pipe != nil {
 		return s.pipe.query(ctx, rebind(s.dialect, query), args...)
 	}

@@ -541,7 +541,13 @@ func (s *Store) Proceed() {
 // q is gorm on this store's connection; in a pipelined PostgreSQL
 // transaction after what the pipe holds has been sent.
 func (s *Store) q(ctx context.Context) *gorm.DB {
-	db := s.db.WithContext(ctx)
+	sctx, err := s.stmtCtx(ctx)
+	if err != nil {
+		db := s.db.WithContext(ctx)
+		db.AddError(err)
+		return db
+	}
+	db := s.db.WithContext(sctx)
 	if s.pipe != nil {
 		s.pipe.sent++
 		if err := s.pipe.sync(ctx); err != nil {

@@ -367,3 +367,92 @@ func TestWriterBatch_AFailedTransactionIsRolledBackAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterBatch_ACallerGoneMidStatementUndoesOnlyItsOwnWork: a caller
+// whose context ends while its transaction's statement runs (a client
+// that hangs up during a long write) must not take the others of its
+// batch with it. SQLite answers an interrupted write inside a transaction
+// by rolling the whole transaction back — every transaction of the
+// writer's batch — so the writer's statements run without the callers'
+// cancellation; the caller's transaction is rolled back alone when it
+// returns the error.
+func TestWriterBatch_ACallerGoneMidStatementUndoesOnlyItsOwnWork(t *testing.T) {
+	held, release := make(chan struct{}), make(chan struct{})
+	var armed atomic.Bool
+	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
+	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() {
+		if armed.CompareAndSwap(true, false) {
+			close(held)
+			<-release
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	_, c := seedConversation(t, s)
+	ctx := context.Background()
+	holding := 0
+	if s.Dialect() == "sqlite" {
+		// The writer held at a commit: the two below run as one batch
+		// after it, the kept one first.
+		holding = 1
+		armed.Store(true)
+		go s.InTx(ctx, func(tx *storage.Store) error {
+			_, err := tx.AppendEvent(ctx, c.ID, "hold", "{}")
+			return err
+		})
+		<-held
+	}
+	keptErr := make(chan error, 1)
+	go func() {
+		keptErr <- s.InTx(ctx, func(tx *storage.Store) error {
+			_, err := tx.AppendEvent(ctx, c.ID, "kept", "{}")
+			return err
+		})
+	}()
+	time.Sleep(50 * time.Millisecond)
+	goneCtx, hangUp := context.WithCancel(ctx)
+	defer hangUp()
+	goneErr := make(chan error, 1)
+	go func() {
+		goneErr <- s.InTx(goneCtx, func(tx *storage.Store) error {
+			if _, err := tx.AppendEvent(goneCtx, c.ID, "gone", "{}"); err != nil {
+				return err
+			}
+			time.AfterFunc(50*time.Millisecond, hangUp)
+			// A write that runs for about a second.
+			if err := storage.ExecForTest(goneCtx, tx, `UPDATE conversations SET subject = CAST((WITH RECURSIVE r(n) AS
+ (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 2000000) SELECT count(*) FROM r) AS TEXT) WHERE id = ?`, c.ID); err != nil {
+				return err
+			}
+			return goneCtx.Err()
+		})
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	if err := <-keptErr; err != nil {
+		t.Fatalf("the transaction batched before the one whose caller went: %v", err)
+	}
+	if err := <-goneErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the transaction whose caller went: %v, want context.Canceled", err)
+	}
+	evs, err := s.EventsAfter(ctx, c.ID, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, ev := range evs {
+		types = append(types, ev.Type)
+	}
+	if want := holding + 1; len(evs) != want || evs[len(evs)-1].Type != "kept" {
+		t.Fatalf("events %v, want the held one (SQLite) and kept", types)
+	}
+	got, err := s.GetConversation(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Subject != c.Subject {
+		t.Fatalf("subject %q: the gone caller's write was kept", got.Subject)
+	}
+}
