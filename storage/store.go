@@ -538,8 +538,9 @@ func (s *Store) Proceed() {
 	}
 }
 
-// q is gorm on this store's connection; in a pipelined PostgreSQL
-// transaction after what the pipe holds has been sent.
+// q is gorm on this store's connection: in the SQLite writer without the
+// caller's cancellation (stmtCtx); in a pipelined PostgreSQL transaction
+// after what the pipe holds has been sent.
 func (s *Store) q(ctx context.Context) *gorm.DB {
 	sctx, err := s.stmtCtx(ctx)
 	if err != nil {
