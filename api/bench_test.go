@@ -760,21 +760,7 @@ func resyncProfile(b *testing.B) func() { return windowProfile(b, "CONVOICE_BENC
 // environment variable env (when set) and returns what stops it: the
 // profile of one measured window, not of the setup around it.
 func windowProfile(b *testing.B, env string) func() {
-	path := os.Getenv(env)
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}
+	return windowRecording(b, env, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // windowTrace writes Go's execution trace of a benchmark's window into
@@ -784,6 +770,12 @@ func windowProfile(b *testing.B, env string) func() {
 // blocked, and `-pprof=sched` the time they were ready to run without a
 // CPU, by the stack that made them ready (the writer's, the syncer's).
 func windowTrace(b *testing.B, env string) func() {
+	return windowRecording(b, env, trace.Start, trace.Stop)
+}
+
+// windowRecording starts a recording into the file named by env (when
+// set) and returns what stops it and closes the file.
+func windowRecording(b *testing.B, env string, start func(io.Writer) error, stop func()) func() {
 	path := os.Getenv(env)
 	if path == "" {
 		return func() {}
@@ -792,11 +784,11 @@ func windowTrace(b *testing.B, env string) func() {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := trace.Start(f); err != nil {
+	if err := start(f); err != nil {
 		b.Fatal(err)
 	}
 	return func() {
-		trace.Stop()
+		stop()
 		f.Close()
 	}
 }

@@ -290,40 +290,50 @@ func TestGetUser_NumbersInOrderNoneAndUnknown(t *testing.T) {
 	}
 }
 
-// TestWriterBatch_AFailedTransactionIsRolledBackAlone: transactions that
-// fail after writing are undone alone, and the others — running the same
-// statements before and after them, in one batch of the SQLite writer
-// (the writer held at the commit before it until all are queued) — commit
-// with gap-free seqs.
-func TestWriterBatch_AFailedTransactionIsRolledBackAlone(t *testing.T) {
-	held, release := make(chan struct{}), make(chan struct{})
+// heldWriter opens a store with a conversation whose SQLite writer is held
+// at a commit (of one event, "hold") until release is called, so that the
+// transactions a test queues meanwhile run as one batch after it; holding
+// is the number of events held (0 on PostgreSQL, which has no writer to
+// hold, and where release does nothing).
+func heldWriter(t *testing.T) (s *storage.Store, c *storage.Conversation, holding int, release func()) {
+	t.Helper()
+	held, released := make(chan struct{}), make(chan struct{})
 	// armed: the next commit holds the writer (not the seed's writes).
 	var armed atomic.Bool
 	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
 	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() {
 		if armed.CompareAndSwap(true, false) {
 			close(held)
-			<-release
+			<-released
 		}
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	_, c := seedConversation(t, s)
-	ctx := context.Background()
-	holding := 0
-	if s.Dialect() == "sqlite" {
-		// Hold the writer at a commit, so that the transactions below
-		// queue up and run as one batch after it.
-		holding = 1
-		armed.Store(true)
-		go s.InTx(ctx, func(tx *storage.Store) error {
-			_, err := tx.AppendEvent(ctx, c.ID, "hold", "{}")
-			return err
-		})
-		<-held
+	_, c = seedConversation(t, s)
+	release = func() { close(released) }
+	if s.Dialect() != "sqlite" {
+		return s, c, 0, release
 	}
+	armed.Store(true)
+	ctx := context.Background()
+	go s.InTx(ctx, func(tx *storage.Store) error {
+		_, err := tx.AppendEvent(ctx, c.ID, "hold", "{}")
+		return err
+	})
+	<-held
+	return s, c, 1, release
+}
+
+// TestWriterBatch_AFailedTransactionIsRolledBackAlone: transactions that
+// fail after writing are undone alone, and the others — running the same
+// statements before and after them, in one batch of the SQLite writer
+// (the writer held at the commit before it until all are queued) — commit
+// with gap-free seqs.
+func TestWriterBatch_AFailedTransactionIsRolledBackAlone(t *testing.T) {
+	s, c, holding, release := heldWriter(t)
+	ctx := context.Background()
 	boom := errors.New("boom")
 	const n = 30
 	errs := make([]error, n)
@@ -345,7 +355,7 @@ func TestWriterBatch_AFailedTransactionIsRolledBackAlone(t *testing.T) {
 		}()
 	}
 	time.Sleep(100 * time.Millisecond) // let them queue behind the held commit
-	close(release)
+	release()
 	wg.Wait()
 	failed := 0
 	for i, err := range errs {
@@ -377,33 +387,10 @@ func TestWriterBatch_AFailedTransactionIsRolledBackAlone(t *testing.T) {
 // cancellation; the caller's transaction is rolled back alone when it
 // returns the error.
 func TestWriterBatch_ACallerGoneMidStatementUndoesOnlyItsOwnWork(t *testing.T) {
-	held, release := make(chan struct{}), make(chan struct{})
-	var armed atomic.Bool
-	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
-	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() {
-		if armed.CompareAndSwap(true, false) {
-			close(held)
-			<-release
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	_, c := seedConversation(t, s)
+	// On SQLite the two below run as one batch after the held commit, the
+	// kept one first.
+	s, c, holding, release := heldWriter(t)
 	ctx := context.Background()
-	holding := 0
-	if s.Dialect() == "sqlite" {
-		// The writer held at a commit: the two below run as one batch
-		// after it, the kept one first.
-		holding = 1
-		armed.Store(true)
-		go s.InTx(ctx, func(tx *storage.Store) error {
-			_, err := tx.AppendEvent(ctx, c.ID, "hold", "{}")
-			return err
-		})
-		<-held
-	}
 	keptErr := make(chan error, 1)
 	go func() {
 		keptErr <- s.InTx(ctx, func(tx *storage.Store) error {
@@ -430,7 +417,7 @@ func TestWriterBatch_ACallerGoneMidStatementUndoesOnlyItsOwnWork(t *testing.T) {
 		})
 	}()
 	time.Sleep(50 * time.Millisecond)
-	close(release)
+	release()
 	if err := <-keptErr; err != nil {
 		t.Fatalf("the transaction batched before the one whose caller went: %v", err)
 	}
