@@ -18,16 +18,7 @@ import (
 // stored log (ListenEvents' pokeAll).
 func TestReplicas_AStreamGetsWhatWasCommittedWhileItsReplicasListenerWasGone(t *testing.T) {
 	dsn := apitest.Postgres(t)
-	r1 := apitest.Start(t, apitest.Options{DB: dsn, NoPBX: true})
-	r2 := apitest.Start(t, apitest.Options{DB: dsn, NoPBX: true})
-	alice := r1.AddUser("Alice", num("work", "+12025550101"))
-	bob := r1.AddUser("Bob", num("work", "+12025550111"))
-	conv := r1.Must(201, "POST", "/api/v1/conversations", alice.Token, map[string]any{"kind": "im", "participants": []string{bob.ID}}).Map(t)["id"].(string)
-	onR2 := r2.Subscribe(conv, bob.Token, "")
-	defer onR2.Close()
-	if ev := onR2.Next(t, 5*time.Second, nil); ev.ID != "1" {
-		t.Fatalf("replay on replica 2: %+v", ev)
-	}
+	r1, _, alice, conv, onR2 := followedOnReplica2(t, apitest.Options{DB: dsn, NoPBX: true})
 
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, dsn)

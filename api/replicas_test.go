@@ -13,17 +13,7 @@ import (
 // replica 1 did — carried by NOTIFY, read from the stored log.
 func TestReplicas_AStreamOnOneReplicaSeesEverythingDoneOnAnother(t *testing.T) {
 	dsn := apitest.Postgres(t)
-	r1 := apitest.Start(t, apitest.Options{DB: dsn})
-	r2 := apitest.Start(t, apitest.Options{DB: dsn, NoPBX: true})
-	alice := r1.AddUser("Alice", num("work", "+12025550101"))
-	bob := r1.AddUser("Bob", num("work", "+12025550111"))
-	conv := r1.Must(201, "POST", "/api/v1/conversations", alice.Token, map[string]any{"kind": "im", "participants": []string{bob.ID}}).Map(t)["id"].(string)
-
-	onR2 := r2.Subscribe(conv, bob.Token, "")
-	defer onR2.Close()
-	if ev := onR2.Next(t, 5*time.Second, nil); ev.ID != "1" || ev.Type != "conversation.created" {
-		t.Fatalf("replay on replica 2: %+v", ev)
-	}
+	r1, _, alice, conv, onR2 := followedOnReplica2(t, apitest.Options{DB: dsn})
 	// Replica 1 drives the conversation: messages and a whole call.
 	for i := 0; i < 5; i++ {
 		r1.Must(201, "POST", "/api/v1/conversations/"+conv+"/messages", alice.Token, map[string]any{"text": strconv.Itoa(i)})
@@ -51,4 +41,23 @@ func TestReplicas_AStreamOnOneReplicaSeesEverythingDoneOnAnother(t *testing.T) {
 			t.Fatalf("replica 2 got %s %s, the log has %s %s (want id %d)", live.ID, live.Type, stored.ID, stored.Type, id)
 		}
 	}
+}
+
+// followedOnReplica2 starts two replicas on the PostgreSQL of r1 (r1 as
+// given, replica 2 without a PBX), has Alice start a conversation with Bob
+// through replica 1, and has Bob follow it on replica 2 from its first
+// event (read already).
+func followedOnReplica2(t *testing.T, r1 apitest.Options) (*apitest.Env, *apitest.Env, apitest.User, string, *apitest.Stream) {
+	t.Helper()
+	e1 := apitest.Start(t, r1)
+	e2 := apitest.Start(t, apitest.Options{DB: r1.DB, NoPBX: true})
+	alice := e1.AddUser("Alice", num("work", "+12025550101"))
+	bob := e1.AddUser("Bob", num("work", "+12025550111"))
+	conv := e1.Must(201, "POST", "/api/v1/conversations", alice.Token, map[string]any{"kind": "im", "participants": []string{bob.ID}}).Map(t)["id"].(string)
+	onR2 := e2.Subscribe(conv, bob.Token, "")
+	t.Cleanup(onR2.Close)
+	if ev := onR2.Next(t, 5*time.Second, nil); ev.ID != "1" || ev.Type != "conversation.created" {
+		t.Fatalf("replay on replica 2: %+v", ev)
+	}
+	return e1, e2, alice, conv, onR2
 }
