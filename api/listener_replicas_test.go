@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -26,8 +27,9 @@ func TestReplicas_AStreamGetsWhatWasCommittedWhileItsReplicasListenerWasGone(t *
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
+	const listening = `FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'`
 	listeners := func() []int32 {
-		rows, err := admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'`)
+		rows, err := admin.Query(ctx, `SELECT pid `+listening)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,14 +45,7 @@ func TestReplicas_AStreamGetsWhatWasCommittedWhileItsReplicasListenerWasGone(t *
 		t.Fatal(err)
 	}
 	r1.WaitFor("the listeners' sessions gone", 10*time.Second, func() bool {
-		for _, pid := range listeners() {
-			for _, g := range gone {
-				if pid == g {
-					return false
-				}
-			}
-		}
-		return true
+		return !slices.ContainsFunc(listeners(), func(pid int32) bool { return slices.Contains(gone, pid) })
 	})
 	// Committed through replica 1 while no listener is connected (they
 	// reconnect after a 250 ms back-off): no NOTIFY of these reaches
@@ -63,7 +58,7 @@ func TestReplicas_AStreamGetsWhatWasCommittedWhileItsReplicasListenerWasGone(t *
 		t.Fatal(err)
 	}
 	var since time.Time
-	if err := admin.QueryRow(ctx, `SELECT coalesce(min(backend_start), now() + interval '1 hour') FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'`).Scan(&since); err != nil {
+	if err := admin.QueryRow(ctx, `SELECT coalesce(min(backend_start), now() + interval '1 hour') `+listening).Scan(&since); err != nil {
 		t.Fatal(err)
 	}
 	if !since.After(committed) {
