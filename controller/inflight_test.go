@@ -84,7 +84,7 @@ func TestResync_DuringADialsUncommittedWindow_LeavesTheNewCallAndRoomAlone(t *te
 	var hold atomic.Pointer[chan struct{}]
 	holding := make(chan struct{}, 1)
 	st, err := storage.Open(ctx, filepath.Join(t.TempDir(), "w.db"), storage.Options{
-		BeforeCommit: func() {
+		BeforeCommit: func() error {
 			if ch := hold.Load(); ch != nil {
 				select {
 				case holding <- struct{}{}:
@@ -92,6 +92,7 @@ func TestResync_DuringADialsUncommittedWindow_LeavesTheNewCallAndRoomAlone(t *te
 				}
 				<-*ch
 			}
+			return nil
 		}})
 	if err != nil {
 		t.Fatal(err)

@@ -259,16 +259,11 @@ func (s *Store) AppendEvent(ctx context.Context, convID, typ, data string) (Even
 		return evs[0], nil
 	}
 	ev := Event{ConversationID: convID, Type: typ, Data: data, CreatedAt: time.Now().UTC()}
-	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + 1 WHERE id = ? RETURNING event_seq`, convID)
+	seq, err := s.bumpEventSeq(ctx, convID, 1)
 	if err != nil {
 		return Event{}, err
 	}
-	if err := row.Scan(&ev.Seq); err != nil {
-		if rowErr(err) == ErrNotFound {
-			return Event{}, fmt.Errorf("append event: conversation %s: %w", convID, ErrNotFound)
-		}
-		return Event{}, err
-	}
+	ev.Seq = seq
 	if _, err := s.execRaw(ctx, `INSERT INTO events (conversation_id, seq, type, data, created_at) VALUES (?,?,?,?,?)`,
 		ev.ConversationID, ev.Seq, ev.Type, ev.Data, ev.CreatedAt); err != nil {
 		return Event{}, err
@@ -293,8 +288,37 @@ func (s *Store) EventsAfter(ctx context.Context, convID string, after int64, lim
 	return es, nil
 }
 
+// bumpEventSeq moves a conversation's event counter on by n in a SQLite
+// transaction and returns the seq of the last of the n events: from the
+// writer's copy of the counters (eventSeqs), or, in a transaction of
+// another connection, in the file.
+func (s *Store) bumpEventSeq(ctx context.Context, convID string, n int64) (int64, error) {
+	if s.wconn != nil {
+		return s.wconn.seqs.take(ctx, s.wconn, convID, n)
+	}
+	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq`, n, convID)
+	if err != nil {
+		return 0, err
+	}
+	var last int64
+	if err := row.Scan(&last); err != nil {
+		if rowErr(err) == ErrNotFound {
+			return 0, fmt.Errorf("append event: conversation %s: %w", convID, ErrNotFound)
+		}
+		return 0, err
+	}
+	return last, nil
+}
+
 // LastEventSeq is the seq of a conversation's newest event.
 func (s *Store) LastEventSeq(ctx context.Context, convID string) (int64, error) {
+	if s.wconn != nil {
+		// In the writer's batch the file's counter may not have been
+		// written back yet.
+		if seq, ok := s.wconn.seqs.current(convID); ok {
+			return seq, nil
+		}
+	}
 	var seq int64
 	err := s.q(ctx).Model(&Conversation{}).Select("event_seq").Where("id = ?", convID).Scan(&seq).Error
 	return seq, err
@@ -320,15 +344,8 @@ func (s *Store) AppendEvents(ctx context.Context, convID, typ string, datas []st
 		return s.appendNowPG(ctx, convID, typ, datas)
 	}
 	n := int64(len(datas))
-	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq`, n, convID)
+	last, err := s.bumpEventSeq(ctx, convID, n)
 	if err != nil {
-		return nil, err
-	}
-	var last int64
-	if err := row.Scan(&last); err != nil {
-		if rowErr(err) == ErrNotFound {
-			return nil, fmt.Errorf("append events: conversation %s: %w", convID, ErrNotFound)
-		}
 		return nil, err
 	}
 	now := time.Now().UTC()

@@ -109,7 +109,7 @@ type Store struct {
 	req *writeReq
 
 	// beforeCommit is Options.BeforeCommit (tests).
-	beforeCommit func()
+	beforeCommit func() error
 
 	// svc is the last reading of the service-wide dial counts
 	// (servicecounts.go).
@@ -140,8 +140,9 @@ type Options struct {
 	// BeforeCommit, when set, is called by the SQLite writer after a
 	// batch's transactions have run and before it commits: tests block in
 	// it to widen the window in which an InTxEarly caller acts on work
-	// that other connections cannot see yet. Leave it nil.
-	BeforeCommit func()
+	// that other connections cannot see yet, or fail the batch with the
+	// error it returns, as a failed COMMIT would. Leave it nil.
+	BeforeCommit func() error
 }
 
 // Open opens (and creates) the database named by dsn: a postgres:// or

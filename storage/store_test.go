@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -301,11 +302,12 @@ func heldWriter(t *testing.T) (s *storage.Store, c *storage.Conversation, holdin
 	// armed: the next commit holds the writer (not the seed's writes).
 	var armed atomic.Bool
 	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
-	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() {
+	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() error {
 		if armed.CompareAndSwap(true, false) {
 			close(held)
 			<-released
 		}
+		return nil
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -441,5 +443,114 @@ func TestWriterBatch_ACallerGoneMidStatementUndoesOnlyItsOwnWork(t *testing.T) {
 	}
 	if got.Subject != c.Subject {
 		t.Fatalf("subject %q: the gone caller's write was kept", got.Subject)
+	}
+}
+
+// TestWriterBatch_AFailedCommitLeavesTheEventCountersAsTheFileHasThem: the
+// SQLite writer keeps the conversations' event counters in memory
+// (eventSeqs) and writes them back before each commit. A batch whose
+// commit fails must leave that copy as the file has it, so that the next
+// events follow on from the file's counter: no gap, no seq taken twice.
+func TestWriterBatch_AFailedCommitLeavesTheEventCountersAsTheFileHasThem(t *testing.T) {
+	ctx := context.Background()
+	var failCommit atomic.Bool
+	refused := errors.New("commit refused by the test")
+	s, err := storage.Open(ctx, filepath.Join(t.TempDir(), "seqs.db"), storage.Options{BeforeCommit: func() error {
+		if failCommit.Load() {
+			return refused
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// c's counter is in the writer's copy before the failed batch; d's is
+	// first read in it.
+	_, c := seedConversation(t, s)
+	_, d := seedConversation(t, s)
+	if _, err := s.AppendEvent(ctx, c.ID, "before", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	failCommit.Store(true)
+	err = s.InTx(ctx, func(tx *storage.Store) error {
+		if _, err := tx.AppendEvents(ctx, c.ID, "lost", []string{"{}", "{}"}); err != nil {
+			return err
+		}
+		_, err := tx.AppendEvent(ctx, d.ID, "lost", "{}")
+		return err
+	})
+	if !errors.Is(err, refused) {
+		t.Fatalf("the batch whose commit failed: %v", err)
+	}
+	failCommit.Store(false)
+	for _, conv := range []*storage.Conversation{c, d} {
+		err := s.InTx(ctx, func(tx *storage.Store) error {
+			_, err := tx.AppendEvent(ctx, conv.ID, "after", "{}")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for conv, want := range map[*storage.Conversation][]string{c: {"before", "after"}, d: {"after"}} {
+		evs, err := s.EventsAfter(ctx, conv.ID, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for i, ev := range evs {
+			if ev.Seq != int64(i+1) {
+				t.Fatalf("%s: event %d (%s) has seq %d", conv.ID, i, ev.Type, ev.Seq)
+			}
+			got = append(got, ev.Type)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: events %v, want %v", conv.ID, got, want)
+		}
+		// Read on another connection than the writer's: what was
+		// written back.
+		stored, err := s.GetConversation(ctx, conv.ID)
+		if err != nil || stored.EventSeq != int64(len(want)) {
+			t.Fatalf("%s: stored counter %v (%v), want %d", conv.ID, stored, err, len(want))
+		}
+	}
+}
+
+// TestWriterBatch_EventsAppendedByAnotherProcessAreFollowedOn: the
+// writer's copy of the event counters (eventSeqs) must not outlive a
+// write by another connection to the same file — `convoice directory
+// sync` run beside the server hangs up the calls of people it
+// deactivates, appending to their conversations' logs. The next event the
+// server appends follows on from the file's counter.
+func TestWriterBatch_EventsAppendedByAnotherProcessAreFollowedOn(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "shared.db")
+	server, err := storage.Open(ctx, path, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	_, c := seedConversation(t, server)
+	if _, err := server.AppendEvent(ctx, c.ID, "server", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := storage.Open(ctx, path, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.AppendEvents(ctx, c.ID, "cli", []string{"{}", "{}"}); err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	ev, err := server.AppendEvent(ctx, c.ID, "server", "{}")
+	if err != nil {
+		t.Fatalf("the server's event after the other process's: %v", err)
+	}
+	if ev.Seq != 4 {
+		t.Fatalf("the server's event after the other process's two has seq %d, want 4", ev.Seq)
+	}
+	if seq, err := server.LastEventSeq(ctx, c.ID); err != nil || seq != 4 {
+		t.Fatalf("stored counter %d (%v), want 4", seq, err)
 	}
 }

@@ -200,6 +200,9 @@ func (s *Store) runBatch(wc *writerConn, first *writeReq) error {
 				return err
 			}
 		}
+		if err := wc.seqs.checkFile(context.Background(), wc); err != nil {
+			return err
+		}
 		for r := first; r != nil; r = s.next(batch, waiting, start) {
 			if r != first {
 				batch = append(batch, r)
@@ -221,12 +224,14 @@ func (s *Store) runBatch(wc *writerConn, first *writeReq) error {
 			tx.pending = &r.events
 			tx.req = r
 			tx.wconn = wc
+			wc.seqs.beginRequest()
 			r.err = runSafely(r.fn, &tx)
 			if r.err != nil {
 				r.events = nil
 				if err := wc.exec(ctx, `ROLLBACK TO w`); err != nil {
 					return err
 				}
+				wc.seqs.rollbackRequest()
 			}
 			if err := wc.exec(ctx, `RELEASE w`); err != nil {
 				return err
@@ -235,6 +240,9 @@ func (s *Store) runBatch(wc *writerConn, first *writeReq) error {
 			// act on it (see there) without waiting for the rest of the
 			// batch and its commit.
 			r.signalCommitted()
+		}
+		if err := wc.seqs.writeBack(context.Background(), wc); err != nil {
+			return err
 		}
 		// The user streams' index and the webhook outbox of every
 		// transaction of the batch, in a few statements; should they fail
@@ -253,10 +261,15 @@ func (s *Store) runBatch(wc *writerConn, first *writeReq) error {
 			return err
 		}
 		if s.beforeCommit != nil {
-			s.beforeCommit()
+			return s.beforeCommit()
 		}
 		return nil
 	})
+	if err != nil {
+		wc.seqs.forget()
+	} else {
+		wc.seqs.committed()
+	}
 	if s.commitTime != nil {
 		s.commitTime(time.Since(start))
 	}
@@ -288,6 +301,7 @@ type writerConn struct {
 	conn  *sql.Conn
 	gorm  *gorm.DB // on conn
 	stmts map[string]*sql.Stmt
+	seqs  eventSeqs
 }
 
 func newWriterConn(conn *gorm.DB) *writerConn {
@@ -295,7 +309,7 @@ func newWriterConn(conn *gorm.DB) *writerConn {
 	// A new-statement session: every chain on it starts from a fresh
 	// statement on c, as the handle of gorm's Transaction did. Connection's
 	// own handle shares one statement among all its chains.
-	return &writerConn{conn: c, gorm: conn.Session(&gorm.Session{NewDB: true}), stmts: map[string]*sql.Stmt{}}
+	return &writerConn{conn: c, gorm: conn.Session(&gorm.Session{NewDB: true}), stmts: map[string]*sql.Stmt{}, seqs: newEventSeqs()}
 }
 
 // stmt is query prepared on the writer's connection (once).
