@@ -51,8 +51,12 @@ for i in $(seq 1 "$pairs"); do
 		if [ "$side" = old ]; then src=$old_tree; else src=$new_tree; fi
 		sync
 		# In the package's directory, as go test runs it.
-		line=$(cd "$src/$pkg" && "$work/$side.test" -test.run '^$' -test.bench "$bench" \
-			-test.benchtime "${BENCHTIME:-1x}" -test.count 1 2>&1 | grep '^Benchmark' | tr -s ' \t' ' ' || true)
+		(cd "$src/$pkg" && "$work/$side.test" -test.run '^$' -test.bench "$bench" \
+			-test.benchtime "${BENCHTIME:-1x}" -test.count 1 >"$work/out" 2>&1) || true
+		line=$(grep '^Benchmark' "$work/out" | tr -s ' \t' ' ' || true)
 		printf '%s %s %s\n' "$i" "$side" "${line:-no result}"
+		# A run without a result failed: say why.
+		[ -n "$line" ] || tail -n 15 "$work/out" | sed 's/^/    /'
+
 	done
 done
