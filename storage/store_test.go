@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -298,10 +300,15 @@ func TestGetUser_NumbersInOrderNoneAndUnknown(t *testing.T) {
 // hold, and where release does nothing).
 func heldWriter(t *testing.T) (s *storage.Store, c *storage.Conversation, holding int, release func()) {
 	t.Helper()
+	return heldWriterOn(t, pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db")))
+}
+
+// heldWriterOn is heldWriter on the database dsn names.
+func heldWriterOn(t *testing.T, dsn string) (s *storage.Store, c *storage.Conversation, holding int, release func()) {
+	t.Helper()
 	held, released := make(chan struct{}), make(chan struct{})
 	// armed: the next commit holds the writer (not the seed's writes).
 	var armed atomic.Bool
-	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
 	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() error {
 		if armed.CompareAndSwap(true, false) {
 			close(held)
@@ -552,5 +559,52 @@ func TestWriterBatch_EventsAppendedByAnotherProcessAreFollowedOn(t *testing.T) {
 	}
 	if seq, err := server.LastEventSeq(ctx, c.ID); err != nil || seq != 4 {
 		t.Fatalf("stored counter %d (%v), want 4", seq, err)
+	}
+}
+
+// TestWriterBatch_ABigTransactionWritesNoTemporaryFile: each transaction
+// of the SQLite writer runs in a savepoint, into whose sub-journal SQLite
+// copies every page the transaction changes that was there before it.
+// That journal must not spill into a temporary file (SQLite's default past
+// 64 KiB), which costs a write call per page for the rest of the batch.
+// SQLite makes its temporary files in SQLITE_TMPDIR and removes them at
+// once, so the directory's modification time is what shows one was made.
+func TestWriterBatch_ABigTransactionWritesNoTemporaryFile(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("SQLITE_TMPDIR", tmp)
+	// SQLite's writer, also when the suite runs on PostgreSQL.
+	s, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	_, c := seedConversation(t, s)
+	ctx := context.Background()
+	// About 100 pages of events, committed.
+	big := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 2000))
+	datas := make([]string, 200)
+	for i := range datas {
+		datas[i] = big
+	}
+	if _, err := s.AppendEvents(ctx, c.ID, "t", datas); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One transaction that changes every one of those pages again.
+	err = s.InTx(ctx, func(tx *storage.Store) error {
+		return storage.ExecForTest(ctx, tx, `UPDATE events SET type = 'u' WHERE conversation_id = ?`, c.ID)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.ModTime().Equal(before.ModTime()) {
+		t.Fatalf("the transaction made a temporary file in %s (modified %v, was %v)", tmp, after.ModTime(), before.ModTime())
 	}
 }
