@@ -21,12 +21,7 @@ import (
 
 func openSQLite(t *testing.T) *storage.Store {
 	t.Helper()
-	s, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "d.db"), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return openSQLiteAt(t, filepath.Join(t.TempDir(), "d.db"), storage.Options{})
 }
 
 // heldDisk is a sync function that blocks until released.

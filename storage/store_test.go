@@ -30,6 +30,18 @@ func openTest(t *testing.T) *storage.Store {
 	return s
 }
 
+// openSQLiteAt opens the SQLite file path with opts, also when the suite
+// runs on PostgreSQL: for the tests of the SQLite writer.
+func openSQLiteAt(t *testing.T, path string, opts storage.Options) *storage.Store {
+	t.Helper()
+	s, err := storage.Open(context.Background(), path, opts)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestOpen_RunsVersionedMigrationsOnceAndRecordsThem(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "m.db")
@@ -462,16 +474,12 @@ func TestWriterBatch_AFailedCommitLeavesTheEventCountersAsTheFileHasThem(t *test
 	ctx := context.Background()
 	var failCommit atomic.Bool
 	refused := errors.New("commit refused by the test")
-	s, err := storage.Open(ctx, filepath.Join(t.TempDir(), "seqs.db"), storage.Options{BeforeCommit: func() error {
+	s := openSQLiteAt(t, filepath.Join(t.TempDir(), "seqs.db"), storage.Options{BeforeCommit: func() error {
 		if failCommit.Load() {
 			return refused
 		}
 		return nil
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
 	// c's counter is in the writer's copy before the failed batch; d's is
 	// first read in it.
 	_, c := seedConversation(t, s)
@@ -480,7 +488,7 @@ func TestWriterBatch_AFailedCommitLeavesTheEventCountersAsTheFileHasThem(t *test
 		t.Fatal(err)
 	}
 	failCommit.Store(true)
-	err = s.InTx(ctx, func(tx *storage.Store) error {
+	err := s.InTx(ctx, func(tx *storage.Store) error {
 		if _, err := tx.AppendEvents(ctx, c.ID, "lost", []string{"{}", "{}"}); err != nil {
 			return err
 		}
@@ -533,11 +541,7 @@ func TestWriterBatch_AFailedCommitLeavesTheEventCountersAsTheFileHasThem(t *test
 func TestWriterBatch_EventsAppendedByAnotherProcessAreFollowedOn(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "shared.db")
-	server, err := storage.Open(ctx, path, storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Close() })
+	server := openSQLiteAt(t, path, storage.Options{})
 	_, c := seedConversation(t, server)
 	if _, err := server.AppendEvent(ctx, c.ID, "server", "{}"); err != nil {
 		t.Fatal(err)
@@ -573,11 +577,7 @@ func TestWriterBatch_ABigTransactionWritesNoTemporaryFile(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("SQLITE_TMPDIR", tmp)
 	// SQLite's writer, also when the suite runs on PostgreSQL.
-	s, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"), storage.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openSQLiteAt(t, filepath.Join(t.TempDir(), "t.db"), storage.Options{})
 	_, c := seedConversation(t, s)
 	ctx := context.Background()
 	// About 100 pages of events, committed.
