@@ -8,9 +8,13 @@
 #   bash lab/bench-pairs.sh HEAD~1 . 4 'DialOutReplicas$' ./api/
 #   BENCHTIME=4000x bash lab/bench-pairs.sh HEAD . 3 'LegChange' ./storage/
 #
+#   OLD_ENV= NEW_ENV=GOGC=400 bash lab/bench-pairs.sh . . 5 'DialOut$/emulator=process'
+#
 # OLD and NEW are git revisions; "." is the working tree as it is. The
 # environment goes through (CONVOICE_TEST_POSTGRES for the PostgreSQL
-# variants); BENCHTIME is -test.benchtime (default 1x).
+# variants); BENCHTIME is -test.benchtime (default 1x). OLD_ENV and
+# NEW_ENV add settings to one side's runs (space-separated NAME=value),
+# to compare a setting on the same code.
 set -euo pipefail
 old=${1:?old revision}
 new=${2:?new revision}
@@ -48,10 +52,11 @@ for i in $(seq 1 "$pairs"); do
 	order="old new"
 	[ $((i % 2)) = 0 ] && order="new old"
 	for side in $order; do
-		if [ "$side" = old ]; then src=$old_tree; else src=$new_tree; fi
+		if [ "$side" = old ]; then src=$old_tree sets=${OLD_ENV:-}; else src=$new_tree sets=${NEW_ENV:-}; fi
 		sync
 		# In the package's directory, as go test runs it.
-		(cd "$src/$pkg" && "$work/$side.test" -test.run '^$' -test.bench "$bench" \
+		# shellcheck disable=SC2086 # sets is a list of NAME=value words
+		(cd "$src/$pkg" && env $sets "$work/$side.test" -test.run '^$' -test.bench "$bench" \
 			-test.benchtime "${BENCHTIME:-1x}" -test.count 1 >"$work/out" 2>&1) || true
 		line=$(grep '^Benchmark' "$work/out" | tr -s ' \t' ' ' || true)
 		printf '%s %s %s\n' "$i" "$side" "${line:-no result}"
