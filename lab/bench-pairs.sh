@@ -62,6 +62,5 @@ for i in $(seq 1 "$pairs"); do
 		printf '%s %s %s\n' "$i" "$side" "${line:-no result}"
 		# A run without a result failed: say why.
 		[ -n "$line" ] || tail -n 15 "$work/out" | sed 's/^/    /'
-
 	done
 done

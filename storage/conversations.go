@@ -289,25 +289,15 @@ func (s *Store) EventsAfter(ctx context.Context, convID string, after int64, lim
 }
 
 // bumpEventSeq moves a conversation's event counter on by n in a SQLite
-// transaction and returns the seq of the last of the n events: from the
-// writer's copy of the counters (eventSeqs), or, in a transaction of
-// another connection, in the file.
+// transaction, which always runs in the writer (PostgreSQL's go through
+// eventspg.go), and returns the seq of the last of the n events, from the
+// writer's copy of the counters (eventSeqs).
 func (s *Store) bumpEventSeq(ctx context.Context, convID string, n int64) (int64, error) {
-	if s.wconn != nil {
-		return s.wconn.seqs.take(ctx, s.wconn, convID, n)
+	last, err := s.wconn.seqs.take(ctx, s.wconn, convID, n)
+	if rowErr(err) == ErrNotFound {
+		return 0, fmt.Errorf("append event: conversation %s: %w", convID, ErrNotFound)
 	}
-	row, err := s.queryRowRaw(ctx, `UPDATE conversations SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq`, n, convID)
-	if err != nil {
-		return 0, err
-	}
-	var last int64
-	if err := row.Scan(&last); err != nil {
-		if rowErr(err) == ErrNotFound {
-			return 0, fmt.Errorf("append event: conversation %s: %w", convID, ErrNotFound)
-		}
-		return 0, err
-	}
-	return last, nil
+	return last, err
 }
 
 // LastEventSeq is the seq of a conversation's newest event.

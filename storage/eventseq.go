@@ -66,7 +66,7 @@ func (e *eventSeqs) checkFile(ctx context.Context, wc *writerConn) error {
 }
 
 // take moves convID's counter on by n and returns its new value, the seq
-// of the last of the n events; ErrNotFound when there is no such
+// of the last of the n events; sql.ErrNoRows when there is no such
 // conversation.
 func (e *eventSeqs) take(ctx context.Context, wc *writerConn, convID string, n int64) (int64, error) {
 	cur, ok := e.known[convID]
@@ -76,9 +76,6 @@ func (e *eventSeqs) take(ctx context.Context, wc *writerConn, convID string, n i
 			return 0, err
 		}
 		if err := st.QueryRowContext(ctx, convID).Scan(&cur); err != nil {
-			if rowErr(err) == ErrNotFound {
-				return 0, fmt.Errorf("append event: conversation %s: %w", convID, ErrNotFound)
-			}
 			return 0, err
 		}
 	}

@@ -312,15 +312,10 @@ func TestGetUser_NumbersInOrderNoneAndUnknown(t *testing.T) {
 // hold, and where release does nothing).
 func heldWriter(t *testing.T) (s *storage.Store, c *storage.Conversation, holding int, release func()) {
 	t.Helper()
-	return heldWriterOn(t, pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db")))
-}
-
-// heldWriterOn is heldWriter on the database dsn names.
-func heldWriterOn(t *testing.T, dsn string) (s *storage.Store, c *storage.Conversation, holding int, release func()) {
-	t.Helper()
 	held, released := make(chan struct{}), make(chan struct{})
 	// armed: the next commit holds the writer (not the seed's writes).
 	var armed atomic.Bool
+	dsn := pgtest.DSN(t, filepath.Join(t.TempDir(), "t.db"))
 	s, err := storage.Open(context.Background(), dsn, storage.Options{BeforeCommit: func() error {
 		if armed.CompareAndSwap(true, false) {
 			close(held)

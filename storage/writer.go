@@ -117,8 +117,8 @@ func (s *Store) runWriter(stop <-chan struct{}) {
 			wc := newWriterConn(conn)
 			defer wc.close()
 			// Each transaction of a batch runs in a savepoint, and SQLite
-			// copies a page that an earlier one of the batch dirtied into
-			// the savepoint's sub-journal before changing it again. Past
+			// copies every page the transaction changes that was there
+			// before it into the savepoint's sub-journal first. Past
 			// 64 KiB that sub-journal spills into a temporary file: in
 			// BenchmarkDialOut (strace, 10 s) 52 such files took 56,000
 			// pwrite calls, 3.5 times the WAL's own. In memory it costs
