@@ -148,6 +148,13 @@ func (w *benchWorld) join(b *testing.B, rate float64) []joinResult {
 	var mu sync.Mutex
 	var out []joinResult
 	var failed atomic.Int64
+	var firstFailure atomic.Pointer[string]
+	// fail counts a failed join and keeps the first one's reason: a run
+	// that fails says why.
+	fail := func(why string) {
+		failed.Add(1)
+		firstFailure.CompareAndSwap(nil, &why)
+	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchConcurrency, MaxConnsPerHost: benchConcurrency}}
 	var wg sync.WaitGroup
 	for i := 0; i < benchConcurrency; i++ {
@@ -165,16 +172,19 @@ func (w *benchWorld) join(b *testing.B, rate float64) []joinResult {
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := client.Do(req)
 				if err != nil {
-					failed.Add(1)
+					fail(err.Error())
 					continue
 				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
 				var jr struct {
 					Leg struct{ ID string } `json:"leg"`
 				}
-				err = json.NewDecoder(resp.Body).Decode(&jr)
-				resp.Body.Close()
+				if err == nil {
+					err = json.Unmarshal(body, &jr)
+				}
 				if resp.StatusCode != 201 || err != nil {
-					failed.Add(1)
+					fail(fmt.Sprintf("%s: %v: %s", resp.Status, err, body))
 					continue
 				}
 				mu.Lock()
@@ -200,7 +210,7 @@ func (w *benchWorld) join(b *testing.B, rate float64) []joinResult {
 	close(jobs)
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
-		b.Fatalf("%d join requests failed", n)
+		b.Fatalf("%d join requests failed; the first: %s", n, *firstFailure.Load())
 	}
 	return out
 }
@@ -308,12 +318,18 @@ func benchDialOut(b *testing.B, ownProcess bool) {
 		if len(lat) != len(results) {
 			b.Fatalf("%d of %d originates were seen by the emulator", len(lat), len(results))
 		}
+		// BENCH_DEBUG=1 prints each join over the 5 ms target: when it
+		// started in the phase and whether it was its conversation's
+		// first (which also creates the PBX bridge).
 		if os.Getenv("BENCH_DEBUG") != "" {
 			t0 := results[0].started
+			seen := map[string]bool{}
 			for _, r := range results {
+				first := !seen[r.conv]
+				seen[r.conv] = true
 				if at, ok := originated.Load(r.leg); ok {
-					if d := at.(time.Time).Sub(r.started); d > 50*time.Millisecond {
-						fmt.Printf("slow: start +%v took %v\n", r.started.Sub(t0).Round(time.Millisecond), d.Round(time.Millisecond))
+					if d := at.(time.Time).Sub(r.started); d > 5*time.Millisecond {
+						fmt.Printf("slow: start +%v took %v first=%v\n", r.started.Sub(t0).Round(time.Millisecond), d.Round(100*time.Microsecond), first)
 					}
 				}
 			}
