@@ -4,24 +4,42 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Lease timing. A replica that does not hold a lease tries to take it every
-// LeaseRetry; the holder checks its connection every LeaseCheck and gives
-// the lease up when that check fails or takes longer than LeaseCheckTimeout.
+// LeaseRetry. The holder hears at once when the server ends its session (a
+// restart, a failover, pg_terminate_backend) and checks a quiet session
+// every LeaseCheck, within LeaseCheckTimeout. When its session fails it
+// does not give the lease up at once: it tries to take it again on a new
+// session every leaseRegainRetry for up to LeaseRegain, and keeps acting as
+// owner meanwhile. Handing a PBX node over is not free: until the next
+// holder's event connection is up, Asterisk hangs up every call that
+// answers (recording m), and a database restart would otherwise do that to
+// a single replica for its whole yield. It gives the lease up when
+// another session has taken it (the database is reachable again and
+// someone else won) or when the database stayed out of reach for
+// LeaseRegain.
+//
 // When the holder dies, PostgreSQL ends its session (the TCP connection
 // closes) and releases the lock at once, so another replica holds the lease
 // within LeaseRetry plus a connection set-up. When the holder is cut off
 // from PostgreSQL without dying, it stops acting as owner within
-// LeaseCheck+LeaseCheckTimeout, and PostgreSQL frees the lock when its TCP
-// keepalives (leaseKeepalive) give up on the session.
+// LeaseCheck+LeaseCheckTimeout+LeaseRegain (8 s), before PostgreSQL frees
+// the lock for the others, when its TCP keepalives (leaseKeepalive, about
+// 11 s) give up on the session: two replicas never act as owner at once
+// but in the moment between another replica taking a lock the server freed
+// and the holder's next try finding it taken (leaseRegainRetry).
 const (
 	LeaseRetry        = time.Second
 	LeaseCheck        = time.Second
 	LeaseCheckTimeout = 2 * time.Second
+	LeaseRegain       = 5 * time.Second
+	leaseRegainRetry  = 200 * time.Millisecond
 )
 
 // leaseKeepalive makes PostgreSQL notice a holder that vanished without a
@@ -31,8 +49,10 @@ const leaseKeepalive = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval
 // Lease is one held lease. Lost is closed when it is lost (connection
 // gone) or released; Release gives it up.
 type Lease struct {
-	name   string
-	conn   *pgx.Conn // nil on SQLite
+	name string
+	// conn is the session holding the lock (nil on SQLite); a new one
+	// when the lease was taken again (hold).
+	conn   atomic.Pointer[pgx.Conn]
 	lost   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -51,10 +71,11 @@ func (l *Lease) Release() {
 // SessionPID is the PostgreSQL backend pid of the session holding the lease
 // (0 on SQLite), for diagnostics and tests.
 func (l *Lease) SessionPID() uint32 {
-	if l.conn == nil {
+	c := l.conn.Load()
+	if c == nil {
 		return 0
 	}
-	return l.conn.PgConn().PID()
+	return c.PgConn().PID()
 }
 
 // leaseKey is the advisory-lock key of a lease name: the first 64 bits of
@@ -87,7 +108,7 @@ func (s *Store) AcquireLease(ctx context.Context, name string) (*Lease, error) {
 	for {
 		conn, ok, err := s.tryLease(ctx, key)
 		if ok {
-			return s.hold(ctx, name, conn), nil
+			return s.hold(ctx, name, key, conn), nil
 		}
 		if err != nil && ctx.Err() == nil && !warned {
 			s.log.Warn("cannot try the lease; retrying", "lease", name, "err", err)
@@ -121,35 +142,82 @@ func (s *Store) tryLease(ctx context.Context, key int64) (*pgx.Conn, bool, error
 	return conn, true, nil
 }
 
-// hold supervises a held lease: it checks the session every LeaseCheck and
-// declares the lease lost when the check fails.
-func (s *Store) hold(ctx context.Context, name string, conn *pgx.Conn) *Lease {
+// hold supervises a held lease: it watches the session (watchSession) and,
+// when the session fails, takes the lease again on a new one (retake); the
+// lease is lost when that fails.
+func (s *Store) hold(ctx context.Context, name string, key int64, conn *pgx.Conn) *Lease {
 	lctx, cancel := context.WithCancel(ctx)
-	l := &Lease{name: name, conn: conn, lost: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	l := &Lease{name: name, lost: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	l.conn.Store(conn)
 	go func() {
 		defer close(l.done)
-		defer conn.Close(context.Background())
+		defer func() { l.conn.Load().Close(context.Background()) }()
 		defer close(l.lost)
-		t := time.NewTicker(LeaseCheck)
-		defer t.Stop()
 		for {
-			select {
-			case <-lctx.Done():
-				return
-			case <-t.C:
-			}
-			cctx, ccancel := context.WithTimeout(lctx, LeaseCheckTimeout)
-			err := conn.Ping(cctx)
-			ccancel()
-			if err != nil {
-				if lctx.Err() == nil {
-					s.log.Warn("lease lost: its database session failed", "lease", name, "err", err)
-				}
+			err := watchSession(lctx, l.conn.Load())
+			if lctx.Err() != nil {
 				return
 			}
+			s.log.Warn("the lease's database session failed; taking the lease again on a new session", "lease", name, "err", err)
+			next, ok := s.retake(lctx, name, key)
+			if !ok {
+				return
+			}
+			l.conn.Swap(next).Close(context.Background())
+			s.log.Info("lease taken again on a new session", "lease", name)
 		}
 	}()
 	return l
+}
+
+// watchSession returns when conn fails or ctx is done. A session the
+// server ends says so at once (its FATAL arrives while we wait for a
+// notification that never comes); a quiet one is pinged every LeaseCheck,
+// which a cut-off session fails within LeaseCheckTimeout.
+func watchSession(ctx context.Context, conn *pgx.Conn) error {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, LeaseCheck)
+		err := conn.PgConn().WaitForNotification(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && !pgconn.Timeout(err) {
+			return err
+		}
+		pctx, pcancel := context.WithTimeout(ctx, LeaseCheckTimeout)
+		err = conn.Ping(pctx)
+		pcancel()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// retake tries to take the lease again for up to LeaseRegain (see Lease
+// timing): the new session, or false when another session holds the lock
+// or the database stayed out of reach.
+func (s *Store) retake(ctx context.Context, name string, key int64) (*pgx.Conn, bool) {
+	rctx, cancel := context.WithTimeout(ctx, LeaseRegain)
+	defer cancel()
+	for {
+		conn, ok, err := s.tryLease(rctx, key)
+		switch {
+		case ok:
+			return conn, true
+		case err == nil:
+			s.log.Warn("lease lost: another replica took it while our session was down", "lease", name)
+			return nil, false
+		}
+		select {
+		case <-rctx.Done():
+			if ctx.Err() == nil {
+				s.log.Warn("lease lost: the database stayed out of reach", "lease", name, "for", LeaseRegain, "err", err)
+			}
+			return nil, false
+		case <-time.After(leaseRegainRetry):
+		}
+	}
 }
 
 // ErrLeaseNotPostgres: a lease query that only means something on

@@ -36,10 +36,11 @@ func TestLease_SQLiteIsGrantedAtOnce(t *testing.T) {
 }
 
 // On PostgreSQL exactly one session holds a lease; the others wait. When
-// the holder's session dies (a killed replica: PostgreSQL ends its
-// backend), a waiter holds it within LeaseRetry plus a connect, and the
-// former holder learns that its lease is lost.
-func TestLease_PostgresOneHolderAndTakeoverWhenItsSessionDies(t *testing.T) {
+// another session wins the lock while the holder's session is down (here
+// an administrator ends the session and takes the lock in one statement),
+// the former holder learns at once that its lease is lost; once the lock
+// is free, a waiter holds it within LeaseRetry plus a connect.
+func TestLease_PostgresOneHolderAndTakeoverWhenAnotherSessionWinsIt(t *testing.T) {
 	ctx := context.Background()
 	dsn, a, b := twoReplicas(t)
 
@@ -79,36 +80,81 @@ func TestLease_PostgresOneHolderAndTakeoverWhenItsSessionDies(t *testing.T) {
 	case <-time.After(3 * storage.LeaseRetry):
 	}
 
-	// Kill a's session from outside, the way PostgreSQL ends the backend
-	// of a replica that died.
+	// a's session ends and another session holds the lock before a can
+	// take it again.
 	admin, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	killed := time.Now()
-	var ok bool
-	if err := admin.QueryRow(ctx, "SELECT pg_terminate_backend($1)", int64(la.SessionPID())).Scan(&ok); err != nil || !ok {
-		t.Fatalf("terminate the holder's session: %v %v", ok, err)
+	letGo := apitest.SeizeLeases(t, admin)
+	select {
+	case <-la.Lost():
+	case <-time.After(storage.LeaseCheck + storage.LeaseCheckTimeout + time.Second):
+		t.Fatal("the former holder did not notice that its lease was taken")
 	}
+	la.Release()
+	select {
+	case r := <-got:
+		t.Fatalf("b holds the lease while the administrator does: %+v", r)
+	default:
+	}
+	freed := time.Now()
+	letGo()
 	select {
 	case r := <-got:
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
 		defer r.l.Release()
-		if d := r.at.Sub(killed); d > 2*storage.LeaseRetry+time.Second {
+		if d := r.at.Sub(freed); d > 2*storage.LeaseRetry+time.Second {
 			t.Fatalf("takeover took %s", d)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("nobody took the lease within 5 s of its holder's death")
+		t.Fatal("nobody took the lease within 5 s of its being freed")
 	}
-	select {
-	case <-la.Lost():
-	case <-time.After(storage.LeaseCheck + storage.LeaseCheckTimeout + time.Second):
-		t.Fatal("the former holder did not notice that its lease was lost")
+}
+
+// When the server ends the holder's session (a restart, a failover, an
+// administrator) and nobody else takes the lock, the holder takes its lease
+// again on a new session at once and never loses it: handing a PBX node
+// over, or leaving it without an event connection for a while, would have
+// Asterisk hang up every call that answers meanwhile.
+func TestLease_PostgresAHolderWhoseSessionIsEndedTakesItAgain(t *testing.T) {
+	ctx := context.Background()
+	dsn, a, _ := twoReplicas(t)
+	la, err := a.AcquireLease(ctx, "pbx-node:n1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	la.Release()
+	defer la.Release()
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for round := 0; round < 2; round++ {
+		pid := la.SessionPID()
+		var ok bool
+		if err := admin.QueryRow(ctx, "SELECT pg_terminate_backend($1)", int64(pid)).Scan(&ok); err != nil || !ok {
+			t.Fatalf("terminate the holder's session: %v %v", ok, err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for la.SessionPID() == pid {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the holder is still on its ended session after 2 s", round)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		select {
+		case <-la.Lost():
+			t.Fatalf("round %d: the lease was lost though nobody else took it", round)
+		default:
+		}
+		if held, err := a.LeaseHeld(ctx, "pbx-node:n1"); err != nil || !held {
+			t.Fatalf("round %d: LeaseHeld = %v, %v", round, held, err)
+		}
+	}
 }
 
 // twoReplicas opens two stores on one fresh PostgreSQL database (dsn), as

@@ -17,9 +17,12 @@ func leaseName(node string) string { return "pbx-node:" + node }
 // driver's event loop and, with it, the node's resyncs and watchdog duties;
 // the others run the driver command-only (pbx.Passive), so that any
 // replica can place calls and run commands on any node. Losing the lease
-// (its database session) stops the event loop at once and goes back to
-// command-only mode and to trying to take the lease again. On SQLite there
-// is one process: it holds every lease at once.
+// (another replica won it while our database session was down, or the
+// database stayed out of reach: storage.LeaseRegain) stops the event loop
+// at once and goes back to command-only mode and to trying to take the
+// lease again; a session that merely ended is replaced without the event
+// loop noticing. On SQLite there is one process: it holds every lease at
+// once.
 //
 //	loop {
 //	    run passive until the lease is acquired
@@ -61,8 +64,9 @@ func (en *Engine) runNode(ctx context.Context, n *Node) {
 			en.log.Error("pbx driver stopped", "node", n.Name, "err", err)
 			return
 		case lost:
-			// Our database session failed: we are the suspect replica.
-			// Let a healthy one take the lease first.
+			// Our database session failed and we could not take the
+			// lease again: we are the suspect replica. Let a healthy one
+			// take it first.
 			en.log.Warn("lost the PBX node's lease: back to commands only", "node", n.Name)
 			yield = leaseYield
 		case ctx.Err() == nil:
