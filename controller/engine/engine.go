@@ -104,6 +104,11 @@ type Engine struct {
 	resyncMu   sync.Mutex
 	resyncWant map[string]bool // nodes with a resync requested while one ran
 	resyncBusy map[string]bool
+	// storeBehind: the store may be behind the PBX — a transition of a
+	// PBX event could not be written (the database failed under it) or
+	// a resync failed. The watchdog resyncs the nodes this replica owns
+	// every second until one succeeds (catchUp).
+	storeBehind atomic.Bool
 }
 
 // New makes the engine over store; refused dials and dial-outs are

@@ -87,7 +87,8 @@ func (en *Engine) Resync(ctx context.Context, nodeName string) {
 	for {
 		if err := en.resyncOnce(ctx, nodeName); err != nil {
 			en.metrics.Resyncs.WithLabelValues(nodeName, "error").Inc()
-			en.log.Warn("resync failed", "node", nodeName, "err", err)
+			en.log.Warn("resync failed; trying again in a second", "node", nodeName, "err", err)
+			en.storeBehind.Store(true)
 		} else {
 			en.metrics.Resyncs.WithLabelValues(nodeName, "ok").Inc()
 		}
@@ -265,8 +266,9 @@ func (en *Engine) hangupsPending(ctx context.Context, node string) bool {
 // It also resyncs a node that becomes ready again without a reconnect (a
 // blip of unanswered pings: the link never dropped, so no link event comes,
 // but PBX requests may have failed meanwhile), a node with hangups that
-// did not take (checked every few seconds), and every node every
-// periodicResync.
+// did not take (checked every few seconds), every node whose store may be
+// behind it (storeBehind: every second until a resync succeeds), and every
+// node every periodicResync.
 func (en *Engine) watchdog(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -283,6 +285,7 @@ func (en *Engine) watchdog(ctx context.Context) {
 		if periodic {
 			lastResync = time.Now()
 		}
+		catchUp := en.storeBehind.Swap(false)
 		tick++
 		for _, n := range en.nodes {
 			// Resyncs and the node's health are the lease holder's
@@ -294,8 +297,10 @@ func (en *Engine) watchdog(ctx context.Context) {
 			ready := n.Driver.Status().Ready
 			was, seen := wasReady[n.Name]
 			wasReady[n.Name] = ready
-			if ready && ((seen && !was) || periodic || (tick%3 == 0 && en.hangupsPending(ctx, n.Name))) {
+			if ready && ((seen && !was) || periodic || catchUp || (tick%3 == 0 && en.hangupsPending(ctx, n.Name))) {
 				go en.Resync(ctx, n.Name)
+			} else if catchUp && !ready {
+				en.storeBehind.Store(true) // once the node is back
 			}
 			en.checkNodeLost(ctx, n)
 		}

@@ -337,7 +337,13 @@ func (en *Engine) RequestHangup(l *storage.Leg, reason string) bool {
 func (en *Engine) afterLeg(ctx context.Context, legID string, ev leg.Event, err error, st legStep) {
 	if err != nil {
 		if !errors.Is(err, storage.ErrNotFound) {
-			en.log.Error("leg transition failed", "leg", legID, "event", ev, "err", err)
+			// The PBX has moved on and the store has not: the event is
+			// not heard again, so the node is resynced once the store
+			// answers (catchUp) rather than at the periodic resync, half
+			// a minute on, with an answered call shown ringing and the
+			// others not invited meanwhile.
+			en.storeBehind.Store(true)
+			en.log.Error("leg transition failed; its node will be resynced", "leg", legID, "event", ev, "err", err)
 		}
 		return
 	}
