@@ -109,6 +109,7 @@ type Engine struct {
 	// a resync failed. The watchdog resyncs the nodes this replica owns
 	// every second until one succeeds (catchUp).
 	storeBehind atomic.Bool
+	resyncFails atomic.Int64 // resyncs failed in a row, for the log
 }
 
 // New makes the engine over store; refused dials and dial-outs are

@@ -87,10 +87,17 @@ func (en *Engine) Resync(ctx context.Context, nodeName string) {
 	for {
 		if err := en.resyncOnce(ctx, nodeName); err != nil {
 			en.metrics.Resyncs.WithLabelValues(nodeName, "error").Inc()
-			en.log.Warn("resync failed; trying again in a second", "node", nodeName, "err", err)
+			// Tried again every second while it fails (storeBehind): one
+			// warning, then one a minute, not one a second.
+			if n := en.resyncFails.Add(1); n == 1 || n%60 == 0 {
+				en.log.Warn("resync failed; trying again every second", "node", nodeName, "failures_in_a_row", n, "err", err)
+			}
 			en.storeBehind.Store(true)
 		} else {
 			en.metrics.Resyncs.WithLabelValues(nodeName, "ok").Inc()
+			if n := en.resyncFails.Swap(0); n > 0 {
+				en.log.Info("resync succeeded again", "node", nodeName, "failures_before", n)
+			}
 		}
 		en.resyncMu.Lock()
 		if !en.resyncWant[nodeName] {
