@@ -4,9 +4,10 @@
 # server as the postgres user (it refuses root).
 #
 #   dsn=$(bash lab/pg-test-cluster.sh start /tmp/convoice-pg 55432)
+#   bash lab/pg-test-cluster.sh restart /tmp/convoice-pg   # fast shutdown, same settings
 #   bash lab/pg-test-cluster.sh stop /tmp/convoice-pg
 set -euo pipefail
-cmd=${1:?start|stop}
+cmd=${1:?start|restart|stop}
 dir=${2:?data directory}
 port=${3:-55432}
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
@@ -22,9 +23,14 @@ start)
 	as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U convoice convoice_test
 	echo "postgres://convoice@127.0.0.1:$port/convoice_test?sslmode=disable"
 	;;
+restart)
+	# pg_ctl restart starts the server with the options it last ran with
+	# (postmaster.opts); -m fast ends every session at once.
+	as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -m fast -w restart >/dev/null
+	;;
 stop)
 	as_pg "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
 	rm -rf "$dir"
 	;;
-*) echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2 ;;
+*) echo "usage: $0 start|restart|stop DIR [PORT]" >&2; exit 2 ;;
 esac

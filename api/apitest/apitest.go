@@ -398,6 +398,18 @@ func Postgres(t testing.TB) string {
 	if pg := os.Getenv("CONVOICE_TEST_POSTGRES"); pg != "" {
 		return FreshPostgres(t, pg)
 	}
+	dsn, _ := PrivatePostgres(t)
+	return dsn
+}
+
+// PrivatePostgres starts a throw-away PostgreSQL cluster of the test's own
+// (lab/pg-test-cluster.sh; Debian's postgresql package must be installed:
+// .ci/run installs it) and returns the DSN of its empty database and a
+// restart that stops the server and starts it again (pg_ctl restart -m
+// fast), for a test of a database restart: a shared one
+// (CONVOICE_TEST_POSTGRES) must not be restarted under the other suites.
+func PrivatePostgres(t testing.TB) (dsn string, restart func()) {
+	t.Helper()
 	script, err := filepath.Abs(filepath.Join(repoRoot(t), "lab", "pg-test-cluster.sh"))
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +426,12 @@ func Postgres(t testing.TB) string {
 		t.Fatalf("cannot start a PostgreSQL for this test (apt-get install -y postgresql): %v\n%s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("bash", script, "stop", dir).Run() })
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), func() {
+		t.Helper()
+		if out, err := exec.Command("bash", script, "restart", dir).CombinedOutput(); err != nil {
+			t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
+		}
+	}
 }
 
 func repoRoot(t testing.TB) string {
