@@ -31,9 +31,11 @@ import (
 // from PostgreSQL without dying, it stops acting as owner within
 // LeaseCheck+LeaseCheckTimeout+LeaseRegain (8 s), before PostgreSQL frees
 // the lock for the others, when its TCP keepalives (leaseKeepalive, about
-// 11 s) give up on the session: two replicas never act as owner at once
-// but in the moment between another replica taking a lock the server freed
-// and the holder's next try finding it taken (leaseRegainRetry).
+// 11 s) give up on the session: two replicas act as owner at once only in
+// the moment between another replica taking a lock the server freed and the
+// holder's next try finding it taken (leaseRegainRetry) — or, behind a
+// proxy that closes its side to PostgreSQL as soon as the replica's side
+// fails, for up to those 8 s (the README says what that costs).
 const (
 	LeaseRetry        = time.Second
 	LeaseCheck        = time.Second
@@ -46,8 +48,9 @@ const (
 // FIN (power loss, partition) within about 5+2×3 = 11 s.
 const leaseKeepalive = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3"
 
-// Lease is one held lease. Lost is closed when it is lost (connection
-// gone) or released; Release gives it up.
+// Lease is one held lease. Lost is closed when it is lost (another session
+// took it while ours was down, or the database stayed out of reach: see
+// hold) or released; Release gives it up.
 type Lease struct {
 	name string
 	// conn is the session holding the lock (nil on SQLite); a new one
