@@ -107,7 +107,8 @@ type Engine struct {
 	// storeBehind: the store may be behind the PBX — a transition of a
 	// PBX event could not be written (the database failed under it) or
 	// a resync failed. The watchdog resyncs the nodes this replica owns
-	// every second until one succeeds (catchUp).
+	// at its next tick, and again after a back-off while they fail
+	// (catchUpBackoff), until one succeeds.
 	storeBehind atomic.Bool
 	resyncFails atomic.Int64 // resyncs failed in a row, for the log
 }

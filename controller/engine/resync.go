@@ -87,10 +87,10 @@ func (en *Engine) Resync(ctx context.Context, nodeName string) {
 	for {
 		if err := en.resyncOnce(ctx, nodeName); err != nil {
 			en.metrics.Resyncs.WithLabelValues(nodeName, "error").Inc()
-			// Tried again every second while it fails (storeBehind): one
-			// warning, then one a minute, not one a second.
-			if n := en.resyncFails.Add(1); n == 1 || n%60 == 0 {
-				en.log.Warn("resync failed; trying again every second", "node", nodeName, "failures_in_a_row", n, "err", err)
+			// Tried again while it fails (storeBehind, backing off to
+			// every 16 s): one warning, then one every tenth failure.
+			if n := en.resyncFails.Add(1); n == 1 || n%10 == 0 {
+				en.log.Warn("resync failed; trying again", "node", nodeName, "failures_in_a_row", n, "in", catchUpBackoff(n), "err", err)
 			}
 			en.storeBehind.Store(true)
 		} else {
@@ -255,6 +255,16 @@ func aliveBefore(l *storage.Leg, t time.Time) bool {
 // a blip), which the next resync retries.
 const periodicResync = 30 * time.Second
 
+// catchUpBackoff is how long the watchdog waits before the next catch-up
+// resync after failures resyncs in a row: none for the first, then 2, 4, 8
+// and at most 16 s.
+func catchUpBackoff(failures int64) time.Duration {
+	if failures <= 0 {
+		return 0
+	}
+	return time.Second << min(failures, 4)
+}
+
 // hangupRetry: a leg we hung up (or whose conference we ended) that is
 // still live this long after is hung up again by a resync; the PBX may not
 // have taken the first request.
@@ -274,13 +284,15 @@ func (en *Engine) hangupsPending(ctx context.Context, node string) bool {
 // blip of unanswered pings: the link never dropped, so no link event comes,
 // but PBX requests may have failed meanwhile), a node with hangups that
 // did not take (checked every few seconds), every node whose store may be
-// behind it (storeBehind: every second until a resync succeeds), and every
-// node every periodicResync.
+// behind it (storeBehind: at the next tick, and while resyncs fail after a
+// back-off up to 16 s, until one succeeds), and every node every
+// periodicResync.
 func (en *Engine) watchdog(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	wasReady := map[string]bool{}
 	lastResync := time.Now()
+	var nextCatchUp time.Time
 	tick := 0
 	for {
 		select {
@@ -292,7 +304,13 @@ func (en *Engine) watchdog(ctx context.Context) {
 		if periodic {
 			lastResync = time.Now()
 		}
-		catchUp := en.storeBehind.Swap(false)
+		// A catch-up resync asks the PBX for every call: while resyncs keep
+		// failing (a database that is down, a full disk) they back off.
+		catchUp := false
+		if en.storeBehind.Load() && !time.Now().Before(nextCatchUp) {
+			catchUp = en.storeBehind.Swap(false)
+			nextCatchUp = time.Now().Add(catchUpBackoff(en.resyncFails.Load()))
+		}
 		tick++
 		for _, n := range en.nodes {
 			// Resyncs and the node's health are the lease holder's

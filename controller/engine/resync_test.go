@@ -101,3 +101,19 @@ func TestOursMatters(t *testing.T) {
 		}
 	}
 }
+
+// A catch-up resync asks the PBX for every call: the first comes at once,
+// and while they fail they back off, doubling up to 16 s (never slower
+// than the periodic resync).
+func TestCatchUpBackoff_DoublesUpTo16s(t *testing.T) {
+	want := map[int64]time.Duration{0: 0, 1: 2 * time.Second, 2: 4 * time.Second, 3: 8 * time.Second,
+		4: 16 * time.Second, 5: 16 * time.Second, 1000: 16 * time.Second}
+	for failures, d := range want {
+		if got := catchUpBackoff(failures); got != d {
+			t.Errorf("catchUpBackoff(%d) = %s, want %s", failures, got, d)
+		}
+		if catchUpBackoff(failures) >= periodicResync {
+			t.Errorf("catchUpBackoff(%d) is not shorter than the periodic resync", failures)
+		}
+	}
+}
