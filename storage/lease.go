@@ -162,11 +162,17 @@ func (s *Store) hold(ctx context.Context, name string, key int64, conn *pgx.Conn
 				return
 			}
 			s.log.Warn("the lease's database session failed; taking the lease again on a new session", "lease", name, "err", err)
+			// Closed first, briefly: a session that failed on our side
+			// (a ping that timed out) may still hold the lock on the
+			// server, which frees it when the connection closes.
+			cctx, ccancel := context.WithTimeout(context.Background(), leaseRegainRetry)
+			l.conn.Load().Close(cctx)
+			ccancel()
 			next, ok := s.retake(lctx, name, key)
 			if !ok {
 				return
 			}
-			l.conn.Swap(next).Close(context.Background())
+			l.conn.Store(next)
 			s.log.Info("lease taken again on a new session", "lease", name)
 		}
 	}()
@@ -209,7 +215,7 @@ func (s *Store) retake(ctx context.Context, name string, key int64) (*pgx.Conn, 
 		case ok:
 			return conn, true
 		case err == nil:
-			s.log.Warn("lease lost: another replica took it while our session was down", "lease", name)
+			s.log.Warn("lease lost: another session holds it (another replica took it while ours was down)", "lease", name)
 			return nil, false
 		}
 		select {

@@ -133,6 +133,12 @@ func TestLease_PostgresAHolderWhoseSessionIsEndedTakesItAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
+	// A quiet session is kept: checked every LeaseCheck, not replaced.
+	first := la.SessionPID()
+	time.Sleep(2*storage.LeaseCheck + storage.LeaseCheck/2)
+	if pid := la.SessionPID(); pid != first {
+		t.Fatalf("the lease moved from session %d to %d while nothing happened", first, pid)
+	}
 	for round := 0; round < 2; round++ {
 		pid := la.SessionPID()
 		var ok bool
