@@ -22,11 +22,7 @@ func TestReplicas_AStreamGetsWhatWasCommittedWhileItsReplicasListenerWasGone(t *
 	r1, _, alice, conv, onR2 := followedOnReplica2(t, apitest.Options{DB: dsn, NoPBX: true})
 
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	admin := apitest.AdminConn(t, dsn)
 	const listening = `FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'`
 	listeners := func() []int32 {
 		rows, err := admin.Query(ctx, `SELECT pid `+listening)

@@ -1,11 +1,8 @@
 package api_test
 
 import (
-	"context"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/convoice/convoice/api/apitest"
 )
@@ -41,12 +38,7 @@ func TestOwnership_OneEventConnectionPerNodeAndTakeover(t *testing.T) {
 	legState(t, r2, conv, alice.Token, leg, "connected")
 
 	// The holder's database session dies.
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	admin := apitest.AdminConn(t, dsn)
 	// The new holder's event connection will take half a second to come up:
 	// a dial in that gap waits for it instead of answering 503.
 	r1.Emu.SetWebsocketDelay(500 * time.Millisecond) // under the handshake timeout (RequestTimeout)

@@ -6,25 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/storage"
 )
-
-// dropSessions ends every session of the database but admin's (a
-// restart, a failover, a proxy that drops its connections): the replica's
-// pool, its NOTIFY listener and its node lease's session. It returns how
-// many it ended.
-func dropSessions(t *testing.T, admin *pgx.Conn) int {
-	t.Helper()
-	var n int
-	if err := admin.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
- WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // callsAnswering starts one replica on the PostgreSQL database dsn (and
 // then those of more, before any call) with eight calls placed to a phone
@@ -49,17 +33,6 @@ func callsAnswering(t *testing.T, kind, dsn string, more ...func(first *apitest.
 		legs = append(legs, joinNumber(t, env, conv, u, "+12025551009"))
 	}
 	return env, legs, placed
-}
-
-// adminOf connects to dsn as an administrator would.
-func adminOf(t *testing.T, dsn string) *pgx.Conn {
-	t.Helper()
-	admin, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close(context.Background()) })
-	return admin
 }
 
 // holdsItsNode watches, every 5 ms until the returned stop, whether env
@@ -116,12 +89,12 @@ func waitAllConnected(t *testing.T, env *apitest.Env, legs []string, d time.Dura
 func TestReliability_GivenCallsRinging_WhenPostgreSQLDropsEveryConnection_ThenNoAnswerIsLost(t *testing.T) {
 	dsn := apitest.Postgres(t)
 	env, legs, _ := callsAnswering(t, "asterisk", dsn)
-	admin := adminOf(t, dsn)
+	admin := apitest.AdminConn(t, dsn)
 	for _, id := range legs {
 		waitLeg(t, env, id, "ringing", 10*time.Second, inState(storage.LegRinging))
 	}
 	held := holdsItsNode(t, env)
-	if n := dropSessions(t, admin); n < 3 {
+	if n := apitest.DropSessions(t, admin); n < 3 {
 		t.Fatalf("dropped %d connections; the replica should have held its pool's, its listener's and its lease's", n)
 	}
 	// The phones answer about 1.5 s after their originates; the periodic
@@ -169,10 +142,10 @@ func TestReliability_GivenCallsAnswering_WhenPostgreSQLFlaps_ThenTheStoreCatches
 	forEachPBX(t, func(t *testing.T, kind string) {
 		dsn := apitest.Postgres(t)
 		env, legs, placed := callsAnswering(t, kind, dsn)
-		admin := adminOf(t, dsn)
+		admin := apitest.AdminConn(t, dsn)
 		time.Sleep(time.Until(placed.Add(1300 * time.Millisecond)))
 		for time.Since(placed) < 2200*time.Millisecond {
-			dropSessions(t, admin)
+			apitest.DropSessions(t, admin)
 			time.Sleep(20 * time.Millisecond)
 		}
 		settled := time.Now()

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/convoice/convoice/api/apitest"
 	"github.com/convoice/convoice/storage"
 )
@@ -82,11 +80,7 @@ func TestLease_PostgresOneHolderAndTakeoverWhenAnotherSessionWinsIt(t *testing.T
 
 	// a's session ends and another session holds the lock before a can
 	// take it again.
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	admin := apitest.AdminConn(t, dsn)
 	letGo := apitest.SeizeLeases(t, admin)
 	select {
 	case <-la.Lost():
@@ -128,11 +122,7 @@ func TestLease_PostgresAHolderWhoseSessionIsEndedTakesItAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer la.Release()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	admin := apitest.AdminConn(t, dsn)
 	// A quiet session is kept: checked every LeaseCheck, not replaced.
 	first := la.SessionPID()
 	time.Sleep(2*storage.LeaseCheck + storage.LeaseCheck/2)

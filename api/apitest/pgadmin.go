@@ -7,6 +7,32 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// AdminConn connects to the database dsn as an administrator would, beside
+// the replicas under test, until the test ends.
+func AdminConn(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	admin, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(context.Background()) })
+	return admin
+}
+
+// DropSessions ends every session of admin's database but admin's own (a
+// restart, a failover, a proxy that drops its connections): the replicas'
+// pools, their NOTIFY listeners and their node leases' sessions. It
+// returns how many it ended.
+func DropSessions(t testing.TB, admin *pgx.Conn) int {
+	t.Helper()
+	var n int
+	if err := admin.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // SeizeLeases takes every node lease (a session-level advisory lock) of
 // admin's database from its holder the way another replica would win it:
 // it ends the holder's session and, in the same statement, queues for the
