@@ -70,6 +70,8 @@ type Node struct {
 	// commands-only to its event connection after this replica won the
 	// lease: dials wait for it instead of answering 503 (nodes.go).
 	switchUntil atomic.Int64
+	// catchUp: the store may be behind this node (resync.go).
+	catchUp catchUp
 }
 
 // Engine places calls and follows them: it dials (after the dial policy),
@@ -104,13 +106,6 @@ type Engine struct {
 	resyncMu   sync.Mutex
 	resyncWant map[string]bool // nodes with a resync requested while one ran
 	resyncBusy map[string]bool
-	// storeBehind: the store may be behind the PBX — a transition of a
-	// PBX event could not be written (the database failed under it) or
-	// a resync failed. The watchdog resyncs the nodes this replica owns
-	// at its next tick, and again after a back-off while they fail
-	// (catchUpBackoff), until one succeeds.
-	storeBehind atomic.Bool
-	resyncFails atomic.Int64 // resyncs failed in a row, for the log
 }
 
 // New makes the engine over store; refused dials and dial-outs are

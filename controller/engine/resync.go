@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/convoice/convoice/leg"
@@ -85,19 +86,20 @@ func (en *Engine) Resync(ctx context.Context, nodeName string) {
 	en.resyncBusy[nodeName] = true
 	en.resyncMu.Unlock()
 	for {
-		if err := en.resyncOnce(ctx, nodeName); err != nil {
-			en.metrics.Resyncs.WithLabelValues(nodeName, "error").Inc()
-			// Tried again while it fails (storeBehind, backing off to
-			// every 16 s): one warning, then one every tenth failure.
-			if n := en.resyncFails.Add(1); n == 1 || n%10 == 0 {
+		err := en.resyncOnce(ctx, nodeName)
+		if node := en.byName[nodeName]; node != nil {
+			if n := node.catchUp.resynced(err, time.Now()); err != nil && (n == 1 || n%10 == 0) {
+				// Tried again while it fails (backing off to every
+				// 16 s): one warning, then one every tenth failure.
 				en.log.Warn("resync failed; trying again", "node", nodeName, "failures_in_a_row", n, "in", catchUpBackoff(n), "err", err)
-			}
-			en.storeBehind.Store(true)
-		} else {
-			en.metrics.Resyncs.WithLabelValues(nodeName, "ok").Inc()
-			if n := en.resyncFails.Swap(0); n > 0 {
+			} else if err == nil && n > 0 {
 				en.log.Info("resync succeeded again", "node", nodeName, "failures_before", n)
 			}
+		}
+		if err != nil {
+			en.metrics.Resyncs.WithLabelValues(nodeName, "error").Inc()
+		} else {
+			en.metrics.Resyncs.WithLabelValues(nodeName, "ok").Inc()
 		}
 		en.resyncMu.Lock()
 		if !en.resyncWant[nodeName] {
@@ -256,13 +258,56 @@ func aliveBefore(l *storage.Leg, t time.Time) bool {
 const periodicResync = 30 * time.Second
 
 // catchUpBackoff is how long the watchdog waits before the next catch-up
-// resync after failures resyncs in a row: none for the first, then 2, 4, 8
-// and at most 16 s.
+// resync after failures resyncs of a node in a row: after the first, only
+// to its next tick (a database blip is over by then, as a rule); then 2,
+// 4, 8 and at most 16 s.
 func catchUpBackoff(failures int64) time.Duration {
-	if failures <= 0 {
+	if failures <= 1 {
 		return 0
 	}
-	return time.Second << min(failures, 4)
+	return time.Second << min(failures-1, 4)
+}
+
+// catchUp is whether the store may be behind a node: a transition of one
+// of its events could not be written (the database failed under it) or
+// its resync failed. The owner's watchdog resyncs it at its next tick, and
+// again after a back-off while its resyncs fail (catchUpBackoff), until
+// one succeeds. Kept per node: a node whose resyncs fail backs off by its
+// own failures, whatever the others do.
+type catchUp struct {
+	behind atomic.Bool
+	fails  atomic.Int64 // the node's resyncs failed in a row
+	next   atomic.Int64 // unix ns before which no catch-up runs
+}
+
+// mark says the store may be behind the node.
+func (c *catchUp) mark() { c.behind.Store(true) }
+
+// resynced counts the outcome of a resync that ended at now: a failure
+// marks the node again, not due before the back-off of its failures in a
+// row, and returns them; a success returns how many there were.
+func (c *catchUp) resynced(err error, now time.Time) int64 {
+	if err != nil {
+		n := c.fails.Add(1)
+		c.next.Store(now.Add(catchUpBackoff(n)).UnixNano())
+		c.behind.Store(true)
+		return n
+	}
+	return c.fails.Swap(0)
+}
+
+// due reports whether a catch-up resync should run now, taking the mark.
+func (c *catchUp) due(now time.Time) bool {
+	return c.behind.Load() && now.UnixNano() >= c.next.Load() && c.behind.Swap(false)
+}
+
+// storeBehind marks every node as possibly ahead of the store: a
+// transition failed whose node is not at hand (the watchdog acts on the
+// nodes this replica owns).
+func (en *Engine) storeBehind() {
+	for _, n := range en.nodes {
+		n.catchUp.mark()
+	}
 }
 
 // hangupRetry: a leg we hung up (or whose conference we ended) that is
@@ -284,7 +329,7 @@ func (en *Engine) hangupsPending(ctx context.Context, node string) bool {
 // blip of unanswered pings: the link never dropped, so no link event comes,
 // but PBX requests may have failed meanwhile), a node with hangups that
 // did not take (checked every few seconds), every node whose store may be
-// behind it (storeBehind: at the next tick, and while resyncs fail after a
+// behind it (catchUp: at the next tick, and while its resyncs fail after a
 // back-off up to 16 s, until one succeeds), and every node every
 // periodicResync.
 func (en *Engine) watchdog(ctx context.Context) {
@@ -292,7 +337,6 @@ func (en *Engine) watchdog(ctx context.Context) {
 	defer t.Stop()
 	wasReady := map[string]bool{}
 	lastResync := time.Now()
-	var nextCatchUp time.Time
 	tick := 0
 	for {
 		select {
@@ -303,13 +347,6 @@ func (en *Engine) watchdog(ctx context.Context) {
 		periodic := time.Since(lastResync) >= periodicResync
 		if periodic {
 			lastResync = time.Now()
-		}
-		// A catch-up resync asks the PBX for every call: while resyncs keep
-		// failing (a database that is down, a full disk) they back off.
-		catchUp := false
-		if en.storeBehind.Load() && !time.Now().Before(nextCatchUp) {
-			catchUp = en.storeBehind.Swap(false)
-			nextCatchUp = time.Now().Add(catchUpBackoff(en.resyncFails.Load()))
 		}
 		tick++
 		for _, n := range en.nodes {
@@ -322,10 +359,14 @@ func (en *Engine) watchdog(ctx context.Context) {
 			ready := n.Driver.Status().Ready
 			was, seen := wasReady[n.Name]
 			wasReady[n.Name] = ready
+			// A catch-up resync asks the PBX for every call: while the
+			// node's resyncs keep failing (a database that is down, a
+			// full disk) they back off.
+			catchUp := n.catchUp.due(time.Now())
 			if ready && ((seen && !was) || periodic || catchUp || (tick%3 == 0 && en.hangupsPending(ctx, n.Name))) {
 				go en.Resync(ctx, n.Name)
 			} else if catchUp && !ready {
-				en.storeBehind.Store(true) // once the node is back
+				n.catchUp.mark() // once the node is back
 			}
 			en.checkNodeLost(ctx, n)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/convoice/convoice/leg"
+	"github.com/convoice/convoice/pbx"
 	"github.com/convoice/convoice/storage"
 )
 
@@ -103,11 +104,11 @@ func TestOursMatters(t *testing.T) {
 }
 
 // A catch-up resync asks the PBX for every call: the first comes at once,
-// and while they fail they back off, doubling up to 16 s (never slower
-// than the periodic resync).
+// the second at the next tick, and while they fail they back off,
+// doubling up to 16 s (never slower than the periodic resync).
 func TestCatchUpBackoff_DoublesUpTo16s(t *testing.T) {
-	want := map[int64]time.Duration{0: 0, 1: 2 * time.Second, 2: 4 * time.Second, 3: 8 * time.Second,
-		4: 16 * time.Second, 5: 16 * time.Second, 1000: 16 * time.Second}
+	want := map[int64]time.Duration{0: 0, 1: 0, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second,
+		5: 16 * time.Second, 6: 16 * time.Second, 1000: 16 * time.Second}
 	for failures, d := range want {
 		if got := catchUpBackoff(failures); got != d {
 			t.Errorf("catchUpBackoff(%d) = %s, want %s", failures, got, d)
@@ -115,5 +116,54 @@ func TestCatchUpBackoff_DoublesUpTo16s(t *testing.T) {
 		if catchUpBackoff(failures) >= periodicResync {
 			t.Errorf("catchUpBackoff(%d) is not shorter than the periodic resync", failures)
 		}
+	}
+}
+
+// snapshotDriver is a node whose Snapshot fails with err, or finds
+// nothing; the resync calls nothing else of an empty node.
+type snapshotDriver struct {
+	pbx.Driver
+	err error
+}
+
+func (d snapshotDriver) Snapshot(context.Context) (pbx.Snapshot, error) {
+	return pbx.Snapshot{At: time.Now()}, d.err
+}
+
+// Given two nodes, when one node's resyncs keep failing while the other's
+// succeed, then the failing node backs off by its own failures (2, 4, 8 s
+// after the second, third and fourth), and the other node's successes do
+// not reset it to a catch-up every second.
+func TestCatchUp_ANodeBacksOffByItsOwnFailuresWhateverTheOthersDo(t *testing.T) {
+	ctx := context.Background()
+	st, err := storage.Open(ctx, filepath.Join(t.TempDir(), "engine.db"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bad := &Node{Name: "bad", Driver: snapshotDriver{err: pbx.ErrUnavailable}}
+	good := &Node{Name: "good", Driver: snapshotDriver{}}
+	en := New(Config{}, st, nil, []*Node{bad, good}, nil)
+
+	en.storeBehind() // a transition failed
+	now := time.Now()
+	for i, wantWait := range []time.Duration{0, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		if !bad.catchUp.due(now) || !good.catchUp.due(now) {
+			t.Fatalf("round %d: both nodes marked behind should be due at %s", i, now)
+		}
+		before := time.Now()
+		en.Resync(ctx, "bad")
+		en.Resync(ctx, "good")
+		if good.catchUp.due(now.Add(time.Hour)) {
+			t.Fatalf("round %d: the node whose resync succeeded is still marked behind", i)
+		}
+		if wantWait > 0 && bad.catchUp.due(before.Add(wantWait-time.Millisecond)) {
+			t.Fatalf("round %d: the failing node is due again before %s", i, wantWait)
+		}
+		now = time.Now().Add(wantWait)
+		en.storeBehind() // and the good node too, for the next round
+	}
+	if n := bad.catchUp.fails.Load(); n != 4 {
+		t.Fatalf("the failing node counts %d failures in a row, want 4", n)
 	}
 }

@@ -342,7 +342,7 @@ func (en *Engine) afterLeg(ctx context.Context, legID string, ev leg.Event, err 
 			// answers (catchUp) rather than at the periodic resync, half
 			// a minute on, with an answered call shown ringing and the
 			// others not invited meanwhile.
-			en.storeBehind.Store(true)
+			en.storeBehind()
 			en.log.Error("leg transition failed; its node will be resynced", "leg", legID, "event", ev, "err", err)
 		}
 		return
