@@ -254,6 +254,10 @@ func errorStatus(err error) (int, errorBody) {
 		return http.StatusInsufficientStorage, errorBody{errorDetail{Code: "storage_full",
 			Message: "the server's storage is full: nothing was saved; try again in a while (the operators have been told)"}}
 	}
+	if controller.DatabaseUnreachable(err) {
+		return http.StatusServiceUnavailable, errorBody{errorDetail{Code: "database_unavailable",
+			Message: "the database is not reachable right now; try again shortly (what this request did may not have been saved)"}}
+	}
 	if errors.Is(err, context.Canceled) {
 		return 499, errorBody{errorDetail{Code: "client_gone", Message: "the request was cancelled"}}
 	}

@@ -217,3 +217,8 @@ const (
 // ErrStorageFull is the store's "no room left on the database's disk": the
 // API answers 507 storage_full (nothing of the request was kept).
 var ErrStorageFull = storage.ErrStorageFull
+
+// DatabaseUnreachable reports whether err is the database being out of
+// reach (a partition, a restart): the API answers 503
+// database_unavailable.
+func DatabaseUnreachable(err error) bool { return storage.IsUnreachable(err) }

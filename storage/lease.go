@@ -130,7 +130,7 @@ func (s *Store) AcquireLease(ctx context.Context, name string) (*Lease, error) {
 func (s *Store) tryLease(ctx context.Context, key int64) (*pgx.Conn, bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(cctx, s.dsn)
+	conn, err := s.pgConnect(cctx)
 	if err != nil {
 		return nil, false, err
 	}

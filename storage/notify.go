@@ -5,8 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // eventsChannel is the PostgreSQL NOTIFY channel that tells every replica
@@ -22,13 +20,13 @@ const eventsChannel = "convoice_events"
 // pokeAll() after every (re)connect, when notifications may have been
 // missed. It reconnects with backoff. On SQLite it returns at once: one
 // process is the only writer.
-func (s *Store) ListenEvents(ctx context.Context, dsn string, poke func(convID string, seq int64), pokeAll func()) {
+func (s *Store) ListenEvents(ctx context.Context, poke func(convID string, seq int64), pokeAll func()) {
 	if s.dialect != "postgres" {
 		return
 	}
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, dsn, poke, pokeAll, func() { backoff = 250 * time.Millisecond })
+		err := s.listenOnce(ctx, poke, pokeAll, func() { backoff = 250 * time.Millisecond })
 		if ctx.Err() != nil {
 			return
 		}
@@ -44,8 +42,8 @@ func (s *Store) ListenEvents(ctx context.Context, dsn string, poke func(convID s
 	}
 }
 
-func (s *Store) listenOnce(ctx context.Context, dsn string, poke func(string, int64), pokeAll func(), connected func()) error {
-	conn, err := pgx.Connect(ctx, dsn)
+func (s *Store) listenOnce(ctx context.Context, poke func(string, int64), pokeAll func(), connected func()) error {
+	conn, err := s.pgConnect(ctx)
 	if err != nil {
 		return err
 	}

@@ -11,13 +11,13 @@ import (
 // arrive in commit order, so had A's own been passed on, it would have
 // come before B's.
 func TestListenEvents_PokedForOtherReplicasEventsNotItsOwn(t *testing.T) {
-	dsn, a, b := twoReplicas(t)
+	_, a, b := twoReplicas(t)
 	_, c := seedConversation(t, a)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pokes := make(chan int64, 16)
 	listening := make(chan struct{}, 4)
-	go a.ListenEvents(ctx, dsn, func(conv string, seq int64) {
+	go a.ListenEvents(ctx, func(conv string, seq int64) {
 		if conv == c.ID {
 			pokes <- seq
 		}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/mattn/go-sqlite3"
 	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
@@ -169,7 +170,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		}
 		s.dsn = dsn
 		s.notify = &notifyState{}
-		s.db, err = gorm.Open(postgres.Open(dsn), gcfg)
+		pcfg, err := s.pgConfig()
+		if err != nil {
+			return nil, err
+		}
+		s.db, err = gorm.Open(postgres.New(postgres.Config{Conn: stdlib.OpenDB(*pcfg)}), gcfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres: %w", err)
 		}

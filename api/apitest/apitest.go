@@ -294,7 +294,7 @@ func (e *Env) start() {
 	e.URL = "http://" + ln.Addr().String()
 	e.srv = srv.HTTPServer()
 	go e.srv.Serve(srv.LimitListener(ln))
-	go store.ListenEvents(ctx, e.opts.DB, e.Ctl.Hub().Poke, e.Ctl.Hub().PokeAll)
+	go store.ListenEvents(ctx, e.Ctl.Hub().Poke, e.Ctl.Hub().PokeAll)
 	e.runDone = make(chan struct{})
 	go func() { _ = e.Ctl.Run(ctx); close(e.runDone) }()
 	if e.Driver != nil {

@@ -188,7 +188,7 @@ func runServe(args []string) error {
 	httpSrv := srv.HTTPServer()
 	// With several replicas on one PostgreSQL, every replica's event
 	// streams hear of what the others committed.
-	go store.ListenEvents(ctx, cfg.DB, ctl.Hub().Poke, ctl.Hub().PokeAll)
+	go store.ListenEvents(ctx, ctl.Hub().Poke, ctl.Hub().PokeAll)
 	if cfg.Identity.LDAP.URL != "" {
 		go ldapLoop(ctx, ctl, cfg.Identity.LDAP, lg)
 	}
