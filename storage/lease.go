@@ -3,7 +3,9 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -16,37 +18,56 @@ import (
 // restart, a failover, pg_terminate_backend) and checks a quiet session
 // every LeaseCheck, within LeaseCheckTimeout. When its session fails it
 // does not give the lease up at once: it tries to take it again on a new
-// session every leaseRegainRetry for up to LeaseRegain, and keeps acting as
+// session every leaseRegainRetry for up to the store's regain window
+// (Options.LeaseRegain, DefaultLeaseRegain unless set), and keeps acting as
 // owner meanwhile. Handing a PBX node over is not free: until the next
 // holder's event connection is up, Asterisk hangs up every call that
 // answers (recording m), and a database restart would otherwise do that to
 // a single replica for its whole yield. It gives the lease up when
 // another session has taken it (the database is reachable again and
-// someone else won) or when the database stayed out of reach for
-// LeaseRegain.
+// someone else won) or when the database stayed out of reach for the
+// regain window.
+//
+// The default window, 15 s, rides out a database switchover and a quick
+// failover; where failover takes longer, set it above that time. What a
+// longer window costs: a holder that vanishes without closing its
+// connections (power lost) is replaced later (regain+6 s; Asterisk keeps
+// the calls that answer meanwhile in the app, unbridged, until the new
+// holder's resync bridges them), and one cut off from the database alone
+// holds its node that long, its calls bridged by its driver but not
+// stored until the next holder's resync.
 //
 // When the holder dies, PostgreSQL ends its session (the TCP connection
 // closes) and releases the lock at once, so another replica holds the lease
 // within LeaseRetry plus a connection set-up. When the holder is cut off
 // from PostgreSQL without dying, it stops acting as owner within
-// LeaseCheck+LeaseCheckTimeout+LeaseRegain (8 s), before PostgreSQL frees
-// the lock for the others, when its TCP keepalives (leaseKeepalive, about
-// 11 s) give up on the session: two replicas act as owner at once only in
-// the moment between another replica taking a lock the server freed and the
+// LeaseCheck+LeaseCheckTimeout+regain (18 s by default), before
+// PostgreSQL frees the lock for the others, when its TCP keepalives
+// (leaseKeepalive: regain+6 s, 21 s by default) give up on the session:
+// two replicas act as owner at once only in the moment between another replica taking a lock the server freed and the
 // holder's next try finding it taken (leaseRegainRetry) — or, behind a
 // proxy that closes its side to PostgreSQL as soon as the replica's side
-// fails, for up to those 8 s (the README says what that costs).
+// fails, for up to those 18 s (the README says what that costs).
 const (
-	LeaseRetry        = time.Second
-	LeaseCheck        = time.Second
-	LeaseCheckTimeout = 2 * time.Second
-	LeaseRegain       = 5 * time.Second
-	leaseRegainRetry  = 200 * time.Millisecond
+	LeaseRetry         = time.Second
+	LeaseCheck         = time.Second
+	LeaseCheckTimeout  = 2 * time.Second
+	DefaultLeaseRegain = 15 * time.Second
+	leaseRegainRetry   = 200 * time.Millisecond
 )
 
 // leaseKeepalive makes PostgreSQL notice a holder that vanished without a
-// FIN (power loss, partition) within about 5+2×3 = 11 s.
-const leaseKeepalive = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3"
+// FIN (power loss, partition): after regain of silence, then three probes 2 s
+// apart — regain+6 s, which is 3 s after a cut-off holder has stopped
+// acting as owner (LeaseCheck+LeaseCheckTimeout+regain).
+func leaseKeepalive(regain time.Duration) string {
+	idle := int(math.Ceil(regain.Seconds()))
+	return fmt.Sprintf("SET tcp_keepalives_idle = %d; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3", idle)
+}
+
+// LeaseRegain is how long a holder whose session failed tries to take its
+// lease again before it gives it up (Options.LeaseRegain).
+func (s *Store) LeaseRegain() time.Duration { return s.leaseRegain }
 
 // Lease is one held lease. Lost is closed when it is lost (another session
 // took it while ours was down, or the database stayed out of reach: see
@@ -135,7 +156,7 @@ func (s *Store) tryLease(ctx context.Context, key int64) (*pgx.Conn, bool, error
 		return nil, false, err
 	}
 	var got bool
-	if _, err = conn.Exec(cctx, leaseKeepalive); err == nil {
+	if _, err = conn.Exec(cctx, leaseKeepalive(s.leaseRegain)); err == nil {
 		err = conn.QueryRow(cctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got)
 	}
 	if err != nil || !got {
@@ -203,11 +224,11 @@ func watchSession(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// retake tries to take the lease again for up to LeaseRegain (see Lease
-// timing): the new session, or false when another session holds the lock
+// retake tries to take the lease again for up to the regain window (see
+// Lease timing): the new session, or false when another session holds the lock
 // or the database stayed out of reach.
 func (s *Store) retake(ctx context.Context, name string, key int64) (*pgx.Conn, bool) {
-	rctx, cancel := context.WithTimeout(ctx, LeaseRegain)
+	rctx, cancel := context.WithTimeout(ctx, s.leaseRegain)
 	defer cancel()
 	for {
 		conn, ok, err := s.tryLease(rctx, key)
@@ -221,7 +242,7 @@ func (s *Store) retake(ctx context.Context, name string, key int64) (*pgx.Conn, 
 		select {
 		case <-rctx.Done():
 			if ctx.Err() == nil {
-				s.log.Warn("lease lost: the database stayed out of reach", "lease", name, "for", LeaseRegain, "err", err)
+				s.log.Warn("lease lost: the database stayed out of reach", "lease", name, "for", s.leaseRegain, "err", err)
 			}
 			return nil, false
 		case <-time.After(leaseRegainRetry):

@@ -41,7 +41,10 @@ type Store struct {
 	// dsn is the PostgreSQL DSN, for the dedicated connections of leases
 	// (lease.go); empty on SQLite.
 	dsn string
-	log *slog.Logger
+	// leaseRegain: how long a lease holder whose session failed tries to
+	// take it again before it gives it up (Options.LeaseRegain).
+	leaseRegain time.Duration
+	log         *slog.Logger
 	// full is set while writes fail for lack of room (full.go).
 	full *fullness
 	// writeFault is Options.WriteFault.
@@ -129,6 +132,13 @@ func (s *Store) OnCommitTime(f func(time.Duration)) { s.commitTime = f }
 // Options for Open.
 type Options struct {
 	Logger *slog.Logger
+	// LeaseRegain is how long the holder of a lease whose database
+	// session failed keeps acting as its holder while it tries to take it
+	// again (default DefaultLeaseRegain; see lease.go). Longer rides out a
+	// longer database outage, such as a failover, without handing a PBX
+	// node over; the server then waits longer before it frees the lock of
+	// a holder that vanished (its keepalives follow: LeaseRegain+6 s).
+	LeaseRegain time.Duration
 	// BusyTimeout for SQLite (default 10 s).
 	BusyTimeout time.Duration
 	// SyncWAL, when set, replaces the fsync of the SQLite WAL (given its
@@ -160,7 +170,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 		TranslateError:         true,
 	}
-	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}, full: &fullness{}, svc: &serviceCounts{}, beforeCommit: opts.BeforeCommit}
+	s := &Store{log: lg, stopW: make(chan struct{}), closeOnce: &sync.Once{}, full: &fullness{}, svc: &serviceCounts{}, beforeCommit: opts.BeforeCommit,
+		leaseRegain: opts.LeaseRegain}
+	if s.leaseRegain <= 0 {
+		s.leaseRegain = DefaultLeaseRegain
+	}
 	var err error
 	if IsPostgres(dsn) {
 		s.dialect = "postgres"

@@ -98,6 +98,8 @@ type Options struct {
 	// NodeLostAfter: a node not ready this long has its legs ended
 	// (default the controller's, 10 min).
 	NodeLostAfter time.Duration
+	// LeaseRegain: storage.Options.LeaseRegain (0: its default).
+	LeaseRegain time.Duration
 	// Notify tunes call history and webhooks (its Registerer is the
 	// Env's own registry); a test whose webhook receiver is on loopback
 	// sets WebhookAllowPrivate.
@@ -211,7 +213,8 @@ func (e *Env) start() {
 	t := e.t
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	store, err := storage.Open(ctx, e.opts.DB, storage.Options{Logger: e.logger("storage"), WriteFault: e.opts.WriteFault})
+	store, err := storage.Open(ctx, e.opts.DB, storage.Options{Logger: e.logger("storage"), WriteFault: e.opts.WriteFault,
+		LeaseRegain: e.opts.LeaseRegain})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -405,10 +408,11 @@ func Postgres(t testing.TB) string {
 // PrivatePostgres starts a throw-away PostgreSQL cluster of the test's own
 // (lab/pg-test-cluster.sh; Debian's postgresql package must be installed:
 // .ci/run installs it) and returns the DSN of its empty database and a
-// restart that stops the server and starts it again (pg_ctl restart -m
-// fast), for a test of a database restart: a shared one
-// (CONVOICE_TEST_POSTGRES) must not be restarted under the other suites.
-func PrivatePostgres(t testing.TB) (dsn string, restart func()) {
+// restart that stops the server (a fast shutdown ends every session),
+// keeps it down for down (a failover's gap) and starts it again, for a
+// test of a database restart: a shared one (CONVOICE_TEST_POSTGRES) must
+// not be restarted under the other suites.
+func PrivatePostgres(t testing.TB) (dsn string, restart func(down time.Duration)) {
 	t.Helper()
 	script, err := filepath.Abs(filepath.Join(repoRoot(t), "lab", "pg-test-cluster.sh"))
 	if err != nil {
@@ -426,11 +430,21 @@ func PrivatePostgres(t testing.TB) (dsn string, restart func()) {
 		t.Fatalf("cannot start a PostgreSQL for this test (apt-get install -y postgresql): %v\n%s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("bash", script, "stop", dir).Run() })
-	return strings.TrimSpace(string(out)), func() {
+	run := func(cmd string) {
 		t.Helper()
-		if out, err := exec.Command("bash", script, "restart", dir).CombinedOutput(); err != nil {
-			t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
+		if out, err := exec.Command("bash", script, cmd, dir).CombinedOutput(); err != nil {
+			t.Fatalf("PostgreSQL %s: %v\n%s", cmd, err, out)
 		}
+	}
+	return strings.TrimSpace(string(out)), func(down time.Duration) {
+		t.Helper()
+		if down <= 0 {
+			run("restart")
+			return
+		}
+		run("down")
+		time.Sleep(down)
+		run("up")
 	}
 }
 

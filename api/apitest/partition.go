@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/convoice/convoice/storage"
 )
 
 // PartitionablePostgres is a route to a PostgreSQL server that a test can
@@ -34,9 +36,10 @@ type PartitionablePostgres struct {
 
 // KeepaliveVerdict is when the emulated partition (Real false) closes the
 // proxy's connections to PostgreSQL after the cut: what storage sets the
-// lease session's keepalives to (idle 5 s, then 3 probes 2 s apart) —
-// the server gives up on a vanished holder after that.
-const KeepaliveVerdict = 11 * time.Second
+// lease session's keepalives to (idle for the default regain window,
+// then 3 probes 2 s apart) — the server gives up on a vanished holder
+// after that.
+const KeepaliveVerdict = storage.DefaultLeaseRegain + 6*time.Second
 
 // Cut starts the partition.
 func (p *PartitionablePostgres) Cut() { p.cut() }

@@ -16,6 +16,7 @@ import (
 	"github.com/convoice/convoice/api"
 	"github.com/convoice/convoice/controller"
 	"github.com/convoice/convoice/pbx"
+	"github.com/convoice/convoice/storage"
 )
 
 // config is everything convoice is told at start. Values come from the
@@ -24,25 +25,28 @@ import (
 // the environment or a file named by *_FILE, never from flags, which any
 // user of the machine can read in `ps`.
 type config struct {
-	Listen         string
-	DB             string
-	AdminToken     string
-	PublicURL      string
-	Region         string
-	PBX            string // emulator | asterisk | freeswitch
-	ARIURL         string
-	ARIUser        string
-	ARIPassword    string
-	ARIApp         string
-	DialRoutes     string
-	ESLAddr        string
-	ESLPassword    string
-	PBXNodes       string
-	Extensions     string
-	CallerName     string
-	CallerNum      string
-	RingTimeout    time.Duration
-	NodeLostAfter  time.Duration
+	Listen        string
+	DB            string
+	AdminToken    string
+	PublicURL     string
+	Region        string
+	PBX           string // emulator | asterisk | freeswitch
+	ARIURL        string
+	ARIUser       string
+	ARIPassword   string
+	ARIApp        string
+	DialRoutes    string
+	ESLAddr       string
+	ESLPassword   string
+	PBXNodes      string
+	Extensions    string
+	CallerName    string
+	CallerNum     string
+	RingTimeout   time.Duration
+	NodeLostAfter time.Duration
+	// LeaseRegain: how long a PBX node's lease holder rides out a lost
+	// database session before it gives the node up (PostgreSQL only).
+	LeaseRegain    time.Duration
 	TrustedProxies []*net.IPNet
 	LogFormat      string
 	LogLevel       string
@@ -115,6 +119,8 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	// a PBX restart is seen at once and does not wait for it.
 	lost := env("CONVOICE_NODE_LOST_AFTER", "10m")
 	fs.StringVar(&lost, "node-lost-after", lost, "a PBX node unreachable this long is given up and its calls ended; until then they keep their last known state (CONVOICE_NODE_LOST_AFTER)")
+	regain := env("CONVOICE_LEASE_REGAIN", storage.DefaultLeaseRegain.String())
+	fs.StringVar(&regain, "lease-regain", regain, "PostgreSQL: how long the replica holding a PBX node keeps it while its database session is lost, taking it again; set above your database's failover time (CONVOICE_LEASE_REGAIN)")
 	fs.StringVar(&c.LogFormat, "log-format", env("CONVOICE_LOG_FORMAT", "text"), "json or text (CONVOICE_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("CONVOICE_LOG_LEVEL", "info"), "debug, info, warn, error (CONVOICE_LOG_LEVEL)")
 	noSeed, _ := strconv.ParseBool(env("CONVOICE_NO_SEED", "false"))
@@ -148,6 +154,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	}
 	if c.NodeLostAfter, err = time.ParseDuration(lost); err != nil || c.NodeLostAfter < time.Second {
 		return c, fmt.Errorf("CONVOICE_NODE_LOST_AFTER %q: want a duration of at least 1s", lost)
+	}
+	if c.LeaseRegain, err = time.ParseDuration(regain); err != nil || c.LeaseRegain < time.Second || c.LeaseRegain > 10*time.Minute {
+		return c, fmt.Errorf("CONVOICE_LEASE_REGAIN %q: want a duration from 1s to 10m", regain)
 	}
 	if c.Limits.ReadTimeout, err = time.ParseDuration(readTimeout); err != nil || c.Limits.ReadTimeout < time.Second {
 		return c, fmt.Errorf("CONVOICE_HTTP_READ_TIMEOUT %q: want a duration of at least 1s", readTimeout)

@@ -381,3 +381,24 @@ func TestConfig_NodeLostAfter(t *testing.T) {
 		}
 	}
 }
+
+// CONVOICE_LEASE_REGAIN is read, defaults to storage's window (15 s: a
+// switchover or a quick failover), and refuses what is not a duration
+// from 1 s to 10 min, naming the variable.
+func TestConfig_LeaseRegain(t *testing.T) {
+	for _, c := range []struct {
+		env  string
+		want time.Duration
+		ok   bool
+	}{{"", 15 * time.Second, true}, {"45s", 45 * time.Second, true}, {"500ms", 0, false},
+		{"1h", 0, false}, {"soon", 0, false}} {
+		t.Setenv("CONVOICE_LEASE_REGAIN", c.env)
+		cfg, err := loadConfig(flag.NewFlagSet("serve", flag.ContinueOnError), nil)
+		if (err == nil) != c.ok || (c.ok && cfg.LeaseRegain != c.want) {
+			t.Errorf("CONVOICE_LEASE_REGAIN=%q: %v, %v", c.env, cfg.LeaseRegain, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "CONVOICE_LEASE_REGAIN") {
+			t.Errorf("CONVOICE_LEASE_REGAIN=%q: the error does not name the variable: %v", c.env, err)
+		}
+	}
+}

@@ -125,7 +125,7 @@ func runServe(args []string) error {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 
-	store, err := storage.Open(ctx, cfg.DB, storage.Options{Logger: lg})
+	store, err := storage.Open(ctx, cfg.DB, storage.Options{Logger: lg, LeaseRegain: cfg.LeaseRegain})
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ func leaseName(node string) string { return "pbx-node:" + node }
 // the others run the driver command-only (pbx.Passive), so that any
 // replica can place calls and run commands on any node. Losing the lease
 // (another replica won it while our database session was down, or the
-// database stayed out of reach: storage.LeaseRegain) stops the event loop
+// database stayed out of reach: storage.Options.LeaseRegain) stops the event loop
 // at once and goes back to command-only mode and to trying to take the
 // lease again; a session that merely ended is replaced without the event
 // loop noticing. On SQLite there is one process: it holds every lease at
