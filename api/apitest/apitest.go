@@ -100,6 +100,12 @@ type Options struct {
 	NodeLostAfter time.Duration
 	// LeaseRegain: storage.Options.LeaseRegain (0: its default).
 	LeaseRegain time.Duration
+	// HandoverAfter: controller.Config.HandoverAfter (0: its default).
+	HandoverAfter time.Duration
+	// ARIVia, when set, gives the URL this replica's Asterisk driver uses
+	// for the ARI emulator at url: a TCPRoute in front of it, so that a
+	// test can cut this replica alone off from the PBX.
+	ARIVia func(url string) string
 	// Notify tunes call history and webhooks (its Registerer is the
 	// Env's own registry); a test whose webhook receiver is on loopback
 	// sets WebhookAllowPrivate.
@@ -241,6 +247,9 @@ func (e *Env) start() {
 	ariURL := e.opts.ExternalARI
 	if e.Emu != nil {
 		ariURL = e.Emu.URL()
+		if e.opts.ARIVia != nil {
+			ariURL = e.opts.ARIVia(ariURL)
+		}
 	}
 	if ariURL != "" {
 		routes, err := pbx.ParseRoutes(e.opts.Routes)
@@ -275,7 +284,7 @@ func (e *Env) start() {
 	// read the metrics the way Prometheus does.
 	reg := prometheus.NewRegistry()
 	e.Ctl = controller.New(controller.Config{Region: "US", Extensions: e.opts.Extensions, RingTimeout: e.opts.RingTimeout,
-		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, Policy: e.policy(), Logger: e.logger("controller"),
+		RingGrace: e.opts.RingGrace, ResyncYoungLeg: e.opts.ResyncYoungLeg, NodeLostAfter: e.opts.NodeLostAfter, HandoverAfter: e.opts.HandoverAfter, Policy: e.policy(), Logger: e.logger("controller"),
 		Confirm: e.opts.Confirm},
 		store, controller.NewHub(), nodes, controller.NewMetrics(reg))
 	ncfg := e.opts.Notify

@@ -143,20 +143,36 @@ func kernelPartition(t testing.TB, u *url.URL) (*PartitionablePostgres, error) {
 		cut: func() { set(true) }, heal: func() { set(false) }}, nil
 }
 
-// proxyPartition forwards a port of its own to the server. Cut stops
-// every copy (the bytes wait in the sockets, as in a partition) and holds
-// new connections without forwarding them; KeepaliveVerdict later it
-// closes the server's side of every connection cut, as the server's
-// keepalives would have. Heal forwards again what was not closed.
+// proxyPartition routes through a TCPRoute whose cut closes the server's
+// side of the connections KeepaliveVerdict later, as the server's
+// keepalives would have.
 func proxyPartition(t testing.TB, u *url.URL) *PartitionablePostgres {
+	t.Helper()
+	server := u.Host
+	if u.Port() == "" {
+		server = net.JoinHostPort(u.Hostname(), "5432")
+	}
+	r := NewTCPRoute(t, server, KeepaliveVerdict)
+	return &PartitionablePostgres{DSN: withHost(u, r.Addr), cut: r.Cut, heal: r.Heal}
+}
+
+// TCPRoute forwards a port of its own (Addr) to a server, and can be cut
+// as a partition cuts it: Cut stops every copy (the bytes wait in the
+// sockets) and holds new connections without forwarding them; Heal
+// forwards again. With closeAfter, the server's side of the connections
+// cut is closed that long after the cut (the server's keepalives giving
+// up on a vanished peer).
+type TCPRoute struct {
+	Addr      string
+	Cut, Heal func()
+}
+
+// NewTCPRoute starts a route to server (host:port) until the test ends.
+func NewTCPRoute(t testing.TB, server string, closeAfter time.Duration) *TCPRoute {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
-	}
-	server := u.Host
-	if u.Port() == "" {
-		server = net.JoinHostPort(u.Hostname(), "5432")
 	}
 	var (
 		mu      sync.Mutex
@@ -234,18 +250,20 @@ func proxyPartition(t testing.TB, u *url.URL) *PartitionablePostgres {
 		}
 		mu.Unlock()
 	})
-	return &PartitionablePostgres{DSN: withHost(u, ln.Addr().String()), cut: func() {
+	return &TCPRoute{Addr: ln.Addr().String(), Heal: heal, Cut: func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if cut {
 			return
 		}
 		cut = true
-		doomed := append([]net.Conn(nil), conns...)
-		verdict = time.AfterFunc(KeepaliveVerdict, func() {
-			for _, s := range doomed {
-				s.Close()
-			}
-		})
-	}, heal: heal}
+		if closeAfter > 0 {
+			doomed := append([]net.Conn(nil), conns...)
+			verdict = time.AfterFunc(closeAfter, func() {
+				for _, s := range doomed {
+					s.Close()
+				}
+			})
+		}
+	}}
 }

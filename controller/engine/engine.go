@@ -36,6 +36,12 @@ type Config struct {
 	// behind a partition of the control link) and the conference view says
 	// call control is unavailable. Default 10 min.
 	NodeLostAfter time.Duration
+	// HandoverAfter: a replica holding a PBX node's lease whose own event
+	// connection to the node has been down this long hands the node over
+	// when another replica reaches it (nodes.go; PostgreSQL). Default
+	// 10 s: longer than the link supervision's reconnects, so a blip does
+	// not move the node.
+	HandoverAfter time.Duration
 	// Policy is the dial policy: what may be dialed, by whom, how often.
 	Policy policy.Config
 	Logger *slog.Logger
@@ -57,6 +63,9 @@ type Config struct {
 // without ending calls the PBX still mixes; a restart of the PBX is seen
 // at once (pbx.EventPBXRestarted) and does not wait for it.
 const DefaultNodeLostAfter = 10 * time.Minute
+
+// DefaultHandoverAfter is Config.HandoverAfter's default.
+const DefaultHandoverAfter = 10 * time.Second
 
 // Node is one PBX the controller can place conferences on.
 type Node struct {
@@ -89,6 +98,9 @@ type Engine struct {
 	nodes   []*Node
 	byName  map[string]*Node
 	metrics *Metrics
+	// replica names this process among the replicas, for what it tells
+	// them through the store (which nodes it reaches: nodes.go).
+	replica string
 
 	draining atomic.Bool
 	inflight sync.WaitGroup
@@ -123,6 +135,9 @@ func New(cfg Config, store *storage.Store, trail *audit.Log, nodes []*Node, metr
 	if cfg.NodeLostAfter <= 0 {
 		cfg.NodeLostAfter = DefaultNodeLostAfter
 	}
+	if cfg.HandoverAfter <= 0 {
+		cfg.HandoverAfter = DefaultHandoverAfter
+	}
 	if cfg.CallerIDName == "" {
 		cfg.CallerIDName = "convoice"
 	}
@@ -140,6 +155,7 @@ func New(cfg Config, store *storage.Store, trail *audit.Log, nodes []*Node, metr
 		policy:     policy.Resolve(cfg.Policy, cfg.Region),
 		nodes:      nodes,
 		byName:     map[string]*Node{},
+		replica:    core.NewID(),
 		resyncWant: map[string]bool{},
 		resyncBusy: map[string]bool{},
 	}

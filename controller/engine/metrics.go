@@ -15,6 +15,9 @@ type Metrics struct {
 	WatchdogEnds prometheus.Counter
 	NodeOwner    *prometheus.GaugeVec   // by node: 1 while this replica holds its lease
 	NodeLost     *prometheus.CounterVec // by node: legs ended because the node was unreachable
+	// NodeHandovers counts the times this replica handed a node over
+	// because it could not reach the node and another replica could.
+	NodeHandovers *prometheus.CounterVec // by node
 	// LegEventsIgnored counts events the leg table does not allow in the
 	// leg's state (late, duplicate or out of order): ignored, never applied.
 	LegEventsIgnored *prometheus.CounterVec // by state, event
@@ -58,6 +61,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while this replica holds the PBX node's lease (its event connection), else 0."}, []string{"node"}),
 		NodeLost: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "pbx_node_lost_leg_ends_total",
 			Help: "Legs ended because their PBX node stayed unreachable past NodeLostAfter, by node."}, []string{"node"}),
+		NodeHandovers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "pbx_node_handovers_total",
+			Help: "Times this replica handed a PBX node's lease over because it could not reach the node and another replica could, by node."}, []string{"node"}),
 		LegEventsIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "convoice", Name: "leg_events_ignored_total",
 			Help: "Leg events the leg state table does not allow in the leg's state, ignored, by state and event."}, []string{"state", "event"}),
 		DialToOriginate: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "convoice", Name: "dial_originate_seconds",
@@ -75,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.DialOuts, m.LegEnds, m.PBXEvents, m.Resyncs, m.ResyncFixes, m.Conferences, m.WatchdogEnds,
-			m.NodeOwner, m.NodeLost, m.LegEventsIgnored, m.DialToOriginate, m.OriginateToAnswer, m.EventToStream, m.Commit, m.ProgressBatch)
+			m.NodeOwner, m.NodeLost, m.NodeHandovers, m.LegEventsIgnored, m.DialToOriginate, m.OriginateToAnswer, m.EventToStream, m.Commit, m.ProgressBatch)
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/convoice/convoice/pbx"
@@ -46,11 +47,25 @@ func (en *Engine) runNode(ctx context.Context, n *Node) {
 		en.setOwner(n, true)
 		en.log.Info("holding the PBX node's lease: running its event connection", "node", n.Name, "was_ready", wasReady)
 		lctx, cancel := context.WithCancel(ctx)
+		var handover atomic.Bool
 		go func() {
-			select {
-			case <-lease.Lost():
-				cancel()
-			case <-lctx.Done():
+			owned := time.Now()
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-lease.Lost():
+					cancel()
+					return
+				case <-lctx.Done():
+					return
+				case <-t.C:
+					if en.shouldHandOver(lctx, n, owned) {
+						handover.Store(true)
+						cancel()
+						return
+					}
+				}
 			}
 		}()
 		err = n.Driver.Run(lctx, h)
@@ -63,6 +78,11 @@ func (en *Engine) runNode(ctx context.Context, n *Node) {
 			// The configuration can never work (Run's contract).
 			en.log.Error("pbx driver stopped", "node", n.Name, "err", err)
 			return
+		case lost && handover.Load():
+			// Another replica reaches the node: it takes the lease
+			// while we wait (it tries every LeaseRetry).
+			en.metrics.NodeHandovers.WithLabelValues(n.Name).Inc()
+			yield = leaseYield
 		case lost:
 			// Our database session failed and we could not take the
 			// lease again: we are the suspect replica. Let a healthy one
@@ -75,6 +95,81 @@ func (en *Engine) runNode(ctx context.Context, n *Node) {
 			case <-ctx.Done():
 			case <-time.After(storage.LeaseRetry):
 			}
+		}
+	}
+}
+
+// shouldHandOver reports whether this replica, holding n's lease since
+// owned, should hand n over: its own connection to the node has been down
+// for HandoverAfter (during this holding: a node down for everyone is not
+// passed on and on) and another replica said since then (after
+// reachMargin, within reachFresh) that it reaches the node. A PBX that is down, or a partition of every replica
+// from it, keeps the node where it is: the holder's long bound
+// (NodeLostAfter) decides then.
+func (en *Engine) shouldHandOver(ctx context.Context, n *Node, owned time.Time) bool {
+	st := n.Driver.Status()
+	if st.Ready {
+		return false
+	}
+	down := st.Since
+	if down.Before(owned) {
+		down = owned
+	}
+	if time.Since(down) < en.cfg.HandoverAfter {
+		return false
+	}
+	// Only what another replica said since we lost the node counts, and
+	// not what it said in the first reachMargin of that: a replica that
+	// still took the node for reachable a moment after it went down for
+	// everyone must not draw it away.
+	window := min(time.Since(down)-reachMargin, reachFresh)
+	if window <= 0 {
+		return false
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	others, err := en.store.OthersReachNode(qctx, n.Name, en.replica, window)
+	if err != nil || !others {
+		return false
+	}
+	en.log.Warn("this replica cannot reach the PBX node but another can: handing the node over",
+		"node", n.Name, "down_for", time.Since(down).Round(time.Second), "detail", st.Detail)
+	return true
+}
+
+// reachNote is how often a replica that does not hold a node's lease but
+// reaches the node says so (storage.NoteNodeReach); reachFresh is how
+// recent that must be for the holder to hand the node over, and
+// reachMargin how long after the holder lost the node it must be (a
+// replica's link supervision takes a ping round or two to see the node
+// gone).
+const (
+	reachNote   = 2 * time.Second
+	reachFresh  = 3 * reachNote
+	reachMargin = 2 * time.Second
+)
+
+// noteReach says, every reachNote until ctx is done, that this replica
+// reaches n, while it does (its passive driver is ready).
+func (en *Engine) noteReach(ctx context.Context, n *Node) {
+	t := time.NewTicker(reachNote)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if i%300 == 0 {
+			// What replicas that stopped long ago said (every process
+			// has an id of its own): every 10 minutes.
+			_ = en.store.ForgetNodeReach(ctx, time.Hour)
+		}
+		if !n.Driver.Status().Ready {
+			continue
+		}
+		if err := en.store.NoteNodeReach(ctx, n.Name, en.replica); err != nil && ctx.Err() == nil {
+			en.log.Debug("could not note that this replica reaches the node", "node", n.Name, "err", err)
 		}
 	}
 }
@@ -129,6 +224,7 @@ func (en *Engine) acquireNode(ctx context.Context, n *Node, yield time.Duration)
 			en.log.Error("pbx driver: passive mode stopped", "node", n.Name, "err", err)
 		}
 	}()
+	go en.noteReach(pctx, n)
 	var lease *storage.Lease
 	var err error
 	select {
