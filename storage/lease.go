@@ -31,9 +31,11 @@ import (
 // The default window, 15 s, rides out a database switchover and a quick
 // failover; where failover takes longer, set it above that time. What a
 // longer window costs: a holder that vanishes without closing its
-// connections (power lost) is replaced later (regain+6 s; Asterisk keeps
-// the calls that answer meanwhile in the app, unbridged, until the new
-// holder's resync bridges them), and one cut off from the database alone
+// connections (power lost) is replaced later (regain+6 s; meanwhile the
+// calls that answer are not bridged — we assume, without a recording,
+// that Asterisk, which still counts the dead websocket as the app's,
+// keeps them in the app until the new holder's resync bridges them, as
+// it does for a live one), and one cut off from the database alone
 // holds its node that long, its calls bridged by its driver but not
 // stored until the next holder's resync.
 //
@@ -44,8 +46,9 @@ import (
 // LeaseCheck+LeaseCheckTimeout+regain (18 s by default), before
 // PostgreSQL frees the lock for the others, when its TCP keepalives
 // (leaseKeepalive: regain+6 s, 21 s by default) give up on the session:
-// two replicas act as owner at once only in the moment between another replica taking a lock the server freed and the
-// holder's next try finding it taken (leaseRegainRetry) — or, behind a
+// two replicas act as owner at once only in the moment between another
+// replica taking a lock the server freed and the holder's next try
+// finding it taken (leaseRegainRetry) — or, behind a
 // proxy that closes its side to PostgreSQL as soon as the replica's side
 // fails, for up to those 18 s (the README says what that costs).
 const (

@@ -19,15 +19,17 @@ func leaseName(node string) string { return "pbx-node:" + node }
 // the others run the driver command-only (pbx.Passive), so that any
 // replica can place calls and run commands on any node. Losing the lease
 // (another replica won it while our database session was down, or the
-// database stayed out of reach: storage.Options.LeaseRegain) stops the event loop
-// at once and goes back to command-only mode and to trying to take the
-// lease again; a session that merely ended is replaced without the event
-// loop noticing. On SQLite there is one process: it holds every lease at
-// once.
+// database stayed out of reach: storage.Options.LeaseRegain) stops the
+// event loop at once and goes back to command-only mode and to trying to
+// take the lease again; a session that merely ended is replaced without
+// the event loop noticing. A holder that cannot reach its node while
+// another replica can hands the node over (shouldHandOver). On SQLite
+// there is one process: it holds every lease at once.
 //
 //	loop {
-//	    run passive until the lease is acquired
-//	    run the event loop (link up → resync) until the lease is lost or ctx is done
+//	    run passive until the lease is acquired (saying whether we reach the node)
+//	    run the event loop (link up → resync) until the lease is lost,
+//	        the node is handed over, or ctx is done
 //	}
 func (en *Engine) runNode(ctx context.Context, n *Node) {
 	h := pbx.HandlerFunc(func(e pbx.Event) { en.HandlePBXEvent(context.WithoutCancel(ctx), n.Name, e) })
@@ -103,9 +105,9 @@ func (en *Engine) runNode(ctx context.Context, n *Node) {
 // owned, should hand n over: its own connection to the node has been down
 // for HandoverAfter (during this holding: a node down for everyone is not
 // passed on and on) and another replica said since then (after
-// reachMargin, within reachFresh) that it reaches the node. A PBX that is down, or a partition of every replica
-// from it, keeps the node where it is: the holder's long bound
-// (NodeLostAfter) decides then.
+// reachMargin, within reachFresh) that it reaches the node. A PBX that is
+// down, or a partition of every replica from it, keeps the node where it
+// is: the holder's long bound (NodeLostAfter) decides then.
 func (en *Engine) shouldHandOver(ctx context.Context, n *Node, owned time.Time) bool {
 	st := n.Driver.Status()
 	if st.Ready {
