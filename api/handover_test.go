@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -21,24 +20,23 @@ import (
 // itself then stops answering everyone, the node is not passed around:
 // nobody else reaches it either.
 func TestReliability_GivenTwoReplicas_WhenTheOwnerLosesItsRouteToThePBX_ThenTheOtherTakesTheNode(t *testing.T) {
+	forEachPBX(t, ownerLosesItsRouteToThePBX)
+}
+
+func ownerLosesItsRouteToThePBX(t *testing.T, kind string) {
 	dsn := apitest.Postgres(t)
 	var route *apitest.TCPRoute
-	one, _ := reliabEnv(t, "asterisk", func(o *apitest.Options) {
+	one, _ := reliabEnv(t, kind, func(o *apitest.Options) {
 		o.DB = dsn
 		o.HandoverAfter = 2 * time.Second
-		o.ARIVia = func(raw string) string {
-			u, err := url.Parse(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			route = apitest.NewTCPRoute(t, u.Host, 0)
-			u.Host = route.Addr
-			return u.String()
+		o.PBXVia = func(addr string) string {
+			route = apitest.NewTCPRoute(t, addr, 0)
+			return route.Addr
 		}
 	})
-	two, _ := reliabEnv(t, "asterisk", func(o *apitest.Options) {
+	two, _ := reliabEnv(t, kind, func(o *apitest.Options) {
 		o.DB = dsn
-		o.Emu = one.Emu
+		o.Emu, o.ESLEmu = one.Emu, one.ESL
 		o.HandoverAfter = 2 * time.Second
 	})
 	if !one.Ctl.Owner("emulator") || two.Ctl.Owner("emulator") {

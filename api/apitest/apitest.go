@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,10 +103,13 @@ type Options struct {
 	LeaseRegain time.Duration
 	// HandoverAfter: controller.Config.HandoverAfter (0: its default).
 	HandoverAfter time.Duration
-	// ARIVia, when set, gives the URL this replica's Asterisk driver uses
-	// for the ARI emulator at url: a TCPRoute in front of it, so that a
-	// test can cut this replica alone off from the PBX.
-	ARIVia func(url string) string
+	// ESLEmu is an already running event-socket emulator to use (PBX
+	// "freeswitch"; default: a new one), for a second replica.
+	ESLEmu *eslemu.Server
+	// PBXVia, when set, gives the address (host:port) this replica's
+	// driver uses for the emulated PBX at addr: a TCPRoute in front of
+	// it, so that a test can cut this replica alone off from the PBX.
+	PBXVia func(addr string) string
 	// Notify tunes call history and webhooks (its Registerer is the
 	// Env's own registry); a test whose webhook receiver is on loopback
 	// sets WebhookAllowPrivate.
@@ -169,11 +173,15 @@ func Start(t testing.TB, opts Options) *Env {
 	}
 	e := &Env{t: t, opts: opts, validator: NewValidator(t)}
 	if opts.PBX == "freeswitch" && !opts.NoPBX {
-		e.ESL = eslemu.New(eslemu.Config{Timing: opts.Timing, Logger: e.logger("esl-emulator")})
-		if err := e.ESL.Start("127.0.0.1:0"); err != nil {
-			t.Fatalf("start event-socket emulator: %v", err)
+		if opts.ESLEmu != nil {
+			e.ESL = opts.ESLEmu
+		} else {
+			e.ESL = eslemu.New(eslemu.Config{Timing: opts.Timing, Logger: e.logger("esl-emulator")})
+			if err := e.ESL.Start("127.0.0.1:0"); err != nil {
+				t.Fatalf("start event-socket emulator: %v", err)
+			}
+			e.ownsEmu = true
 		}
-		e.ownsEmu = true
 	} else if !opts.NoPBX && opts.ExternalARI == "" {
 		if opts.Emu != nil {
 			e.Emu = opts.Emu
@@ -201,7 +209,7 @@ func Start(t testing.TB, opts Options) *Env {
 		if e.ownsEmu && e.Emu != nil {
 			e.Emu.Close()
 		}
-		if e.ESL != nil {
+		if e.ownsEmu && e.ESL != nil {
 			e.ESL.Close()
 		}
 	})
@@ -235,7 +243,11 @@ func (e *Env) start() {
 		if err != nil {
 			t.Fatalf("routes: %v", err)
 		}
-		d, err := freeswitch.New(freeswitch.Config{Addr: e.ESL.Addr(), Password: "ClueCon", Routes: routes,
+		addr := e.ESL.Addr()
+		if e.opts.PBXVia != nil {
+			addr = e.opts.PBXVia(addr)
+		}
+		d, err := freeswitch.New(freeswitch.Config{Addr: addr, Password: "ClueCon", Routes: routes,
 			RingTimeout: e.opts.RingTimeout, PingInterval: e.opts.PingInterval, RequestTimeout: e.opts.RequestTimeout,
 			Logger: e.logger("freeswitch")})
 		if err != nil {
@@ -247,8 +259,13 @@ func (e *Env) start() {
 	ariURL := e.opts.ExternalARI
 	if e.Emu != nil {
 		ariURL = e.Emu.URL()
-		if e.opts.ARIVia != nil {
-			ariURL = e.opts.ARIVia(ariURL)
+		if e.opts.PBXVia != nil {
+			u, err := url.Parse(ariURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.Host = e.opts.PBXVia(u.Host)
+			ariURL = u.String()
 		}
 	}
 	if ariURL != "" {
