@@ -39,21 +39,7 @@ func ownerLosesItsRouteToThePBX(t *testing.T, kind string) {
 		o.Emu, o.ESLEmu = one.Emu, one.ESL
 		o.HandoverAfter = 2 * time.Second
 	})
-	if !one.Ctl.Owner("emulator") || two.Ctl.Owner("emulator") {
-		t.Fatal("replica 1, started first, should hold the node")
-	}
-	owner := one.AddUser("Owner")
-	var callers []apitest.User
-	for i := 0; i < 4; i++ {
-		callers = append(callers, one.AddUser("Caller"))
-	}
-	late := one.AddUser("Late")
-	conv := newConversation(t, one, owner, append(callers, late)...)
-	var legs []string
-	for i, u := range callers {
-		legs = append(legs, joinNumber(t, one, conv, u, "+1202555160"+string(rune('1'+i))))
-	}
-	waitAllConnected(t, one, legs, 10*time.Second)
+	owner, late, conv, legs := callsUpOnTheFirstOfTwo(t, one, two, "+1202555160")
 
 	owners := watchOwners(one, two)
 	cut := time.Now()

@@ -79,21 +79,7 @@ func TestReliability_GivenTwoReplicas_WhenTheOwnerIsPartitionedFromPostgreSQL_Th
 	t.Logf("partition by the kernel: %v", route.Real)
 	one, _ := reliabEnv(t, "asterisk", func(o *apitest.Options) { o.DB = route.DSN })
 	two, _ := reliabEnv(t, "asterisk", func(o *apitest.Options) { o.DB = dsn; o.Emu = one.Emu })
-	if !one.Ctl.Owner("emulator") || two.Ctl.Owner("emulator") {
-		t.Fatal("replica 1, started first, should hold the node")
-	}
-	owner := one.AddUser("Owner")
-	var callers []apitest.User
-	for i := 0; i < 4; i++ {
-		callers = append(callers, one.AddUser("Caller"))
-	}
-	late := one.AddUser("Late")
-	conv := newConversation(t, one, owner, append(callers, late)...)
-	var legs []string
-	for i, u := range callers {
-		legs = append(legs, joinNumber(t, one, conv, u, "+1202555150"+string(rune('1'+i))))
-	}
-	waitAllConnected(t, one, legs, 10*time.Second)
+	owner, late, conv, legs := callsUpOnTheFirstOfTwo(t, one, two, "+1202555150")
 
 	// A conversation's stream on the replica about to be cut off.
 	stream := one.Subscribe(conv, owner.Token, "")
@@ -185,6 +171,29 @@ func TestReliability_GivenTwoReplicas_WhenTheOwnerIsPartitionedFromPostgreSQL_Th
 			t.Fatalf("leg %s after the partition: %+v, %v", id, l, err)
 		}
 	}
+}
+
+// callsUpOnTheFirstOfTwo checks that replica one, started first, holds
+// the node and not two, and has four callers of a conversation (of owner,
+// with late in it too, who has not joined) join its audio on numbers
+// prefix+"1"…"4" through one; it returns once their calls are connected.
+func callsUpOnTheFirstOfTwo(t *testing.T, one, two *apitest.Env, prefix string) (owner, late apitest.User, conv string, legs []string) {
+	t.Helper()
+	if !one.Ctl.Owner("emulator") || two.Ctl.Owner("emulator") {
+		t.Fatal("replica 1, started first, should hold the node")
+	}
+	owner = one.AddUser("Owner")
+	var callers []apitest.User
+	for i := 0; i < 4; i++ {
+		callers = append(callers, one.AddUser("Caller"))
+	}
+	late = one.AddUser("Late")
+	conv = newConversation(t, one, owner, append(callers, late)...)
+	for i, u := range callers {
+		legs = append(legs, joinNumber(t, one, conv, u, prefix+string(rune('1'+i))))
+	}
+	waitAllConnected(t, one, legs, 10*time.Second)
+	return owner, late, conv, legs
 }
 
 // readyStatus is the status of env's /readyz, or 0 when it did not answer
