@@ -38,10 +38,10 @@ const (
 	pgConnectTimeout    = 5 * time.Second
 )
 
-// pgConfig parses the store's DSN into a connection configuration with
-// the dialler above.
-func (s *Store) pgConfig() (*pgx.ConnConfig, error) {
-	cfg, err := pgx.ParseConfig(s.dsn)
+// pgConfig parses a DSN into a connection configuration with the dialler
+// above.
+func pgConfig(dsn string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// Not err's text: it may quote the DSN, password and all.
 		return nil, errors.New("CONVOICE_DB: the PostgreSQL DSN cannot be parsed")
@@ -60,18 +60,14 @@ func (s *Store) pgConfig() (*pgx.ConnConfig, error) {
 
 // pgConnect opens one connection of its own (a listener's, a lease's).
 func (s *Store) pgConnect(ctx context.Context) (*pgx.Conn, error) {
-	cfg, err := s.pgConfig()
-	if err != nil {
-		return nil, err
-	}
-	return pgx.ConnectConfig(ctx, cfg)
+	return pgx.ConnectConfig(ctx, s.pgCfg.Copy())
 }
 
 // IsUnreachable reports whether err is the database being out of reach
-// (the API answers 503 database_unavailable),
-// not a statement's failure: a network error, a connection that could
-// not be made or was lost, or the server shutting down. An HTTP client's
-// error (*url.Error) is never the database's.
+// (the API answers 503 database_unavailable), not a statement's failure: a
+// network error, a connection that could not be made or was lost, or the
+// server shutting down. An HTTP client's error (*url.Error) is never the
+// database's.
 func IsUnreachable(err error) bool {
 	if err == nil {
 		return false

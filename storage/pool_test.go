@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/convoice/convoice/storage/pgtest"
 )
 
@@ -73,7 +71,7 @@ func TestOpen_PoolMaxConnsBoundsThePool(t *testing.T) {
 	if got := s.stmts.db.Stats().MaxOpenConnections; got != 3 {
 		t.Fatalf("after the burst MaxOpenConnections = %d, want 3", got)
 	}
-	conn, err := pgx.Connect(ctx, s.dsn)
+	conn, err := s.pgConnect(ctx)
 	if err != nil {
 		t.Fatalf("a connection outside the pool: %v", err)
 	}

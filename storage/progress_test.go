@@ -169,7 +169,7 @@ func TestInTxLeg_AppliesEveryLegsChangesInOrder(t *testing.T) {
 			t.Errorf("conversation %s: announced %s, want each event once, in order: %v", conv, got, seqs)
 		}
 	}
-	if IsPostgres(s.dsn) && batched.Load() == 0 {
+	if s.dialect == "postgres" && batched.Load() == 0 {
 		t.Error("no change went in a batch: PostgreSQL applied them one per transaction")
 	}
 }
@@ -227,7 +227,7 @@ func TestInTxLeg_AFailingChangeFailsAlone(t *testing.T) {
 // them.
 func TestRecordEvent_SpansConversationsInABatch(t *testing.T) {
 	s := openLegTest(t, "")
-	if !IsPostgres(s.dsn) {
+	if s.dialect != "postgres" {
 		// SQLite has no batches of this kind: one writer runs every
 		// transaction, each of them appending at once.
 		return

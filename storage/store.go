@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/mattn/go-sqlite3"
 	"gorm.io/driver/postgres"
@@ -38,9 +39,10 @@ var (
 type Store struct {
 	db      *gorm.DB
 	dialect string // "sqlite" or "postgres"
-	// dsn is the PostgreSQL DSN, for the dedicated connections of leases
-	// (lease.go); empty on SQLite.
-	dsn string
+	// pgCfg is the PostgreSQL connection configuration (pgconn.go), parsed
+	// once: the pool's, and a copy for each dedicated connection (leases,
+	// the listener); nil on SQLite.
+	pgCfg *pgx.ConnConfig
 	// leaseRegain: how long a lease holder whose session failed tries to
 	// take it again before it gives it up (Options.LeaseRegain).
 	leaseRegain time.Duration
@@ -182,13 +184,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		if dsn, pool, err = pgPoolSize(dsn); err != nil {
 			return nil, err
 		}
-		s.dsn = dsn
 		s.notify = &notifyState{}
-		pcfg, err := s.pgConfig()
-		if err != nil {
+		if s.pgCfg, err = pgConfig(dsn); err != nil {
 			return nil, err
 		}
-		s.db, err = gorm.Open(postgres.New(postgres.Config{Conn: stdlib.OpenDB(*pcfg)}), gcfg)
+		s.db, err = gorm.Open(postgres.New(postgres.Config{Conn: stdlib.OpenDB(*s.pgCfg.Copy())}), gcfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres: %w", err)
 		}
